@@ -1,0 +1,60 @@
+# Every documented way to work with the project. `make help` lists the targets.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+EXTRAS  ?= train,dev,live
+STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast lint format bench kafka kafka-stop schemas-check models-train models-evaluate clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PY) -m pip install -q --disable-pip-version-check uv
+	$(PY) -m uv venv -q --allow-existing --python 3.11 $(VENV)
+	$(PY) -m uv pip install -q -p $(BIN)/python -e '.[$(EXTRAS)]'
+	@touch $@
+
+install: $(STAMP) ## create .venv and install the project with all extras
+
+demo: install ## replay bundled real data through the whole topology on the embedded broker; writes runs/<id>/
+	$(BIN)/quantum-trader demo
+
+test: install ## the whole test suite (starts a real Apache Kafka unless QT_KAFKA_BOOTSTRAP is set)
+	$(BIN)/quantum-trader schemas check
+	$(BIN)/pytest
+
+test-fast: install ## unit and contract tests only (no broker)
+	$(BIN)/pytest tests/unit tests/contract
+
+lint: install ## ruff check + ruff format --check + mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy streams models
+
+format: install ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install ## run tests/benchmarks/ and write results to tests/benchmarks/results/
+	$(BIN)/python -m tests.benchmarks
+
+kafka: install ## start a single-node Apache Kafka (KRaft) on 127.0.0.1:19092 and wait until ready
+	bash infra/kafka/kafka.sh start
+
+kafka-stop: ## stop the Kafka started by `make kafka`
+	bash infra/kafka/kafka.sh stop
+
+schemas-check: install ## validate schemas, examples and BACKWARD compatibility
+	$(BIN)/quantum-trader schemas check
+
+models-train: install ## train the four models walk-forward on ../shared/data and register them
+	$(BIN)/quantum-trader models train
+
+models-evaluate: install ## write the evaluation report of the registered models
+	$(BIN)/quantum-trader models evaluate
+
+clean: ## remove caches (keeps .venv)
+	rm -rf .pytest_cache .ruff_cache .mypy_cache build *.egg-info

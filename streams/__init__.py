@@ -1,0 +1,1 @@
+"""Quantum Trader runtime: the Faust app, its agents and the edges (brokers, venues, journal)."""

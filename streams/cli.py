@@ -1,0 +1,36 @@
+"""The ``quantum-trader`` command.
+
+Each sub-command lives in ``streams/commands/<name>.py`` and imports its heavy dependencies
+inside the command body, so ``quantum-trader --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from streams.commands import broker, models_cmd, replay, schemas, worker
+
+app = typer.Typer(
+    name="quantum-trader",
+    help=(
+        "Quantum Trader: an AI crypto-trading topology on Kafka (Faust).\n\n"
+        "Start a broker, run workers, replay recorded market data or a recorded topic through "
+        "the topology, check Avro contracts, and train/evaluate/promote the ONNX models."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.command("broker")(broker.command)
+app.command("worker")(worker.command)
+app.command("replay")(replay.command)
+app.add_typer(schemas.app, name="schemas")
+app.add_typer(models_cmd.app, name="models")
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Settings for every component, read once from the environment (prefix ``QT_``).
+
+Defaults come from the seed system map (risk limits, TP ladder, symbols). Unknown ``QT_`` keys
+are rejected so a typo in a deployment never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SYMBOLS = (
+    "BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT",
+    "AVAXUSDT", "ADAUSDT", "LINKUSDT", "LTCUSDT", "BCHUSDT",
+)  # fmt: skip
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RiskLimits(_Frozen):
+    """Portfolio-wide limits enforced by the single-partition risk stage."""
+
+    max_daily_drawdown: float = Field(0.15, gt=0, lt=1, description="fraction of day-start equity")
+    max_weekly_drawdown: float = Field(0.25, gt=0, lt=1, description="fraction of week-start equity")
+    max_margin_per_position_usd: float = Field(2000.0, gt=0)
+    max_leverage: float = Field(30.0, ge=1)
+    max_concurrent_positions: int = Field(20, ge=1)
+    min_confidence: float = Field(0.65, ge=0, le=1)
+    base_risk_fraction: float = Field(0.10, gt=0, le=1, description="risk per trade before sizing")
+    max_symbol_concentration: float = Field(0.25, gt=0, le=1, description="share of equity per symbol")
+    max_open_correlation: float = Field(0.85, gt=0, le=1)
+    starting_equity_usd: float = Field(10_000.0, gt=0)
+
+
+class ExitPolicy(_Frozen):
+    """TP ladder, stop and trailing defaults (ExitBrain v3.5 in the seed map)."""
+
+    tp_fractions: tuple[float, ...] = (0.4, 0.4, 0.2)
+    tp_distance_atr: tuple[float, ...] = (1.0, 1.6, 2.2)
+    sl_distance_atr: float = Field(1.5, gt=0)
+    trailing_callback: float = Field(0.008, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _ladder_is_consistent(self) -> ExitPolicy:
+        if abs(sum(self.tp_fractions) - 1.0) > 1e-9:
+            raise ValueError("tp_fractions must sum to 1")
+        if len(self.tp_fractions) != len(self.tp_distance_atr):
+            raise ValueError("tp_fractions and tp_distance_atr must have the same length")
+        return self
+
+
+class SupervisorPolicy(_Frozen):
+    """When the supervisor vetoes a signal (the seed's 99% SELL bias must be caught)."""
+
+    bias_threshold: float = Field(0.70, gt=0.5, le=1, description="max share of one side")
+    bias_window: int = Field(200, ge=10, description="last N non-HOLD signals considered")
+    min_confidence: float = Field(0.65, ge=0, le=1)
+    max_model_staleness_ms: int = Field(5 * 60_000, gt=0)
+    max_disagreement: float = Field(0.5, ge=0, le=1)
+
+
+class Settings(BaseSettings):
+    """All runtime settings. Environment: ``QT_<FIELD>``, nested with ``__`` (QT_RISK__MAX_LEVERAGE)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="QT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka_bootstrap: str | None = Field(
+        None, description="bootstrap servers; unset = start the embedded broker"
+    )
+    schema_registry_url: str | None = Field(
+        None, description="Confluent-compatible registry; unset = file registry in schemas/"
+    )
+    app_id: str = "quantum-trader"
+    partitions: int = Field(4, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    data_dir: Path = PROJECT_ROOT / "data"
+    registry_dir: Path = PROJECT_ROOT / "models" / "registry"
+    runs_dir: Path = PROJECT_ROOT / "runs"
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    mode: Literal["paper", "testnet"] = "paper"
+    binance_api_key: SecretStr | None = None
+    binance_api_secret: SecretStr | None = None
+    seed: int = 7
+    web_port: int = Field(6066, ge=0, le=65535)
+    risk: RiskLimits = RiskLimits()
+    exits: ExitPolicy = ExitPolicy()
+    supervisor: SupervisorPolicy = SupervisorPolicy()
+    ensemble_weights: dict[str, float] = Field(
+        default_factory=lambda: {"xgboost": 0.25, "lightgbm": 0.25, "nhits": 0.25, "patchtst": 0.25}
+    )
+
+    @model_validator(mode="after")
+    def _testnet_needs_keys(self) -> Settings:
+        if self.mode == "testnet" and not (self.binance_api_key and self.binance_api_secret):
+            raise ValueError("mode=testnet needs QT_BINANCE_API_KEY and QT_BINANCE_API_SECRET")
+        return self
+
+
+# The Qt GUI toolkit also reads QT_* variables (desktop sessions set some); they are not ours.
+_QT_TOOLKIT_PREFIXES = ("QT_QPA_", "QT_SCALE", "QT_AUTO_SCREEN", "QT_IM_", "QT_ACCESSIBILITY",
+                        "QT_FONT_DPI", "QT_SCREEN_", "QT_PLUGIN_PATH", "QT_LOGGING_RULES",
+                        "QT_DEBUG_", "QT_ENABLE_HIGHDPI", "QT_WAYLAND_")
+
+
+def unknown_env_keys(environ: dict[str, str] | None = None) -> list[str]:
+    """``QT_*`` variables that name no setting (pydantic-settings ignores those silently)."""
+    env = os.environ if environ is None else environ
+    known = {f"QT_{name.upper()}" for name in Settings.model_fields}
+    return sorted(
+        key
+        for key in env
+        if key.startswith("QT_")
+        and key.split("__", 1)[0] not in known
+        and not key.startswith(_QT_TOOLKIT_PREFIXES)
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; raises on unknown ``QT_`` keys."""
+    unknown = unknown_env_keys()
+    if unknown:
+        raise ValueError(f"unknown settings in the environment: {', '.join(unknown)}")
+    return Settings()
