@@ -84,6 +84,9 @@ class Settings(BaseSettings):
         None, description="Confluent-compatible registry; unset = file registry in schemas/"
     )
     app_id: str = "quantum-trader"
+    topic_prefix: str = Field(
+        "", description="prepended to every topic name; isolates a replay or test run"
+    )
     partitions: int = Field(4, ge=1)
     replication_factor: int = Field(1, ge=1)
     data_dir: Path = PROJECT_ROOT / "data"
