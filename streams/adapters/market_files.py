@@ -1,0 +1,437 @@
+"""Recorded market files: discovery, row validation and an event-time merge of several symbols.
+
+Pure reading, no Kafka import. Two file kinds (format of ``../shared/data/binance``):
+
+* kline CSV(.gz), header ``open_time_ms,open,high,low,close,volume`` (one row per minute);
+* raw trade CSV(.gz), header ``trade_id,price,qty,trade_time_ms,event_time_ms,...``; a trade
+  becomes a tick with ``open = high = low = close = price``, ``volume = qty`` and the exchange
+  *trade* time as event time (the recorder's receive clock lags, see the data README).
+
+Every data line yields either a :class:`MarketTick` or a :class:`RejectedRow` carrying the
+reason, the file and the line, so a caller can dead-letter bad rows and go on. Files are read
+lazily and merged with :func:`heapq.merge`, so memory stays flat whatever the data set size.
+"""
+
+from __future__ import annotations
+
+import gzip
+import heapq
+import io
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import BinaryIO, Final
+
+KLINE_HEADER: Final = ("open_time_ms", "open", "high", "low", "close", "volume")
+TRADE_HEADER_PREFIX: Final = ("trade_id", "price", "qty", "trade_time_ms")
+ONE_MINUTE_MS: Final = 60_000
+# Epoch-ms values below this (1973-03-03) are almost surely seconds typed by mistake.
+_MIN_EPOCH_MS: Final = 100_000_000_000
+_SUFFIXES: Final = (".csv.gz", ".csv")
+
+
+class MarketFileError(Exception):
+    """A market file or data set cannot be used at all (not one bad row: that is a RejectedRow)."""
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(f"{path}: {message}" if path is not None else message)
+        self.path = path
+
+
+class TickKind(StrEnum):
+    """What one tick summarises; the values match the ``kind`` enum of ``TickReceived``."""
+
+    KLINE_1M = "KLINE_1M"
+    TRADE = "TRADE"
+
+
+class RejectReason(StrEnum):
+    """Why a row was not turned into a tick (the ``reason`` of its dead letter)."""
+
+    UNPARSABLE = "unparsable"
+    NAN = "nan"
+    NON_POSITIVE_PRICE = "non_positive_price"
+    NEGATIVE_VOLUME = "negative_volume"
+    HIGH_BELOW_LOW = "high_below_low"
+    OPEN_CLOSE_OUTSIDE_RANGE = "open_close_outside_range"
+    MISALIGNED_TIME = "misaligned_time"
+    DUPLICATE_TIME = "duplicate_time"
+    OUT_OF_ORDER_TIME = "out_of_order_time"
+    # Trades may share a millisecond; a repeated or decreasing trade id is the duplicate.
+    DUPLICATE_TRADE_ID = "duplicate_trade_id"
+
+
+@dataclass(frozen=True, slots=True)
+class MarketTick:
+    """One validated market event, ready to become a ``TickReceived`` record."""
+
+    symbol: str
+    event_time_ms: int
+    kind: TickKind
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    interval_ms: int
+    trade_id: int | None
+    source: str
+    line_no: int
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRow:
+    """A data line that failed validation; ``event_time_ms`` is ``None`` when unreadable."""
+
+    reason_code: RejectReason
+    detail: str
+    file: str
+    line_no: int
+    raw_line: bytes
+    symbol: str
+    event_time_ms: int | None
+
+
+ReplayItem = MarketTick | RejectedRow
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """Half-open event-time window ``[start_ms, end_ms)``; ``None`` leaves a side open."""
+
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.start_ms is not None and self.end_ms is not None and self.end_ms <= self.start_ms:
+            raise MarketFileError(f"empty time window: end {self.end_ms} <= start {self.start_ms}")
+
+    def contains(self, time_ms: int) -> bool:
+        """Whether ``time_ms`` falls inside the window."""
+        after_start = self.start_ms is None or time_ms >= self.start_ms
+        return after_start and (self.end_ms is None or time_ms < self.end_ms)
+
+    def is_past(self, time_ms: int) -> bool:
+        """Whether ``time_ms`` is at or beyond the end (a sorted file can stop there)."""
+        return self.end_ms is not None and time_ms >= self.end_ms
+
+
+@dataclass(frozen=True, slots=True)
+class MarketFileSpec:
+    """One discovered file: where it is, which symbol and kind, and its name in dead letters."""
+
+    path: Path
+    symbol: str
+    kind: TickKind
+    source: str
+
+
+def parse_time_bound(text: str) -> int:
+    """Epoch milliseconds of a CLI time bound: epoch ms digits, or an ISO date/date-time.
+
+    A naive ISO value is read as UTC (exchange data is UTC); ``2025-05-05`` is its midnight.
+    """
+    value = text.strip()
+    if value.lstrip("-").isdigit():
+        millis = int(value)
+        if millis < _MIN_EPOCH_MS:
+            raise MarketFileError(f"time {text!r} looks like seconds; give epoch milliseconds")
+        return millis
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise MarketFileError(f"time {text!r} is neither epoch ms nor an ISO date") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _symbol_of(path: Path) -> str | None:
+    name = path.name
+    for suffix in _SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)].upper()
+    return None
+
+
+def _open_text(path: Path) -> tuple[BinaryIO, io.BufferedReader]:
+    """The raw file (its ``tell()`` measures progress) and a line reader over its content."""
+    raw = path.open("rb")
+    if path.name.endswith(".gz"):
+        return raw, io.BufferedReader(gzip.GzipFile(fileobj=raw))
+    return raw, io.BufferedReader(raw)
+
+
+def _kind_of_header(header: bytes, path: Path) -> TickKind:
+    columns = tuple(col.strip() for col in header.decode("utf-8", "replace").strip().split(","))
+    if columns == KLINE_HEADER:
+        return TickKind.KLINE_1M
+    if columns[: len(TRADE_HEADER_PREFIX)] == TRADE_HEADER_PREFIX:
+        return TickKind.TRADE
+    raise MarketFileError(f"unknown header {','.join(columns)!r}", path)
+
+
+def read_header_kind(path: Path) -> TickKind:
+    """The kind of a market file, from its header line."""
+    raw, reader = _open_text(path)
+    try:
+        with raw, reader:
+            return _kind_of_header(reader.readline(), path)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise MarketFileError(f"cannot read header: {exc}", path) from exc
+
+
+def _spec_for(path: Path, root: Path) -> MarketFileSpec:
+    symbol = _symbol_of(path)
+    if symbol is None:
+        raise MarketFileError("not a .csv or .csv.gz market file", path)
+    source = f"{root.name}/{path.name}" if root != path else f"{path.parent.name}/{path.name}"
+    return MarketFileSpec(path=path, symbol=symbol, kind=read_header_kind(path), source=source)
+
+
+def discover_files(data: Path, symbols: Sequence[str] = ()) -> list[MarketFileSpec]:
+    """The market files of one data set: ``data`` is a single file or a data-set folder.
+
+    The symbol comes from the file name (``BTCUSDT.csv.gz``). A folder of data-set folders is
+    refused rather than merged: spot and futures prices of one symbol must not share a key.
+    """
+    if not data.exists():
+        raise MarketFileError("no such file or directory", data)
+    if data.is_file():
+        files = [data]
+    else:
+        files = sorted(p for p in data.iterdir() if p.is_file() and _symbol_of(p) is not None)
+        if not files:
+            nested = sorted(p.name for p in data.iterdir() if p.is_dir())
+            hint = f"; pick one data set: {', '.join(nested)}" if nested else ""
+            raise MarketFileError(f"no .csv/.csv.gz market files{hint}", data)
+    specs = [_spec_for(path, data) for path in files]
+    seen: dict[str, Path] = {}
+    for spec in specs:
+        if spec.symbol in seen:
+            raise MarketFileError(
+                f"two files for {spec.symbol}: {seen[spec.symbol].name}", spec.path
+            )
+        seen[spec.symbol] = spec.path
+    wanted = {s.upper() for s in symbols}
+    if wanted:
+        specs = [spec for spec in specs if spec.symbol in wanted]
+        if not specs:
+            available = ", ".join(sorted(_symbol_of(p) or "" for p in files))
+            raise MarketFileError(
+                f"no file for symbols {', '.join(sorted(wanted))} (available: {available})", data
+            )
+    return specs
+
+
+class _RowError(Exception):
+    """Internal: a row failed one check; carries the reason and, when known, its time."""
+
+    def __init__(self, reason: RejectReason, detail: str, time_ms: int | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.time_ms = time_ms
+
+
+def _parse_fields(line: bytes, count: int) -> list[str]:
+    fields = line.decode("ascii").strip().split(",")
+    if len(fields) < count:
+        raise _RowError(RejectReason.UNPARSABLE, f"expected {count} columns, got {len(fields)}")
+    return fields
+
+
+def _to_int(text: str, column: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise _RowError(RejectReason.UNPARSABLE, f"{column}={text!r} is not an integer") from None
+
+
+def _to_floats(texts: Sequence[str], columns: Sequence[str], time_ms: int) -> list[float]:
+    values: list[float] = []
+    for text, column in zip(texts, columns, strict=True):
+        try:
+            value = float(text)
+        except ValueError:
+            detail = f"{column}={text!r} is not a number"
+            raise _RowError(RejectReason.UNPARSABLE, detail, time_ms) from None
+        if not math.isfinite(value):
+            raise _RowError(RejectReason.NAN, f"{column}={text!r} is not finite", time_ms)
+        values.append(value)
+    return values
+
+
+def check_prices(o: float, h: float, low: float, c: float, volume: float, time_ms: int) -> None:
+    """Raise the first failed bar check: positive prices, volume >= 0, low <= o,c <= high."""
+    if min(o, h, low, c) <= 0:
+        detail = f"prices must be > 0 (o={o} h={h} l={low} c={c})"
+        raise _RowError(RejectReason.NON_POSITIVE_PRICE, detail, time_ms)
+    if volume < 0:
+        raise _RowError(RejectReason.NEGATIVE_VOLUME, f"volume={volume} < 0", time_ms)
+    if h < low:
+        raise _RowError(RejectReason.HIGH_BELOW_LOW, f"high={h} < low={low}", time_ms)
+    if not (low <= o <= h and low <= c <= h):
+        detail = f"open={o}/close={c} outside [low={low}, high={h}]"
+        raise _RowError(RejectReason.OPEN_CLOSE_OUTSIDE_RANGE, detail, time_ms)
+
+
+@dataclass(slots=True)
+class _Cursor:
+    """Per-file ordering state: the last *accepted* time and trade id."""
+
+    last_time_ms: int | None = None
+    last_trade_id: int | None = None
+
+
+def parse_kline(
+    line: bytes, spec: MarketFileSpec, line_no: int, cursor: _Cursor, interval_ms: int
+) -> MarketTick:
+    """One kline row as a tick; raises ``_RowError`` and leaves ``cursor`` untouched on failure."""
+    fields = _parse_fields(line, len(KLINE_HEADER))
+    time_ms = _to_int(fields[0], "open_time_ms")
+    o, h, low, c, volume = _to_floats(fields[1:6], KLINE_HEADER[1:], time_ms)
+    check_prices(o, h, low, c, volume, time_ms)
+    if time_ms % interval_ms:
+        detail = f"open_time_ms={time_ms} not a multiple of {interval_ms}"
+        raise _RowError(RejectReason.MISALIGNED_TIME, detail, time_ms)
+    last = cursor.last_time_ms
+    if last is not None and time_ms == last:
+        raise _RowError(RejectReason.DUPLICATE_TIME, f"open_time_ms={time_ms} repeated", time_ms)
+    if last is not None and time_ms < last:
+        detail = f"open_time_ms={time_ms} before previous {last}"
+        raise _RowError(RejectReason.OUT_OF_ORDER_TIME, detail, time_ms)
+    cursor.last_time_ms = time_ms
+    return MarketTick(
+        spec.symbol, time_ms, TickKind.KLINE_1M, o, h, low, c, volume,
+        interval_ms, None, spec.source, line_no,
+    )  # fmt: skip
+
+
+def parse_trade(line: bytes, spec: MarketFileSpec, line_no: int, cursor: _Cursor) -> MarketTick:
+    """One raw trade as a tick (o=h=l=c=price, volume=qty, event time = trade time)."""
+    fields = _parse_fields(line, len(TRADE_HEADER_PREFIX))
+    trade_id = _to_int(fields[0], "trade_id")
+    time_ms = _to_int(fields[3], "trade_time_ms")
+    price, qty = _to_floats(fields[1:3], TRADE_HEADER_PREFIX[1:3], time_ms)
+    check_prices(price, price, price, price, qty, time_ms)
+    if cursor.last_trade_id is not None and trade_id <= cursor.last_trade_id:
+        detail = f"trade_id={trade_id} not after previous {cursor.last_trade_id}"
+        raise _RowError(RejectReason.DUPLICATE_TRADE_ID, detail, time_ms)
+    if cursor.last_time_ms is not None and time_ms < cursor.last_time_ms:
+        detail = f"trade_time_ms={time_ms} before previous {cursor.last_time_ms}"
+        raise _RowError(RejectReason.OUT_OF_ORDER_TIME, detail, time_ms)
+    cursor.last_time_ms, cursor.last_trade_id = time_ms, trade_id
+    return MarketTick(
+        spec.symbol, time_ms, TickKind.TRADE, price, price, price, price, qty,
+        0, trade_id, spec.source, line_no,
+    )  # fmt: skip
+
+
+def validate_line(
+    line: bytes, spec: MarketFileSpec, line_no: int, cursor: _Cursor, interval_ms: int
+) -> ReplayItem:
+    """A data line as a tick, or the reason it is rejected (never raises for bad content)."""
+    try:
+        if spec.kind is TickKind.KLINE_1M:
+            return parse_kline(line, spec, line_no, cursor, interval_ms)
+        return parse_trade(line, spec, line_no, cursor)
+    except UnicodeDecodeError:
+        error = _RowError(RejectReason.UNPARSABLE, "line is not ASCII text")
+    except _RowError as exc:
+        error = exc
+    return RejectedRow(
+        reason_code=error.reason,
+        detail=error.detail,
+        file=spec.source,
+        line_no=line_no,
+        raw_line=line.rstrip(b"\r\n"),
+        symbol=spec.symbol,
+        event_time_ms=error.time_ms,
+    )
+
+
+class MarketFileReader:
+    """Lazy validated rows of one file inside a time window, in file order.
+
+    Rejected rows are kept when their own time is inside the window; a row without a readable
+    time is attributed to the last accepted time of its file (or to the window start before the
+    first one). Reading stops at the first accepted row at or past the window end, since the
+    files are sorted. ``bytes_read`` (compressed bytes consumed) drives a progress bar.
+    """
+
+    def __init__(
+        self,
+        spec: MarketFileSpec,
+        window: TimeWindow = TimeWindow(),
+        interval_ms: int = ONE_MINUTE_MS,
+    ) -> None:
+        self.spec = spec
+        self.window = window
+        self.interval_ms = interval_ms
+        self.bytes_read = 0
+        self.size = spec.path.stat().st_size
+
+    def __iter__(self) -> Iterator[ReplayItem]:
+        raw, reader = _open_text(self.spec.path)
+        with raw, reader:
+            try:
+                yield from self._rows(raw, reader)
+            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                raise MarketFileError(f"read failed: {exc}", self.spec.path) from exc
+        self.bytes_read = self.size
+
+    def _rows(self, raw: BinaryIO, reader: io.BufferedReader) -> Iterator[ReplayItem]:
+        _kind_of_header(reader.readline(), self.spec.path)
+        cursor = _Cursor()
+        for line_no, line in enumerate(reader, start=2):
+            self.bytes_read = raw.tell()
+            if not line.strip():
+                continue
+            item = validate_line(line, self.spec, line_no, cursor, self.interval_ms)
+            if isinstance(item, MarketTick):
+                if self.window.is_past(item.event_time_ms):
+                    return
+                if self.window.contains(item.event_time_ms):
+                    yield item
+            elif self._keeps_rejected(item, cursor):
+                yield item
+
+    def _keeps_rejected(self, row: RejectedRow, cursor: _Cursor) -> bool:
+        if row.event_time_ms is not None:
+            return self.window.contains(row.event_time_ms)
+        return cursor.last_time_ms is None or self.window.contains(cursor.last_time_ms)
+
+
+def _positioned(reader: Iterable[ReplayItem]) -> Iterator[tuple[int, str, ReplayItem]]:
+    """Tag items with a non-decreasing position time so each input of the merge is sorted.
+
+    A tick's position is its own time; a rejected row sits at the last tick's time before it
+    (its own time may be out of order, which is the very reason it was rejected).
+    """
+    position = -1
+    for item in reader:
+        if isinstance(item, MarketTick):
+            position = item.event_time_ms
+        yield (position, item.symbol, item)
+
+
+def merge_in_event_time(readers: Sequence[Iterable[ReplayItem]]) -> Iterator[ReplayItem]:
+    """Merge several files' rows by (event time, symbol), streaming; stable within a file."""
+    merged = heapq.merge(*(_positioned(r) for r in readers), key=lambda t: (t[0], t[1]))
+    for _position, _symbol, item in merged:
+        yield item
+
+
+def open_data_set(
+    data: Path,
+    symbols: Sequence[str] = (),
+    window: TimeWindow = TimeWindow(),
+    interval_ms: int = ONE_MINUTE_MS,
+) -> tuple[list[MarketFileReader], Iterator[ReplayItem]]:
+    """Readers of a data set's files and their merged rows (the readers report progress)."""
+    readers = [MarketFileReader(s, window, interval_ms) for s in discover_files(data, symbols)]
+    return readers, merge_in_event_time(readers)
