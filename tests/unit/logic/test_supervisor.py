@@ -1,0 +1,155 @@
+"""Supervisor veto rules: every rule evaluated, every reason reported."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.config import SupervisorPolicy
+from streams.logic.supervisor import (
+    BiasConfig,
+    BiasWindow,
+    SupervisorState,
+    supervise,
+)
+from streams.logic.types import Side
+from streams.logic.voting import EnsembleSignal, ModelVote, vote
+
+MODELS = ("xgboost", "lightgbm", "nhits", "patchtst")
+EQUAL = dict.fromkeys(MODELS, 0.25)
+POLICY = SupervisorPolicy(bias_window=10, bias_threshold=0.7)
+SMALL = BiasConfig(min_samples=10)
+
+SELL_STRONG = (0.9, 0.05, 0.05)
+BUY_STRONG = (0.05, 0.05, 0.9)
+
+
+def _signal(symbol: str, t: int, probs: tuple[float, float, float], models=MODELS, as_of=None):
+    votes = [ModelVote(m, "v1", probs, t if as_of is None else as_of) for m in models]
+    return vote(f"{symbol}:{t}", symbol, t, votes, EQUAL)
+
+
+def _rules(result) -> list[str]:
+    return [v.rule for v in result.vetoes]
+
+
+def test_ring_buffer_counts_and_eviction() -> None:
+    w = BiasWindow(4)
+    for s in (Side.LONG, Side.LONG, Side.SHORT, Side.LONG):
+        w.push(s)
+    assert w.share(Side.LONG) == 0.75  # 3 of 4
+    w.push(Side.SHORT)  # evicts the first LONG -> L S L S
+    assert w.sides() == [Side.LONG, Side.SHORT, Side.LONG, Side.SHORT]
+    assert w.share(Side.SHORT) == 0.5
+    assert BiasWindow.from_dict(w.to_dict()).sides() == w.sides()
+
+
+def test_clean_signal_passes() -> None:
+    state = SupervisorState(POLICY.bias_window)
+    out = supervise(_signal("BTCUSDT", 1000, BUY_STRONG), state, POLICY, MODELS, SMALL)
+    assert out.approved and out.vetoes == ()
+
+
+def test_seed_sell_bias_is_caught_per_symbol_and_overall() -> None:
+    state = SupervisorState(POLICY.bias_window)
+    # 7 SELL + 3 BUY = 70 % SELL: exactly at the threshold is allowed ("> 70 %").
+    outs = [
+        supervise(_signal("BTCUSDT", t, SELL_STRONG), state, POLICY, MODELS, SMALL)
+        for t in range(7)
+    ]
+    outs += [
+        supervise(_signal("BTCUSDT", 7 + t, BUY_STRONG), state, POLICY, MODELS, SMALL)
+        for t in range(3)
+    ]
+    assert all(o.approved for o in outs)
+    # 11th signal (t=10) SELL: window t=1..10 = 6 S + 3 B + this S = 7/10 = 70 % -> still ok
+    out = supervise(_signal("BTCUSDT", 10, SELL_STRONG), state, POLICY, MODELS, SMALL)
+    assert out.approved
+    # t=11..16 SELL: each window still holds the 3 BUYs (t=7,8,9), so 7 S of 10 -> ok.
+    # t=17: window t=8..17 = B B + 8 S = 80 % SELL -> veto.
+    for t in range(11, 17):
+        supervise(_signal("BTCUSDT", t, SELL_STRONG), state, POLICY, MODELS, SMALL)
+    out = supervise(_signal("BTCUSDT", 17, SELL_STRONG), state, POLICY, MODELS, SMALL)
+    assert _rules(out) == ["bias_symbol", "bias_overall"]
+    assert "80.0% of last 10 signals SHORT" in out.vetoes[0].detail
+    # A BUY works against the bias and is not vetoed for it.
+    assert supervise(_signal("BTCUSDT", 18, BUY_STRONG), state, POLICY, MODELS, SMALL).approved
+
+
+def test_overall_bias_across_symbols_without_symbol_bias() -> None:
+    state = SupervisorState(POLICY.bias_window)
+    last = None
+    # 10 symbols, one SELL each: every symbol window holds 1 signal (< min_samples), overall 10/10.
+    for i in range(10):
+        last = supervise(_signal(f"S{i}USDT", i, SELL_STRONG), state, POLICY, MODELS, SMALL)
+    assert last is not None and _rules(last) == ["bias_overall"]
+
+
+def test_bias_needs_min_samples() -> None:
+    state = SupervisorState(POLICY.bias_window)
+    out = supervise(
+        _signal("BTCUSDT", 0, SELL_STRONG), state, POLICY, MODELS, BiasConfig(min_samples=2)
+    )
+    assert out.approved  # 1 sample at 100 % is not evidence of bias
+
+
+def test_all_rules_reported_together() -> None:
+    state = SupervisorState(POLICY.bias_window)
+    t = 1_000_000
+    # Three models vote, one of them scored an input 301 s old (> 300 000 ms); weak BUY.
+    weak_buy = (0.30, 0.10, 0.60)
+    votes = [
+        ModelVote("xgboost", "x1", weak_buy, t),
+        ModelVote("lightgbm", "l1", weak_buy, t),
+        ModelVote("nhits", "n7", (0.8, 0.1, 0.1), t - 301_000),
+    ]
+    sig = vote("BTCUSDT:t", "BTCUSDT", t, votes, EQUAL)
+    # BUY = (0.6+0.6+0.1)/3 = 0.4333 ; SELL = (0.3+0.3+0.8)/3 = 0.4667 -> SELL 0.4667
+    assert sig.action.value == "SELL"
+    out = supervise(sig, state, POLICY, MODELS, SMALL)
+    # SELL confidence 0.4667 < 0.65; patchtst missing; nhits stale; 2/3 of weight votes BUY >= 0.5
+    assert _rules(out) == ["low_confidence", "model_missing", "model_stale", "disagreement"]
+    assert "patchtst" in out.vetoes[1].detail
+    assert "nhits@n7 301000 ms old" in out.vetoes[2].detail
+    assert "67% of weight opposes SELL" in out.vetoes[3].detail
+
+
+def test_confidence_exactly_at_minimum_passes() -> None:
+    state = SupervisorState(POLICY.bias_window)
+    # 0.65 exactly for BUY from every model -> ensemble 0.65 (>= minimum)
+    out = supervise(_signal("ETHUSDT", 1, (0.15, 0.20, 0.65)), state, POLICY, MODELS, SMALL)
+    assert out.approved
+
+
+def test_hold_only_gets_model_health_rules() -> None:
+    state = SupervisorState(POLICY.bias_window)
+    out = supervise(
+        _signal("ETHUSDT", 1, (0.3, 0.4, 0.3), models=MODELS[:3]), state, POLICY, MODELS, SMALL
+    )
+    assert _rules(out) == ["model_missing"]
+    assert state.overall_window().size == 0  # HOLD is not recorded in the bias windows
+
+
+def test_state_round_trip() -> None:
+    state = SupervisorState(POLICY.bias_window)
+    for t in range(5):
+        supervise(_signal("BTCUSDT", t, SELL_STRONG), state, POLICY, MODELS, SMALL)
+    back = SupervisorState.from_dict(state.to_dict())
+    assert back.window("BTCUSDT").sides() == [Side.SHORT] * 5
+    assert back.overall_window().size == 5
+
+
+@given(st.lists(st.booleans(), max_size=60), st.integers(1, 12))
+def test_window_matches_naive_tail(bits: list[bool], cap: int) -> None:
+    w = BiasWindow(cap)
+    for b in bits:
+        w.push(Side.LONG if b else Side.SHORT)
+    tail = bits[-cap:]
+    assert w.sides() == [Side.LONG if b else Side.SHORT for b in tail]
+    expected = (sum(tail) / len(tail)) if tail else 0.0
+    assert abs(w.share(Side.LONG) - expected) < 1e-12
+
+
+def test_signal_round_trip_keeps_vote_details() -> None:
+    sig = _signal("BTCUSDT", 3, BUY_STRONG)
+    assert EnsembleSignal.from_dict(sig.to_dict()).votes[0].version == "v1"
