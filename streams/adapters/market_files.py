@@ -26,7 +26,10 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 KLINE_HEADER: Final = ("open_time_ms", "open", "high", "low", "close", "volume")
-TRADE_HEADER_PREFIX: Final = ("trade_id", "price", "qty", "trade_time_ms")
+TRADE_HEADER_PREFIX: Final = (
+    "trade_id", "price", "qty", "trade_time_ms", "event_time_ms", "is_buyer_maker",
+)  # fmt: skip
+_BOOLEANS: Final = {"true": True, "false": False}
 ONE_MINUTE_MS: Final = 60_000
 # Epoch-ms values below this (1973-03-03) are almost surely seconds typed by mistake.
 _MIN_EPOCH_MS: Final = 100_000_000_000
@@ -80,6 +83,7 @@ class MarketTick:
     trade_id: int | None
     source: str
     line_no: int
+    is_buyer_maker: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +321,10 @@ def parse_trade(line: bytes, spec: MarketFileSpec, line_no: int, cursor: _Cursor
     trade_id = _to_int(fields[0], "trade_id")
     time_ms = _to_int(fields[3], "trade_time_ms")
     price, qty = _to_floats(fields[1:3], TRADE_HEADER_PREFIX[1:3], time_ms)
+    is_buyer_maker = _BOOLEANS.get(fields[5].strip().lower())
+    if is_buyer_maker is None:
+        detail = f"is_buyer_maker={fields[5]!r} is not true/false"
+        raise _RowError(RejectReason.UNPARSABLE, detail, time_ms)
     check_prices(price, price, price, price, qty, time_ms)
     if cursor.last_trade_id is not None and trade_id <= cursor.last_trade_id:
         detail = f"trade_id={trade_id} not after previous {cursor.last_trade_id}"
@@ -327,7 +335,7 @@ def parse_trade(line: bytes, spec: MarketFileSpec, line_no: int, cursor: _Cursor
     cursor.last_time_ms, cursor.last_trade_id = time_ms, trade_id
     return MarketTick(
         spec.symbol, time_ms, TickKind.TRADE, price, price, price, price, qty,
-        0, trade_id, spec.source, line_no,
+        0, trade_id, spec.source, line_no, is_buyer_maker,
     )  # fmt: skip
 
 

@@ -96,6 +96,7 @@ def test_trades_become_ticks_with_trade_time_and_price_as_ohlc() -> None:
         assert tick.volume == float(row["qty"])
         assert tick.event_time_ms == int(row["trade_time_ms"])
         assert tick.trade_id == int(row["trade_id"])
+        assert tick.is_buyer_maker is (row["is_buyer_maker"] == "true")
 
 
 def test_trades_of_two_symbols_merge_with_shared_milliseconds() -> None:
