@@ -1,0 +1,359 @@
+"""Training orchestrator: dataset -> walk-forward -> final fit -> ONNX + parity -> registry.
+
+For every requested model, on one dataset built by :func:`models.dataset.build_dataset`:
+
+1. **Hold back the tail.** The last ``holdout_fraction`` of the training period (by time) is the
+   held-back block; a purge gap of ``label horizon`` bars separates it from the rows before it,
+   so no training label looks into it.
+2. **Walk-forward validation** on the development rows before that gap: expanding-window folds
+   from :func:`models.dataset.walk_forward_splits`, one fit per fold, metrics on each fold's
+   validation block (never shuffled across time).
+3. **Final fit** on all development rows (optionally strided), with the held-back block as the
+   validation set (the neural models early-stop on it; GBDTs only log it).
+4. **Export** to ONNX and **check parity** native vs ONNX Runtime on the held-back rows; above
+   1e-4 the run fails and nothing is registered for that model.
+5. **Register** ``<registry>/<model>/<version>/`` with a manifest stating the exact data, ranges,
+   stride, label, metrics and parity figure, and (by default) promote it.
+
+No wall clock is read: version names and ranges come from the arguments and the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+MODEL_MODULES: dict[str, str] = {
+    "xgboost": "models.xgb",
+    "lightgbm": "models.lgbm",
+    "nhits": "models.nhits",
+    "patchtst": "models.patchtst",
+}
+"""Model name -> module implementing NAME/INPUT/DEFAULT_CONFIG/train/predict_proba/export_onnx."""
+
+VARIANT_SEPARATOR = "@"
+"""``nhits@large`` trains ``models.nhits.LARGE_CONFIG`` and registers it as ``nhits-large``."""
+
+
+class TrainingError(RuntimeError):
+    """Training could not produce a valid model (bad data, bad shapes, unknown model)."""
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+@contextmanager
+def training_progress(description: str, total: int) -> Iterator[Callable[[], None]]:
+    """A rich progress bar; yields ``advance()`` to call once per step (round, epoch...)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)
+
+
+def balanced_sample_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-row weights ``n / (k * count[class])``: each class carries the same total weight.
+
+    Why: with a dead zone most rows are HOLD; unweighted trees learn to say HOLD nearly always.
+    """
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    per_class = np.zeros(n_classes)
+    per_class[present] = len(y) / (present.sum() * counts[present])
+    return per_class[y].astype(np.float32)
+
+
+def utc_ms(text: str) -> int:
+    """``2025-05-21`` or ``2025-05-21T00:00`` (UTC, naive input means UTC) -> epoch ms."""
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def iso_utc(ms: int) -> str:
+    """Epoch ms -> ``2025-05-21T00:00:00Z``."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def time_range(time_ms: np.ndarray) -> dict[str, Any]:
+    """First/last row time of a block, as ms and ISO (inclusive bounds), plus its row count."""
+    if len(time_ms) == 0:
+        return {"rows": 0}
+    lo, hi = int(time_ms.min()), int(time_ms.max())
+    return {"first_ms": lo, "last_ms": hi, "first": iso_utc(lo), "last": iso_utc(hi),
+            "rows": len(time_ms)}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, macro-F1, log loss and the class balance of predictions.
+
+    Pure numpy (no sklearn): these go into every manifest. The prediction balance is there on
+    purpose — the system this replaces emitted 99% SELL and nobody noticed.
+    """
+    n_classes = proba.shape[1]
+    pred = proba.argmax(axis=1)
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (y, pred), 1)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    tp = np.diag(confusion).astype(np.float64)
+    recall = np.divide(tp, support, out=np.zeros(n_classes), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros(n_classes), where=predicted > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(n_classes), where=denom > 0)
+    picked = np.clip(proba[np.arange(len(y)), y].astype(np.float64), 1e-15, 1.0)
+    n = max(len(y), 1)
+    return {
+        "rows": len(y),
+        "accuracy": float(tp.sum() / n),
+        "balanced_accuracy": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,
+        "macro_f1": float(f1.mean()),
+        "log_loss": float(-np.log(picked).mean()) if len(y) else 0.0,
+        "precision": precision.round(6).tolist(),
+        "recall": recall.round(6).tolist(),
+        "label_balance": (support / n).round(6).tolist(),
+        "prediction_balance": (predicted / n).round(6).tolist(),
+        "confusion": confusion.tolist(),
+    }
+
+
+def mean_fold_metrics(folds: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Mean of the scalar metrics over walk-forward folds."""
+    keys = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss")
+    return {k: float(np.mean([f[k] for f in folds])) for k in keys} if folds else {}
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """Everything a training run depends on; recorded in each manifest.
+
+    Defaults follow the data plan: ``um_futures_1m_2025``, all symbols, everything before the
+    held-out evaluation window (2025-05-21 00:00 UTC).
+    """
+
+    data_dir: Path
+    registry: Path
+    version: str
+    models: tuple[str, ...] = ("xgboost", "lightgbm", "nhits", "patchtst")
+    symbols: tuple[str, ...] | None = None
+    start: str | None = None
+    end: str = "2025-05-21T00:00"
+    seed: int = 7
+    n_folds: int = 3
+    holdout_fraction: float = 0.12
+    train_stride: int = 2
+    parity_rows: int = 20_000
+    promote: bool = True
+    overwrite: bool = False
+    label: dict[str, Any] = field(default_factory=dict)  # LabelSpec overrides
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices of the walk-forward folds, the development block and the held-back block."""
+
+    folds: list[tuple[np.ndarray, np.ndarray]]
+    dev: np.ndarray
+    holdout: np.ndarray
+
+
+def model_module(spec: str) -> tuple[str, ModuleType, Any]:
+    """``"nhits@large"`` -> (registered name ``nhits-large``, module, config)."""
+    base, _, variant = spec.partition(VARIANT_SEPARATOR)
+    if base not in MODEL_MODULES:
+        raise TrainingError(f"unknown model {base!r}; known: {', '.join(MODEL_MODULES)}")
+    try:
+        module = importlib.import_module(MODEL_MODULES[base])
+    except ImportError as exc:
+        raise TrainingError(f"{base}: cannot import {MODEL_MODULES[base]} ({exc})") from exc
+    if not variant:
+        return base, module, module.DEFAULT_CONFIG
+    attr = f"{variant.upper()}_CONFIG"
+    if not hasattr(module, attr):
+        raise TrainingError(f"{base} has no {attr} variant")
+    return f"{base}-{variant}", module, getattr(module, attr)
+
+
+def take(dataset: Any, idx: np.ndarray) -> Any:
+    """Row subset of a Dataset dataclass: every per-row array field is indexed, the rest kept."""
+    n = len(dataset.y)
+    changes = {
+        f.name: getattr(dataset, f.name)[idx]
+        for f in dataclasses.fields(dataset)
+        if isinstance(getattr(dataset, f.name), np.ndarray) and len(getattr(dataset, f.name)) == n
+    }
+    return dataclasses.replace(dataset, **changes)
+
+
+def split_rows(time_ms: np.ndarray, plan: TrainPlan, gap_ms: int) -> Split:
+    """Held-back tail by time, purge gap, then walk-forward folds on the development rows."""
+    from models.dataset import walk_forward_splits
+
+    t_lo, t_hi = int(time_ms.min()), int(time_ms.max())
+    holdout_start = t_hi - int((t_hi - t_lo) * plan.holdout_fraction)
+    holdout = np.flatnonzero(time_ms >= holdout_start)
+    dev = np.flatnonzero(time_ms < holdout_start - gap_ms)
+    if len(dev) == 0 or len(holdout) == 0:
+        raise TrainingError(f"time range too short to hold back {plan.holdout_fraction:.0%}")
+    gap_bars = max(1, gap_ms // 60_000)
+    folds = [
+        (dev[np.asarray(tr)], dev[np.asarray(va)])
+        for tr, va in walk_forward_splits(time_ms[dev], plan.n_folds, gap_bars)
+    ]
+    return Split(folds=folds, dev=dev, holdout=holdout)
+
+
+def model_input(dataset: Any, kind: str) -> np.ndarray:
+    """The array a model eats: ``tabular`` (N, F) or ``window`` (N, W, 5)."""
+    if kind not in ("tabular", "window"):
+        raise TrainingError(f"unknown model input kind {kind!r}")
+    return np.asarray(getattr(dataset, kind))
+
+
+# --------------------------------------------------------------------------- one model
+
+
+@dataclass(frozen=True)
+class ModelOutcome:
+    """What one model's training produced (the registered manifest and where it lives)."""
+
+    name: str
+    version: str
+    path: Path
+    walk_forward: dict[str, Any]
+    holdout: dict[str, Any]
+    parity: dict[str, Any]
+
+
+def _strided(idx: np.ndarray, stride: int) -> np.ndarray:
+    """Every ``stride``-th training row (adjacent 1-minute rows are near-duplicates)."""
+    return idx[::stride] if stride > 1 else idx
+
+
+def _fit_and_score(
+    module: ModuleType, config: Any, dataset: Any, train_idx: np.ndarray, val_idx: np.ndarray,
+    plan: TrainPlan,
+) -> tuple[Any, np.ndarray]:  # fmt: skip
+    """Fit on (strided) ``train_idx`` rows, return the native model and its ``val_idx`` probs."""
+    train_set = take(dataset, _strided(train_idx, plan.train_stride))
+    val_set = take(dataset, val_idx)
+    native = module.train(train_set, val_set, config, plan.seed)
+    proba = np.asarray(module.predict_proba(native, model_input(val_set, module.INPUT)))
+    return native, proba
+
+
+def walk_forward(
+    name: str, module: ModuleType, config: Any, dataset: Any, split: Split, plan: TrainPlan
+) -> dict[str, Any]:
+    """Fit and score each expanding-window fold; per-fold metrics with exact time ranges."""
+    folds = []
+    for k, (tr, va) in enumerate(split.folds):
+        _, proba = _fit_and_score(module, config, dataset, tr, va, plan)
+        metrics = classification_metrics(dataset.y[va], proba)
+        metrics["fold"] = k
+        metrics["train_range"] = time_range(dataset.time_ms[tr])
+        metrics["validation_range"] = time_range(dataset.time_ms[va])
+        folds.append(metrics)
+    return {"n_folds": len(folds), "mean": mean_fold_metrics(folds), "folds": folds}
+
+
+def _parity_rows(holdout: np.ndarray, n: int) -> np.ndarray:
+    """Up to ``n`` held-back rows spread evenly over the whole block (all symbols, all times)."""
+    if len(holdout) <= n:
+        return holdout
+    return holdout[np.linspace(0, len(holdout) - 1, n).round().astype(np.int64)]
+
+
+def train_model(spec: str, dataset: Any, split: Split, plan: TrainPlan, context: dict[str, Any]
+                ) -> ModelOutcome:  # fmt: skip
+    """Walk-forward, final fit, export, parity, register (and promote) one model."""
+    from models.parity import check_parity
+    from models.registry import Manifest, promote, register
+
+    name, module, config = model_module(spec)
+    wf = walk_forward(name, module, config, dataset, split, plan) if plan.n_folds > 0 else {}
+    native, proba = _fit_and_score(module, config, dataset, split.dev, split.holdout, plan)
+    holdout_metrics = classification_metrics(dataset.y[split.holdout], proba)
+    x_all = model_input(dataset, module.INPUT)
+    shape_arg: Any = x_all.shape[1] if module.INPUT == "tabular" else tuple(x_all.shape[1:])
+    with tempfile.TemporaryDirectory(prefix=f"qt-{name}-") as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        module.export_onnx(native, onnx_path, shape_arg)
+        rows = _parity_rows(split.holdout, plan.parity_rows)
+        parity = check_parity(
+            name, lambda x: module.predict_proba(native, x), onnx_path, x_all[rows]
+        )
+        native_path = _save_native(module, native, Path(tmp))
+        manifest = Manifest(
+            model=name,
+            version=plan.version,
+            input=module.INPUT,
+            input_shape=[None, *x_all.shape[1:]],
+            config=_config_dict(config),
+            metrics={"walk_forward": wf, "holdout": holdout_metrics},
+            parity=parity.to_dict(),
+            train_range=time_range(dataset.time_ms[split.dev]),
+            validation_range=time_range(dataset.time_ms[split.holdout]),
+            seed=plan.seed,
+            **context,
+        )
+        registered = register(plan.registry, manifest, onnx_path, native_path, plan.overwrite)
+    if plan.promote:
+        promote(plan.registry, name, plan.version)
+    return ModelOutcome(name, plan.version, registered.onnx_path.parent, wf, holdout_metrics,
+                        parity.to_dict())  # fmt: skip
+
+
+def _save_native(module: ModuleType, native: Any, tmp: Path) -> Path | None:
+    """Native artifact for ``models export`` when the model module can save one."""
+    save = getattr(module, "save_native", None)
+    if save is None:
+        return None
+    path = tmp / f"native{getattr(module, 'NATIVE_SUFFIX', '.bin')}"
+    save(native, path)
+    return path
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    """A JSON-able view of a config dataclass (tuples -> lists, nested dataclasses -> dicts)."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        raw = dataclasses.asdict(config)
+    else:
+        raw = dict(vars(config))
+    return {k: _jsonable(v) for k, v in raw.items()}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
