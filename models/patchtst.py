@@ -1,0 +1,191 @@
+"""PatchTST (Nie et al., 2023) on the recent OHLCV window, with a three-class head.
+
+Architecture, as in the paper (supervised PatchTST/64-style), in plain torch:
+
+* **RevIN-style instance normalization** per window and channel
+  (:class:`models.torch_common.InstanceNorm`).
+* **Channel independence**: each of the C channels is an independent univariate series; all
+  channels share the patch embedding, the encoder and the head (batch N*C inside the network).
+* **Patching** with ``patch_len`` / ``stride`` and end padding by repeating the last value
+  (the paper's ``padding_patch="end"``). Implemented as one constant-index gather instead of
+  ``Tensor.unfold``, which the TorchScript ONNX exporter cannot emit with a dynamic batch
+  (``/work/shared/notes/onnx-scoring-measurements.md``, pitfall 1); clamping the index to the
+  last bar *is* the replication padding.
+* **Patch embedding + learnable positional embedding**, then a **Transformer encoder** with
+  post-norm BatchNorm (the paper's default; it folds into an affine map at inference) and GELU
+  feed-forward. The paper's optional residual attention is left out.
+* **Flatten head**: each channel's (patches x d_model) representation is flattened and mapped
+  to a ``horizon``-step latent forecast (shared weights across channels).
+
+Adaptation to classification (our choice): a linear layer maps the C latent forecasts plus the
+instance-normalization statistics to SELL / HOLD / BUY logits; softmax is inside the exported
+graph.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models import torch_common as tc
+
+NAME = "patchtst"
+INPUT = "window"
+
+
+@dataclass(frozen=True)
+class PatchTSTConfig:
+    """Shape of the network and its training settings.
+
+    The default is the *small* configuration sized for the tick-latency budget; see
+    ``models/studies/sequence_sizing.py`` and :data:`LARGE_CONFIG` for the comparison.
+    """
+
+    window: int = 64
+    channels: int = 5
+    patch_len: int = 16
+    stride: int = 16
+    d_model: int = 32
+    n_heads: int = 4
+    n_layers: int = 1
+    d_ff: int = 64
+    horizon: int = 16
+    dropout: float = 0.1
+    train: tc.TrainConfig = field(default_factory=tc.TrainConfig)
+
+    def __post_init__(self) -> None:
+        """Reject shapes that cannot be built."""
+        if self.d_model % self.n_heads:
+            raise tc.NeuralModelError(f"d_model {self.d_model} not divisible by {self.n_heads}")
+        if not 1 <= self.patch_len <= self.window or self.stride < 1:
+            raise tc.NeuralModelError("need 1 <= patch_len <= window and stride >= 1")
+
+    @property
+    def n_patches(self) -> int:
+        """Patches per channel, including the one made of end padding."""
+        return (self.window - self.patch_len) // self.stride + 2
+
+
+DEFAULT_CONFIG = PatchTSTConfig()
+LARGE_CONFIG = PatchTSTConfig(patch_len=16, stride=8, d_model=128, n_heads=16, n_layers=3, d_ff=256)
+"""The reference size of the latency measurements (d_model 128, 3 layers, 16 heads)."""
+
+
+def patch_index(window: int, patch_len: int, stride: int) -> torch.Tensor:
+    """Time index of each patch element (P, patch_len); indices past the end repeat the last bar."""
+    n_patches = (window - patch_len) // stride + 2
+    start = torch.arange(n_patches).unsqueeze(1) * stride
+    return (start + torch.arange(patch_len).unsqueeze(0)).clamp(max=window - 1)
+
+
+class _BatchNormTokens(nn.Module):
+    """BatchNorm over d_model for token tensors (B, P, d), as PatchTST's ``Transpose + BN``."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+
+
+class EncoderLayer(nn.Module):
+    """Multi-head self-attention + feed-forward, residual and post-BatchNorm after each."""
+
+    def __init__(self, config: PatchTSTConfig) -> None:
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.d_head = config.d_model // config.n_heads
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.out = nn.Linear(config.d_model, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.norm_attn = _BatchNormTokens(config.d_model)
+        self.ff = nn.Sequential(
+            nn.Linear(config.d_model, config.d_ff),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.d_ff, config.d_model),
+        )
+        self.norm_ff = _BatchNormTokens(config.d_model)
+
+    def _attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Scaled dot-product attention written with MatMul/Softmax (compact, exportable)."""
+        batch, tokens, d_model = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.n_heads, self.d_head)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, P, dh)
+        scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.d_head))
+        context = torch.softmax(scores, dim=-1) @ v
+        return self.out(context.transpose(1, 2).reshape(batch, tokens, d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm_attn(x + self.drop(self._attention(x)))
+        return self.norm_ff(x + self.drop(self.ff(x)))
+
+
+class PatchTSTClassifier(nn.Module):
+    """PatchTST backbone + flatten head + three-class layer; windows (N, L, C) -> logits (N, 3)."""
+
+    def __init__(self, config: PatchTSTConfig) -> None:
+        super().__init__()
+        self.channels = config.channels
+        self.norm = tc.InstanceNorm(config.channels)
+        self.register_buffer("index", patch_index(config.window, config.patch_len, config.stride))
+        self.embed = nn.Linear(config.patch_len, config.d_model)
+        self.position = nn.Parameter(torch.empty(config.n_patches, config.d_model))
+        nn.init.uniform_(self.position, -0.02, 0.02)
+        self.drop = nn.Dropout(config.dropout)
+        self.encoder = nn.Sequential(*(EncoderLayer(config) for _ in range(config.n_layers)))
+        self.flatten_head = nn.Linear(config.n_patches * config.d_model, config.horizon)
+        self.head_inputs = config.channels * config.horizon
+        self.head = nn.Linear(config.channels * (config.horizon + 2), tc.N_CLASSES)
+
+    def forward(self, window: torch.Tensor) -> torch.Tensor:
+        """Class logits for a batch of windows."""
+        normalized, stats = self.norm(window)
+        series = normalized.transpose(1, 2)  # (N, C, L)
+        patches = series[:, :, self.index]  # (N, C, P, patch_len)
+        tokens = self.embed(patches.flatten(0, 1)) + self.position  # (N*C, P, d)
+        encoded = self.encoder(self.drop(tokens))
+        # (N*C, H) -> (N, C*H): rows of one window's channels are adjacent after flatten(0, 1).
+        forecast = self.flatten_head(encoded.flatten(1)).reshape(-1, self.head_inputs)
+        return self.head(torch.cat([forecast, stats], dim=-1))
+
+
+def build(config: PatchTSTConfig, seed: int) -> nn.Module:
+    """A freshly initialised network; the same seed gives the same initial weights."""
+    tc.seed_everything(seed, config.train.num_threads)
+    return PatchTSTClassifier(config)
+
+
+def train(
+    train: tc.WindowDataset,
+    val: tc.WindowDataset,
+    config: PatchTSTConfig = DEFAULT_CONFIG,
+    seed: int = 0,
+) -> tc.TrainedNetwork:
+    """Train PatchTST on ``train``, early-stopping on ``val`` (both cut by time by the caller)."""
+    expected = (config.window, config.channels)
+    if tuple(train.window.shape[1:]) != expected:
+        raise tc.NeuralModelError(
+            f"{NAME}: config expects windows {expected}, got {tuple(train.window.shape[1:])}"
+        )
+    module = build(config, seed)
+    history = tc.fit(NAME, module, train, val, config.train, seed)
+    return tc.TrainedNetwork(NAME, module, config, seed, history, expected)
+
+
+def predict_proba(native: tc.TrainedNetwork, x: np.ndarray) -> np.ndarray:
+    """SELL / HOLD / BUY probabilities (N, 3) float32 from the torch module."""
+    return tc.predict_proba(native, x)
+
+
+def export_onnx(
+    native: tc.TrainedNetwork, path: Path, n_features_or_window_shape: tuple[int, int]
+) -> None:
+    """Write the ONNX graph ``window`` (N, W, 5) -> ``probabilities`` (N, 3) to ``path``."""
+    tc.export_onnx(native, path, n_features_or_window_shape)

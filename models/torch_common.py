@@ -1,0 +1,412 @@
+"""Shared training, inference and ONNX export for the sequence networks (N-HiTS, PatchTST).
+
+Training side only (needs the ``[train]`` extra): workers never import this module, they load the
+ONNX graphs written by :func:`export_onnx` through ``models.scorer``.
+
+What the loop guarantees, and why:
+
+* **Reproducible.** One seed fixes weight init, dropout and the batch order; torch runs in
+  deterministic mode on a fixed number of threads, so the same seed on the same machine gives the
+  same weights bit for bit (the unit tests check this).
+* **Time order respected.** Rows are only shuffled *inside* the training split, which the caller
+  cut by time (walk-forward); the validation split is never shuffled into training.
+* **Imbalance-aware.** Cross-entropy is weighted by inverse class frequency of the training split,
+  so a model cannot win by predicting the majority class (the system this replaces emitted 99%
+  SELL). The validation loss uses the same weights so early stopping optimises the objective
+  that was trained, and the unweighted log loss is recorded next to it.
+* **Early stopping** on validation loss with patience; the best epoch's weights are restored.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from torch import nn
+
+N_CLASSES = 3
+"""SELL, HOLD, BUY (``models.dataset.CLASSES`` order)."""
+
+INPUT_NAME = "window"
+OUTPUT_NAME = "probabilities"
+ONNX_OPSET = 18
+"""Opset of the exported graphs (legacy TorchScript exporter; see :func:`export_onnx`)."""
+
+
+class NeuralModelError(RuntimeError):
+    """A sequence network could not be trained, applied or exported; the message says why."""
+
+
+class WindowDataset(Protocol):
+    """The part of ``models.dataset.Dataset`` the sequence networks read."""
+
+    @property
+    def window(self) -> np.ndarray:
+        """Normalized recent OHLCV windows, float32 (N, WINDOW, 5)."""
+        ...
+
+    @property
+    def y(self) -> np.ndarray:
+        """Class index per row, int64 (N,): 0 SELL, 1 HOLD, 2 BUY."""
+        ...
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by both networks.
+
+    ``train_stride`` keeps every k-th training row: neighbouring one-minute windows overlap in
+    all but one bar, so striding loses little information and keeps a run within minutes on the
+    shared 2-core machine. ``max_train_rows`` caps the rows after striding (most recent rows kept,
+    closest to the validation period).
+    """
+
+    epochs: int = 12
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 3
+    train_stride: int = 3
+    max_train_rows: int = 120_000
+    grad_clip: float = 1.0
+    class_weighting: bool = True
+    num_threads: int = 2
+    eval_batch_size: int = 4096
+    show_progress: bool = True
+
+
+@dataclass
+class History:
+    """Per-epoch losses of one training run and the epoch whose weights were kept."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_log_loss: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    class_weights: list[float] = field(default_factory=list)
+    train_rows: int = 0
+    val_rows: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready copy for manifests and reports."""
+        return {
+            "train_loss": self.train_loss,
+            "val_loss": self.val_loss,
+            "val_log_loss": self.val_log_loss,
+            "best_epoch": self.best_epoch,
+            "class_weights": self.class_weights,
+            "train_rows": self.train_rows,
+            "val_rows": self.val_rows,
+        }
+
+
+@dataclass
+class TrainedNetwork:
+    """The "native" model of a sequence network: the torch module plus how it was trained.
+
+    ``module`` maps float32 windows (N, WINDOW, 5) to class logits (N, 3); softmax is applied by
+    :func:`predict_proba` and inside the exported ONNX graph.
+    """
+
+    name: str
+    module: nn.Module
+    config: object
+    seed: int
+    history: History
+    window_shape: tuple[int, int]
+
+    @property
+    def n_parameters(self) -> int:
+        """Trainable parameter count."""
+        return sum(p.numel() for p in self.module.parameters() if p.requires_grad)
+
+
+def seed_everything(seed: int, num_threads: int) -> None:
+    """Make torch deterministic for this process: fixed seed, fixed threads, deterministic kernels.
+
+    The thread count is part of the determinism contract: float reductions split across a
+    different number of threads sum in a different order.
+    """
+    torch.manual_seed(seed)
+    torch.set_num_threads(num_threads)
+    torch.use_deterministic_algorithms(True)
+
+
+def class_weights(y: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
+    """Inverse-frequency class weights, normalised so the weighted mean over rows is 1.
+
+    A class absent from ``y`` gets weight 1 (it cannot contribute to the loss anyway, and an
+    infinite weight would poison the validation loss if it appears there).
+    """
+    counts = np.bincount(y.astype(np.int64), minlength=n_classes).astype(np.float64)
+    total = counts.sum()
+    if total == 0:
+        raise NeuralModelError("cannot weight classes of an empty label array")
+    present = counts > 0
+    weights = np.ones(n_classes, dtype=np.float64)
+    weights[present] = total / (present.sum() * counts[present])
+    return weights.astype(np.float32)
+
+
+def select_training_rows(n_rows: int, stride: int, max_rows: int) -> np.ndarray:
+    """Indices of the rows used for training: every ``stride``-th row, at most ``max_rows``.
+
+    The stride is anchored at the *last* row so the rows nearest to the validation period are
+    always kept; when capping, the oldest rows are dropped for the same reason.
+    """
+    if stride < 1 or max_rows < 1:
+        raise NeuralModelError(f"stride and max_rows must be >= 1, got {stride}, {max_rows}")
+    idx = np.arange(n_rows - 1, -1, -stride)[::-1]
+    return idx[-max_rows:]
+
+
+def _check_inputs(name: str, x: np.ndarray, y: np.ndarray | None = None) -> None:
+    """Reject arrays that would silently train or score garbage."""
+    if x.ndim != 3:
+        raise NeuralModelError(f"{name}: window must be (N, WINDOW, channels), got {x.shape}")
+    if x.shape[0] == 0:
+        raise NeuralModelError(f"{name}: no rows")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).any(axis=(1, 2)).sum())
+        raise NeuralModelError(f"{name}: {bad} window rows contain NaN/inf")
+    if y is not None and (y.shape != (x.shape[0],) or y.min() < 0 or y.max() >= N_CLASSES):
+        raise NeuralModelError(f"{name}: labels must be (N,) in [0, {N_CLASSES}), got {y.shape}")
+
+
+def _run_epoch(
+    module: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    generator: torch.Generator,
+    on_batch: Callable[[], None],
+) -> float:
+    """One pass over the shuffled training rows; returns the mean training loss."""
+    module.train()
+    order = torch.randperm(x.shape[0], generator=generator)
+    total, seen = 0.0, 0
+    for start in range(0, x.shape[0], config.batch_size):
+        batch = order[start : start + config.batch_size]
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(module(x[batch]), y[batch])
+        loss.backward()
+        nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
+        optimizer.step()
+        total += float(loss.detach()) * batch.numel()
+        seen += batch.numel()
+        on_batch()
+    return total / seen
+
+
+@torch.no_grad()
+def logits(module: nn.Module, x: np.ndarray, batch_size: int = 4096) -> torch.Tensor:
+    """Class logits of ``module`` for windows ``x`` in eval mode (no dropout)."""
+    module.eval()
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    parts = [module(xt[i : i + batch_size]) for i in range(0, xt.shape[0], batch_size)]
+    return torch.cat(parts)
+
+
+def _validate(
+    module: nn.Module, x: np.ndarray, y: torch.Tensor, weights: torch.Tensor, batch_size: int
+) -> tuple[float, float]:
+    """Class-weighted CE and plain log loss on the validation rows."""
+    out = logits(module, x, batch_size)
+    weighted = float(nn.functional.cross_entropy(out, y, weight=weights))
+    plain = float(nn.functional.cross_entropy(out, y))
+    return weighted, plain
+
+
+def fit(
+    name: str,
+    module: nn.Module,
+    train: WindowDataset,
+    val: WindowDataset,
+    config: TrainConfig,
+    seed: int,
+) -> History:
+    """Train ``module`` in place with early stopping; the best validation epoch's weights are kept.
+
+    The caller must have seeded and built ``module`` under :func:`seed_everything` so the
+    initial weights are reproducible too.
+    """
+    _check_inputs(f"{name} train", train.window, train.y)
+    _check_inputs(f"{name} val", val.window, val.y)
+    rows = select_training_rows(len(train.y), config.train_stride, config.max_train_rows)
+    x = torch.from_numpy(np.ascontiguousarray(train.window[rows], dtype=np.float32))
+    y = torch.from_numpy(train.y[rows].astype(np.int64))
+    y_val = torch.from_numpy(val.y.astype(np.int64))
+    cw = class_weights(train.y[rows]) if config.class_weighting else np.ones(N_CLASSES, np.float32)
+    weights = torch.from_numpy(cw)
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    optimizer = torch.optim.AdamW(
+        module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    generator = torch.Generator().manual_seed(seed)
+    history = History(class_weights=cw.tolist(), train_rows=len(rows), val_rows=len(val.y))
+    best_state: dict[str, torch.Tensor] = copy.deepcopy(module.state_dict())
+    best = math.inf
+    batches = math.ceil(len(rows) / config.batch_size)
+    with _progress(config.show_progress) as progress:
+        task = progress.add_task(f"{name} training", total=config.epochs * batches)
+        for epoch in range(config.epochs):
+            history.train_loss.append(
+                _run_epoch(
+                    module,
+                    x,
+                    y,
+                    loss_fn,
+                    optimizer,
+                    config,
+                    generator,
+                    lambda: progress.advance(task),
+                )
+            )
+            weighted, plain = _validate(module, val.window, y_val, weights, config.eval_batch_size)
+            history.val_loss.append(weighted)
+            history.val_log_loss.append(plain)
+            progress.update(task, description=f"{name} ep{epoch + 1} val {weighted:.4f}")
+            if weighted < best - 1e-6:
+                best, history.best_epoch = weighted, epoch
+                best_state = copy.deepcopy(module.state_dict())
+            elif epoch - history.best_epoch >= config.patience:
+                break
+    module.load_state_dict(best_state)
+    module.eval()
+    return history
+
+
+def _progress(enabled: bool) -> Progress:
+    """A rich progress bar; ``enabled=False`` silences it (tests, CI logs)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )
+
+
+def predict_proba(net: TrainedNetwork, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Class probabilities (N, 3) float32 in CLASSES order from the native torch module."""
+    _check_inputs(net.name, x)
+    if tuple(x.shape[1:]) != net.window_shape:
+        raise NeuralModelError(
+            f"{net.name}: trained on windows {net.window_shape}, got {tuple(x.shape[1:])}"
+        )
+    probs = torch.softmax(logits(net.module, x, batch_size), dim=-1)
+    return probs.numpy().astype(np.float32)
+
+
+class _WithSoftmax(nn.Module):
+    """Export wrapper: the ONNX graph returns probabilities, not logits."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, window: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.inner(window), dim=-1)
+
+
+def export_onnx(net: TrainedNetwork, path: Path, window_shape: Sequence[int]) -> None:
+    """Write ``net`` as an ONNX graph: input ``window`` (N, W, C) -> ``probabilities`` (N, 3).
+
+    The batch dimension is dynamic. The legacy TorchScript exporter is used on purpose: both
+    networks are written without ``unfold``/``F.interpolate`` (strided gathers and constant
+    interpolation matrices instead), so it produces a compact, fully constant-folded graph without
+    the dynamo exporter's extra shape plumbing. The graph is checked with ``onnx.checker``.
+    """
+    import onnx
+
+    shape = tuple(int(s) for s in window_shape)
+    if shape != net.window_shape:
+        raise NeuralModelError(f"{net.name}: export shape {shape} != trained {net.window_shape}")
+    wrapper = _WithSoftmax(net.module).eval()
+    example = torch.zeros((2, *shape), dtype=torch.float32)
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        raw = Path(tmp) / "raw.onnx"
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            raw,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=ONNX_OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+        model = onnx.load(str(raw))
+    model.doc_string = f"quantum-trader {net.name}: window {shape} -> SELL/HOLD/BUY probabilities"
+    onnx.checker.check_model(model, full_check=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+def onnx_session(path: Path) -> object:
+    """An ONNX Runtime session configured like the production scorer (one thread, sequential)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_max_abs_diff(net: TrainedNetwork, path: Path, x: np.ndarray) -> float:
+    """Max absolute probability difference between the ONNX graph and the native module on ``x``."""
+    session = onnx_session(path)
+    onnx_probs = session.run([OUTPUT_NAME], {INPUT_NAME: x.astype(np.float32)})[0]  # type: ignore[attr-defined]
+    return float(np.max(np.abs(onnx_probs - predict_proba(net, x))))
+
+
+class InstanceNorm(nn.Module):
+    """RevIN-style instance normalization over time, per window and channel (Kim et al., 2022).
+
+    Each window is standardised by its own per-channel mean and standard deviation, then a
+    learnable per-channel affine map is applied. Forecasting models de-normalise their output
+    with the same statistics; a classifier has nothing to de-normalise, but the statistics carry
+    information the label depends on (the dead zone is a fixed return, so the window's volatility
+    scale decides how often a move clears it). They are therefore returned as features for the
+    head: ``signed_log1p(mean)`` and ``log(std)`` per channel, (N, 2C).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-10) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` (N, L, C) -> normalized (N, L, C) and statistics (N, 2C)."""
+        mean = x.mean(dim=1, keepdim=True)
+        # eps sits under the square root and is tiny on purpose: price channels normalised to
+        # the last close have variances around 1e-7, a "usual" eps of 1e-5 would swamp them.
+        std = torch.sqrt(((x - mean) ** 2).mean(dim=1, keepdim=True) + self.eps)
+        normalized = (x - mean) / std * self.weight + self.bias
+        # sign * log1p(|x|) rather than asinh: same shape, and the legacy exporter has no asinh.
+        centre = mean[:, 0, :]
+        signed_log = torch.sign(centre) * torch.log1p(centre.abs())
+        stats = torch.cat([signed_log, torch.log(std[:, 0, :])], dim=-1)
+        return normalized, stats
