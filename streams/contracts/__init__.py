@@ -1,0 +1,1 @@
+"""Avro contracts of the topology: schemas, typed records, registries and the Faust codec."""

@@ -1,0 +1,519 @@
+"""Typed mirrors of the Avro contracts in ``schemas/<topic>.avsc``.
+
+One frozen, slotted, keyword-only dataclass per Avro record, with the same name, the same
+fields in the same order and the same defaults; ``tests/contract`` and ``quantum-trader schemas
+check`` fail when a record and its schema drift apart. Field documentation lives in the schema
+(``doc`` of every field): the schema is the source of truth, these classes give agents types.
+
+Enums are ``StrEnum`` so a member *is* its Avro symbol: records convert to Avro dicts without
+copying enum values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from streams.contracts.base import AvroRecord
+from streams.topics import Topic
+
+
+class Action(StrEnum):
+    """Trading action of a vote or signal."""
+
+    SELL = "SELL"
+    HOLD = "HOLD"
+    BUY = "BUY"
+
+
+class Side(StrEnum):
+    """Direction of a position."""
+
+    LONG = "LONG"
+    SHORT = "SHORT"
+
+
+class OrderSide(StrEnum):
+    """Direction of an order or fill on the venue."""
+
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class TickKind(StrEnum):
+    """What a market tick is: a closed 1-minute kline or a single trade."""
+
+    KLINE_1M = "KLINE_1M"
+    TRADE = "TRADE"
+
+
+class Regime(StrEnum):
+    """Market regime classified by the strategy stage."""
+
+    TREND = "TREND"
+    RANGE = "RANGE"
+    HIGH_VOLATILITY = "HIGH_VOLATILITY"
+
+
+class VetoRule(StrEnum):
+    """Supervisor rule that vetoed a signal. OTHER is the reader default for rules added later."""
+
+    ONE_SIDED_SYMBOL = "ONE_SIDED_SYMBOL"
+    ONE_SIDED_OVERALL = "ONE_SIDED_OVERALL"
+    LOW_CONFIDENCE = "LOW_CONFIDENCE"
+    STALE_MODEL = "STALE_MODEL"
+    MISSING_MODEL = "MISSING_MODEL"
+    MODEL_DISAGREEMENT = "MODEL_DISAGREEMENT"
+    OTHER = "OTHER"
+
+
+class RiskRule(StrEnum):
+    """Portfolio risk rule that rejected a decision.
+
+    OTHER is the reader default for rules added later.
+    """
+
+    KILL_SWITCH = "KILL_SWITCH"
+    DAILY_DRAWDOWN = "DAILY_DRAWDOWN"
+    WEEKLY_DRAWDOWN = "WEEKLY_DRAWDOWN"
+    MAX_MARGIN = "MAX_MARGIN"
+    MAX_LEVERAGE = "MAX_LEVERAGE"
+    MAX_CONCURRENT_POSITIONS = "MAX_CONCURRENT_POSITIONS"
+    MIN_CONFIDENCE = "MIN_CONFIDENCE"
+    SYMBOL_CONCENTRATION = "SYMBOL_CONCENTRATION"
+    CORRELATION = "CORRELATION"
+    DUPLICATE_DECISION = "DUPLICATE_DECISION"
+    OTHER = "OTHER"
+
+
+class EntryType(StrEnum):
+    """How the entry order is placed."""
+
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+
+
+class LegKind(StrEnum):
+    """Part of an order plan: the entry, a take-profit, the stop loss or the trailing stop."""
+
+    ENTRY = "ENTRY"
+    TP = "TP"
+    SL = "SL"
+    TRAIL = "TRAIL"
+
+
+class Liquidity(StrEnum):
+    """Whether a fill added (MAKER) or took (TAKER) liquidity."""
+
+    MAKER = "MAKER"
+    TAKER = "TAKER"
+
+
+class PositionEvent(StrEnum):
+    """What happened to a position."""
+
+    OPENED = "OPENED"
+    INCREASED = "INCREASED"
+    REDUCED = "REDUCED"
+    CLOSED = "CLOSED"
+
+
+class ExitReason(StrEnum):
+    """Why a trade was closed. OTHER is the reader default for reasons added later."""
+
+    TAKE_PROFIT = "TAKE_PROFIT"
+    STOP_LOSS = "STOP_LOSS"
+    TRAILING_STOP = "TRAILING_STOP"
+    KILL_SWITCH = "KILL_SWITCH"
+    END_OF_DATA = "END_OF_DATA"
+    MANUAL = "MANUAL"
+    OTHER = "OTHER"
+
+
+class Learner(StrEnum):
+    """Which learner a reward is for."""
+
+    SIZING = "SIZING"
+    STRATEGY = "STRATEGY"
+
+
+class ModelEventKind(StrEnum):
+    """Lifecycle event of a model. OTHER is the reader default for kinds added later."""
+
+    REGISTERED = "REGISTERED"
+    LOADED = "LOADED"
+    PROMOTED = "PROMOTED"
+    DEMOTED = "DEMOTED"
+    LOAD_FAILED = "LOAD_FAILED"
+    STALE = "STALE"
+    DRIFT_DETECTED = "DRIFT_DETECTED"
+    SHADOW_SCORED = "SHADOW_SCORED"
+    RETRAINED = "RETRAINED"
+    OTHER = "OTHER"
+
+
+class CommandKind(StrEnum):
+    """Operator command."""
+
+    HALT = "HALT"
+    RESUME = "RESUME"
+    PROMOTE = "PROMOTE"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelVote(AvroRecord):
+    """One model's vote on a feature row."""
+
+    model: str
+    version: str
+    action: Action
+    confidence: float
+    probabilities: tuple[float, ...]
+    weight: float
+    latency_us: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VetoReason(AvroRecord):
+    """Why the supervisor vetoed a signal."""
+
+    rule: VetoRule
+    detail: str
+    observed: float | None = None
+    threshold: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BiasShares(AvroRecord):
+    """Share of BUY and SELL among the last non-HOLD signals, per symbol and overall."""
+
+    symbol_buy_share: float
+    symbol_sell_share: float
+    symbol_window: int
+    overall_buy_share: float
+    overall_sell_share: float
+    overall_window: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderLeg(AvroRecord):
+    """One exit leg of an order plan."""
+
+    leg_id: str
+    kind: LegKind
+    price: float | None
+    fraction: float
+    callback: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TickReceived(AvroRecord):
+    """A market tick arrived: one closed 1-minute kline or one trade.
+
+    Identity: (symbol, kind, event_time_ms, trade_id).
+    """
+
+    symbol: str
+    event_time_ms: int
+    kind: TickKind
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    interval_ms: int
+    source: str
+    trade_id: int | None = None
+    is_buyer_maker: bool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeaturesComputed(AvroRecord):
+    """Features were computed for a symbol from its rolling window of ticks."""
+
+    symbol: str
+    event_time_ms: int
+    feature_version: str
+    names_hash: str
+    values: tuple[float, ...]
+    window: tuple[float, ...]
+    window_rows: int
+    window_columns: int = 5
+    close: float
+    atr_pct: float
+    volatility: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalScored(AvroRecord):
+    """The ensemble scored a feature row: every model's vote plus the weighted ensemble action."""
+
+    signal_id: str
+    symbol: str
+    event_time_ms: int
+    feature_version: str
+    votes: tuple[ModelVote, ...]
+    action: Action
+    confidence: float
+    probabilities: tuple[float, ...]
+    close: float
+    atr_pct: float
+    volatility: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalSupervised(AvroRecord):
+    """The supervisor reviewed an ensemble signal; a veto is data, visible downstream."""
+
+    signal_id: str
+    symbol: str
+    event_time_ms: int
+    signal: SignalScored
+    vetoed: bool
+    veto_reasons: tuple[VetoReason, ...] = ()
+    bias: BiasShares
+    final_action: Action
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecisionSized(AvroRecord):
+    """The strategy stage decided to trade a supervised signal and sized it."""
+
+    decision_id: str
+    signal_id: str
+    symbol: str
+    event_time_ms: int
+    side: Side
+    confidence: float
+    price: float
+    atr_pct: float
+    regime: Regime
+    strategy: str
+    size_multiplier: float
+    risk_fraction: float
+    margin_usd: float
+    model_versions: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderApproved(AvroRecord):
+    """The portfolio risk stage approved a sized decision."""
+
+    order_id: str
+    decision_id: str
+    symbol: str
+    event_time_ms: int
+    decision: DecisionSized
+    approved_margin_usd: float
+    max_leverage: float
+    equity_usd: float
+    open_positions: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderRejected(AvroRecord):
+    """The portfolio risk stage rejected a sized decision; the rule that fired is recorded."""
+
+    decision_id: str
+    symbol: str
+    event_time_ms: int
+    side: Side
+    margin_usd: float
+    confidence: float
+    rule: RiskRule
+    detail: str
+    observed: float | None = None
+    limit: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderPlanned(AvroRecord):
+    """The exit planner turned an approved order into an entry plus exit legs.
+
+    Legs: take-profit ladder, stop loss and trailing stop.
+    """
+
+    order_id: str
+    decision_id: str
+    symbol: str
+    event_time_ms: int
+    side: Side
+    entry_type: EntryType
+    entry_price: float
+    qty: float
+    leverage: float
+    margin_usd: float
+    legs: tuple[OrderLeg, ...]
+    strategy: str
+    regime: Regime
+    size_multiplier: float
+    confidence: float
+    model_versions: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FillExecuted(AvroRecord):
+    """The venue executed (part of) an order leg."""
+
+    fill_id: str
+    order_id: str
+    decision_id: str
+    symbol: str
+    event_time_ms: int
+    leg_id: str
+    leg_kind: LegKind
+    side: OrderSide
+    qty: float
+    price: float
+    fee: float
+    is_partial: bool
+    liquidity: Liquidity
+    venue: str
+    slippage_bps: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PositionChanged(AvroRecord):
+    """A position was opened, increased, reduced or closed."""
+
+    position_id: str
+    order_id: str
+    decision_id: str
+    symbol: str
+    event_time_ms: int
+    event: PositionEvent
+    side: Side
+    qty_open: float
+    entry_price: float
+    mark_price: float
+    realized_pnl: float
+    unrealized_pnl: float
+    stop_price: float | None
+    fill_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TradeClosed(AvroRecord):
+    """A position was fully closed; the round trip with its PnL and everything that caused it."""
+
+    trade_id: str
+    decision_id: str
+    order_id: str
+    symbol: str
+    event_time_ms: int
+    opened_ms: int
+    side: Side
+    entry_price: float
+    exit_price: float
+    qty: float
+    leverage: float
+    margin_usd: float
+    gross_pnl: float
+    fees: float
+    net_pnl: float
+    return_pct: float
+    holding_ms: int
+    exit_reason: ExitReason
+    strategy: str
+    regime: Regime
+    size_multiplier: float
+    confidence: float
+    model_versions: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RewardComputed(AvroRecord):
+    """A closed trade was turned into a reward for one learner (sizing or strategy)."""
+
+    reward_id: str
+    trade_id: str
+    decision_id: str
+    symbol: str
+    event_time_ms: int
+    learner: Learner
+    state: str
+    action: str
+    reward: float
+    net_pnl: float
+    return_pct: float
+    regime: Regime
+    strategy: str
+    size_multiplier: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelEventRecorded(AvroRecord):
+    """Something happened to a model: registered, loaded, promoted, stale, drifting, ..."""
+
+    event_id: str
+    model: str
+    version: str
+    event_time_ms: int
+    kind: ModelEventKind
+    detail: str
+    symbol: str | None = None
+    metric_name: str | None = None
+    metric: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlCommand(AvroRecord):
+    """Operator command to the topology: halt or resume trading, promote a model version."""
+
+    command_id: str
+    command: CommandKind
+    event_time_ms: int
+    issued_at_ms: int
+    issued_by: str
+    reason: str
+    symbol: str | None = None
+    args: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLettered(AvroRecord):
+    """Input that could not be decoded or failed validation.
+
+    Kept with its raw bytes and where it came from; the stream never stops on bad input.
+    """
+
+    dead_letter_id: str
+    reason: str
+    error_type: str
+    stage: str
+    detail: str
+    raw: bytes
+    symbol: str | None = None
+    event_time_ms: int | None = None
+    source_topic: str | None = None
+    source_partition: int | None = None
+    source_offset: int | None = None
+    source_file: str | None = None
+    source_line: int | None = None
+    raw_key: bytes | None = None
+
+
+#: The value record of every topic (subject ``<topic>-value``).
+RECORD_TYPES: Mapping[Topic, type[AvroRecord]] = {
+    Topic.MARKET_TICKS: TickReceived,
+    Topic.MARKET_FEATURES: FeaturesComputed,
+    Topic.SIGNALS_ENSEMBLE: SignalScored,
+    Topic.SIGNALS_SUPERVISED: SignalSupervised,
+    Topic.DECISIONS_SIZED: DecisionSized,
+    Topic.ORDERS_APPROVED: OrderApproved,
+    Topic.RISK_REJECTIONS: OrderRejected,
+    Topic.ORDERS_INTENTS: OrderPlanned,
+    Topic.EXECUTION_FILLS: FillExecuted,
+    Topic.POSITIONS_EVENTS: PositionChanged,
+    Topic.TRADES_CLOSED: TradeClosed,
+    Topic.LEARNING_REWARDS: RewardComputed,
+    Topic.MODELS_EVENTS: ModelEventRecorded,
+    Topic.CONTROL_COMMANDS: ControlCommand,
+    Topic.DEADLETTER: DeadLettered,
+}
+
+
+def record_type(topic: Topic | str) -> type[AvroRecord]:
+    """The record class of ``topic``'s values."""
+    return RECORD_TYPES[Topic(topic)]
