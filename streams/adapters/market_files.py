@@ -123,6 +123,10 @@ class TimeWindow:
         return self.end_ms is not None and time_ms >= self.end_ms
 
 
+#: No time filter.
+ALL_TIME: Final = TimeWindow()
+
+
 @dataclass(frozen=True, slots=True)
 class MarketFileSpec:
     """One discovered file: where it is, which symbol and kind, and its name in dead letters."""
@@ -151,6 +155,11 @@ def parse_time_bound(text: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
+
+
+def format_epoch_ms(millis: int) -> str:
+    """``2025-05-05 00:00:00`` (UTC) for progress lines and summaries."""
+    return datetime.fromtimestamp(millis / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _symbol_of(path: Path) -> str | None:
@@ -374,7 +383,7 @@ class MarketFileReader:
     def __init__(
         self,
         spec: MarketFileSpec,
-        window: TimeWindow = TimeWindow(),
+        window: TimeWindow = ALL_TIME,
         interval_ms: int = ONE_MINUTE_MS,
     ) -> None:
         self.spec = spec
@@ -437,7 +446,7 @@ def merge_in_event_time(readers: Sequence[Iterable[ReplayItem]]) -> Iterator[Rep
 def open_data_set(
     data: Path,
     symbols: Sequence[str] = (),
-    window: TimeWindow = TimeWindow(),
+    window: TimeWindow = ALL_TIME,
     interval_ms: int = ONE_MINUTE_MS,
 ) -> tuple[list[MarketFileReader], Iterator[ReplayItem]]:
     """Readers of a data set's files and their merged rows (the readers report progress)."""
