@@ -1,0 +1,158 @@
+"""RL position sizing: tabular Q-learning over size multipliers (the ``sizing`` half).
+
+Actions are multipliers of the base risk (10 % of equity as margin by default):
+``0.5, 0.75, 1.0, 1.25, 1.5``. The state is ``(confidence bucket, regime, drawdown bucket)``.
+The reward of a sizing choice arrives once, when the trade it sized closes, and the next
+trade's state does not depend on this action in any way the agent controls, so each trade is
+a one-step episode: the update is ``Q <- Q + alpha * (r - Q)`` (Q-learning with discount 0).
+Choosing is epsilon-greedy with a seeded ``random.Random`` passed in; greedy ties prefer the
+neutral 1.0x, then the multiplier closest to it (smaller first), so an untrained table sizes
+exactly like the base policy.
+"""
+
+from __future__ import annotations
+
+import random
+from bisect import bisect_right
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.logic.types import InvalidInputError, Regime
+
+MULTIPLIERS: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)
+
+
+@dataclass(frozen=True, slots=True)
+class SizingConfig:
+    """Buckets, exploration and learning rate of the sizing agent."""
+
+    multipliers: tuple[float, ...] = MULTIPLIERS
+    confidence_edges: tuple[float, ...] = (0.70, 0.80, 0.90)  # 4 buckets: <.7, <.8, <.9, >=.9
+    drawdown_edges: tuple[float, ...] = (0.02, 0.05, 0.10)  # fraction of peak/day-start equity
+    epsilon: float = 0.1
+    alpha: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class SizingState:
+    """Discrete state of the Q-table."""
+
+    confidence_bucket: int
+    regime: Regime
+    drawdown_bucket: int
+
+    @property
+    def key(self) -> str:
+        """Table key, e.g. ``"c2/TREND/d0"``."""
+        return f"c{self.confidence_bucket}/{self.regime.value}/d{self.drawdown_bucket}"
+
+
+def bucket(value: float, edges: tuple[float, ...]) -> int:
+    """Index of the bucket of ``value``: 0 under ``edges[0]``, len(edges) at/over the last."""
+    return bisect_right(edges, value)
+
+
+def sizing_state(
+    confidence: float, regime: Regime, drawdown: float, cfg: SizingConfig
+) -> SizingState:
+    """Discretise (confidence, regime, drawdown) into a Q-table state."""
+    return SizingState(
+        bucket(confidence, cfg.confidence_edges), regime, bucket(drawdown, cfg.drawdown_edges)
+    )
+
+
+def _preference(multipliers: tuple[float, ...]) -> list[int]:
+    """Action indices in greedy tie-break order: closest to 1.0 first, smaller first."""
+    return sorted(
+        range(len(multipliers)), key=lambda i: (abs(multipliers[i] - 1.0), multipliers[i])
+    )
+
+
+@dataclass(slots=True)
+class QTable:
+    """Q-values and visit counts per state key."""
+
+    n_actions: int = len(MULTIPLIERS)
+    q: dict[str, list[float]] = field(default_factory=dict)
+    visits: dict[str, list[int]] = field(default_factory=dict)
+
+    def values(self, state: SizingState) -> list[float]:
+        """Q-values of ``state`` (zeros when never visited)."""
+        return self.q.get(state.key) or [0.0] * self.n_actions
+
+    def greedy(self, state: SizingState, cfg: SizingConfig) -> int:
+        """Best action index, ties broken towards 1.0x."""
+        q = self.values(state)
+        best = max(q)
+        return next(i for i in _preference(cfg.multipliers) if q[i] == best)
+
+    def choose(self, state: SizingState, rng: random.Random, cfg: SizingConfig) -> int:
+        """Epsilon-greedy action index (one ``rng.random()`` draw, one more when exploring)."""
+        if rng.random() < cfg.epsilon:
+            return rng.randrange(self.n_actions)
+        return self.greedy(state, cfg)
+
+    def update(self, state: SizingState, action: int, reward: float, cfg: SizingConfig) -> float:
+        """One-step Q update; returns the new Q-value."""
+        if not 0 <= action < self.n_actions:
+            raise InvalidInputError("sizing action", action, f"0..{self.n_actions - 1}")
+        q = self.q.setdefault(state.key, [0.0] * self.n_actions)
+        n = self.visits.setdefault(state.key, [0] * self.n_actions)
+        q[action] += cfg.alpha * (reward - q[action])
+        n[action] += 1
+        return q[action]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for a Faust table."""
+        return {"n_actions": self.n_actions, "q": self.q, "visits": self.visits}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QTable:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            int(data["n_actions"]),
+            {k: [float(x) for x in v] for k, v in data["q"].items()},
+            {k: [int(x) for x in v] for k, v in data["visits"].items()},
+        )
+
+
+def margin_for(equity: float, base_risk: float, multiplier: float, max_margin: float) -> float:
+    """Margin of a position: ``equity * base_risk * multiplier``, capped at ``max_margin``.
+
+    10 000 USD equity, 10 % base risk, 1.5x -> 1 500 USD;
+    20 000 USD equity -> 3 000, capped to 2 000.
+    """
+    if equity <= 0.0:
+        return 0.0
+    return min(equity * base_risk * multiplier, max_margin)
+
+
+@dataclass(frozen=True, slots=True)
+class SizeChoice:
+    """What the sizing agent decided and the context the learner needs later."""
+
+    state: SizingState
+    action: int
+    multiplier: float
+    margin: float
+
+
+def size_position(
+    table: QTable,
+    confidence: float,
+    regime: Regime,
+    drawdown: float,
+    equity: float,
+    limits: tuple[float, float],
+    rng: random.Random,
+    cfg: SizingConfig = SizingConfig(),
+) -> SizeChoice:
+    """Choose a multiplier for this state and turn it into margin.
+
+    ``limits`` is ``(base_risk_fraction, max_margin_per_position_usd)`` from ``RiskLimits``.
+    """
+    state = sizing_state(confidence, regime, drawdown, cfg)
+    action = table.choose(state, rng, cfg)
+    mult = cfg.multipliers[action]
+    return SizeChoice(state, action, mult, margin_for(equity, limits[0], mult, limits[1]))

@@ -1,0 +1,103 @@
+"""Nine strategy rules and the seeded meta selector."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from streams.logic.strategy import (
+    STANDING_ASIDE,
+    STRATEGY_NAMES,
+    MetaSelector,
+    SelectorConfig,
+    StrategyConfig,
+    StrategyInput,
+    choose_strategy,
+    evaluate_all,
+)
+from streams.logic.types import MarketView, Regime, Side
+
+CFG = StrategyConfig()
+
+
+def _x(side: Side, regime: Regime, *, trend=0.0, momentum=0.0, rsi=50.0, band=0.5, conf=0.8):
+    return StrategyInput(
+        side, conf, regime, MarketView(100.0, 0.002, 0.001, trend, momentum, rsi, band)
+    )
+
+
+def _takers(x: StrategyInput) -> list[str]:
+    return [c.strategy for c in evaluate_all(x, CFG) if c.take]
+
+
+def test_nine_named_strategies() -> None:
+    assert len(STRATEGY_NAMES) == 9 and STRATEGY_NAMES[-1] == STANDING_ASIDE
+
+
+@pytest.mark.parametrize(
+    ("x", "expected"),
+    [
+        # up-trend, long signal, RSI 40 < 45 -> trend_follow + trend_pullback
+        (_x(Side.LONG, Regime.TREND, trend=2.0, rsi=40.0), ["trend_follow", "trend_pullback"]),
+        # up-trend, short signal at RSI 75 >= 70 -> counter_trend only
+        (_x(Side.SHORT, Regime.TREND, trend=2.0, rsi=75.0), ["counter_trend"]),
+        # range, long at band 0.2 (<= 0.2), confidence 0.8 >= 0.7 -> mean_revert + range_scalp
+        (_x(Side.LONG, Regime.RANGE, band=0.2), ["mean_revert", "range_scalp"]),
+        # range, long at band 0.3, confidence 0.69 -> nothing takes
+        (_x(Side.LONG, Regime.RANGE, band=0.3, conf=0.69), []),
+        # short breakout below the band (band -0.1) with momentum -0.001 = -0.5 * atr_pct 0.002
+        (_x(Side.SHORT, Regime.TREND, band=-0.1, momentum=-0.001), ["breakout", "momentum_scalp"]),
+        # high volatility, long at RSI 30 (<= 30) -> volatility_fade
+        (_x(Side.LONG, Regime.HIGH_VOLATILITY, rsi=30.0), ["volatility_fade"]),
+        # momentum 0.0009 < 0.5 * 0.002 -> no momentum_scalp
+        (_x(Side.LONG, Regime.HIGH_VOLATILITY, momentum=0.0009), []),
+    ],
+)
+def test_rules(x: StrategyInput, expected: list[str]) -> None:
+    assert _takers(x) == expected
+
+
+def test_takers_keep_the_signal_side() -> None:
+    calls = evaluate_all(_x(Side.SHORT, Regime.TREND, trend=-2.0, rsi=60.0), CFG)
+    taken = [c for c in calls if c.take]
+    assert taken and all(c.side is Side.SHORT for c in taken)
+    assert all(c.side is None and c.reason == "skip" for c in calls if not c.take)
+
+
+def test_greedy_prefers_untried_taker_then_learns_to_stand_aside() -> None:
+    sel = MetaSelector()
+    greedy = SelectorConfig(epsilon=0.0, min_step=0.05)
+    x = _x(Side.LONG, Regime.TREND, trend=2.0, rsi=40.0)  # takers: trend_follow, trend_pullback
+    rng = random.Random(1)
+    assert choose_strategy(x, sel, rng, CFG, greedy).strategy == "trend_follow"  # tie -> first
+    sel.update(Regime.TREND, "trend_follow", -0.2, greedy)  # mean -0.2
+    assert choose_strategy(x, sel, rng, CFG, greedy).strategy == "trend_pullback"  # 0 > -0.2
+    sel.update(Regime.TREND, "trend_pullback", -0.1, greedy)
+    assert choose_strategy(x, sel, rng, CFG, greedy).strategy == STANDING_ASIDE  # 0 beats both
+    # Learning is per regime: RANGE is untouched.
+    assert sel.value(Regime.RANGE, "trend_follow") == 0.0
+
+
+def test_update_step_never_below_min_step() -> None:
+    sel, cfg = MetaSelector(), SelectorConfig(min_step=0.25)
+    for r in (1.0, 0.0, 0.0, 0.0):
+        sel.update(Regime.RANGE, "mean_revert", r, cfg)
+    # n=1: 1.0; n=2: step 1/2 -> 0.5; n=3: step 1/3 -> 0.3333; n=4: step max(1/4, .25) -> 0.25
+    assert sel.value(Regime.RANGE, "mean_revert") == pytest.approx(0.25)
+    assert MetaSelector.from_dict(sel.to_dict()) == sel
+
+
+def test_exploration_is_seeded_and_covers_candidates() -> None:
+    x = _x(Side.LONG, Regime.TREND, trend=2.0, rsi=40.0)
+    cfg = SelectorConfig(epsilon=1.0)
+    picks_a = [
+        choose_strategy(x, MetaSelector(), random.Random(f"7:{i}"), CFG, cfg).strategy
+        for i in range(60)
+    ]
+    picks_b = [
+        choose_strategy(x, MetaSelector(), random.Random(f"7:{i}"), CFG, cfg).strategy
+        for i in range(60)
+    ]
+    assert picks_a == picks_b
+    assert set(picks_a) == {"trend_follow", "trend_pullback", STANDING_ASIDE}
