@@ -13,6 +13,7 @@ arrival time. The clock and the sleep are injected so tests need not wait.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -397,19 +398,22 @@ def pump(
 
 def _kafka_error(bootstrap: str, action: str, exc: BaseException) -> ReplayError:
     text = str(exc)
-    if "Transport" in text or "timed out" in text.lower() or "resolve" in text.lower():
+    if any(word in text.lower() for word in ("transport", "timed out", "resolve")):
         return BrokerUnreachableError(f"broker {bootstrap} unreachable while {action}: {text}")
     return ReplayError(f"{action} on {bootstrap} failed: {text}")
 
 
 def ensure_topics(
-    bootstrap: str, names: Sequence[str], partitions: int, replication: int, timeout_s: float = 15
+    bootstrap: str, names: Sequence[str], partitions: int, replication: int, timeout_s: float = 10
 ) -> dict[str, int]:
     """Create missing topics; return every topic's partition count."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    # librdkafka logs every failed connect attempt; the exception below says it once, clearly.
+    quiet = logging.getLogger(f"{__name__}.admin")
+    quiet.setLevel(logging.CRITICAL)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": quiet})
     try:
         existing = admin.list_topics(timeout=timeout_s).topics
         missing = [NewTopic(n, partitions, replication) for n in names if n not in existing]
@@ -448,12 +452,12 @@ def _progress(console: Console | None) -> Progress:
 
     return Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=20),
         TaskProgressColumn(),
-        TextColumn("{task.fields[rows]:>10,} rows"),
-        TextColumn("{task.fields[rate]:>8,.0f} rows/s"),
-        TextColumn("[red]{task.fields[dead]:,} dead letters"),
-        TextColumn("[dim]{task.fields[at]}"),
+        TextColumn(
+            "{task.fields[rows]:,} rows {task.fields[rate]:,.0f}/s "
+            "[red]{task.fields[dead]:,} dead[/red] [dim]{task.fields[at]}"
+        ),
         TimeElapsedColumn(),
         console=console,
         transient=False,
@@ -514,7 +518,7 @@ def replay_files(
     pacer = Pacer(speed, clock, sleep)
     with _progress(console) as progress:
         total = sum(r.size for r in readers)
-        label = f"replay {len(readers)} file(s)"
+        label = f"{len(readers)} file(s)"
         task = progress.add_task(
             label, total=total, rows=0, rate=0.0, dead=0, at="", visible=show_progress
         )
