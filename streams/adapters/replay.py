@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
+    from streams.contracts.registry import SchemaRegistry
+
 STAGE: Final = "replay"
 #: Rows between two progress refreshes: cheap enough, smooth enough.
 PROGRESS_EVERY: Final = 2_000
@@ -413,7 +415,8 @@ def ensure_topics(
     # librdkafka logs every failed connect attempt; the exception below says it once, clearly.
     quiet = logging.getLogger(f"{__name__}.admin")
     quiet.setLevel(logging.CRITICAL)
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": quiet})
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": quiet}
+    admin = AdminClient(config)
     try:
         existing = admin.list_topics(timeout=timeout_s).topics
         missing = [NewTopic(n, partitions, replication) for n in names if n not in existing]
@@ -429,11 +432,17 @@ def ensure_topics(
     return {n: len(topics[n].partitions) for n in names if n in topics}
 
 
-def default_encoders() -> tuple[Encode, Encode]:
-    """Value serializers of ``market.ticks`` and ``deadletter`` from the contracts package."""
-    from streams.contracts import serializer_for
+def default_encoders(registry: SchemaRegistry | None = None) -> tuple[Encode, Encode]:
+    """Value serializers of ``market.ticks`` and ``deadletter`` (Confluent wire format).
 
-    return serializer_for(Topic.MARKET_TICKS), serializer_for(Topic.DEADLETTER)
+    ``registry=None``: the registry of the settings (``QT_SCHEMA_REGISTRY_URL`` or the file one).
+    """
+    from streams.contracts.codec import serializer_for
+
+    return (
+        serializer_for(Topic.MARKET_TICKS, registry),
+        serializer_for(Topic.DEADLETTER, registry),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -80,6 +80,7 @@ def command(
 
     from streams.adapters.market_files import MarketFileError
     from streams.adapters.replay import ReplayError
+    from streams.contracts.errors import ContractsError
 
     console = Console(stderr=True)
     try:
@@ -90,7 +91,7 @@ def command(
                          idempotence, progress, console)  # fmt: skip
         elif topic is not None:
             _replay_topic(topic, start, end, into, bootstrap, prefix, idempotence, console)
-    except (MarketFileError, ReplayError) as exc:
+    except (MarketFileError, ReplayError, ContractsError) as exc:
         console.print(f"[red]replay failed:[/red] {exc}")
         raise typer.Exit(code=1) from None
 
