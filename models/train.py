@@ -26,7 +26,6 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -80,25 +79,14 @@ def balanced_sample_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
     return per_class[y].astype(np.float32)
 
 
-def utc_ms(text: str) -> int:
-    """``2025-05-21`` or ``2025-05-21T00:00`` (UTC, naive input means UTC) -> epoch ms."""
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
-
-
-def iso_utc(ms: int) -> str:
-    """Epoch ms -> ``2025-05-21T00:00:00Z``."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def time_range(time_ms: np.ndarray) -> dict[str, Any]:
     """First/last row time of a block, as ms and ISO (inclusive bounds), plus its row count."""
     if len(time_ms) == 0:
         return {"rows": 0}
+    from models.dataset import ms_to_iso
+
     lo, hi = int(time_ms.min()), int(time_ms.max())
-    return {"first_ms": lo, "last_ms": hi, "first": iso_utc(lo), "last": iso_utc(hi),
+    return {"first_ms": lo, "last_ms": hi, "first": ms_to_iso(lo), "last": ms_to_iso(hi),
             "rows": len(time_ms)}  # fmt: skip
 
 
@@ -198,17 +186,6 @@ def model_module(spec: str) -> tuple[str, ModuleType, Any]:
     return f"{base}-{variant}", module, getattr(module, attr)
 
 
-def take(dataset: Any, idx: np.ndarray) -> Any:
-    """Row subset of a Dataset dataclass: every per-row array field is indexed, the rest kept."""
-    n = len(dataset.y)
-    changes = {
-        f.name: getattr(dataset, f.name)[idx]
-        for f in dataclasses.fields(dataset)
-        if isinstance(getattr(dataset, f.name), np.ndarray) and len(getattr(dataset, f.name)) == n
-    }
-    return dataclasses.replace(dataset, **changes)
-
-
 def split_rows(time_ms: np.ndarray, plan: TrainPlan, gap_ms: int) -> Split:
     """Held-back tail by time, purge gap, then walk-forward folds on the development rows."""
     from models.dataset import walk_forward_splits
@@ -259,8 +236,8 @@ def _fit_and_score(
     plan: TrainPlan,
 ) -> tuple[Any, np.ndarray]:  # fmt: skip
     """Fit on (strided) ``train_idx`` rows, return the native model and its ``val_idx`` probs."""
-    train_set = take(dataset, _strided(train_idx, plan.train_stride))
-    val_set = take(dataset, val_idx)
+    train_set = dataset.subset(_strided(train_idx, plan.train_stride))
+    val_set = dataset.subset(val_idx)
     native = module.train(train_set, val_set, config, plan.seed)
     proba = np.asarray(module.predict_proba(native, model_input(val_set, module.INPUT)))
     return native, proba
@@ -357,3 +334,89 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_context(dataset: Any, plan: TrainPlan) -> dict[str, Any]:
+    """Manifest fields shared by every model of one run: features, label, data, sampling."""
+    from models.dataset import CLASSES
+    from models.features import FEATURE_NAMES, FEATURE_VERSION
+
+    described = dataset.describe()
+    return {
+        "feature_version": FEATURE_VERSION,
+        "feature_names": list(FEATURE_NAMES),
+        "window": int(dataset.window.shape[1]),
+        "classes": list(CLASSES),
+        "label": dataset.label_spec.to_dict(),
+        "data_source": {
+            "dataset": described.get("data_source"),
+            "data_dir": described.get("data_dir"),
+            "symbols": described.get("symbols"),
+            "requested_start": described.get("start"),
+            "requested_end_exclusive": described.get("end_exclusive"),
+            "rows": described["rows"],
+            "class_balance": described["class_balance"],
+            "train_stride": plan.train_stride,
+            "holdout_fraction": plan.holdout_fraction,
+            "n_folds": plan.n_folds,
+            "purge_gap_bars": dataset.label_spec.horizon_bars,
+        },
+        "notes": [
+            f"training rows strided by {plan.train_stride} (every {plan.train_stride}-th row "
+            "of the time-ordered development set); validation/held-back rows are not strided",
+            "held-back block = last holdout_fraction of the training period, after a purge gap "
+            "of label-horizon bars; neural models early-stop on it, GBDTs use fixed rounds",
+            "the evaluation window (2025-05-21 00:00 .. 2025-05-25 11:59 UTC) is not in any "
+            "range used here",
+        ],
+    }
+
+
+def run(plan: TrainPlan, log: Callable[[str], None] = print) -> list[ModelOutcome]:
+    """Train, validate, export, parity-check and register every model of ``plan``.
+
+    Model modules are imported one by one, so a missing neural module only fails its own model
+    (reported as :class:`TrainingError`) after the others are registered.
+    """
+    from models.dataset import LabelSpec, build_dataset
+    from models.parity import ExportError, ParityError
+
+    spec = LabelSpec(**plan.label)
+    dataset = build_dataset(plan.data_dir, plan.symbols, plan.start, plan.end, spec)
+    split = split_rows(dataset.time_ms, plan, spec.horizon_bars * 60_000)
+    log(
+        f"dataset: {len(dataset)} rows, {len(set(dataset.symbol.tolist()))} symbols, "
+        f"dev {len(split.dev)} / held-back {len(split.holdout)} rows, "
+        f"{len(split.folds)} walk-forward folds, balance {dataset.class_balance()}"
+    )
+    context = run_context(dataset, plan)
+    outcomes, failures = [], []
+    for spec_name in plan.models:
+        try:
+            outcome = train_model(spec_name, dataset, split, plan, context)
+        except (TrainingError, ParityError, ExportError) as exc:
+            failures.append(str(exc))
+            log(f"[red]{spec_name}: {exc}[/red]")
+            continue
+        outcomes.append(outcome)
+        log(_summary_line(outcome))
+    if failures:
+        raise TrainingError(
+            f"{len(failures)} model(s) failed ({'; '.join(failures)}); "
+            f"registered: {[o.name for o in outcomes]}"
+        )
+    return outcomes
+
+
+def _summary_line(o: ModelOutcome) -> str:
+    wf = o.walk_forward.get("mean", {})
+    nan = float("nan")
+    return (
+        f"{o.name} {o.version}: walk-forward bal.acc {wf.get('balanced_accuracy', nan):.3f}"
+        f" macro-F1 {wf.get('macro_f1', nan):.3f}; held-back bal.acc "
+        f"{o.holdout['balanced_accuracy']:.3f}, predicted balance "
+        f"{o.holdout['prediction_balance']}; parity {o.parity['max_abs_diff']:.2e} -> {o.path}"
+    )
