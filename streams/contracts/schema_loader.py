@@ -14,11 +14,11 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
-from fastavro.schema import to_parsing_canonical_form
 from fastavro.schema import fingerprint as avro_fingerprint
+from fastavro.schema import to_parsing_canonical_form
 
 from streams.config import PROJECT_ROOT
 from streams.contracts.errors import SchemaLoadError
@@ -85,7 +85,7 @@ def _loaded(raw: Any, source: str) -> LoadedSchema:
         raise SchemaLoadError(source, f"invalid Avro schema: {exc}") from exc
     canonical = to_parsing_canonical_form(parsed)
     return LoadedSchema(
-        name=parsed["name"],
+        name=str(cast(dict[str, Any], parsed)["name"]),
         text=json.dumps(raw, separators=(",", ":"), ensure_ascii=False),
         parsed=parsed,
         fingerprint=hashlib.sha256(normalized_json(raw).encode()).hexdigest(),
