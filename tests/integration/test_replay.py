@@ -1,0 +1,454 @@
+"""Replay in, end to end on a real Apache Kafka (``kafka_bootstrap``), plus its pure parts.
+
+Records are read back by a plain confluent-kafka Consumer and decoded by confluent-kafka's own
+``AvroDeserializer`` against the same (mock://) Schema Registry client the replay registered
+its schemas in: what any registry-aware consumer outside this project would do.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.adapters.market_files import MarketTick, RejectReason, TickKind, TimeWindow
+from streams.adapters.replay import (
+    BrokerUnreachableError,
+    DeliveryFailedError,
+    Encode,
+    Pacer,
+    ProducerOptions,
+    ReplayError,
+    SameTopicError,
+    base_topic_of,
+    default_encoders,
+    parse_speed,
+    replay_files,
+    replay_topic,
+    target_topic_for,
+    tick_record,
+)
+
+DATA = Path("/work/shared/data/binance")
+FUTURES = DATA / "um_futures_1m_2025"
+DAY_START = 1746403200000  # 2025-05-05T00:00Z
+DAY_END = DAY_START + 86_400_000
+HOUR = 3_600_000
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+@dataclass(frozen=True)
+class Consumed:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp: int
+    headers: tuple[tuple[str, bytes], ...]
+
+
+@pytest.fixture
+def registry_client() -> Any:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    return SchemaRegistryClient.new_client({"url": "mock://replay-tests"})
+
+
+@pytest.fixture
+def encoders(registry_client: Any) -> tuple[Encode, Encode]:
+    from streams.contracts.registry import ConfluentSchemaRegistry
+
+    return default_encoders(ConfluentSchemaRegistry("mock://replay-tests", registry_client))
+
+
+def consume_all(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Consumed]:
+    """Every record of ``topic`` up to its current end, by a plain consumer (no group commit)."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{topic}.reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        pending = {p for p, end in ends.items() if end > 0}
+        records: list[Consumed] = []
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                if msg.offset() >= ends[msg.partition()]:
+                    pending.discard(msg.partition())
+                continue
+            assert error is None, error
+            records.append(
+                Consumed(
+                    msg.partition(),
+                    msg.offset(),
+                    msg.key(),
+                    msg.value(),
+                    msg.timestamp()[1],
+                    tuple(msg.headers() or ()),
+                )
+            )
+        assert not pending, f"timed out reading {topic}: partitions {pending} unfinished"
+        return records
+    finally:
+        consumer.close()
+
+
+def decoder(client: Any, topic: str) -> Any:
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    deserialize = AvroDeserializer(client)
+    context = SerializationContext(topic, MessageField.VALUE)
+    return lambda value: deserialize(value, context)
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with gzip.open(path, "rt", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def first_lines(path: Path, count: int) -> list[str]:
+    with gzip.open(path, "rt") as handle:
+        return [next(handle).rstrip("\n") for _ in range(count)]
+
+
+def in_order(values: list[int]) -> bool:
+    return all(a <= b for a, b in itertools.pairwise(values))
+
+
+# ------------------------------------------------------------------------------ file replay
+
+
+@pytest.mark.kafka
+def test_one_day_of_btcusdt_yields_one_record_per_row_in_time_order(
+    kafka_bootstrap: str, unique_prefix: str, registry_client: Any, encoders: Any
+) -> None:
+    summary = replay_files(
+        FUTURES,
+        bootstrap=kafka_bootstrap,
+        prefix=unique_prefix,
+        symbols=["BTCUSDT"],
+        window=TimeWindow(DAY_START, DAY_END),
+        encoders=encoders,
+        show_progress=False,
+    )
+    expected = [
+        r for r in csv_rows(FUTURES / "BTCUSDT.csv.gz")
+        if DAY_START <= int(r["open_time_ms"]) < DAY_END
+    ]  # fmt: skip
+    assert summary.produced == summary.ticks == len(expected) == 1440
+    assert summary.dead_letters == 0
+
+    topic = f"{unique_prefix}market.ticks"
+    records = consume_all(kafka_bootstrap, topic)
+    decode = decoder(registry_client, topic)
+    assert len(records) == 1440
+    assert {r.partition for r in records} == {records[0].partition}  # one key, one partition
+    records.sort(key=lambda r: r.offset)
+    for record, row in zip(records, expected, strict=True):
+        value = decode(record.value)
+        assert record.key == b"BTCUSDT"
+        assert record.timestamp == value["event_time_ms"] == int(row["open_time_ms"])
+        assert value["kind"] == "KLINE_1M" and value["interval_ms"] == 60_000
+        assert [value[c] for c in ("open", "high", "low", "close", "volume")] == [
+            float(row[c]) for c in ("open", "high", "low", "close", "volume")
+        ]
+        assert value["source"] == "replay-file:um_futures_1m_2025/BTCUSDT.csv.gz"
+    assert consume_all(kafka_bootstrap, f"{unique_prefix}deadletter") == []
+
+
+@pytest.mark.kafka
+def test_symbols_land_where_faust_hashes_them_and_each_partition_is_time_ordered(
+    kafka_bootstrap: str, unique_prefix: str, encoders: Any
+) -> None:
+    from aiokafka.partitioner import murmur2
+
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT", "LINKUSDT"]
+    summary = replay_files(
+        FUTURES, bootstrap=kafka_bootstrap, prefix=unique_prefix, symbols=symbols,
+        window=TimeWindow(DAY_START, DAY_START + 2 * HOUR), encoders=encoders,
+        partitions=4, show_progress=False,
+    )  # fmt: skip
+    records = consume_all(kafka_bootstrap, f"{unique_prefix}market.ticks")
+    assert len(records) == summary.produced == 6 * 120
+    for record in records:
+        assert record.key is not None
+        # Faust (aiokafka) partitions keys with murmur2; so must the replay producer.
+        assert record.partition == (murmur2(record.key) & 0x7FFFFFFF) % 4
+    for partition in {r.partition for r in records}:
+        stamps = [r.timestamp for r in sorted(records, key=lambda r: r.offset)
+                  if r.partition == partition]  # fmt: skip
+        assert in_order(stamps)
+
+
+def write_with_bad_rows(tmp_path: Path) -> tuple[Path, dict[int, RejectReason], list[str]]:
+    """A real file's first rows with one bad row per reason injected; returns line -> reason."""
+    real = first_lines(FUTURES / "ETHUSDT.csv.gz", 61)
+    header, good = real[0], real[1:]
+    t0 = int(good[0].split(",")[0])
+    bad_rows = [
+        ("not,a,row", RejectReason.UNPARSABLE),
+        ("{t},NaN,1,1,1,1", RejectReason.NAN),
+        ("{t},1,1,0,1,1", RejectReason.NON_POSITIVE_PRICE),
+        ("{t},1,1,1,1,-3", RejectReason.NEGATIVE_VOLUME),
+        ("{t},1,1,2,1,1", RejectReason.HIGH_BELOW_LOW),
+        ("{t},3,2,1,1,1", RejectReason.OPEN_CLOSE_OUTSIDE_RANGE),
+        ("{t_odd},1,1,1,1,1", RejectReason.MISALIGNED_TIME),
+        ("{t_same},1,1,1,1,1", RejectReason.DUPLICATE_TIME),
+        ("{t0},1,1,1,1,1", RejectReason.OUT_OF_ORDER_TIME),
+    ]
+    lines, expected = [header], {}
+    for index, (template, reason) in enumerate(bad_rows):
+        lines.extend(good[index * 5 : index * 5 + 5])
+        last = int(lines[-1].split(",")[0])
+        lines.append(template.format(t=last + 60_000, t_odd=last + 60_001, t_same=last, t0=t0))
+        expected[len(lines)] = reason
+    lines.extend(good[len(bad_rows) * 5 :])
+    path = tmp_path / "ETHUSDT.csv.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return path, expected, good
+
+
+@pytest.mark.kafka
+def test_each_bad_row_becomes_one_dead_letter_and_every_good_row_is_delivered(
+    kafka_bootstrap: str, unique_prefix: str, registry_client: Any, encoders: Any, tmp_path: Path
+) -> None:
+    path, expected, good = write_with_bad_rows(tmp_path)
+    summary = replay_files(
+        path, bootstrap=kafka_bootstrap, prefix=unique_prefix, encoders=encoders,
+        show_progress=False,
+    )  # fmt: skip
+    assert summary.produced == len(good) == 60
+    assert summary.dead_letters == len(expected) == 9
+
+    dead_topic = f"{unique_prefix}deadletter"
+    with gzip.open(path, "rt") as handle:
+        lines = handle.read().splitlines()
+    decode_dead = decoder(registry_client, dead_topic)
+    letters = {}
+    for record in consume_all(kafka_bootstrap, dead_topic):
+        value = decode_dead(record.value)
+        assert record.key == value["source_file"].encode()
+        letters[value["source_line"]] = value
+    assert {line: RejectReason(v["reason"]) for line, v in letters.items()} == expected
+    for line_no, value in letters.items():
+        assert value["raw"] == lines[line_no - 1].encode()
+        assert value["source_file"] == f"{tmp_path.name}/ETHUSDT.csv.gz"
+        assert value["stage"] == "replay" and value["detail"]
+        assert value["dead_letter_id"] == f"replay:{tmp_path.name}/ETHUSDT.csv.gz:{line_no}"
+
+    ticks_topic = f"{unique_prefix}market.ticks"
+    decode_tick = decoder(registry_client, ticks_topic)
+    ticks = sorted(consume_all(kafka_bootstrap, ticks_topic), key=lambda r: r.offset)
+    assert [decode_tick(r.value)["event_time_ms"] for r in ticks] == [
+        int(g.split(",")[0]) for g in good
+    ]
+
+
+@pytest.mark.kafka
+def test_trades_replay_with_trade_fields(
+    kafka_bootstrap: str, unique_prefix: str, registry_client: Any, encoders: Any
+) -> None:
+    path = DATA / "trades_um_futures" / "BTCUSDT.csv.gz"
+    summary = replay_files(
+        path, bootstrap=kafka_bootstrap, prefix=unique_prefix, encoders=encoders,
+        show_progress=False,
+    )  # fmt: skip
+    rows = csv_rows(path)
+    assert summary.produced == len(rows) == 11_455
+    topic = f"{unique_prefix}market.ticks"
+    decode = decoder(registry_client, topic)
+    records = sorted(consume_all(kafka_bootstrap, topic), key=lambda r: r.offset)
+    values = [decode(r.value) for r in records]
+    assert [v["trade_id"] for v in values] == [int(r["trade_id"]) for r in rows]
+    assert [v["is_buyer_maker"] for v in values] == [r["is_buyer_maker"] == "true" for r in rows]
+    assert all(v["kind"] == "TRADE" and v["open"] == v["close"] for v in values)
+
+
+@pytest.mark.kafka
+def test_delivery_failure_is_raised_not_swallowed(
+    kafka_bootstrap: str, unique_prefix: str, encoders: Any
+) -> None:
+    from conftest import create_topics
+
+    # The broker refuses every batch of this topic (too large), so nothing can be delivered.
+    ticks = f"{unique_prefix}market.ticks"
+    create_topics(kafka_bootstrap, [ticks], partitions=1, config={"max.message.bytes": "64"})
+    with pytest.raises(DeliveryFailedError, match=ticks):
+        replay_files(
+            FUTURES / "BTCUSDT.csv.gz", bootstrap=kafka_bootstrap, prefix=unique_prefix,
+            window=TimeWindow(DAY_START, DAY_START + HOUR), encoders=encoders,
+            show_progress=False,
+        )  # fmt: skip
+
+
+def test_unreachable_broker_is_a_clear_error(encoders: Any) -> None:
+    with pytest.raises(BrokerUnreachableError, match=r"127\.0\.0\.1:1 unreachable"):
+        replay_files(
+            FUTURES / "BTCUSDT.csv.gz", bootstrap="127.0.0.1:1",
+            window=TimeWindow(DAY_START, DAY_START + HOUR), encoders=encoders,
+            show_progress=False,
+        )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ topic replay
+
+
+@pytest.mark.kafka
+def test_topic_replay_copies_exactly_the_records_in_the_time_range(
+    kafka_bootstrap: str, unique_prefix: str, encoders: Any
+) -> None:
+    source_prefix, target_prefix = f"{unique_prefix}rec.", f"{unique_prefix}run42."
+    replay_files(
+        FUTURES, bootstrap=kafka_bootstrap, prefix=source_prefix,
+        symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"], encoders=encoders, partitions=3,
+        window=TimeWindow(DAY_START, DAY_START + 6 * HOUR), show_progress=False,
+    )  # fmt: skip
+    source = f"{source_prefix}market.ticks"
+    target = target_topic_for(source, target_prefix, "")
+    assert target == f"{target_prefix}market.ticks"
+    start, end = DAY_START + 2 * HOUR + 17 * 60_000, DAY_START + 4 * HOUR + 3 * 60_000
+    summary = replay_topic(source, target, TimeWindow(start, end), bootstrap=kafka_bootstrap)
+
+    def fingerprint(r: Consumed) -> tuple[Any, ...]:
+        return (r.partition, r.key, r.value, r.timestamp, r.headers)
+
+    wanted = sorted(
+        fingerprint(r) for r in consume_all(kafka_bootstrap, source) if start <= r.timestamp < end
+    )
+    copied = consume_all(kafka_bootstrap, target)
+    assert len(wanted) == 3 * (end - start) // 60_000
+    assert sorted(fingerprint(r) for r in copied) == wanted
+    assert summary.total_copied == len(wanted)
+    for partition in {r.partition for r in copied}:
+        stamps = [r.timestamp for r in sorted(copied, key=lambda r: r.offset)
+                  if r.partition == partition]  # fmt: skip
+        assert in_order(stamps)
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("trust_time_index", [True, False])
+def test_topic_replay_keeps_headers_and_ignores_records_after_the_start(
+    kafka_bootstrap: str, unique_prefix: str, trust_time_index: bool
+) -> None:
+    from confluent_kafka import Producer
+    from conftest import create_topics
+
+    source, target = f"{unique_prefix}src.market.ticks", f"{unique_prefix}dst.market.ticks"
+    create_topics(kafka_bootstrap, [source], partitions=2)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2_random"})
+    for i in range(40):
+        headers = [("traceparent", f"00-{i:032x}-{i:016x}-01".encode())]
+        producer.produce(
+            source, f"v{i}".encode(), f"k{i % 3}".encode(),
+            timestamp=DAY_START + i * 1000, headers=headers,
+        )  # fmt: skip
+    producer.flush(30)
+    window = TimeWindow(DAY_START + 10_000, DAY_START + 30_000)
+    summary = replay_topic(
+        source, target, window, bootstrap=kafka_bootstrap, trust_time_index=trust_time_index
+    )
+    copied = consume_all(kafka_bootstrap, target)
+    assert sorted(r.value for r in copied) == sorted(f"v{i}".encode() for i in range(10, 30))
+    for record in copied:
+        i = int(record.value[1:])
+        assert record.headers == (("traceparent", f"00-{i:032x}-{i:016x}-01".encode()),)
+        assert record.timestamp == DAY_START + i * 1000 and record.key == f"k{i % 3}".encode()
+    assert summary.total_copied == 20
+
+
+def test_topic_replay_refuses_its_own_topic() -> None:
+    with pytest.raises(SameTopicError, match="into itself"):
+        target_topic_for("run42.market.ticks", None, "run42.")
+    with pytest.raises(SameTopicError):
+        replay_topic("a.market.ticks", "a.market.ticks", TimeWindow(), bootstrap="127.0.0.1:1")
+
+
+# ------------------------------------------------------------------------------ pure parts
+
+
+def test_target_topic_keeps_the_base_topic_under_the_new_prefix() -> None:
+    assert base_topic_of("run41.market.ticks") == "market.ticks"
+    assert base_topic_of("market.ticks") == "market.ticks"
+    assert base_topic_of("custom") == "custom"
+    assert target_topic_for("market.ticks", "run42.", "") == "run42.market.ticks"
+    assert target_topic_for("run41.market.ticks", None, "run42.") == "run42.market.ticks"
+
+
+def test_speed_parsing() -> None:
+    assert parse_speed("max") is None
+    assert parse_speed("60") == 60.0
+    for bad in ("0", "-2", "fast"):
+        with pytest.raises(ReplayError):
+            parse_speed(bad)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_pacer_spaces_events_by_event_time_over_speed() -> None:
+    clock = FakeClock()
+    pacer = Pacer(60.0, clock, clock.sleep)
+    for minute in range(4):
+        pacer.wait_for(DAY_START + minute * 60_000)
+        clock.now += 0.25  # work done per event
+    # One event-minute at 60x = 1 s of wall time; 0.25 s of it was spent working.
+    assert clock.sleeps == pytest.approx([0.75, 0.75, 0.75])
+    unpaced = Pacer(None, clock, clock.sleep)
+    unpaced.wait_for(DAY_START)
+    unpaced.wait_for(DAY_END)
+    assert len(clock.sleeps) == 3
+
+
+def test_tick_record_is_a_valid_tick_received() -> None:
+    from streams.contracts.records import TickReceived
+
+    tick = MarketTick("BTCUSDT", DAY_START, TickKind.TRADE, 2.0, 2.0, 2.0, 2.0, 0.5, 0, 7,
+                      "trades_spot/BTCUSDT.csv.gz", 2, True)  # fmt: skip
+    record = TickReceived.from_avro(tick_record(tick))
+    assert record.trade_id == 7 and record.is_buyer_maker is True
+    assert record.kind.value == "TRADE"
+
+
+def test_producer_options_match_faust_partitioning_and_allow_tansu() -> None:
+    config = ProducerOptions("h:1", idempotence=False).config()
+    assert config["partitioner"] == "murmur2_random"
+    assert config["enable.idempotence"] is False
+    assert ProducerOptions("h:1").config()["enable.idempotence"] is True
