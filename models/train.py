@@ -420,3 +420,43 @@ def _summary_line(o: ModelOutcome) -> str:
         f"{o.holdout['balanced_accuracy']:.3f}, predicted balance "
         f"{o.holdout['prediction_balance']}; parity {o.parity['max_abs_diff']:.2e} -> {o.path}"
     )
+
+
+# --------------------------------------------------------------------------- re-export
+
+
+def reexport(
+    registry: Path, model: str, version: str, out: Path, data_dir: Path | None = None
+) -> Any:
+    """Re-export a registered version's kept native model to ``out`` and check parity.
+
+    Parity rows are rebuilt from the data over the manifest's held-back range. The registered
+    version is not modified. Returns the :class:`models.parity.ParityResult`.
+    """
+    from models.dataset import LabelSpec, build_dataset
+    from models.parity import check_parity
+    from models.registry import verify
+
+    registered = verify(registry, model, version)
+    manifest = registered.manifest
+    if manifest.native_file is None:
+        raise TrainingError(
+            f"{model} {version} keeps no native artifact (only ONNX); re-train to re-export"
+        )
+    _, module, _ = model_module(model.split("-")[0])
+    native = module.load_native(registered.onnx_path.parent / manifest.native_file)
+    label_fields = {f.name for f in dataclasses.fields(LabelSpec)}
+    spec = LabelSpec(**{k: v for k, v in manifest.label.items() if k in label_fields})
+    held = manifest.validation_range
+    dataset = build_dataset(
+        data_dir or Path(manifest.data_source["data_dir"]),
+        manifest.data_source.get("symbols"),
+        held["first_ms"],
+        held["last_ms"] + 60_000,
+        spec,
+    )
+    x_all = model_input(dataset, module.INPUT)
+    shape_arg: Any = x_all.shape[1] if module.INPUT == "tabular" else tuple(x_all.shape[1:])
+    module.export_onnx(native, out, shape_arg)
+    rows = _parity_rows(np.arange(len(dataset)), 20_000)
+    return check_parity(model, lambda x: module.predict_proba(native, x), out, x_all[rows])

@@ -1,5 +1,256 @@
-"""`quantum-trader models` sub-commands (placeholder until its module lands)."""
+"""`quantum-trader models`: train, evaluate, export, list and promote the ONNX models.
+
+Heavy imports (numpy, the model modules, torch/xgboost/lightgbm) happen inside the command
+bodies so ``quantum-trader --help`` stays fast. Errors of our own types are printed as one red
+line with their context and exit code 1, not as tracebacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-app = typer.Typer(help="Not built yet.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from models.registry import Manifest
+
+app = typer.Typer(
+    help="Train (walk-forward), evaluate, export, list and promote the ONNX models.",
+    no_args_is_help=True,
+)
+
+_DEFAULT_DATA = (
+    Path(__file__).resolve().parents[3] / "shared" / "data" / "binance" / "um_futures_1m_2025"
+)
+_ALL_MODELS = "xgboost,lightgbm,nhits,patchtst"
+_DEMO_SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT,XRPUSDT"
+
+RegistryOpt = Annotated[
+    Path | None, typer.Option(help="registry folder (default: QT_REGISTRY_DIR / models/registry)")
+]
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console()
+
+
+def _registry(path: Path | None) -> Path:
+    if path is not None:
+        return path
+    from streams.config import get_settings
+
+    return get_settings().registry_dir
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+@contextmanager
+def _our_errors() -> Iterator[None]:
+    """Print project errors (registry, parity, dataset, training, scorer) as one line, exit 1."""
+    from models.dataset import DatasetError
+    from models.parity import ExportError, ParityError
+    from models.registry import RegistryError
+    from models.scorer import ScorerError
+    from models.train import TrainingError
+
+    try:
+        yield
+    except (
+        RegistryError,
+        ParityError,
+        ExportError,
+        DatasetError,
+        TrainingError,
+        ScorerError,
+    ) as exc:
+        _console().print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="kline folder (one <SYMBOL>.csv.gz each)")] = (
+        _DEFAULT_DATA
+    ),
+    models: Annotated[
+        str, typer.Option(help="comma list; 'nhits@large' trains a module's LARGE_CONFIG")
+    ] = _ALL_MODELS,
+    symbols: Annotated[str, typer.Option(help="comma list (default: every file)")] = "",
+    start: Annotated[str | None, typer.Option(help="first row time, ISO UTC")] = None,
+    train_end: Annotated[
+        str, typer.Option(help="exclusive end, ISO UTC; the evaluation window starts here")
+    ] = "2025-05-21T00:00",
+    seed: Annotated[int, typer.Option(help="seed for every model")] = 7,
+    version: Annotated[
+        str | None, typer.Option(help="version name (default: next free v<N>)")
+    ] = None,
+    folds: Annotated[int, typer.Option(help="walk-forward folds (0 = skip)")] = 3,
+    holdout_fraction: Annotated[float, typer.Option(help="held-back tail of the period")] = 0.12,
+    stride: Annotated[int, typer.Option(help="use every N-th development row for fitting")] = 2,
+    horizon: Annotated[int, typer.Option(help="label horizon, bars")] = 15,
+    fee_rate: Annotated[float, typer.Option(help="fee per side")] = 0.0004,
+    dead_zone: Annotated[float | None, typer.Option(help="dead zone beyond fees")] = None,
+    promote: Annotated[bool, typer.Option(help="promote the new versions")] = True,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing version")] = False,
+    registry: RegistryOpt = None,
+) -> None:
+    """Walk-forward train the models, export ONNX, check parity, register (and promote)."""
+    from models.registry import next_version
+    from models.train import TrainPlan, run
+
+    reg = _registry(registry)
+    label: dict[str, Any] = {"horizon_bars": horizon, "fee_rate": fee_rate}
+    if dead_zone is not None:
+        label["dead_zone"] = dead_zone
+    plan = TrainPlan(
+        data_dir=data,
+        registry=reg,
+        version=version or next_version(reg),
+        models=_csv(models),
+        symbols=_csv(symbols) or None,
+        start=start,
+        end=train_end,
+        seed=seed,
+        n_folds=folds,
+        holdout_fraction=holdout_fraction,
+        train_stride=stride,
+        promote=promote,
+        overwrite=overwrite,
+        label=label,
+    )
+    console = _console()
+    console.print(f"training {', '.join(plan.models)} as {plan.version} on {data} < {train_end}")
+    with _our_errors():
+        run(plan, log=console.print)
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Path, typer.Option(help="kline folder with the evaluation window")] = (
+        _DEFAULT_DATA
+    ),
+    start: Annotated[str, typer.Option(help="evaluation start, ISO UTC")] = "2025-05-21T00:00",
+    end: Annotated[str, typer.Option(help="evaluation end (exclusive)")] = "2025-05-25T12:00",
+    symbols: Annotated[str, typer.Option(help="comma list")] = _DEMO_SYMBOLS,
+    out: Annotated[
+        Path | None, typer.Option(help="report folder (default models/reports/<version>)")
+    ] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Score the promoted models on the held-out window and write the report (JSON, md, PNG)."""
+    from models.evaluate import write_report
+    from models.registry import read_index
+    from streams.config import get_settings
+
+    reg = _registry(registry)
+    promoted = read_index(reg)
+    versions = sorted(set(promoted.values()))
+    label = versions[0] if len(versions) == 1 else "mixed-" + "-".join(versions)
+    out_dir = out or reg.parent / "reports" / label
+    with _our_errors():
+        write_report(
+            reg, data, out_dir, start, end, list(_csv(symbols)), get_settings().ensemble_weights
+        )
+    _console().print(f"report written to {out_dir}")
+
+
+@app.command("list")
+def list_(registry: RegistryOpt = None) -> None:
+    """Registered versions with walk-forward/held-back metrics, parity and the promoted flag."""
+    from rich.table import Table
+
+    from models.registry import all_manifests, read_index
+
+    reg = _registry(registry)
+    with _our_errors():
+        manifests = all_manifests(reg)
+        promoted = read_index(reg)
+    table = Table(title=f"models in {reg}")
+    for col in _LIST_COLUMNS:
+        table.add_column(col)
+    for m in manifests:
+        table.add_row(*_row(m, promoted.get(m.model) == m.version))
+    console = _console()
+    if not console.is_terminal:
+        console.width = 160  # piped output: do not squeeze the table into 80 columns
+    console.print(table)
+
+
+_LIST_COLUMNS = (
+    "model", "ver", "promoted", "input", "features", "dev rows", "WF bAcc", "WF F1",
+    "held bAcc", "pred S/H/B", "parity", "KB",
+)  # fmt: skip
+
+
+def _row(m: Manifest, is_promoted: bool) -> list[str]:
+    """One table row of ``models list``."""
+    wf = m.metrics.get("walk_forward", {}).get("mean", {})
+    held = m.metrics.get("holdout", {})
+    balance = "/".join(f"{p:.2f}" for p in held.get("prediction_balance", []))
+    return [
+        m.model,
+        m.version,
+        "yes" if is_promoted else "",
+        f"{m.input} {'x'.join(str(d) for d in m.input_shape[1:])}",
+        m.feature_version,
+        str(m.train_range.get("rows", "")),
+        _fmt(wf.get("balanced_accuracy")),
+        _fmt(wf.get("macro_f1")),
+        _fmt(held.get("balanced_accuracy")),
+        balance,
+        f"{m.parity.get('max_abs_diff', float('nan')):.1e}",
+        f"{m.onnx_bytes / 1024:.0f}",
+    ]
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+@app.command("promote")
+def promote_(
+    model: Annotated[str, typer.Argument(help="model name, e.g. xgboost")],
+    version: Annotated[str, typer.Argument(help="registered version, e.g. v2")],
+    registry: RegistryOpt = None,
+) -> None:
+    """Make VERSION the one workers load for MODEL (artifact sha256 is verified first)."""
+    from models.registry import promote
+
+    with _our_errors():
+        promoted = promote(_registry(registry), model, version)
+    _console().print(f"promoted {model} {version}; now: {promoted}")
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Argument(help="model name with a kept native artifact")],
+    version: Annotated[str, typer.Argument(help="registered version")],
+    out: Annotated[Path, typer.Option(help="where to write the re-exported ONNX file")] = Path(
+        "model.reexport.onnx"
+    ),
+    data: Annotated[Path | None, typer.Option(help="kline folder (default: manifest's)")] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Re-export a version's kept native model to ONNX and check parity on its held-back rows.
+
+    GBDT versions keep their native booster (``native.*``) for this; the sequence models keep
+    only ONNX (their native form is a torch module; re-train to change the export). The
+    registered version itself is never modified (versions are immutable).
+    """
+    from models.train import reexport
+
+    with _our_errors():
+        result = reexport(_registry(registry), model, version, out, data)
+    _console().print(
+        f"{model} {version} -> {out}: parity {result.max_abs_diff:.2e} on {result.n_rows} "
+        f"held-back rows"
+    )
