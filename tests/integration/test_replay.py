@@ -322,8 +322,9 @@ def test_unreachable_broker_is_a_clear_error(encoders: Any) -> None:
 
 
 @pytest.mark.kafka
+@pytest.mark.parametrize("trust_time_index", [True, False])
 def test_topic_replay_copies_exactly_the_records_in_the_time_range(
-    kafka_bootstrap: str, unique_prefix: str, encoders: Any
+    kafka_bootstrap: str, unique_prefix: str, encoders: Any, trust_time_index: bool
 ) -> None:
     source_prefix, target_prefix = f"{unique_prefix}rec.", f"{unique_prefix}run42."
     replay_files(
@@ -335,7 +336,10 @@ def test_topic_replay_copies_exactly_the_records_in_the_time_range(
     target = target_topic_for(source, target_prefix, "")
     assert target == f"{target_prefix}market.ticks"
     start, end = DAY_START + 2 * HOUR + 17 * 60_000, DAY_START + 4 * HOUR + 3 * 60_000
-    summary = replay_topic(source, target, TimeWindow(start, end), bootstrap=kafka_bootstrap)
+    summary = replay_topic(
+        source, target, TimeWindow(start, end), bootstrap=kafka_bootstrap,
+        trust_time_index=trust_time_index,
+    )  # fmt: skip
 
     def fingerprint(r: Consumed) -> tuple[Any, ...]:
         return (r.partition, r.key, r.value, r.timestamp, r.headers)
@@ -355,7 +359,7 @@ def test_topic_replay_copies_exactly_the_records_in_the_time_range(
 
 @pytest.mark.kafka
 @pytest.mark.parametrize("trust_time_index", [True, False])
-def test_topic_replay_keeps_headers_and_ignores_records_after_the_start(
+def test_topic_replay_keeps_key_headers_and_timestamp(
     kafka_bootstrap: str, unique_prefix: str, trust_time_index: bool
 ) -> None:
     from confluent_kafka import Producer
