@@ -35,6 +35,7 @@ from streams.topics import Topic
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
@@ -405,6 +406,17 @@ def _kafka_error(bootstrap: str, action: str, exc: BaseException) -> ReplayError
     return ReplayError(f"{action} on {bootstrap} failed: {text}")
 
 
+def _create(admin: AdminClient, topics: list[NewTopic], bootstrap: str, timeout_s: float) -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    for name, future in admin.create_topics(topics, operation_timeout=timeout_s).items():
+        try:
+            future.result(timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise _kafka_error(bootstrap, f"creating topic {name}", exc) from exc
+
+
 def ensure_topics(
     bootstrap: str, names: Sequence[str], partitions: int, replication: int, timeout_s: float = 10
 ) -> dict[str, int]:
@@ -420,12 +432,8 @@ def ensure_topics(
     try:
         existing = admin.list_topics(timeout=timeout_s).topics
         missing = [NewTopic(n, partitions, replication) for n in names if n not in existing]
-        for name, future in admin.create_topics(missing, operation_timeout=timeout_s).items():
-            try:
-                future.result(timeout_s)
-            except KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise _kafka_error(bootstrap, f"creating topic {name}", exc) from exc
+        if missing:
+            _create(admin, missing, bootstrap, timeout_s)
         topics = admin.list_topics(timeout=timeout_s).topics
     except KafkaException as exc:
         raise _kafka_error(bootstrap, "listing topics", exc) from exc
