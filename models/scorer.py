@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from models.registry import RegisteredModel, RegistryError, read_index, resolve
+from models.registry import RegisteredModel, read_index, resolve
 
 OUTPUT_NAME = "probabilities"
 INPUT_KINDS = ("tabular", "window")
@@ -103,15 +103,14 @@ class EnsembleScorer:
     ) -> EnsembleScorer:
         """Load ``versions`` (model -> version), or every promoted model when None.
 
-        Each artifact's sha256 is verified against its manifest before a session is built.
+        Each artifact's sha256 is verified against its manifest before a session is built;
+        a mismatch raises :class:`models.registry.ArtifactIntegrityError`.
         """
         wanted = dict(versions) if versions is not None else read_index(registry)
         if not wanted:
             raise ScorerError(f"nothing promoted in {registry}; run `quantum-trader models train`")
-        try:
-            loaded = [resolve(registry, name, version) for name, version in sorted(wanted.items())]
-        except RegistryError as exc:
-            raise ScorerError(str(exc)) from exc
+        # RegistryError / ArtifactIntegrityError propagate as they are: they name the artifact.
+        loaded = [resolve(registry, name, version) for name, version in sorted(wanted.items())]
         scorer = cls(loaded)
         if expected_feature_version and scorer.feature_version != expected_feature_version:
             raise ScorerError(

@@ -158,6 +158,8 @@ class TrainPlan:
     promote: bool = True
     overwrite: bool = False
     label: dict[str, Any] = field(default_factory=dict)  # LabelSpec overrides
+    config_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per model spec (``"xgboost"``, ``"nhits@large"``): config fields to replace."""
 
 
 @dataclass(frozen=True)
@@ -272,6 +274,8 @@ def train_model(spec: str, dataset: Any, split: Split, plan: TrainPlan, context:
     from models.registry import Manifest, promote, register
 
     name, module, config = model_module(spec)
+    if spec in plan.config_overrides:
+        config = dataclasses.replace(config, **plan.config_overrides[spec])
     wf = walk_forward(name, module, config, dataset, split, plan) if plan.n_folds > 0 else {}
     native, proba = _fit_and_score(module, config, dataset, split.dev, split.holdout, plan)
     holdout_metrics = classification_metrics(dataset.y[split.holdout], proba)
