@@ -12,11 +12,11 @@ pytest.importorskip("xgboost")
 pytest.importorskip("lightgbm")
 pytest.importorskip("onnxmltools")
 
-from models import lgbm, xgb  # noqa: E402
-from models.dataset import Dataset, build_dataset  # noqa: E402
-from models.parity import PARITY_TOLERANCE, check_parity, onnx_probabilities  # noqa: E402
-from models.scorer import load_session  # noqa: E402
-from models.train import balanced_sample_weights  # noqa: E402
+from models import lgbm, xgb
+from models.dataset import Dataset, build_dataset
+from models.parity import PARITY_TOLERANCE, check_parity, onnx_probabilities
+from models.scorer import load_session
+from models.train import balanced_sample_weights
 
 pytestmark = pytest.mark.train
 
