@@ -24,12 +24,27 @@ _PRIMITIVE_PY = {
 
 def record_drift(cls: type[AvroRecord], schema: ParsedSchema) -> list[str]:
     """Differences between ``cls`` and the parsed record ``schema`` (empty when in sync)."""
-    return _Drift().record(cls, schema, cls.__name__)
+    drift = _Drift()
+    drift.collect(schema)
+    return drift.record(cls, schema, cls.__name__)
 
 
 class _Drift:
     def __init__(self) -> None:
         self.named: dict[str, Any] = {}
+
+    def collect(self, avro: Any) -> None:
+        """Index every named type first, so references resolve even after an early mismatch."""
+        if isinstance(avro, list):
+            for branch in avro:
+                self.collect(branch)
+        elif isinstance(avro, dict):
+            if avro["type"] in ("record", "enum", "fixed"):
+                self.named[avro["name"]] = avro
+            for field in avro.get("fields", []):
+                self.collect(field["type"])
+            self.collect(avro.get("items"))
+            self.collect(avro.get("values"))
 
     def record(self, cls: type, schema: Any, where: str) -> list[str]:
         if not (isinstance(cls, type) and issubclass(cls, AvroRecord)):
@@ -40,7 +55,9 @@ class _Drift:
         types = field_types(cls)
         avro_names = [f["name"] for f in schema["fields"]]
         if list(types) != avro_names:
-            problems.append(f"{where}: fields differ: Python {list(types)} vs Avro {avro_names}")
+            problems.append(
+                f"{where} ({cls.__name__}): fields differ: Python {list(types)} vs Avro {avro_names}"
+            )
             return problems
         defaults = {f.name: f for f in dataclasses.fields(cast(Any, cls))}
         for avro_field in schema["fields"]:
@@ -68,8 +85,6 @@ class _Drift:
 
     def complex(self, hint: Any, avro: Mapping[str, Any], where: str) -> list[str]:
         kind = avro["type"]
-        if kind in ("record", "enum"):
-            self.named[avro["name"]] = avro
         if kind == "record":
             return self.record(hint, avro, where)
         if kind == "enum":

@@ -73,11 +73,17 @@ def test_real_ticks_of_one_day_round_trip(registry: FileSchemaRegistry) -> None:
         rows = [row for _, row in zip(range(1440), csv.DictReader(fh), strict=False)]
     ticks = [
         TickReceived(
-            symbol="BTCUSDT", event_time_ms=int(r["open_time_ms"]), kind=TickKind.KLINE_1M,
-            open=float(r["open"]), high=float(r["high"]), low=float(r["low"]),
-            close=float(r["close"]), volume=float(r["volume"]), interval_ms=60_000,
+            symbol="BTCUSDT",
+            event_time_ms=int(r["open_time_ms"]),
+            kind=TickKind.KLINE_1M,
+            open=float(r["open"]),
+            high=float(r["high"]),
+            low=float(r["low"]),
+            close=float(r["close"]),
+            volume=float(r["volume"]),
+            interval_ms=60_000,
             source=f"replay-file:{DATA.name}",
-        )  # fmt: skip
+        )
         for r in rows
     ]
     encode = serializer_for(Topic.MARKET_TICKS, registry)
@@ -93,17 +99,51 @@ def _supervised() -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("mutate", "path", "reason"),
     [
-        (lambda r: r["signal"]["votes"][1].update(confidence="high"), "signal.votes[1].confidence", "expected double"),
-        (lambda r: r["signal"]["votes"][2].update(latency_us=1.5), "signal.votes[2].latency_us", "expected long"),
-        (lambda r: r["signal"]["votes"][0].update(action="STRONG_BUY"), "signal.votes[0].action", "not a symbol"),
-        (lambda r: r["signal"]["probabilities"].__setitem__(2, math.nan), "signal.probabilities[2]", "finite"),
+        (
+            lambda r: r["signal"]["votes"][1].update(confidence="high"),
+            "signal.votes[1].confidence",
+            "expected double",
+        ),
+        (
+            lambda r: r["signal"]["votes"][2].update(latency_us=1.5),
+            "signal.votes[2].latency_us",
+            "expected long",
+        ),
+        (
+            lambda r: r["signal"]["votes"][0].update(action="STRONG_BUY"),
+            "signal.votes[0].action",
+            "not a symbol",
+        ),
+        (
+            lambda r: r["signal"]["probabilities"].__setitem__(2, math.nan),
+            "signal.probabilities[2]",
+            "finite",
+        ),
         (lambda r: r["bias"].pop("overall_window"), "bias.overall_window", "missing"),
         (lambda r: r["bias"].update(symbol_window=2**31), "bias.symbol_window", "out of range"),
         (lambda r: r.update(vetoed=1), "vetoed", "expected boolean"),
-        (lambda r: r["veto_reasons"][0].update(observed="x"), "veto_reasons[0].observed", "expected double"),
-        (lambda r: r.update(extra_field=1), "", "unknown field(s) for quantum_trader.v1.SignalSupervised: extra_field"),
+        (
+            lambda r: r["veto_reasons"][0].update(observed="x"),
+            "veto_reasons[0].observed",
+            "expected double",
+        ),
+        (
+            lambda r: r.update(extra_field=1),
+            "",
+            "unknown field(s) for quantum_trader.v1.SignalSupervised: extra_field",
+        ),
     ],
-    ids=["str-for-double", "float-for-long", "bad-enum", "nan", "missing", "int-range", "int-for-bool", "nullable", "unknown"],
+    ids=[
+        "str-for-double",
+        "float-for-long",
+        "bad-enum",
+        "nan",
+        "missing",
+        "int-range",
+        "int-for-bool",
+        "nullable",
+        "unknown",
+    ],
 )
 def test_produce_rejects_bad_records_with_field_path(
     mutate: Any, path: str, reason: str, registry: FileSchemaRegistry
@@ -113,7 +153,11 @@ def test_produce_rejects_bad_records_with_field_path(
     with pytest.raises(ContractError) as caught:
         serializer_for(Topic.SIGNALS_SUPERVISED, registry)(record)
     err = caught.value
-    assert (err.topic, err.subject, err.direction) == ("signals.supervised", "signals.supervised-value", "produce")
+    assert (err.topic, err.subject, err.direction) == (
+        "signals.supervised",
+        "signals.supervised-value",
+        "produce",
+    )
     assert err.field_path == path
     assert reason in err.reason
     assert f"'{path}'" in str(err) or not path
@@ -129,7 +173,9 @@ def _consume_error(topic: Topic, data: bytes, registry: FileSchemaRegistry) -> C
 
 def test_consume_rejects_bad_framing_ids_and_bodies(registry: FileSchemaRegistry) -> None:
     good = serializer_for(Topic.MARKET_TICKS, registry)(load_example(Topic.MARKET_TICKS))
-    assert "magic byte is 1" in _consume_error(Topic.MARKET_TICKS, b"\x01" + good[1:], registry).reason
+    assert (
+        "magic byte is 1" in _consume_error(Topic.MARKET_TICKS, b"\x01" + good[1:], registry).reason
+    )
     assert "shorter than" in _consume_error(Topic.MARKET_TICKS, good[:3], registry).reason
     unknown = b"\x00" + struct.pack(">I", 999_999) + good[5:]
     assert "999999" in _consume_error(Topic.MARKET_TICKS, unknown, registry).reason
@@ -137,7 +183,9 @@ def test_consume_rejects_bad_framing_ids_and_bodies(registry: FileSchemaRegistry
     assert "trailing bytes" in _consume_error(Topic.MARKET_TICKS, good + b"\x00", registry).reason
     fill = serializer_for(Topic.EXECUTION_FILLS, registry)(load_example(Topic.EXECUTION_FILLS))
     wrong_topic = _consume_error(Topic.MARKET_TICKS, fill, registry)
-    assert "FillExecuted" in wrong_topic.reason and wrong_topic.schema_id == registered_id(Topic.EXECUTION_FILLS)
+    assert "FillExecuted" in wrong_topic.reason and wrong_topic.schema_id == registered_id(
+        Topic.EXECUTION_FILLS
+    )
 
 
 def test_consume_validates_decoded_values(registry: FileSchemaRegistry) -> None:
@@ -153,7 +201,9 @@ def test_consume_validates_decoded_values(registry: FileSchemaRegistry) -> None:
 def test_unreleased_schema_cannot_be_produced(tmp_schemas: Path) -> None:
     path = tmp_schemas / "market.ticks.avsc"
     schema = json.loads(path.read_text())
-    schema["fields"].append({"name": "venue", "type": "string", "default": "binance", "doc": "Venue."})
+    schema["fields"].append(
+        {"name": "venue", "type": "string", "default": "binance", "doc": "Venue."}
+    )
     path.write_text(json.dumps(schema))
     codec = TopicCodec(Topic.MARKET_TICKS, FileSchemaRegistry(tmp_schemas), schemas_dir=tmp_schemas)
     with pytest.raises(UnreleasedSchemaError, match="schemas release"):
@@ -166,7 +216,9 @@ def test_old_data_reads_with_the_new_schema_after_a_compatible_release(tmp_schem
     old_bytes = v1.encode(load_example(Topic.MARKET_TICKS))
     path = tmp_schemas / "market.ticks.avsc"
     schema = json.loads(path.read_text())
-    schema["fields"].append({"name": "venue", "type": "string", "default": "binance", "doc": "Venue."})
+    schema["fields"].append(
+        {"name": "venue", "type": "string", "default": "binance", "doc": "Venue."}
+    )
     path.write_text(json.dumps(schema))
     released = registry.register("market.ticks-value", path.read_text())
     assert (released.version, released.schema_id) == (2, 16)  # next id: never reuses 1..15

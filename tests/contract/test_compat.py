@@ -52,8 +52,9 @@ INCOMPATIBLE: list[Callable[[Schema], None]] = [
 
 
 def add_defaulted_field(s: Schema) -> None:
-    s["fields"].append({"name": "exchange", "type": "string", "default": "binance", "doc": "Exchange."})
-
+    s["fields"].append(
+        {"name": "exchange", "type": "string", "default": "binance", "doc": "Exchange."}
+    )
 
 
 def edit_tick_schema(schemas: Path, change: Callable[[Schema], None]) -> Path:
@@ -85,7 +86,7 @@ def test_incompatible_change_is_caught_by_checker_check_and_release(
     released = runner.invoke(app, ["release", "--schemas-dir", str(tmp_schemas)])
     assert released.exit_code == 1 and "nothing was released" in released.output
     assert registry_bytes(tmp_schemas) == before
-    with pytest.raises(IncompatibleSchemaError, match="market.ticks-value"):
+    with pytest.raises(IncompatibleSchemaError, match=r"market\.ticks-value"):
         FileSchemaRegistry(tmp_schemas).register("market.ticks-value", new)
 
 
@@ -131,7 +132,9 @@ def test_type_promotion_and_defaulted_field_are_compatible(tmp_schemas: Path) ->
     old = (tmp_schemas / "market.features.avsc").read_text()
     schema = json.loads(old)
     _field(schema, "window_rows")["type"] = "long"  # int -> long promotion
-    schema["fields"].append({"name": "tick_count", "type": "int", "default": 0, "doc": "Ticks seen."})
+    schema["fields"].append(
+        {"name": "tick_count", "type": "int", "default": 0, "doc": "Ticks seen."}
+    )
     assert check_backward(json.dumps(schema), old).compatible
     # ... but not the other way round (long -> int narrows)
     assert not check_backward(old, json.dumps(schema)).compatible
@@ -140,7 +143,9 @@ def test_type_promotion_and_defaulted_field_are_compatible(tmp_schemas: Path) ->
 def test_transitive_check_looks_at_every_previous_version() -> None:
     v1 = json.dumps({"type": "record", "name": "R", "fields": [{"name": "a", "type": "long"}]})
     v2 = json.dumps({"type": "record", "name": "R", "fields": []})
-    v3 = json.dumps({"type": "record", "name": "R", "fields": [{"name": "a", "type": "string", "default": ""}]})
+    v3 = json.dumps(
+        {"type": "record", "name": "R", "fields": [{"name": "a", "type": "string", "default": ""}]}
+    )
     assert check_backward_all(v3, [v1, v2], transitive=False).compatible
     assert not check_backward_all(v3, [v1, v2], transitive=True).compatible
 
