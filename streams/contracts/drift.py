@@ -56,7 +56,8 @@ class _Drift:
         avro_names = [f["name"] for f in schema["fields"]]
         if list(types) != avro_names:
             problems.append(
-                f"{where} ({cls.__name__}): fields differ: Python {list(types)} vs Avro {avro_names}"
+                f"{where} ({cls.__name__}): fields differ: "
+                f"Python {list(types)} vs Avro {avro_names}"
             )
             return problems
         defaults = {f.name: f for f in dataclasses.fields(cast(Any, cls))}
