@@ -456,3 +456,81 @@ def test_producer_options_match_faust_partitioning_and_allow_tansu() -> None:
     assert config["partitioner"] == "murmur2_random"
     assert config["enable.idempotence"] is False
     assert ProducerOptions("h:1").config()["enable.idempotence"] is True
+
+
+@pytest.mark.kafka
+def test_replaying_twice_appends_byte_identical_records(
+    kafka_bootstrap: str, unique_prefix: str, encoders: Any
+) -> None:
+    def run() -> None:
+        replay_files(
+            FUTURES, bootstrap=kafka_bootstrap, prefix=unique_prefix, symbols=["ETHUSDT"],
+            window=TimeWindow(DAY_START, DAY_START + HOUR), encoders=encoders,
+            show_progress=False,
+        )  # fmt: skip
+
+    run()
+    run()  # the topics exist now: the second run must reuse them
+    records = sorted(
+        consume_all(kafka_bootstrap, f"{unique_prefix}market.ticks"), key=lambda r: r.offset
+    )
+    assert len(records) == 120
+    first, second = records[:60], records[60:]
+    assert [(r.key, r.value, r.timestamp) for r in first] == [
+        (r.key, r.value, r.timestamp) for r in second
+    ]
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def run_cli(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    return CliRunner().invoke(app, ["replay", *args], env={"COLUMNS": "160"})
+
+
+def flat(text: str) -> str:
+    """Console output with runs of whitespace collapsed (table padding varies)."""
+    return " ".join(text.split())
+
+
+def test_cli_dry_run_prints_dead_letters_by_reason(tmp_path: Path) -> None:
+    path, expected, good = write_with_bad_rows(tmp_path)
+    result = run_cli("--data", str(path), "--dry-run", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "dry run: nothing sent" in result.output
+    assert f"valid ticks │ {len(good)} │" in flat(result.output)
+    for reason in expected.values():
+        assert f"│ {reason.value} │ 1 │" in flat(result.output)
+
+
+def test_cli_errors_are_one_clear_line(tmp_path: Path) -> None:
+    missing = run_cli("--data", str(tmp_path / "nope"), "--dry-run")
+    assert missing.exit_code == 1
+    assert "no such file or directory" in missing.output
+    assert "Traceback" not in missing.output
+    both = run_cli("--data", "x", "--topic", "market.ticks")
+    assert both.exit_code == 2 and "exactly one of --data PATH or --topic NAME" in both.output
+    unknown = run_cli("--data", str(FUTURES), "--symbols", "FOOUSDT", "--dry-run")
+    assert unknown.exit_code == 1 and "no file for symbols FOOUSDT" in unknown.output
+
+
+@pytest.mark.kafka
+def test_cli_replays_files_then_a_topic_range(kafka_bootstrap: str, unique_prefix: str) -> None:
+    common = ("--bootstrap", kafka_bootstrap, "--no-progress")
+    files = run_cli(
+        "--data", str(FUTURES), "--symbols", "BTCUSDT,ETHUSDT", "--start", "2025-05-05",
+        "--end", "2025-05-05T01:00", "--prefix", unique_prefix, *common,
+    )  # fmt: skip
+    assert files.exit_code == 0, files.output
+    assert f"produced to {unique_prefix}market.ticks │ 120 │" in flat(files.output)
+    topic = run_cli(
+        "--topic", f"{unique_prefix}market.ticks", "--start", "2025-05-05T00:30",
+        "--end", "2025-05-05T00:45", "--into", f"{unique_prefix}copy.", *common,
+    )  # fmt: skip
+    assert topic.exit_code == 0, topic.output
+    assert "copied 30 of" in topic.output
+    assert len(consume_all(kafka_bootstrap, f"{unique_prefix}copy.market.ticks")) == 30
