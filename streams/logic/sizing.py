@@ -47,6 +47,15 @@ class SizingState:
         """Table key, e.g. ``"c2/TREND/d0"``."""
         return f"c{self.confidence_bucket}/{self.regime.value}/d{self.drawdown_bucket}"
 
+    @classmethod
+    def from_key(cls, key: str) -> SizingState:
+        """Inverse of :attr:`key` (the learner gets the key back through ``trades.closed``)."""
+        try:
+            conf, regime, dd = key.split("/")
+            return cls(int(conf.removeprefix("c")), Regime(regime), int(dd.removeprefix("d")))
+        except ValueError as exc:
+            raise InvalidInputError("sizing state key", key, "c<int>/<REGIME>/d<int>") from exc
+
 
 def bucket(value: float, edges: tuple[float, ...]) -> int:
     """Index of the bucket of ``value``: 0 under ``edges[0]``, len(edges) at/over the last."""
