@@ -350,9 +350,15 @@ class FeatureState:
     # -- persistence -------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe snapshot (floats round-trip exactly through JSON in Python)."""
+        """JSON-safe snapshot (floats round-trip exactly through JSON in Python).
+
+        About 600 floats (12 kB of JSON at W=64); building it costs ~0.1 ms and ``json.dumps``
+        ~0.3-0.6 ms, so a stage should snapshot every N bars or at commit, not on every bar. A
+        snapshot older than ``max_gap_bars`` bars before the next bar is not bridged: the state
+        resets and re-warms (no row for ``warmup`` bars), so a stale restore is never silent.
+        """
         w = self.window
-        recent = [self.ring[self.pos + i].tolist() for i in range(w)]
+        recent = self.ring[self.pos : self.pos + w].ravel().tolist()  # oldest first, flat
         return {
             "feature_version": FEATURE_VERSION,
             "window": w,

@@ -205,3 +205,16 @@ def test_no_nan_or_inf_on_every_file_of_spot_2021() -> None:
         assert valid.sum() > len(valid) - 3 * 128, path.name
         assert np.isfinite(tab).all(), path.name
         assert np.isfinite(win).all(), path.name
+
+
+def test_stale_snapshot_resets_instead_of_bridging_lost_bars() -> None:
+    """A restore from a snapshot 10 bars behind the stream re-warms; it never fakes history."""
+    bars = _read_bars_like_a_stream(FUT / "BNBUSDT.csv.gz")[:600]
+    state = FeatureState()
+    for b in bars[:300]:
+        state.update(b)
+    restored = FeatureState.from_dict(json.loads(json.dumps(state.to_dict())))
+    outputs = [restored.update(b) for b in bars[310:]]
+    assert restored.resets == 1
+    assert all(o is None for o in outputs[: restored.warmup - 1])
+    assert outputs[restored.warmup - 1] is not None
