@@ -97,7 +97,7 @@ class EnsembleScorer:
     @classmethod
     def from_registry(
         cls,
-        registry: Path,
+        registry: Path | str,
         versions: Mapping[str, str] | None = None,
         expected_feature_version: str | None = None,
     ) -> EnsembleScorer:
@@ -106,6 +106,7 @@ class EnsembleScorer:
         Each artifact's sha256 is verified against its manifest before a session is built;
         a mismatch raises :class:`models.registry.ArtifactIntegrityError`.
         """
+        registry = Path(registry)
         wanted = dict(versions) if versions is not None else read_index(registry)
         if not wanted:
             raise ScorerError(f"nothing promoted in {registry}; run `quantum-trader models train`")

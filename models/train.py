@@ -199,10 +199,8 @@ def split_rows(time_ms: np.ndarray, plan: TrainPlan, gap_ms: int) -> Split:
     if len(dev) == 0 or len(holdout) == 0:
         raise TrainingError(f"time range too short to hold back {plan.holdout_fraction:.0%}")
     gap_bars = max(1, gap_ms // 60_000)
-    folds = [
-        (dev[np.asarray(tr)], dev[np.asarray(va)])
-        for tr, va in walk_forward_splits(time_ms[dev], plan.n_folds, gap_bars)
-    ]
+    splits = walk_forward_splits(time_ms[dev], plan.n_folds, gap_bars) if plan.n_folds else []
+    folds = [(dev[np.asarray(tr)], dev[np.asarray(va)]) for tr, va in splits]
     return Split(folds=folds, dev=dev, holdout=holdout)
 
 
