@@ -34,6 +34,7 @@ from models import torch_common as tc
 
 NAME = "nhits"
 INPUT = "window"
+NATIVE_SUFFIX = tc.NATIVE_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -173,3 +174,13 @@ def export_onnx(
 ) -> None:
     """Write the ONNX graph ``window`` (N, W, 5) -> ``probabilities`` (N, 3) to ``path``."""
     tc.export_onnx(native, path, n_features_or_window_shape)
+
+
+def save_native(native: tc.TrainedNetwork, path: Path) -> None:
+    """Keep the trained weights and config for ``models export`` (no pickled code)."""
+    tc.save_native(native, path)
+
+
+def load_native(path: Path) -> tc.TrainedNetwork:
+    """Inverse of :func:`save_native`."""
+    return tc.load_native(path, NHiTSConfig, build)

@@ -36,6 +36,7 @@ from models import torch_common as tc
 
 NAME = "patchtst"
 INPUT = "window"
+NATIVE_SUFFIX = tc.NATIVE_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -84,14 +85,23 @@ def patch_index(window: int, patch_len: int, stride: int) -> torch.Tensor:
 
 
 class _BatchNormTokens(nn.Module):
-    """BatchNorm over d_model for token tensors (B, P, d), as PatchTST's ``Transpose + BN``."""
+    """BatchNorm over d_model for token tensors (B, P, d), as PatchTST's ``Transpose + BN``.
 
-    def __init__(self, d_model: int) -> None:
+    Statistics over (B, P) per feature are the same whether the tensor is transposed to
+    (B, d, P) or flattened to (B*P, d); the flatten exports to two free Reshapes instead of two
+    copying Transposes, which matters at batch 1 where every graph node costs about a microsecond.
+    """
+
+    def __init__(self, d_model: int, n_tokens: int) -> None:
         super().__init__()
+        self.d_model = d_model
+        self.n_tokens = n_tokens
         self.norm = nn.BatchNorm1d(d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+        # Static sizes (not x.shape) keep Shape/Gather/Concat plumbing out of the graph.
+        flat = self.norm(x.reshape(-1, self.d_model))
+        return flat.reshape(-1, self.n_tokens, self.d_model)
 
 
 class EncoderLayer(nn.Module):
@@ -100,27 +110,29 @@ class EncoderLayer(nn.Module):
     def __init__(self, config: PatchTSTConfig) -> None:
         super().__init__()
         self.n_heads = config.n_heads
+        self.n_tokens = config.n_patches
+        self.d_model = config.d_model
         self.d_head = config.d_model // config.n_heads
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
         self.out = nn.Linear(config.d_model, config.d_model)
         self.drop = nn.Dropout(config.dropout)
-        self.norm_attn = _BatchNormTokens(config.d_model)
+        self.norm_attn = _BatchNormTokens(config.d_model, config.n_patches)
         self.ff = nn.Sequential(
             nn.Linear(config.d_model, config.d_ff),
             nn.GELU(),
             nn.Dropout(config.dropout),
             nn.Linear(config.d_ff, config.d_model),
         )
-        self.norm_ff = _BatchNormTokens(config.d_model)
+        self.norm_ff = _BatchNormTokens(config.d_model, config.n_patches)
 
     def _attention(self, x: torch.Tensor) -> torch.Tensor:
         """Scaled dot-product attention written with MatMul/Softmax (compact, exportable)."""
-        batch, tokens, d_model = x.shape
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.n_heads, self.d_head)
+        # Static sizes (batch -1) so the exported graph carries no Shape/Gather plumbing.
+        qkv = self.qkv(x).reshape(-1, self.n_tokens, 3, self.n_heads, self.d_head)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, P, dh)
         scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.d_head))
         context = torch.softmax(scores, dim=-1) @ v
-        return self.out(context.transpose(1, 2).reshape(batch, tokens, d_model))
+        return self.out(context.transpose(1, 2).reshape(-1, self.n_tokens, self.d_model))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm_attn(x + self.drop(self._attention(x)))
@@ -189,3 +201,13 @@ def export_onnx(
 ) -> None:
     """Write the ONNX graph ``window`` (N, W, 5) -> ``probabilities`` (N, 3) to ``path``."""
     tc.export_onnx(native, path, n_features_or_window_shape)
+
+
+def save_native(native: tc.TrainedNetwork, path: Path) -> None:
+    """Keep the trained weights and config for ``models export`` (no pickled code)."""
+    tc.save_native(native, path)
+
+
+def load_native(path: Path) -> tc.TrainedNetwork:
+    """Inverse of :func:`save_native`."""
+    return tc.load_native(path, PatchTSTConfig, build)

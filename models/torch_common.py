@@ -20,12 +20,13 @@ What the loop guarantees, and why:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -38,6 +39,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from torch import nn
+
+ConfigT = TypeVar("ConfigT")
 
 N_CLASSES = 3
 """SELL, HOLD, BUY (``models.dataset.CLASSES`` order)."""
@@ -85,7 +88,7 @@ class TrainConfig:
     max_train_rows: int = 120_000
     grad_clip: float = 1.0
     class_weighting: bool = True
-    num_threads: int = 2
+    num_threads: int = 1
     eval_batch_size: int = 4096
     show_progress: bool = True
 
@@ -362,23 +365,11 @@ def export_onnx(net: TrainedNetwork, path: Path, window_shape: Sequence[int]) ->
     onnx.save(model, str(path))
 
 
-def onnx_session(path: Path) -> object:
-    """An ONNX Runtime session configured like the production scorer (one thread, sequential)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def onnx_max_abs_diff(net: TrainedNetwork, path: Path, x: np.ndarray) -> float:
-    """Max absolute probability difference between the ONNX graph and the native module on ``x``."""
-    session = onnx_session(path)
-    onnx_probs = session.run([OUTPUT_NAME], {INPUT_NAME: x.astype(np.float32)})[0]  # type: ignore[attr-defined]
-    return float(np.max(np.abs(onnx_probs - predict_proba(net, x))))
+    """Max absolute probability difference, ONNX Runtime (worker-configured session) vs torch."""
+    from models.parity import onnx_probabilities
+
+    return float(np.max(np.abs(onnx_probabilities(path, x) - predict_proba(net, x))))
 
 
 class InstanceNorm(nn.Module):
@@ -410,3 +401,57 @@ class InstanceNorm(nn.Module):
         signed_log = torch.sign(centre) * torch.log1p(centre.abs())
         stats = torch.cat([signed_log, torch.log(std[:, 0, :])], dim=-1)
         return normalized, stats
+
+
+NATIVE_SUFFIX = ".pt"
+"""File suffix of :func:`save_native` artifacts (kept next to ``model.onnx`` for re-export)."""
+
+
+def save_native(net: TrainedNetwork, path: Path) -> None:
+    """Save weights + config + training history (plain tensors and builtins, no pickled code)."""
+    if not dataclasses.is_dataclass(net.config) or isinstance(net.config, type):
+        raise NeuralModelError(f"{net.name}: config must be a dataclass instance")
+    payload = {
+        "name": net.name,
+        "config": dataclasses.asdict(net.config),
+        "seed": net.seed,
+        "history": net.history.to_dict(),
+        "window_shape": list(net.window_shape),
+        "state_dict": net.module.state_dict(),
+    }
+    torch.save(payload, path)
+
+
+def config_from_dict(config_type: type[ConfigT], raw: dict[str, Any]) -> ConfigT:
+    """Rebuild a network config saved by :func:`save_native` (lists back to tuples)."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(config_type):  # type: ignore[arg-type]
+        if f.name not in raw:
+            continue
+        value = raw[f.name]
+        if f.name == "train":
+            value = TrainConfig(**value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[f.name] = value
+    return config_type(**values)
+
+
+def load_native(
+    path: Path, config_type: type[ConfigT], build: Callable[[ConfigT, int], nn.Module]
+) -> TrainedNetwork:
+    """Inverse of :func:`save_native`; ``weights_only`` loading, so no code runs from the file."""
+    try:
+        payload = torch.load(path, weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        raise NeuralModelError(f"cannot load native network {path}: {exc}") from exc
+    config = config_from_dict(config_type, payload["config"])
+    module = build(config, int(payload["seed"]))
+    module.load_state_dict(payload["state_dict"])
+    module.eval()
+    hist = payload["history"]
+    history = History(**{k: hist[k] for k in History.__dataclass_fields__ if k in hist})
+    shape = payload["window_shape"]
+    return TrainedNetwork(
+        payload["name"], module, config, int(payload["seed"]), history, (shape[0], shape[1])
+    )
