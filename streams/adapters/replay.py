@@ -570,12 +570,33 @@ def _kafka_sink(
 
 @dataclass
 class _PartitionRange:
-    """Where one partition's copy starts and the watermark it stops at."""
+    """Where one partition's copy starts and the watermark it stops at.
+
+    ``stop`` is the high watermark at the start: records at offsets >= stop are not copied. It
+    comes from ListOffsets, then is raised once to the high watermark of the first Fetch
+    response, because some brokers (the embedded Tansu, bug B1) answer ListOffsets with the
+    base offset of the newest batch + 1, short of the log end.
+    """
 
     partition: int
     start: int
-    stop: int  # high watermark captured before reading: records at offsets >= stop are ignored
+    stop: int
     done: bool = False
+    refined: bool = False
+
+
+def _start_offset(
+    consumer: Consumer, source: str, partition: int, start_ms: int, low: int, timeout_s: float
+) -> int | None:
+    """First offset to read: the time index's answer (a hint), ``None`` if nothing is that late.
+
+    A coarse index answers early, which only costs records that the timestamp filter drops.
+    """
+    from confluent_kafka import TopicPartition
+
+    wanted = TopicPartition(source, partition, start_ms)
+    hint = consumer.offsets_for_times([wanted], timeout=timeout_s)[0].offset
+    return None if hint < 0 else max(hint, low)
 
 
 def _partition_ranges(
@@ -593,15 +614,23 @@ def _partition_ranges(
         low, high = consumer.get_watermark_offsets(
             TopicPartition(source, partition), timeout=timeout_s, cached=False
         )
-        start = low
+        start: int | None = low
         if trust_time_index and window.start_ms is not None and high > low:
-            hint = consumer.offsets_for_times(
-                [TopicPartition(source, partition, window.start_ms)], timeout=timeout_s
-            )[0].offset
-            # -1: no record at or after start; a hint outside [low, high] is not trusted.
-            start = high if hint < 0 else min(max(hint, low), high)
-        ranges.append(_PartitionRange(partition, start, high, done=start >= high))
+            start = _start_offset(consumer, source, partition, window.start_ms, low, timeout_s)
+        empty = high <= low or start is None
+        ranges.append(_PartitionRange(partition, start or low, high, done=empty))
     return ranges
+
+
+def _refine_stop(consumer: Consumer, source: str, rng: _PartitionRange) -> None:
+    """Raise ``stop`` to the first Fetch's high watermark (see :class:`_PartitionRange`)."""
+    from confluent_kafka import TopicPartition
+
+    _low, fetched_high = consumer.get_watermark_offsets(
+        TopicPartition(source, rng.partition), cached=True
+    )
+    rng.stop = max(rng.stop, fetched_high)
+    rng.refined = True
 
 
 def _copy_message(
@@ -678,6 +707,9 @@ def _consume_ranges(
         elif error is not None:
             raise ReplayError(f"consuming {summary.source}: {KafkaException(error)}")
         else:
+            rng = ranges[msg.partition() or 0]
+            if not rng.refined:
+                _refine_stop(consumer, summary.source, rng)
             _handle_message(msg, ranges, summary, stop_at_end_time, copy)
 
 

@@ -534,3 +534,31 @@ def test_cli_replays_files_then_a_topic_range(kafka_bootstrap: str, unique_prefi
     assert topic.exit_code == 0, topic.output
     assert "copied 30 of" in topic.output
     assert len(consume_all(kafka_bootstrap, f"{unique_prefix}copy.market.ticks")) == 30
+
+
+@pytest.mark.embedded
+@pytest.mark.parametrize("trust_time_index", [True, False])
+def test_replay_in_and_topic_range_on_the_embedded_broker(
+    embedded_bootstrap: str, unique_prefix: str, encoders: Any, trust_time_index: bool
+) -> None:
+    # The demo's broker: idempotence off; its ListOffsets high watermark is short (bug B1) and
+    # its time index coarse (B2): the copy must still be exact.
+    options = ProducerOptions(embedded_bootstrap, idempotence=False)
+    summary = replay_files(
+        FUTURES, bootstrap=embedded_bootstrap, prefix=unique_prefix,
+        symbols=["BTCUSDT", "ETHUSDT"], window=TimeWindow(DAY_START, DAY_START + 2 * HOUR),
+        options=options, encoders=encoders, show_progress=False,
+    )  # fmt: skip
+    assert summary.produced == 240
+    source = f"{unique_prefix}market.ticks"
+    assert len(consume_all(embedded_bootstrap, source)) == 240
+    window = TimeWindow(DAY_START + HOUR, DAY_START + HOUR + 15 * 60_000)
+    copied = replay_topic(
+        source, f"{unique_prefix}copy.market.ticks", window, bootstrap=embedded_bootstrap,
+        options=options, trust_time_index=trust_time_index,
+    )  # fmt: skip
+    assert copied.total_copied == 30
+    target = consume_all(embedded_bootstrap, f"{unique_prefix}copy.market.ticks")
+    assert sorted(r.timestamp for r in target) == sorted(
+        DAY_START + HOUR + m * 60_000 for m in range(15) for _ in range(2)
+    )
