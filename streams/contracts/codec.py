@@ -201,14 +201,15 @@ def default_registry() -> SchemaRegistry:
     return registry_from_settings(get_settings())
 
 
-_CODECS: dict[tuple[Topic, int], TopicCodec] = {}
+# Keyed by the registry object itself (identity hash): holding it keeps its id from being reused.
+_CODECS: dict[tuple[Topic, SchemaRegistry], TopicCodec] = {}
 _CODECS_LOCK = threading.Lock()
 
 
 def topic_codec(topic: Topic | str, registry: SchemaRegistry | None = None) -> TopicCodec:
     """The cached :class:`TopicCodec` of ``topic`` for ``registry`` (default: from settings)."""
     reg = registry if registry is not None else default_registry()
-    key = (Topic(topic), id(reg))
+    key = (Topic(topic), reg)
     codec = _CODECS.get(key)
     if codec is None:
         with _CODECS_LOCK:

@@ -2,7 +2,7 @@
 
 Our file registry is served by `quantum-trader schemas serve` (``serve_registry``); a plain
 ``SchemaRegistryClient`` + ``AvroDeserializer`` must decode what our codec wrote, and our codec
-must decode what confluent-kafka's ``AvroSerializer`` wrote. When ``QT_TEST_SCHEMA_REGISTRY_URL``
+must decode what confluent-kafka's ``AvroSerializer`` wrote. When ``CONTRACTS_TEST_REGISTRY_URL``
 points at another Confluent-compatible registry (Apicurio's ``/apis/ccompat/v7``), the same
 tests run against it too.
 """
@@ -27,7 +27,7 @@ from streams.contracts.registry import ConfluentSchemaRegistry, FileSchemaRegist
 from streams.contracts.schema_loader import SCHEMAS_DIR, load_topic_schema
 from streams.topics import Topic
 
-EXTERNAL = os.environ.get("QT_TEST_SCHEMA_REGISTRY_URL")
+EXTERNAL = os.environ.get("CONTRACTS_TEST_REGISTRY_URL")
 
 
 @pytest.fixture(scope="module")
