@@ -59,6 +59,8 @@ class LgbmConfig:
 
 
 DEFAULT_CONFIG = LgbmConfig()
+LARGE_CONFIG = LgbmConfig(n_rounds=300, num_leaves=63, max_depth=-1)
+"""The size of the latency anchors in the shared notes (900 trees, 63 leaves): for comparison."""
 
 
 def _params(config: LgbmConfig, seed: int) -> dict[str, Any]:

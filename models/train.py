@@ -226,6 +226,49 @@ class ModelOutcome:
     parity: dict[str, Any]
 
 
+def fit_stride(config: Any, plan: TrainPlan) -> int:
+    """Stride the orchestrator applies to fitting rows for this model.
+
+    Models whose config samples its own rows (the networks' ``train.train_stride`` and
+    ``max_train_rows``) get every development row, so the two strides do not compound.
+    """
+    own = getattr(getattr(config, "train", None), "train_stride", None)
+    return 1 if own is not None else plan.train_stride
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """``dataclasses.replace`` with dotted keys for nested configs (``"train.epochs": 6``)."""
+    nested: dict[str, dict[str, Any]] = {}
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            flat[key] = value
+    for head, sub in nested.items():
+        flat[head] = apply_overrides(getattr(config, head), sub)
+    try:
+        return dataclasses.replace(config, **flat)
+    except TypeError as exc:
+        raise TrainingError(f"bad config override {overrides}: {exc}") from exc
+
+
+def _sampling_note(config: Any, plan: TrainPlan) -> str:
+    stride = fit_stride(config, plan)
+    own = getattr(config, "train", None)
+    if stride == 1 and own is not None:
+        return (
+            f"fitting rows sampled by the model's own config: train_stride="
+            f"{own.train_stride}, max_train_rows={getattr(own, 'max_train_rows', None)} "
+            "(most recent kept); validation/held-back rows are not strided"
+        )
+    return (
+        f"fitting rows strided by {stride} (every {stride}-th row of the time-ordered "
+        "development set, all symbols); validation/held-back rows are not strided"
+    )
+
+
 def _strided(idx: np.ndarray, stride: int) -> np.ndarray:
     """Every ``stride``-th training row (adjacent 1-minute rows are near-duplicates)."""
     return idx[::stride] if stride > 1 else idx
@@ -236,7 +279,7 @@ def _fit_and_score(
     plan: TrainPlan,
 ) -> tuple[Any, np.ndarray]:  # fmt: skip
     """Fit on (strided) ``train_idx`` rows, return the native model and its ``val_idx`` probs."""
-    train_set = dataset.subset(_strided(train_idx, plan.train_stride))
+    train_set = dataset.subset(_strided(train_idx, fit_stride(config, plan)))
     val_set = dataset.subset(val_idx)
     native = module.train(train_set, val_set, config, plan.seed)
     proba = np.asarray(module.predict_proba(native, model_input(val_set, module.INPUT)))
@@ -273,7 +316,7 @@ def train_model(spec: str, dataset: Any, split: Split, plan: TrainPlan, context:
 
     name, module, config = model_module(spec)
     if spec in plan.config_overrides:
-        config = dataclasses.replace(config, **plan.config_overrides[spec])
+        config = apply_overrides(config, plan.config_overrides[spec])
     wf = walk_forward(name, module, config, dataset, split, plan) if plan.n_folds > 0 else {}
     native, proba = _fit_and_score(module, config, dataset, split.dev, split.holdout, plan)
     holdout_metrics = classification_metrics(dataset.y[split.holdout], proba)
@@ -298,10 +341,13 @@ def train_model(spec: str, dataset: Any, split: Split, plan: TrainPlan, context:
             train_range=time_range(dataset.time_ms[split.dev]),
             validation_range=time_range(dataset.time_ms[split.holdout]),
             seed=plan.seed,
-            **context,
+            notes=[_sampling_note(config, plan), *context["notes"]],
+            **{k: v for k, v in context.items() if k != "notes"},
         )
         registered = register(plan.registry, manifest, onnx_path, native_path, plan.overwrite)
-    if plan.promote:
+    # variants (``nhits@large`` -> ``nhits-large``) are registered for comparison, never promoted:
+    # the default ensemble loads every promoted model
+    if plan.promote and VARIANT_SEPARATOR not in spec:
         promote(plan.registry, name, plan.version)
     return ModelOutcome(name, plan.version, registered.onnx_path.parent, wf, holdout_metrics,
                         parity.to_dict())  # fmt: skip
@@ -361,14 +407,12 @@ def run_context(dataset: Any, plan: TrainPlan) -> dict[str, Any]:
             "requested_end_exclusive": described.get("end_exclusive"),
             "rows": described["rows"],
             "class_balance": described["class_balance"],
-            "train_stride": plan.train_stride,
+            "default_fit_stride": plan.train_stride,
             "holdout_fraction": plan.holdout_fraction,
             "n_folds": plan.n_folds,
             "purge_gap_bars": dataset.label_spec.horizon_bars,
         },
         "notes": [
-            f"training rows strided by {plan.train_stride} (every {plan.train_stride}-th row "
-            "of the time-ordered development set); validation/held-back rows are not strided",
             "held-back block = last holdout_fraction of the training period, after a purge gap "
             "of label-horizon bars; neural models early-stop on it, GBDTs use fixed rounds",
             "the evaluation window (2025-05-21 00:00 .. 2025-05-25 11:59 UTC) is not in any "

@@ -56,6 +56,8 @@ class XgbConfig:
 
 
 DEFAULT_CONFIG = XgbConfig()
+LARGE_CONFIG = XgbConfig(n_rounds=300, max_depth=6)
+"""The size of the latency anchors in the shared notes (900 trees, depth 6): for comparison."""
 
 
 def _params(config: XgbConfig, seed: int) -> dict[str, Any]:

@@ -101,9 +101,19 @@ def train(
     dead_zone: Annotated[float | None, typer.Option(help="dead zone beyond fees")] = None,
     promote: Annotated[bool, typer.Option(help="promote the new versions")] = True,
     overwrite: Annotated[bool, typer.Option(help="replace an existing version")] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="config override MODEL:key=value, dotted for nested (nhits:train.epochs=6)",
+        ),
+    ] = None,
     registry: RegistryOpt = None,
 ) -> None:
-    """Walk-forward train the models, export ONNX, check parity, register (and promote)."""
+    """Walk-forward train the models, export ONNX, check parity, register (and promote).
+
+    Variants (``nhits@large``) are registered as ``nhits-large`` for comparison, not promoted.
+    """
     from models.registry import next_version
     from models.train import TrainPlan, run
 
@@ -126,11 +136,30 @@ def train(
         promote=promote,
         overwrite=overwrite,
         label=label,
+        config_overrides=_overrides(set_ or []),
     )
     console = _console()
     console.print(f"training {', '.join(plan.models)} as {plan.version} on {data} < {train_end}")
     with _our_errors():
         run(plan, log=console.print)
+
+
+def _overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["nhits:train.epochs=6"]`` -> ``{"nhits": {"train.epochs": 6}}`` (JSON values)."""
+    import json
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        spec, sep1, assignment = item.partition(":")
+        key, sep2, raw = assignment.partition("=")
+        if not (sep1 and sep2 and key):
+            raise typer.BadParameter(f"--set {item!r}: expected MODEL:key=value")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(spec, {})[key] = value
+    return out
 
 
 @app.command()
