@@ -20,7 +20,13 @@ position becomes +1 for BUY, -1 for SELL, 0 for HOLD, and is held over bar *i+1*
 futures series up to one tick). Each change of position pays ``fee_rate`` per unit turned over
 (a flip long -> short pays twice), the last position is closed at the end. The portfolio holds
 the symbols with equal weight, rebalanced every bar. Sharpe is annualized from 1-minute returns
-(sqrt(525 600)); on a few days of data it is a noisy figure, reported as is.
+(sqrt(525 600)); on a few days of data it is a noisy figure, reported as is. Every flip pays
+fees, so a signal that changes every few minutes is heavily penalized here: that is the point.
+
+Second view, the trade the label describes ("fixed-horizon trades", per symbol): when flat, a
+BUY/SELL opens a position at the signal bar's close and closes it ``horizon`` bars later; signals
+during an open trade are ignored; each trade pays the round-trip fee. Reported: trade count, win
+rate, mean and summed net return per trade (equal notional, not compounded).
 
 Ensemble: probabilities of the members averaged with the configured weights (renormalized over
 the members present; missing members are listed in the report), prediction = arg-max. The
@@ -211,6 +217,41 @@ def trading_outcome(
         "max_drawdown": float((1.0 - equity / peak).max()),
         "_equity": equity,
         "_times": times,
+    }
+
+
+def horizon_trade_returns(pred: IntArray, fwd_return: FloatArray, horizon: int) -> FloatArray:
+    """Gross returns of non-overlapping fixed-horizon trades of one symbol's time-ordered rows.
+
+    When flat, a BUY/SELL at row i opens a long/short at that close and closes it ``horizon``
+    bars later (the labelled ``fwd_return[i]``); signals while a trade is open are ignored.
+    This is the trade the label describes, so it tests the signal on its own terms.
+    """
+    out = []
+    i, n = 0, len(pred)
+    while i < n:
+        side = int(pred[i]) - HOLD
+        if side:
+            out.append(side * float(fwd_return[i]))
+            i += horizon
+        else:
+            i += 1
+    return np.asarray(out, dtype=np.float64)
+
+
+def horizon_trading(pred: IntArray, ds: Dataset) -> dict[str, Any]:
+    """Fixed-horizon trade statistics over all symbols, net of a round-trip fee per trade."""
+    spec = ds.label_spec
+    gross = np.concatenate([
+        horizon_trade_returns(pred[m], ds.fwd_return[m], spec.horizon_bars)
+        for m in (ds.symbol == s for s in np.unique(ds.symbol))
+    ])  # fmt: skip
+    net = gross - 2.0 * spec.fee_rate
+    return {
+        "trades": len(net),
+        "win_rate": float((net > 0).mean()) if len(net) else None,
+        "mean_net_return": float(net.mean()) if len(net) else None,
+        "sum_net_return": float(net.sum()),
     }
 
 
@@ -538,6 +579,19 @@ def _predictor_table(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _horizon_table(report: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "| predictor | trades | win rate | mean net return / trade | sum of net returns |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, e in report["predictors"].items():
+        h = e["horizon_trades"]
+        win = "–" if h["win_rate"] is None else f"{h['win_rate']:.1%}"
+        mean = "–" if h["mean_net_return"] is None else f"{h['mean_net_return']:+.4%}"
+        lines.append(f"| {name} | {h['trades']} | {win} | {mean} | {h['sum_net_return']:+.2%} |")
+    return lines
+
+
 def _per_class_table(report: Mapping[str, Any]) -> list[str]:
     head = " | ".join(f"{c} P | {c} R" for c in CLASSES)
     lines = [f"| predictor | {head} |", "|---|" + "---:|" * (2 * len(CLASSES))]
@@ -550,15 +604,16 @@ def _per_class_table(report: Mapping[str, Any]) -> list[str]:
 
 def _training_table(report: Mapping[str, Any]) -> list[str]:
     lines = [
-        "| model | version | WF acc | WF bal. acc | WF macro-F1 | WF log loss | held-back acc "
-        "| held-back bal. acc | ONNX parity max abs diff |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | version | WF acc | WF bal. acc | WF bal. acc per fold | WF macro-F1 "
+        "| WF log loss | held-back acc | held-back bal. acc | ONNX parity max abs diff |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for name, tr in report["training"].items():
         wf, ho = tr["walk_forward_mean"], tr["holdout"]
+        per_fold = " / ".join(_f(f.get("balanced_accuracy")) for f in tr["walk_forward_folds"])
         lines.append(
             f"| {name} | {tr['version']} | {_f(wf.get('accuracy'))} "
-            f"| {_f(wf.get('balanced_accuracy'))} | {_f(wf.get('macro_f1'))} "
+            f"| {_f(wf.get('balanced_accuracy'))} | {per_fold or '–'} | {_f(wf.get('macro_f1'))} "
             f"| {_f(wf.get('log_loss'))} | {_f(ho.get('accuracy'))} "
             f"| {_f(ho.get('balanced_accuracy'))} | {_sci(tr['parity'].get('max_abs_diff'))} |"
         )
@@ -604,7 +659,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             if report["ensemble"]["missing"]
             else ""
         ),
-        f"- trading rule: {report['trading_rule']}",
+        f"- equity rule: {report['trading_rule']}",
         "",
         "## Warnings",
         "",
@@ -613,6 +668,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "## Predictors on the evaluation window",
         "",
         *_predictor_table(report),
+        "",
+        f"Fixed-horizon trades: {report['horizon_rule']}",
+        "",
+        *_horizon_table(report),
         "",
         "Per-class precision (P) and recall (R):",
         "",
@@ -655,6 +714,11 @@ TRADING_RULE = (
     "signal bar over the next bar (close-to-close), fee per side on every unit of position "
     "change, last position closed at the end; symbols equal-weight, rebalanced each bar"
 )
+HORIZON_RULE = (
+    "when flat, a BUY/SELL opens a long/short at the signal bar's close and closes it after the "
+    "label horizon; signals during a trade are ignored; a round-trip fee per trade; per symbol, "
+    "equal notional per trade, returns summed (not compounded)"
+)
 BIAS_WARNING_SHARE = 0.9
 
 
@@ -684,6 +748,7 @@ def evaluate_signal(sig: Signals, ds: Dataset, ret_next: FloatArray) -> dict[str
     if sig.proba is not None:
         entry["calibration"] = calibration(ds.y, sig.proba)
     entry["trading"] = trading_outcome(sig.pred, ds, ret_next, ds.label_spec.fee_rate)
+    entry["horizon_trades"] = horizon_trading(sig.pred, ds)
     entry["per_symbol"] = {
         str(sym): {
             "accuracy": float((sig.pred[m] == ds.y[m]).mean()),
@@ -758,6 +823,7 @@ def write_report(
         "versions": scored.versions,
         "ensemble": ensemble,
         "trading_rule": TRADING_RULE,
+        "horizon_rule": HORIZON_RULE,
         "warnings": warnings_for(predictors, ensemble["missing"]),
         "predictors": predictors,
         "training": training,

@@ -208,7 +208,13 @@ def test_report_on_the_held_out_window(registry: Path, tmp_path: Path) -> None:
     expected = np.prod(1 + np.mean(per_sym, axis=0)) - 1
     bh = report["predictors"]["buy_and_hold"]["trading"]
     assert bh["net_return"] == pytest.approx(expected, rel=1e-9) and bh["trades"] == 2
+    # fixed-horizon trades of an always-long signal: rows 0, 15, 30, ... of every symbol
+    fixed = sum(float((ds.fwd_return[ds.symbol == s][::15] - 0.0008).sum()) for s in SYMBOLS)
+    bh_fixed = report["predictors"]["buy_and_hold"]["horizon_trades"]
+    assert bh_fixed["sum_net_return"] == pytest.approx(fixed, rel=1e-9)
+    assert bh_fixed["trades"] == sum(len(ds.fwd_return[ds.symbol == s][::15]) for s in SYMBOLS)
     hold = report["predictors"]["always_hold"]
+    assert hold["horizon_trades"]["trades"] == 0
     assert hold["trading"]["net_return"] == 0.0 and hold["trading"]["trades"] == 0
     assert hold["metrics"]["prediction_balance"]["HOLD"] == 1.0
 
@@ -224,3 +230,12 @@ def test_models_from_other_feature_code_are_refused(registry: Path, tmp_path: Pa
     register(reg, Manifest(**manifest), path)
     with pytest.raises(EvaluationError, match="f0-old"):
         write_report(reg, FUT, tmp_path / "out", symbols=SYMBOLS, measure_latency=False)
+
+
+def test_fixed_horizon_trades_do_not_overlap_by_hand() -> None:
+    from models.evaluate import horizon_trade_returns
+
+    pred = np.array([BUY, BUY, SELL, HOLD, SELL, HOLD, BUY, BUY])
+    fwd = np.array([0.01, 0.5, 0.5, 0.5, -0.02, 0.5, 0.03, 0.5])
+    # horizon 3: BUY at 0 (rows 1-2 ignored), HOLD at 3, SELL at 4 (5-6 ignored), BUY at 7
+    np.testing.assert_allclose(horizon_trade_returns(pred, fwd, 3), [0.01, 0.02, 0.5])
