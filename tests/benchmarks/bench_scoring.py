@@ -126,7 +126,7 @@ def _native_gbdt(model: str, native_path: Path, x: np.ndarray) -> tuple[Engine, 
         booster = xgb.Booster()
         booster.load_model(str(native_path))
         booster.set_param({"nthread": 1})
-        proba = booster.inplace_predict(x)
+        proba = np.asarray(booster.inplace_predict(x))
         return Engine(
             model,
             "xgboost inplace_predict",
@@ -136,7 +136,7 @@ def _native_gbdt(model: str, native_path: Path, x: np.ndarray) -> tuple[Engine, 
     import lightgbm as lgb
 
     lbooster = lgb.Booster(model_file=str(native_path))
-    proba = lbooster.predict(x, num_threads=1)
+    proba = np.asarray(lbooster.predict(x, num_threads=1))
     return Engine(
         model,
         "lightgbm predict",
