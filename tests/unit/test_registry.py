@@ -156,3 +156,22 @@ def test_bad_manifest_and_names_are_registry_errors(registry: Path, tmp_path: Pa
     (reg / "index.json").write_text('{"promoted": 3}', encoding="utf-8")
     with pytest.raises(RegistryError, match="must map"):
         read_index(reg)
+
+
+def test_cli_list_and_promote(registry: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from streams.commands.models_cmd import app
+
+    reg = tmp_path / "reg"
+    shutil.copytree(registry, reg)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["list", "--registry", str(reg)])
+    assert listed.exit_code == 0, listed.output
+    assert "xgboost" in listed.output and "lightgbm" in listed.output
+    bad = runner.invoke(app, ["promote", "xgboost", "v7", "--registry", str(reg)])
+    assert bad.exit_code == 1
+    assert "error:" in bad.output and "not registered" in bad.output
+    ok = runner.invoke(app, ["promote", "xgboost", "v1", "--registry", str(reg)])
+    assert ok.exit_code == 0, ok.output
+    assert read_index(reg)["xgboost"] == "v1"
