@@ -1,0 +1,1 @@
+"""Offline studies (sizing, ablations) whose reports are committed under models/reports/."""
