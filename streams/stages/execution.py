@@ -1,0 +1,239 @@
+"""Execution stage: ``OrderPlanned`` + market ticks -> fills, position changes, closed trades.
+
+One :class:`ExecutionState` per symbol wraps a :class:`~streams.logic.paper.PaperVenue` and the
+order records it works on (the trade record needs the decision's strategy, regime, sizing and
+model versions). Timing: an order of the decision on bar ``t`` (open time ``t``) is placed at
+the bar's close, ``t + bar_ms``, so it can fill from bar ``t + bar_ms`` on, never on the bar that
+produced the signal. Only closed klines drive the venue; TRADE ticks are not simulated yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.contracts.records import (
+    ExitReason,
+    FillExecuted,
+    LegKind,
+    Liquidity,
+    OrderPlanned,
+    OrderSide,
+    PositionChanged,
+    PositionEvent,
+    Side,
+    TickKind,
+    TickReceived,
+    TradeClosed,
+)
+from streams.logic.exits import Instrument
+from streams.logic.paper import (
+    Bar,
+    ClosedTrade,
+    Fill,
+    OrderIntent,
+    PaperConfig,
+    PaperPosition,
+    PaperVenue,
+    PositionEventKind,
+    TradeContext,
+)
+from streams.logic.paper import PositionEvent as LogicPositionEvent
+from streams.stages.exits import INSTRUMENTS, fallback_instrument, plan_from_order
+
+ExecutionRecord = FillExecuted | PositionChanged | TradeClosed
+
+VENUE = "paper"
+_EXIT_REASONS = {
+    "take_profit": ExitReason.TAKE_PROFIT,
+    "stop_loss": ExitReason.STOP_LOSS,
+    "trailing_stop": ExitReason.TRAILING_STOP,
+}
+_POSITION_EVENTS = {
+    PositionEventKind.ENTRY_PARTIAL: PositionEvent.INCREASED,
+    PositionEventKind.OPENED: PositionEvent.OPENED,
+    PositionEventKind.TP_FILLED: PositionEvent.REDUCED,
+}
+
+
+@dataclass(slots=True)
+class ExecutionState:
+    """One symbol's paper venue and the order records of its live positions."""
+
+    venue: PaperVenue
+    orders: dict[str, OrderPlanned] = field(default_factory=dict)  # key: decision id
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for a Faust table."""
+        return {
+            "positions": [p.to_dict() for ps in self.venue.positions.values() for p in ps],
+            "known": sorted(self.venue.known),
+            "orders": {k: o.to_avro() for k, o in self.orders.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], cfg: PaperConfig) -> ExecutionState:
+        """Inverse of :meth:`to_dict` (the venue config is the stage's, not the state's)."""
+        venue = PaperVenue(cfg)
+        for raw in data["positions"]:
+            pos = PaperPosition.from_dict(raw)
+            venue.positions.setdefault(pos.intent.plan.symbol, []).append(pos)
+        venue.known = set(data["known"])
+        orders = {k: OrderPlanned.from_avro(v) for k, v in data["orders"].items()}
+        return cls(venue, orders)
+
+
+def _leg_kind(leg: str) -> LegKind:
+    if leg.startswith("tp"):
+        return LegKind.TP
+    return {"entry": LegKind.ENTRY, "sl": LegKind.SL}.get(leg, LegKind.TRAIL)
+
+
+def fill_record(f: Fill, o: OrderPlanned, cfg: PaperConfig) -> FillExecuted:
+    """Contract form of a paper fill (``leg_id`` is the order id's last part)."""
+    leg = f.order_id.rsplit(":", 1)[-1]
+    taker = f.liquidity == "taker"
+    return FillExecuted(
+        fill_id=f.fill_id,
+        order_id=f.order_id,
+        decision_id=f.decision_id,
+        symbol=f.symbol,
+        event_time_ms=f.time_ms,
+        leg_id=leg,
+        leg_kind=_leg_kind(leg),
+        side=OrderSide(f.side),
+        qty=f.quantity,
+        price=f.price,
+        fee=f.fee,
+        is_partial=leg == "entry" and f.quantity < o.qty,
+        liquidity=Liquidity.TAKER if taker else Liquidity.MAKER,
+        venue=VENUE,
+        slippage_bps=cfg.slippage_bps if taker else 0.0,
+    )
+
+
+def position_record(
+    e: LogicPositionEvent, pos: PaperPosition, o: OrderPlanned
+) -> PositionChanged | None:
+    """Contract form of a quantity change (acceptance, trailing and stop events map to none:
+    the stop's quantity change is the CLOSED record of the trade)."""
+    kind = _POSITION_EVENTS.get(e.kind)
+    if kind is None:
+        return None
+    step = pos.intent.plan.instrument.step_size
+    entry, s = pos.avg_entry, pos.sign
+    exited = pos.exited_steps * step
+    realised = s * (pos.exit_value - entry * exited) - pos.fees
+    return PositionChanged(
+        position_id=e.position_id,
+        order_id=o.order_id,
+        decision_id=o.decision_id,
+        symbol=e.symbol,
+        event_time_ms=e.time_ms,
+        event=kind,
+        side=o.side,
+        qty_open=e.open_quantity,
+        entry_price=entry,
+        mark_price=e.price,
+        realized_pnl=realised,
+        unrealized_pnl=s * (e.price - entry) * e.open_quantity,
+        stop_price=s * pos.stop_f if pos.stop_f else None,
+    )
+
+
+def closed_records(t: ClosedTrade, o: OrderPlanned) -> tuple[PositionChanged, TradeClosed]:
+    """The CLOSED position change and the ``trades.closed`` record of a flat position."""
+    reason = _EXIT_REASONS.get(t.exit_reason, ExitReason.OTHER)
+    closed = PositionChanged(
+        position_id=t.trade_id, order_id=o.order_id, decision_id=o.decision_id, symbol=t.symbol,
+        event_time_ms=t.closed_ms, event=PositionEvent.CLOSED, side=o.side, qty_open=0.0,
+        entry_price=t.entry_price, mark_price=t.exit_price, realized_pnl=t.net_pnl,
+        unrealized_pnl=0.0, stop_price=None,
+    )  # fmt: skip
+    trade = TradeClosed(
+        trade_id=t.trade_id,
+        decision_id=o.decision_id,
+        order_id=o.order_id,
+        symbol=t.symbol,
+        event_time_ms=t.closed_ms,
+        opened_ms=t.opened_ms,
+        side=Side(t.side.value),
+        entry_price=t.entry_price,
+        exit_price=t.exit_price,
+        qty=t.quantity,
+        leverage=float(t.leverage),
+        margin_usd=t.margin,
+        gross_pnl=t.gross_pnl,
+        fees=t.fees,
+        net_pnl=t.net_pnl,
+        return_pct=t.net_pnl / t.margin if t.margin > 0.0 else 0.0,
+        holding_ms=t.holding_ms,
+        exit_reason=reason,
+        strategy=o.strategy,
+        regime=o.regime,
+        size_multiplier=o.size_multiplier,
+        confidence=o.confidence,
+        model_versions=dict(o.model_versions),
+    )
+    return closed, trade
+
+
+class ExecutionStage:
+    """Paper execution per symbol (see the module doc)."""
+
+    stage = "execution"
+
+    def __init__(
+        self, cfg: PaperConfig | None = None, instruments: Mapping[str, Instrument] | None = None
+    ) -> None:
+        self.cfg = cfg or PaperConfig()
+        self.instruments = dict(INSTRUMENTS if instruments is None else instruments)
+
+    def new_state(self) -> ExecutionState:
+        """An empty venue for one symbol."""
+        return ExecutionState(PaperVenue(self.cfg))
+
+    def placed_ms(self, o: OrderPlanned) -> int:
+        """When the order reaches the venue: the close of the bar its decision was made on."""
+        return o.event_time_ms + self.cfg.bar_ms
+
+    def on_order(self, state: ExecutionState, o: OrderPlanned) -> list[ExecutionRecord]:
+        """Accept an order (once per decision); fills come from later bars."""
+        if o.decision_id in state.venue.known:
+            return []
+        instrument = self.instruments.get(o.symbol) or fallback_instrument(o.entry_price)
+        plan = plan_from_order(o, instrument)
+        ctx = TradeContext(
+            confidence=o.confidence,
+            model_versions=tuple(f"{m}@{v}" for m, v in sorted(o.model_versions.items())),
+            strategy=o.strategy,
+            regime=o.regime.value,
+        )
+        state.orders[o.decision_id] = o
+        state.venue.submit(OrderIntent(plan, self.placed_ms(o), ctx))
+        return []  # acceptance changes no quantity: nothing for the contract topics
+
+    def on_tick(self, state: ExecutionState, t: TickReceived) -> list[ExecutionRecord]:
+        """Advance the symbol's positions by one closed kline; the records, in order."""
+        if t.kind is not TickKind.KLINE_1M or not state.venue.positions.get(t.symbol):
+            return []
+        book = {p.intent.plan.decision_id: p for p in state.venue.positions[t.symbol]}
+        bar = Bar(t.symbol, t.event_time_ms, t.open, t.high, t.low, t.close, t.volume)
+        return self._records(state, book, state.venue.on_bar(bar))
+
+    def _records(
+        self, state: ExecutionState, book: dict[str, PaperPosition], events: Sequence[object]
+    ) -> list[ExecutionRecord]:
+        out: list[ExecutionRecord] = []
+        for e in events:
+            if isinstance(e, Fill):
+                out.append(fill_record(e, state.orders[e.decision_id], self.cfg))
+            elif isinstance(e, LogicPositionEvent):
+                pos = book[e.position_id]
+                rec = position_record(e, pos, state.orders[e.position_id])
+                if rec is not None:
+                    out.append(rec)
+            elif isinstance(e, ClosedTrade):
+                out.extend(closed_records(e, state.orders.pop(e.trade_id)))
+        return out

@@ -1,0 +1,86 @@
+"""Features stage: closed klines -> ``FeaturesComputed`` (per-symbol ``FeatureState``)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from models.features import (
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    MAX_GAP_BARS,
+    WINDOW,
+    WINDOW_CHANNELS,
+    Bar,
+    FeatureError,
+    FeatureRow,
+    FeatureState,
+)
+from streams.contracts.records import FeaturesComputed, TickKind, TickReceived
+from streams.stages.errors import StageError
+
+#: sha256 of the ordered feature names (``FeaturesComputed.names_hash``).
+NAMES_HASH = hashlib.sha256(",".join(FEATURE_NAMES).encode()).hexdigest()
+
+
+def features_record(symbol: str, row: FeatureRow) -> FeaturesComputed:
+    """The contract record of one feature row (float32 values widened to Python floats)."""
+    return FeaturesComputed(
+        symbol=symbol,
+        event_time_ms=row.open_time_ms,
+        feature_version=FEATURE_VERSION,
+        names_hash=NAMES_HASH,
+        values=tuple(row.tabular.tolist()),
+        window=tuple(row.window.ravel().tolist()),
+        window_rows=row.window.shape[0],
+        window_columns=WINDOW_CHANNELS,
+        close=row.close,
+        atr_pct=row.atr_pct,
+        volatility=row.volatility,
+    )
+
+
+def tabular_of(records: list[FeaturesComputed]) -> np.ndarray:
+    """(N, F) float32 matrix of the records' tabular values (for one batched scorer call)."""
+    return np.array([r.values for r in records], dtype=np.float32)
+
+
+def window_of(records: list[FeaturesComputed]) -> np.ndarray:
+    """(N, W, C) float32 tensor of the records' windows."""
+    first = records[0]
+    flat = np.array([r.window for r in records], dtype=np.float32)
+    return flat.reshape(len(records), first.window_rows, first.window_columns)
+
+
+class FeaturesStage:
+    """Feeds each symbol's ``FeatureState`` with its closed 1-minute klines.
+
+    TRADE ticks are the execution stage's business and pass through untouched. A bar the
+    feature code refuses (it validates prices again) raises :class:`StageError`; the file
+    adapter already dead-letters such rows, so this only fires on a broken upstream.
+    """
+
+    stage = "features"
+
+    def __init__(self, window: int = WINDOW, max_gap_bars: int = MAX_GAP_BARS) -> None:
+        self.window = window
+        self.max_gap_bars = max_gap_bars
+
+    def new_state(self) -> FeatureState:
+        """An empty per-symbol state."""
+        return FeatureState(window=self.window, max_gap_bars=self.max_gap_bars)
+
+    def on_tick(
+        self, state: FeatureState | None, tick: TickReceived
+    ) -> tuple[FeatureState | None, FeaturesComputed | None]:
+        """Fold one tick into the symbol's state; a row once the state is warmed up."""
+        if tick.kind is not TickKind.KLINE_1M:
+            return state, None
+        st = state if state is not None else self.new_state()
+        bar = Bar(tick.event_time_ms, tick.open, tick.high, tick.low, tick.close, tick.volume)
+        try:
+            row = st.update(bar)
+        except FeatureError as exc:
+            raise StageError(self.stage, f"{tick.symbol}:{tick.event_time_ms}", str(exc)) from exc
+        return st, None if row is None else features_record(tick.symbol, row)
