@@ -22,6 +22,10 @@ from typing import Any, Generic, TypeVar
 WATERMARK_HEADER = "qt-watermark"
 #: Header naming the stage partition that produced a record or watermark (``stage/partition``).
 SOURCE_HEADER = "qt-source"
+#: Exclusive watermark that ends a bounded replay: every merge downstream drains.
+END_OF_STREAM = 2**62
+#: A source sends a watermark at most this often in event time (records imply one anyway).
+WATERMARK_EVERY_MS = 60_000
 
 T = TypeVar("T")
 

@@ -31,6 +31,7 @@ from streams.adapters.market_files import (
     format_epoch_ms,
     open_data_set,
 )
+from streams.ordering import END_OF_STREAM, SOURCE_HEADER, WATERMARK_EVERY_MS, WATERMARK_HEADER
 from streams.topics import Topic
 
 if TYPE_CHECKING:
@@ -339,6 +340,7 @@ class KafkaTickSink:
         encode_tick: Encode,
         encode_dead_letter: Encode,
         flush_timeout_s: float = 60.0,
+        partitions: int = 1,
     ) -> None:
         self.producer = producer
         self.ticks_topic = ticks_topic
@@ -347,9 +349,28 @@ class KafkaTickSink:
         self._encode_dead_letter = encode_dead_letter
         self._flush_timeout_s = flush_timeout_s
         self.tracker = _DeliveryTracker()
+        self.partitions = partitions
+        self._watermark = -1
+        self.watermarks_sent = 0
+
+    def send_watermark(self, watermark: int) -> None:
+        """Tell every partition that no tick before ``watermark`` follows (docs/determinism.md)."""
+        # Record timestamp in event time too (the final one at the last tick's time), so
+        # time-range readers of the topic never see a wall-clock or far-future timestamp.
+        timestamp = max(self._watermark, 0) if watermark == END_OF_STREAM else watermark
+        self._watermark = watermark
+        self.watermarks_sent += self.partitions
+        headers = [(SOURCE_HEADER, b"replay"), (WATERMARK_HEADER, str(watermark).encode())]
+        for partition in range(self.partitions):
+            _produce(
+                self.producer, self.ticks_topic, None, b"", partition=partition,
+                headers=headers, timestamp=timestamp, on_delivery=self.tracker,
+            )  # fmt: skip
 
     def send_tick(self, tick: MarketTick) -> None:
-        """Key = symbol, record timestamp = event time."""
+        """Key = symbol, record timestamp = event time; a watermark first when time moved on."""
+        if tick.event_time_ms >= self._watermark + WATERMARK_EVERY_MS:
+            self.send_watermark(tick.event_time_ms)
         value = self._encode_tick(tick_record(tick))
         _produce(
             self.producer, self.ticks_topic, tick.symbol.encode(), value,
@@ -367,14 +388,18 @@ class KafkaTickSink:
         )  # fmt: skip
         self.tracker.raise_if_failed()
 
+    def end_stream(self) -> None:
+        """Close a bounded replay: the last watermark lets every downstream merge drain."""
+        self.send_watermark(END_OF_STREAM)
+
     def flush(self) -> None:
         """Block until every record is acknowledged; raise :class:`DeliveryFailedError` if not."""
         _flush(self.producer, self.tracker, self._flush_timeout_s)
 
     @property
     def delivered_ticks(self) -> int:
-        """Ticks acknowledged by the broker."""
-        return self.tracker.delivered[self.ticks_topic]
+        """Ticks acknowledged by the broker (watermarks share the topic but are not ticks)."""
+        return self.tracker.delivered[self.ticks_topic] - self.watermarks_sent
 
 
 def pump(
@@ -520,12 +545,16 @@ def replay_files(
     show_progress: bool = True,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    end_of_stream: bool = False,
 ) -> ReplaySummary:
     """Replay a data set (folder or file) into ``<prefix>market.ticks`` and ``<prefix>deadletter``.
 
-    ``bootstrap=None`` is a dry run: validate and count only. Missing topics are created with
-    ``partitions``. Raises :class:`~streams.adapters.market_files.MarketFileError` for an unusable
-    data set and :class:`ReplayError` subclasses for broker trouble.
+    Watermarks (empty records with the ``qt-watermark`` header) go to every partition whenever
+    event time advances; ``end_of_stream`` ends with the final one, so a bounded replay drains
+    the whole topology. ``bootstrap=None`` is a dry run: validate and count only. Missing topics
+    are created with ``partitions``. Raises
+    :class:`~streams.adapters.market_files.MarketFileError` for an unusable data set and
+    :class:`ReplayError` subclasses for broker trouble.
     """
     readers, items = open_data_set(data, symbols, window)
     summary = ReplaySummary(dry_run=bootstrap is None)
@@ -540,6 +569,9 @@ def replay_files(
             label, total=total, rows=0, rate=0.0, dead=0, at="", visible=show_progress
         )
         pump(items, sink, pacer, summary, _file_progress_updater(progress, task, readers))
+    if isinstance(sink, KafkaTickSink) and end_of_stream:
+        sink.end_stream()
+        sink.flush()
     if isinstance(sink, KafkaTickSink):
         summary.produced = sink.delivered_ticks
     return summary
@@ -560,7 +592,9 @@ def _kafka_sink(
     ensure_topics(bootstrap, [ticks_topic, dead_topic], partitions, replication)
     encode_tick, encode_dead = encoders or default_encoders()
     producer = Producer((options or ProducerOptions(bootstrap)).config())
-    return KafkaTickSink(producer, ticks_topic, dead_topic, encode_tick, encode_dead)
+    return KafkaTickSink(
+        producer, ticks_topic, dead_topic, encode_tick, encode_dead, partitions=partitions
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -664,6 +698,11 @@ def _handle_message(
         rng.done = True
         return
     summary.scanned[rng.partition] += 1
+    if any(key == WATERMARK_HEADER for key, _ in msg.headers() or ()):
+        # The source run's watermarks describe that run's progress, not data in the range.
+        if offset + 1 >= rng.stop:
+            rng.done = True
+        return
     timestamp = msg.timestamp()[1]
     window = summary.window
     if stop_at_end_time and window.is_past(timestamp):

@@ -33,6 +33,7 @@ from streams.adapters.replay import (
     target_topic_for,
     tick_record,
 )
+from streams.ordering import WATERMARK_HEADER
 
 DATA = Path("/work/shared/data/binance")
 FUTURES = DATA / "um_futures_1m_2025"
@@ -69,7 +70,7 @@ def encoders(registry_client: Any) -> tuple[Encode, Encode]:
 
 
 def consume_all(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Consumed]:
-    """Every record of ``topic`` up to its current end, by a plain consumer (no group commit)."""
+    """Every data record of ``topic`` up to its end, by a plain consumer (no group commit)."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     consumer = Consumer(
@@ -103,6 +104,8 @@ def consume_all(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Con
                     pending.discard(msg.partition())
                 continue
             assert error is None, error
+            if any(k == WATERMARK_HEADER for k, _ in msg.headers() or ()):
+                continue  # in-band watermarks are control records, not data
             records.append(
                 Consumed(
                     msg.partition(),

@@ -1,0 +1,220 @@
+"""The Faust application: topics, agents and the worker entry point.
+
+Nothing happens at import time: :func:`build_app` creates the app for a broker and settings,
+declares every topic with its partition count, and registers one agent per stage from
+``streams/agents/``. ``quantum-trader worker`` calls :func:`run_worker`.
+
+Partitions (DESIGN.md): per-symbol stages use ``QT_PARTITIONS`` partitions keyed by symbol.
+The portfolio-wide stages read single-partition topics: ``decisions.sized`` (risk's inbox),
+``trades.closed`` (risk's feedback and learning), ``risk.rejections``, ``control.commands``,
+``models.events`` and ``deadletter``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from streams.agents.base import Decoder, Emitter, RawEvent, StageHandler, dispatch
+from streams.brokers.faust_settings import faust_app_settings, resolve_bootstrap
+from streams.config import Settings, get_settings
+from streams.contracts.codec import TopicCodec, topic_codec
+from streams.ordering import SOURCE_HEADER, WATERMARK_HEADER
+from streams.topics import Topic, topic_name
+
+log = logging.getLogger(__name__)
+
+#: Topics read by a single-partition (portfolio-wide) stage, or too sparse to shard.
+SINGLE_PARTITION_TOPICS = frozenset(
+    {
+        Topic.DECISIONS_SIZED,
+        Topic.TRADES_CLOSED,
+        Topic.RISK_REJECTIONS,
+        Topic.CONTROL_COMMANDS,
+        Topic.MODELS_EVENTS,
+        Topic.DEADLETTER,
+    }
+)
+#: Largest batch an agent takes, and how long it waits to fill one (seconds).
+BATCH_MAX = 500
+BATCH_WITHIN = 0.01
+
+
+def partitions_of(topic: Topic, partitions: int) -> int:
+    """Partition count of ``topic`` when per-symbol topics have ``partitions``."""
+    return 1 if topic in SINGLE_PARTITION_TOPICS else partitions
+
+
+@dataclass(frozen=True, slots=True)
+class StageContext:
+    """What a handler factory may use to build its stage."""
+
+    settings: Settings
+    partitions: int
+
+
+HandlerFactory = Callable[[StageContext], tuple[StageHandler, Sequence[Topic]]]
+
+
+def ensure_topics(bootstrap: str, settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
+    """Create every topic of the topology that is missing; refuse wrong partition counts.
+
+    Faust only creates its internal topics; the topology's topics must exist with the right
+    partition counts before a worker starts (auto-created topics get the broker default).
+    """
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = admin.list_topics(timeout=timeout_s).topics
+    wanted = {
+        topic_name(t, settings.topic_prefix): partitions_of(t, settings.partitions) for t in Topic
+    }
+    wrong = {
+        name: len(existing[name].partitions)
+        for name, n in wanted.items()
+        if name in existing and len(existing[name].partitions) != n
+    }
+    if wrong:
+        raise RuntimeError(
+            "topics exist with the wrong partition count (delete them or use another "
+            f"QT_TOPIC_PREFIX): {wrong}; wanted {settings.partitions} for per-symbol topics"
+        )
+    missing = [
+        NewTopic(name, num_partitions=n, replication_factor=settings.replication_factor)
+        for name, n in wanted.items()
+        if name not in existing
+    ]
+    if missing:
+        for future in admin.create_topics(missing, operation_timeout=timeout_s).values():
+            try:
+                future.result(timeout=timeout_s)
+            except Exception as exc:  # TOPIC_ALREADY_EXISTS from a concurrent creator is fine
+                if "already exists" not in str(exc).lower():
+                    raise
+    return [t.topic for t in missing]
+
+
+def _headers_of(message: Any) -> dict[str, bytes]:
+    raw = message.headers or ()
+    items = raw.items() if isinstance(raw, Mapping) else raw
+    return {k: (v if isinstance(v, bytes) else str(v).encode()) for k, v in items}
+
+
+class Sender:
+    """Encodes and sends what handlers emitted, to the prefixed Faust topics."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self._topics = {
+            t: app.topic(
+                topic_name(t, settings.topic_prefix),
+                partitions=partitions_of(t, settings.partitions),
+                key_serializer="raw",
+                value_serializer="raw",
+            )
+            for t in Topic
+        }
+        self._codecs: dict[Topic, TopicCodec] = {}
+
+    def topic(self, topic: Topic) -> faust.TopicT:
+        """The Faust topic of ``topic``."""
+        return self._topics[topic]
+
+    def _encode(self, topic: Topic, value: Any) -> bytes:
+        codec = self._codecs.get(topic)
+        if codec is None:
+            codec = self._codecs[topic] = topic_codec(topic)
+        return codec.encode(value)
+
+    async def send_all(self, out: Emitter) -> None:
+        """Send every record and watermark of ``out`` in order (at-least-once)."""
+        source = out.source.encode()
+        for item in out.items:
+            headers = [(SOURCE_HEADER, source)]
+            if item.watermark is not None:
+                headers.append((WATERMARK_HEADER, str(item.watermark).encode()))
+                value = b""
+            else:
+                value = self._encode(item.topic, item.value)
+            ts = item.timestamp_ms / 1000.0 if item.timestamp_ms is not None else None
+            await self._topics[item.topic].send(
+                key=item.key.encode() if item.key else None,
+                value=value,
+                partition=item.partition,
+                timestamp=ts,
+                headers=headers,
+            )
+
+
+def _agent_for(handler: StageHandler, decoder: Decoder, sender: Sender) -> Callable[..., Any]:
+    async def agent(stream: Any) -> None:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            raw = [
+                RawEvent(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                    _headers_of(e.message),
+                )
+                for e in events
+            ]
+            out = Emitter(handler.name)
+            dispatch(handler, decoder, raw, out)
+            await sender.send_all(out)
+
+    agent.__name__ = handler.name
+    return agent
+
+
+def stage_factories() -> list[HandlerFactory]:
+    """Every stage of the topology, in pipeline order."""
+    from streams.agents import registry
+
+    return list(registry.FACTORIES)
+
+
+def build_app(
+    settings: Settings, bootstrap: str, *, embedded: bool, web_port: int | None = None
+) -> faust.App:
+    """The Faust app of the whole topology on ``bootstrap``."""
+    suffix = f"-{settings.topic_prefix.rstrip('.')}" if settings.topic_prefix else ""
+    app = faust.App(
+        f"{settings.app_id}{suffix}",
+        **faust_app_settings(bootstrap, embedded=embedded),
+        web_port=web_port if web_port is not None else settings.web_port,
+        web_host="127.0.0.1",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        stream_wait_empty=False,
+    )
+    sender = Sender(app, settings)
+    decoder = Decoder(settings.topic_prefix)
+    ctx = StageContext(settings=settings, partitions=settings.partitions)
+    for factory in stage_factories():
+        handler, inputs = factory(ctx)
+        channel = (
+            sender.topic(inputs[0])
+            if len(inputs) == 1
+            else app.topic(
+                *(topic_name(t, settings.topic_prefix) for t in inputs),
+                key_serializer="raw",
+                value_serializer="raw",
+            )
+        )
+        app.agent(channel, name=handler.name)(_agent_for(handler, decoder, sender))
+    return app
+
+
+def run_worker(loglevel: str = "info", web_port: int | None = None) -> None:
+    """Run one worker of the topology until it is stopped (Ctrl-C / SIGTERM)."""
+    settings = get_settings()
+    with resolve_bootstrap(settings) as broker:
+        ensure_topics(broker.bootstrap, settings)
+        app = build_app(settings, broker.bootstrap, embedded=broker.embedded, web_port=web_port)
+        worker = faust.Worker(app, loglevel=loglevel)
+        worker.execute_from_commandline()
