@@ -28,14 +28,14 @@ class _Frozen(BaseModel):
 class RiskLimits(_Frozen):
     """Portfolio-wide limits enforced by the single-partition risk stage."""
 
-    max_daily_drawdown: float = Field(0.15, gt=0, lt=1, description="fraction of day-start equity")
-    max_weekly_drawdown: float = Field(0.25, gt=0, lt=1, description="fraction of week-start equity")
+    max_daily_drawdown: float = Field(0.15, gt=0, lt=1, description="of day-start equity")
+    max_weekly_drawdown: float = Field(0.25, gt=0, lt=1, description="of week-start equity")
     max_margin_per_position_usd: float = Field(2000.0, gt=0)
     max_leverage: float = Field(30.0, ge=1)
     max_concurrent_positions: int = Field(20, ge=1)
     min_confidence: float = Field(0.65, ge=0, le=1)
     base_risk_fraction: float = Field(0.10, gt=0, le=1, description="risk per trade before sizing")
-    max_symbol_concentration: float = Field(0.25, gt=0, le=1, description="share of equity per symbol")
+    max_symbol_concentration: float = Field(0.25, gt=0, le=1, description="equity share per symbol")
     max_open_correlation: float = Field(0.85, gt=0, le=1)
     starting_equity_usd: float = Field(10_000.0, gt=0)
 
@@ -68,7 +68,7 @@ class SupervisorPolicy(_Frozen):
 
 
 class Settings(BaseSettings):
-    """All runtime settings. Environment: ``QT_<FIELD>``, nested with ``__`` (QT_RISK__MAX_LEVERAGE)."""
+    """All runtime settings: ``QT_<FIELD>``, nested with ``__`` (``QT_RISK__MAX_LEVERAGE``)."""
 
     model_config = SettingsConfigDict(
         env_prefix="QT_",
@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     binance_api_key: SecretStr | None = None
     binance_api_secret: SecretStr | None = None
     seed: int = 7
+    feedback_lag_ms: int = Field(
+        0,
+        ge=0,
+        description="closed trades and rewards reach risk/strategy this much event time later "
+        "(docs/determinism.md); larger values let the Kafka topology pipeline more bars",
+    )
     web_port: int = Field(6066, ge=0, le=65535)
     risk: RiskLimits = RiskLimits()
     exits: ExitPolicy = ExitPolicy()
