@@ -13,9 +13,8 @@ The portfolio-wide stages read single-partition topics: ``decisions.sized`` (ris
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import faust
 
@@ -47,17 +46,6 @@ BATCH_WITHIN = 0.01
 def partitions_of(topic: Topic, partitions: int) -> int:
     """Partition count of ``topic`` when per-symbol topics have ``partitions``."""
     return 1 if topic in SINGLE_PARTITION_TOPICS else partitions
-
-
-@dataclass(frozen=True, slots=True)
-class StageContext:
-    """What a handler factory may use to build its stage."""
-
-    settings: Settings
-    partitions: int
-
-
-HandlerFactory = Callable[[StageContext], tuple[StageHandler, Sequence[Topic]]]
 
 
 def ensure_topics(bootstrap: str, settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
@@ -131,9 +119,8 @@ class Sender:
 
     async def send_all(self, out: Emitter) -> None:
         """Send every record and watermark of ``out`` in order (at-least-once)."""
-        source = out.source.encode()
         for item in out.items:
-            headers = [(SOURCE_HEADER, source)]
+            headers = [(SOURCE_HEADER, item.source.encode())]
             if item.watermark is not None:
                 headers.append((WATERMARK_HEADER, str(item.watermark).encode()))
                 value = b""
@@ -171,13 +158,6 @@ def _agent_for(handler: StageHandler, decoder: Decoder, sender: Sender) -> Calla
     return agent
 
 
-def stage_factories() -> list[HandlerFactory]:
-    """Every stage of the topology, in pipeline order."""
-    from streams.agents import registry
-
-    return list(registry.FACTORIES)
-
-
 def build_app(
     settings: Settings, bootstrap: str, *, embedded: bool, web_port: int | None = None
 ) -> faust.App:
@@ -185,18 +165,19 @@ def build_app(
     suffix = f"-{settings.topic_prefix.rstrip('.')}" if settings.topic_prefix else ""
     app = faust.App(
         f"{settings.app_id}{suffix}",
-        **faust_app_settings(bootstrap, embedded=embedded),
+        **cast(dict[str, Any], faust_app_settings(bootstrap, embedded=embedded)),
         web_port=web_port if web_port is not None else settings.web_port,
         web_host="127.0.0.1",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         stream_wait_empty=False,
     )
+    from streams.agents.registry import build_handlers
+
     sender = Sender(app, settings)
     decoder = Decoder(settings.topic_prefix)
-    ctx = StageContext(settings=settings, partitions=settings.partitions)
-    for factory in stage_factories():
-        handler, inputs = factory(ctx)
+    for handler in build_handlers(settings):
+        inputs = handler.inputs
         channel = (
             sender.topic(inputs[0])
             if len(inputs) == 1

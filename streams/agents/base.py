@@ -23,17 +23,29 @@ from streams.contracts.codec import TopicCodec, topic_codec
 from streams.contracts.errors import ContractError
 from streams.contracts.records import DeadLettered
 from streams.logic.types import LogicError
-from streams.ordering import SOURCE_HEADER, WATERMARK_HEADER, OrderingError
+from streams.ordering import (
+    END_OF_STREAM,
+    SOURCE_HEADER,
+    WATERMARK_HEADER,
+    EventTimeMerge,
+    OrderingError,
+    SortKey,
+)
 from streams.topics import Topic
 
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One record or watermark to send. ``partition=None``: chosen by the key's hash."""
+    """One record or watermark to send. ``partition=None``: chosen by the key's hash.
+
+    ``source`` (the ``qt-source`` header) names the stage partition that produced it, e.g.
+    ``strategy/2``: a merge downstream tracks one watermark per source.
+    """
 
     topic: Topic
     key: str
     value: AvroRecord | None
+    source: str
     partition: int | None = None
     watermark: int | None = None
     timestamp_ms: int | None = None
@@ -43,29 +55,41 @@ class Outgoing:
 class Emitter:
     """What a handler produced while handling one batch, in order."""
 
-    source: str
+    stage: str
     items: list[Outgoing] = field(default_factory=list)
 
-    def record(self, topic: Topic, key: str, value: AvroRecord, event_time_ms: int) -> None:
-        """Send ``value`` keyed by ``key`` (partition from the key hash, like every producer)."""
-        self.items.append(Outgoing(topic, key, value, timestamp_ms=event_time_ms))
+    def record(
+        self, topic: Topic, key: str, value: AvroRecord, event_time_ms: int, partition: int
+    ) -> None:
+        """Send ``value`` keyed by ``key`` (partition from the key hash, like every producer).
+
+        ``partition`` is the stage partition that produced it (for the source header).
+        """
+        source = f"{self.stage}/{partition}"
+        self.items.append(Outgoing(topic, key, value, source, timestamp_ms=event_time_ms))
 
     def record_to(
-        self, topic: Topic, partition: int, key: str, value: AvroRecord, t: int | None
+        self, topic: Topic, partition: int, key: str, value: AvroRecord, t: int | None, source: str
     ) -> None:
         """Send ``value`` to one partition (single-partition topics, broadcasts)."""
-        self.items.append(Outgoing(topic, key, value, partition=partition, timestamp_ms=t))
+        self.items.append(Outgoing(topic, key, value, source, partition=partition, timestamp_ms=t))
 
-    def watermark(self, topic: Topic, partitions: Iterable[int], watermark: int) -> None:
+    def watermark(
+        self, topic: Topic, partitions: Iterable[int], watermark: int, source: str
+    ) -> None:
         """Announce on ``partitions`` of ``topic``: nothing before ``watermark`` follows."""
         for p in partitions:
-            self.items.append(Outgoing(topic, "", None, partition=p, watermark=watermark))
+            self.items.append(Outgoing(topic, "", None, source, partition=p, watermark=watermark))
 
 
 class StageHandler(Protocol):
-    """The Faust-free part of an agent: records in, records and watermarks out."""
+    """The Faust-free part of an agent: records in, records and watermarks out.
+
+    ``topic`` arguments are base topic names (``market.ticks``), without the run prefix.
+    """
 
     name: str
+    inputs: tuple[Topic, ...]
 
     def on_record(self, topic: str, partition: int, source: str, record: Any, out: Emitter) -> None:
         """Handle one decoded data record."""
@@ -135,15 +159,136 @@ def dispatch(
     for event in events:
         source = event.headers.get(SOURCE_HEADER, b"").decode() or "?"
         wm = event.headers.get(WATERMARK_HEADER)
+        topic = decoder.base_topic(event.topic).value
         if wm is not None:
-            handler.on_watermark(event.topic, event.partition, source, int(wm), out)
+            handler.on_watermark(topic, event.partition, source, int(wm), out)
             continue
         try:
             record = decoder.decode(event)
-            handler.on_record(event.topic, event.partition, source, record, out)
+            handler.on_record(topic, event.partition, source, record, out)
         except (ContractError, LogicError, OrderingError, ValueError) as exc:
             dead += 1
             letter = dead_letter(event, handler.name, exc)
-            out.record_to(Topic.DEADLETTER, 0, event.topic, letter, None)
+            out.record_to(Topic.DEADLETTER, 0, event.topic, letter, None, handler.name)
     handler.end_batch(out)
     return dead
+
+
+def source_id(topic: str, partition: int, header_source: str) -> str:
+    """One watermark source of a merge: an input partition and the stage that wrote to it."""
+    return f"{topic}/{partition}:{header_source}"
+
+
+class ForwardedWatermarks:
+    """Per-partition progress of a single-input stage, forwarded once per batch.
+
+    A stage whose outputs keep their input's event time (features, ensemble, supervisor, exit
+    planner) may promise downstream what its input promised it: the last watermark or record
+    time seen on that partition.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, int] = {}
+        self._sent: dict[int, int] = {}
+
+    def note(self, partition: int, time_ms: int) -> None:
+        """Input ``partition`` has reached ``time_ms`` (a record time or a watermark)."""
+        if time_ms > self._seen.get(partition, -(2**62)):
+            self._seen[partition] = time_ms
+
+    def emit(self, out: Emitter, topic: Topic, stage: str) -> None:
+        """A watermark on each output partition whose input progressed since the last batch."""
+        for partition, wm in self._seen.items():
+            if wm > self._sent.get(partition, -(2**62)):
+                self._sent[partition] = wm
+                out.watermark(topic, (partition,), wm, f"{stage}/{partition}")
+
+
+class MergeHandler:
+    """A stage that merges inputs in event-time order (strategy, risk, execution).
+
+    Subclasses say which inputs feed which merge (``merge_of``), the watermark sources of a
+    merge and the shift each applies (``sources``; feedback inputs are shifted by the feedback
+    lag), how a record sorts (``sort_key``), what to do with a released record (``process``)
+    and where progress goes (``emit_progress``). Feedback sources start at the first time the
+    merge's other inputs reach: no feedback can precede the stream that causes it, and without
+    that floor the loop risk -> execution -> risk would start at minus infinity.
+    """
+
+    name: str
+    inputs: tuple[Topic, ...]
+
+    def __init__(self) -> None:
+        self.merges: dict[int, EventTimeMerge[tuple[str, int, Any]]] = {}
+        self._shifts: dict[int, dict[str, int]] = {}
+        self._feedback: dict[int, set[str]] = {}
+        self._sent: dict[int, int] = {}
+
+    # -- to implement -------------------------------------------------------------------------
+    def merge_of(self, topic: str, partition: int) -> int:
+        """Which merge an input partition feeds (per-partition stages: the partition)."""
+        return partition
+
+    def sources(self, merge: int) -> dict[str, tuple[int, bool]]:
+        """Watermark sources of ``merge``: ``{source_id: (shift_ms, is_feedback)}``."""
+        raise NotImplementedError
+
+    def sort_key(self, topic: str, record: Any) -> SortKey:
+        """Where ``record`` sorts in the merged order."""
+        raise NotImplementedError
+
+    def process(self, merge: int, topic: str, partition: int, record: Any, out: Emitter) -> None:
+        """Handle a released record."""
+        raise NotImplementedError
+
+    def emit_progress(self, merge: int, watermark: int, out: Emitter) -> None:
+        """Announce downstream that nothing before ``watermark`` will come from ``merge``."""
+        raise NotImplementedError
+
+    # -- the machinery ------------------------------------------------------------------------
+    def _merge(self, merge: int) -> EventTimeMerge[tuple[str, int, Any]]:
+        m = self.merges.get(merge)
+        if m is None:
+            spec = self.sources(merge)
+            m = self.merges[merge] = EventTimeMerge(spec)
+            self._shifts[merge] = {src: shift for src, (shift, _) in spec.items()}
+            self._feedback[merge] = {src for src, (_, fb) in spec.items() if fb}
+        return m
+
+    def _floor_feedback(self, merge: int, time_ms: int) -> None:
+        pending = self._feedback[merge]
+        if pending:
+            m = self.merges[merge]
+            for src in pending:
+                m.advance(src, time_ms)
+            pending.clear()
+
+    def on_record(self, topic: str, partition: int, source: str, record: Any, out: Emitter) -> None:
+        """Buffer ``record`` in its merge at its sort key."""
+        merge = self.merge_of(topic, partition)
+        m = self._merge(merge)
+        src = source_id(topic, partition, source)
+        sort = self.sort_key(topic, record)
+        if src not in self._feedback[merge]:
+            self._floor_feedback(merge, sort.time)
+        m.add(src, sort, (topic, partition, record))
+
+    def on_watermark(self, topic: str, partition: int, source: str, wm: int, out: Emitter) -> None:
+        """Advance the source's watermark, shifted like its records."""
+        merge = self.merge_of(topic, partition)
+        m = self._merge(merge)
+        src = source_id(topic, partition, source)
+        shifted = wm if wm >= END_OF_STREAM else wm + self._shifts[merge].get(src, 0)
+        if src in self._shifts[merge] and src not in self._feedback[merge]:
+            self._floor_feedback(merge, shifted)
+        m.advance(src, shifted)
+
+    def end_batch(self, out: Emitter) -> None:
+        """Process what every merge can release, then announce each merge's progress."""
+        for merge, m in self.merges.items():
+            for topic, partition, record in m.pop_ready():
+                self.process(merge, topic, partition, record, out)
+            low = m.low_watermark
+            if low > self._sent.get(merge, -(2**62)):
+                self._sent[merge] = low
+                self.emit_progress(merge, low, out)

@@ -1,0 +1,40 @@
+"""features: ``market.ticks`` -> ``market.features``, one rolling state per symbol."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.features import FeatureState
+from streams.agents.base import Emitter, ForwardedWatermarks
+from streams.contracts.records import TickReceived
+from streams.stages import FeaturesStage
+from streams.topics import Topic
+
+
+class FeaturesHandler:
+    """Folds each symbol's klines into its :class:`FeatureState`; emits warmed-up rows."""
+
+    name = "features"
+    inputs: tuple[Topic, ...] = (Topic.MARKET_TICKS,)
+
+    def __init__(self) -> None:
+        self.stage = FeaturesStage()
+        self.states: dict[str, FeatureState | None] = {}
+        self.progress = ForwardedWatermarks()
+
+    def on_record(self, topic: str, partition: int, source: str, record: Any, out: Emitter) -> None:
+        """One tick in, at most one feature row out (same event time, same partition)."""
+        tick: TickReceived = record
+        state, row = self.stage.on_tick(self.states.get(tick.symbol), tick)
+        self.states[tick.symbol] = state
+        self.progress.note(partition, tick.event_time_ms)
+        if row is not None:
+            out.record(Topic.MARKET_FEATURES, row.symbol, row, row.event_time_ms, partition)
+
+    def on_watermark(self, topic: str, partition: int, source: str, wm: int, out: Emitter) -> None:
+        """The replay promised nothing earlier than ``wm`` on this partition."""
+        self.progress.note(partition, wm)
+
+    def end_batch(self, out: Emitter) -> None:
+        """Forward the partitions' progress."""
+        self.progress.emit(out, Topic.MARKET_FEATURES, self.name)

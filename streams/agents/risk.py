@@ -1,0 +1,102 @@
+"""risk (portfolio-wide, one partition): decisions, bars, closed trades, commands -> approvals.
+
+One event-time merge over every input: closed trades (shifted by the feedback lag) first, then
+operator commands, then each bar (returns for the correlation rule), then the bar's decisions
+in symbol order, exactly as the in-process runner applies them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.agents.base import Emitter, MergeHandler
+from streams.contracts.records import (
+    ControlCommand,
+    DecisionSized,
+    OrderApproved,
+    TickReceived,
+    TradeClosed,
+)
+from streams.ordering import SortKey
+from streams.stages import RiskStage, RiskState
+from streams.topics import Topic
+
+_RANK = {
+    Topic.TRADES_CLOSED.value: 0,
+    Topic.CONTROL_COMMANDS.value: 1,
+    Topic.MARKET_TICKS.value: 2,
+    Topic.DECISIONS_SIZED.value: 3,
+}
+
+
+class RiskHandler(MergeHandler):
+    """Every rule on one consistent portfolio; every rejection is a record with its rule."""
+
+    name = "risk"
+    inputs: tuple[Topic, ...] = (
+        Topic.DECISIONS_SIZED,
+        Topic.TRADES_CLOSED,
+        Topic.CONTROL_COMMANDS,
+        Topic.MARKET_TICKS,
+    )
+
+    def __init__(self, stage: RiskStage, partitions: int, feedback_lag_ms: int) -> None:
+        super().__init__()
+        self.stage = stage
+        self.partitions = partitions
+        self.lag = feedback_lag_ms
+        self.state: RiskState | None = None
+
+    def merge_of(self, topic: str, partition: int) -> int:
+        """One merge for the whole portfolio."""
+        return 0
+
+    def sources(self, merge: int) -> dict[str, tuple[int, bool]]:
+        """Every strategy partition, every execution partition, every tick partition."""
+        spec: dict[str, tuple[int, bool]] = {}
+        for p in range(self.partitions):
+            spec[f"{Topic.DECISIONS_SIZED.value}/0:strategy/{p}"] = (0, False)
+            spec[f"{Topic.MARKET_TICKS.value}/{p}:replay"] = (0, False)
+            spec[f"{Topic.TRADES_CLOSED.value}/0:execution/{p}"] = (self.lag, True)
+        return spec
+
+    def sort_key(self, topic: str, record: Any) -> SortKey:
+        """Closed trades at their time + lag; the rest at their event time, ranked."""
+        if isinstance(record, TradeClosed):
+            # Same tie-break as the runner's feedback queue: symbol, then trade id.
+            return SortKey(
+                record.event_time_ms + self.lag, 0, f"{record.symbol}\x00{record.trade_id}"
+            )
+        if isinstance(record, ControlCommand):
+            return SortKey(record.event_time_ms, 1, record.command_id)
+        if isinstance(record, TickReceived):
+            return SortKey(record.event_time_ms, 2, record.symbol, record.trade_id or 0)
+        return SortKey(record.event_time_ms, _RANK[topic], record.symbol)
+
+    def _state(self, time_ms: int) -> RiskState:
+        if self.state is None:
+            self.state = self.stage.new_state(time_ms)
+        return self.state
+
+    def process(self, merge: int, topic: str, partition: int, record: Any, out: Emitter) -> None:
+        """Apply feedback, a command or a bar; approve or reject a decision."""
+        state = self._state(record.event_time_ms)
+        if isinstance(record, TradeClosed):
+            self.stage.on_trade_closed(state, record)
+        elif isinstance(record, ControlCommand):
+            self.stage.on_command(state, record)
+        elif isinstance(record, TickReceived):
+            self.stage.on_tick(state, record)
+        elif isinstance(record, DecisionSized):
+            verdict = self.stage.on_decision(state, record)
+            if isinstance(verdict, OrderApproved):
+                out.record(Topic.ORDERS_APPROVED, verdict.symbol, verdict, verdict.event_time_ms, 0)
+            else:
+                out.record_to(
+                    Topic.RISK_REJECTIONS, 0, verdict.symbol, verdict,
+                    verdict.event_time_ms, f"{self.name}/0",
+                )  # fmt: skip
+
+    def emit_progress(self, merge: int, watermark: int, out: Emitter) -> None:
+        """Every exit-planner partition waits on risk's progress."""
+        out.watermark(Topic.ORDERS_APPROVED, range(self.partitions), watermark, f"{self.name}/0")

@@ -1,0 +1,77 @@
+"""strategy + sizing: features, supervised signals and rewards -> ``decisions.sized``.
+
+Per partition, one event-time merge: rewards (shifted by the feedback lag) sort before the
+bar's features, which sort before the bar's signal, exactly as the in-process runner calls them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.agents.base import Emitter, MergeHandler
+from streams.contracts.records import FeaturesComputed, RewardComputed, SignalSupervised
+from streams.ordering import SortKey
+from streams.stages import StrategyStage, StrategyState
+from streams.topics import Topic
+
+_RANK = {
+    Topic.LEARNING_REWARDS.value: 0,
+    Topic.MARKET_FEATURES.value: 1,
+    Topic.SIGNALS_SUPERVISED.value: 2,
+}
+
+
+class StrategyHandler(MergeHandler):
+    """Regime, meta-strategy and RL sizing per symbol; decisions go to risk's single partition."""
+
+    name = "strategy"
+    inputs: tuple[Topic, ...] = (
+        Topic.MARKET_FEATURES,
+        Topic.SIGNALS_SUPERVISED,
+        Topic.LEARNING_REWARDS,
+    )
+
+    def __init__(self, stage: StrategyStage, feedback_lag_ms: int) -> None:
+        super().__init__()
+        self.stage = stage
+        self.lag = feedback_lag_ms
+        self.states: dict[str, StrategyState] = {}
+
+    def sources(self, merge: int) -> dict[str, tuple[int, bool]]:
+        """Features and signals of this partition; rewards from the learning stage."""
+        return {
+            f"{Topic.MARKET_FEATURES.value}/{merge}:features/{merge}": (0, False),
+            f"{Topic.SIGNALS_SUPERVISED.value}/{merge}:supervisor/{merge}": (0, False),
+            f"{Topic.LEARNING_REWARDS.value}/{merge}:learning/0": (self.lag, True),
+        }
+
+    def sort_key(self, topic: str, record: Any) -> SortKey:
+        """Rewards at their time + lag, then the bar's features, then its signal."""
+        if topic == Topic.LEARNING_REWARDS.value:
+            key = f"{record.symbol}\x00{record.reward_id}"  # the runner's tie-break
+            return SortKey(record.event_time_ms + self.lag, 0, key)
+        return SortKey(record.event_time_ms, _RANK[topic], record.symbol)
+
+    def _state(self, symbol: str) -> StrategyState:
+        state = self.states.get(symbol)
+        if state is None:
+            state = self.states[symbol] = self.stage.new_state()
+        return state
+
+    def process(self, merge: int, topic: str, partition: int, record: Any, out: Emitter) -> None:
+        """Apply a reward, fold a feature row, or decide on a signal."""
+        if isinstance(record, RewardComputed):
+            self.stage.on_reward(self._state(record.symbol), record)
+        elif isinstance(record, FeaturesComputed):
+            self.stage.on_features(self._state(record.symbol), record)
+        elif isinstance(record, SignalSupervised):
+            decision = self.stage.on_signal(self._state(record.symbol), record)
+            if decision is not None:
+                out.record_to(
+                    Topic.DECISIONS_SIZED, 0, decision.symbol, decision,
+                    decision.event_time_ms, f"{self.name}/{merge}",
+                )  # fmt: skip
+
+    def emit_progress(self, merge: int, watermark: int, out: Emitter) -> None:
+        """Risk merges the decisions of every strategy partition on one partition."""
+        out.watermark(Topic.DECISIONS_SIZED, (0,), watermark, f"{self.name}/{merge}")
