@@ -1,0 +1,208 @@
+"""Stage processors on hand-made records: each rule the topology relies on, one test each."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.config import ExitPolicy, RiskLimits, SupervisorPolicy
+from streams.contracts.records import (
+    Action,
+    ExitReason,
+    FillExecuted,
+    Learner,
+    LegKind,
+    OrderApproved,
+    OrderRejected,
+    RiskRule,
+    Side,
+    TradeClosed,
+    VetoRule,
+)
+from streams.logic.paper import PaperConfig
+from streams.stages import (
+    ExecutionStage,
+    ExitPlannerStage,
+    LearningStage,
+    RiskStage,
+    StrategyStage,
+    SupervisorStage,
+    partition_for,
+)
+from streams.stages.exits import plan_from_order
+from tests.unit.stages.factories import MODELS, T0, decision, kline, scored, supervised
+
+MIN = 60_000
+
+
+# ----------------------------------------------------------------------------- supervisor
+
+
+def test_hold_stops_at_the_supervisor() -> None:
+    stage = SupervisorStage(SupervisorPolicy(), MODELS)
+    state = stage.new_state()
+    assert stage.on_signal(state, scored(probs=(0.2, 0.6, 0.2))) is None
+    assert state.overall_window().size == 0  # HOLD is not model bias
+
+
+def test_low_confidence_is_vetoed_visibly_and_never_becomes_a_decision() -> None:
+    sup = SupervisorStage(SupervisorPolicy(min_confidence=0.65), MODELS)
+    out = sup.on_signal(sup.new_state(), scored(probs=(0.2, 0.2, 0.6)))
+    assert out is not None and out.vetoed and out.final_action is Action.HOLD
+    assert [v.rule for v in out.veto_reasons] == [VetoRule.LOW_CONFIDENCE]
+    strategy = StrategyStage(RiskLimits(), seed=7)
+    assert strategy.on_signal(strategy.new_state(), out) is None
+
+
+def test_model_disagreement_vetoes_a_two_against_two_split() -> None:
+    sup = SupervisorStage(SupervisorPolicy(), MODELS)
+    split = ((0.05, 0.05, 0.9), (0.8, 0.1, 0.1))  # ensemble BUY 0.5 vs one model SELL
+    out = sup.on_signal(sup.new_state(), scored(probs=(0.425, 0.075, 0.5), model_probs=split))
+    assert out is not None
+    assert VetoRule.MODEL_DISAGREEMENT in {v.rule for v in out.veto_reasons}
+
+
+def test_partition_is_kafkas_murmur2() -> None:
+    # Values of the Java client's default partitioner (murmur2, positive, modulo), as asserted
+    # for the replay producer in tests/integration/test_replay.py.
+    assert [partition_for(s, 4) for s in ("BTCUSDT", "ETHUSDT", "XRPUSDT")] == [2, 1, 0]
+    assert {partition_for(s, 1) for s in ("BTCUSDT", "ETHUSDT")} == {0}
+
+
+# ----------------------------------------------------------------------------- risk
+
+
+def test_decision_is_rejected_at_max_positions_and_released_by_the_trade() -> None:
+    stage = RiskStage(RiskLimits(max_concurrent_positions=1, max_symbol_concentration=1.0))
+    state = stage.new_state(T0)
+    first = stage.on_decision(state, decision("ETHUSDT"))
+    assert isinstance(first, OrderApproved)
+    assert first.approved_margin_usd == pytest.approx(1000.0)  # 10 % of 10 000
+    second = stage.on_decision(state, decision("BTCUSDT", price=106_000.0))
+    assert isinstance(second, OrderRejected)
+    assert second.rule is RiskRule.MAX_CONCURRENT_POSITIONS
+    assert second.detail.startswith("max_positions")
+    closed = _trade(first.decision_id, net_pnl=-100.0, t=T0 + 5 * MIN)
+    assert stage.on_trade_closed(state, closed)
+    assert not stage.on_trade_closed(state, closed)  # redelivery books nothing twice
+    assert state.portfolio.equity == pytest.approx(9_900.0)
+    third = stage.on_decision(state, decision("BTCUSDT", t=T0 + 6 * MIN, price=106_000.0))
+    assert isinstance(third, OrderApproved)
+    assert third.approved_margin_usd == pytest.approx(990.0)  # re-based on realised equity
+
+
+def test_repeated_decision_is_rejected_as_duplicate() -> None:
+    stage = RiskStage(RiskLimits())
+    state = stage.new_state(T0)
+    assert isinstance(stage.on_decision(state, decision()), OrderApproved)
+    again = stage.on_decision(state, decision())
+    assert isinstance(again, OrderRejected) and again.rule is RiskRule.DUPLICATE_DECISION
+    assert len(state.portfolio.positions) == 1
+
+
+# ----------------------------------------------------------------------------- exits + execution
+
+
+def _approved() -> OrderApproved:
+    stage = RiskStage(RiskLimits())
+    out = stage.on_decision(stage.new_state(T0), decision())
+    assert isinstance(out, OrderApproved)
+    return out
+
+
+def test_approved_order_becomes_a_40_40_20_ladder_with_stop_and_trailing() -> None:
+    planned = ExitPlannerStage(ExitPolicy(), RiskLimits()).on_approved(_approved())
+    kinds = [leg.kind for leg in planned.legs]
+    assert kinds == [LegKind.TP, LegKind.TP, LegKind.TP, LegKind.SL, LegKind.TRAIL]
+    assert [leg.fraction for leg in planned.legs[:3]] == [0.4, 0.4, 0.2]
+    tps = [leg.price for leg in planned.legs[:3]]
+    assert tps == sorted(tps) and all(p is not None and p > 2500.0 for p in tps)  # long
+    assert planned.legs[3].price is not None and planned.legs[3].price < 2500.0
+    # ETHUSDT grid: 0.001 step. 1000 USDT x leverage / 2500 in whole steps.
+    steps = planned.qty / 0.001
+    assert steps == pytest.approx(round(steps))
+    assert planned.qty * 2500.0 / planned.leverage <= 1000.0 + 1e-9
+    plan = plan_from_order(planned, ExitPlannerStage(ExitPolicy(), RiskLimits()).instrument(
+        "ETHUSDT", 2500.0))  # fmt: skip
+    assert sum(plan.tp_steps) == plan.quantity_steps
+
+
+def test_execution_fills_after_the_decision_bar_and_closes_with_the_decisions_context() -> None:
+    planned = ExitPlannerStage(ExitPolicy(), RiskLimits()).on_approved(_approved())
+    ex = ExecutionStage(PaperConfig(participation=1.0))
+    state = ex.new_state()
+    assert ex.on_order(state, planned) == []
+    assert ex.on_order(state, planned) == []  # idempotent: one position per decision
+    # The decision bar itself (open time T0) must not fill the order placed at its close.
+    assert ex.on_tick(state, kline("ETHUSDT", T0, 2500, 2501, 2499, 2500)) == []
+    entry = ex.on_tick(state, kline("ETHUSDT", T0 + MIN, 2500, 2501, 2499.5, 2500.5))
+    fills = [r for r in entry if isinstance(r, FillExecuted)]
+    assert [f.leg_kind for f in fills] == [LegKind.ENTRY] and fills[0].event_time_ms == T0 + MIN
+    sl = planned.legs[3].price
+    assert sl is not None
+    out = ex.on_tick(state, kline("ETHUSDT", T0 + 2 * MIN, 2500, 2500.5, sl - 1.0, sl - 0.5))
+    trades = [r for r in out if isinstance(r, TradeClosed)]
+    assert len(trades) == 1
+    trade = trades[0]
+    assert trade.exit_reason is ExitReason.STOP_LOSS and trade.net_pnl < 0
+    assert trade.model_versions == MODELS and trade.strategy == "trend_follow"
+    assert trade.opened_ms == T0 + MIN and trade.event_time_ms == T0 + 3 * MIN
+    assert state.orders == {} and state.venue.positions["ETHUSDT"] == []
+
+
+# ----------------------------------------------------------------------------- learning + strategy
+
+
+def _trade(decision_id: str, net_pnl: float, t: int) -> TradeClosed:
+    from streams.contracts.records import Regime
+
+    return TradeClosed(
+        trade_id=decision_id, decision_id=decision_id, order_id=f"{decision_id}:entry",
+        symbol=decision_id.split(":")[0], event_time_ms=t, opened_ms=t - 2 * MIN,
+        side=Side.LONG, entry_price=2500.0, exit_price=2490.0, qty=1.0, leverage=10.0,
+        margin_usd=250.0, gross_pnl=net_pnl + 2.0, fees=2.0, net_pnl=net_pnl,
+        return_pct=net_pnl / 250.0, holding_ms=2 * MIN, exit_reason=ExitReason.STOP_LOSS,
+        strategy="trend_follow", regime=Regime.TREND, size_multiplier=1.25, confidence=0.85,
+        model_versions=dict(MODELS),
+    )  # fmt: skip
+
+
+def test_learning_emits_one_clipped_reward_per_learner() -> None:
+    rewards = LearningStage().on_trade_closed(_trade("ETHUSDT:1:decision", -500.0, T0))
+    assert [r.learner for r in rewards] == [Learner.SIZING, Learner.STRATEGY]
+    assert all(r.reward == -1.0 and r.return_pct == -2.0 for r in rewards)  # clipped at 1
+    assert rewards[0].state == "c2/TREND" and rewards[0].action == "1.25"
+    assert rewards[1].action == "trend_follow"
+
+
+def test_strategy_decides_deterministically_and_learns_each_reward_once() -> None:
+    from tests.unit.stages.sample import tradeable_signal
+
+    row, signal = tradeable_signal()
+    results = []
+    for _ in range(2):
+        stage = StrategyStage(RiskLimits(), seed=7)
+        state = stage.new_state()
+        stage.on_features(state, row)
+        results.append((stage.on_signal(state, signal), state))
+    (d1, state), (d2, _) = results
+    assert d1 is not None and d1 == d2
+    assert d1.decision_id == f"{signal.signal_id}:decision"
+    assert d1.event_time_ms == row.event_time_ms and d1.price == row.close
+    stage = StrategyStage(RiskLimits(), seed=7)
+    trade = _trade(d1.decision_id, -50.0, row.event_time_ms + 10 * MIN)
+    sizing, strat = LearningStage().on_trade_closed(trade)
+    assert stage.on_reward(state, sizing) and not stage.on_reward(state, sizing)
+    assert stage.on_reward(state, strat) and not stage.on_reward(state, strat)
+    assert state.equity == pytest.approx(10_000.0 - 50.0)
+    assert sum(sum(v) for v in state.qtable.visits.values()) == 1
+
+
+def test_strategy_never_trades_a_signal_without_its_own_bars_features() -> None:
+    from tests.unit.stages.sample import tradeable_signal
+
+    row, signal = tradeable_signal()
+    stage = StrategyStage(RiskLimits(), seed=7)
+    state = stage.new_state()
+    stage.on_features(state, row)
+    later = supervised(scored(symbol=signal.symbol, t=row.event_time_ms + MIN))
+    assert stage.on_signal(state, later) is None
