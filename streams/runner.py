@@ -90,6 +90,7 @@ class RunConfig:
         """The run configuration of ``Settings`` (overrides win)."""
         base: dict[str, Any] = {
             "partitions": s.partitions,
+            "feedback_lag_ms": s.feedback_lag_ms,
             "seed": s.seed,
             "risk": s.risk,
             "exits": s.exits,

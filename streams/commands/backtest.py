@@ -37,8 +37,9 @@ def command(
         int | None, typer.Option(help="partitions to emulate (default QT_PARTITIONS)")
     ] = None,
     feedback_lag_ms: Annotated[
-        int, typer.Option(help="trades/rewards apply to decisions >= this much later")
-    ] = 0,
+        int | None,
+        typer.Option(help="trades/rewards reach decisions this much later (QT_FEEDBACK_LAG_MS)"),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="exploration seed (default QT_SEED)")] = None,
 ) -> None:
     """Backtest = the whole topology in-process over recorded files, no broker.
@@ -54,7 +55,9 @@ def command(
     from streams.stages import StageError
 
     settings = get_settings()
-    overrides: dict[str, Any] = {"feedback_lag_ms": feedback_lag_ms}
+    overrides: dict[str, Any] = {}
+    if feedback_lag_ms is not None:
+        overrides["feedback_lag_ms"] = feedback_lag_ms
     if partitions is not None:
         overrides["partitions"] = partitions
     if seed is not None:
