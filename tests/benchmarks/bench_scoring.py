@@ -12,10 +12,9 @@ Method (follows /work/shared/notes/onnx-scoring-measurements.md):
 * Engines are interleaved round-robin in short blocks, so load from other processes on the shared
   machine hits all of them alike; timings use ``perf_counter_ns`` after a warm-up. We report
   p50, p99 and min; on a busy host trust min and p50 more than p99.
-* Native sequence models: the registry keeps only ONNX for N-HiTS/PatchTST, so the native torch
-  module is rebuilt from the registered variant's config with seeded random weights. Latency
-  does not depend on the weight values; the ONNX-vs-native probability difference is therefore
-  reported for the GBDTs only (the sequence models' parity is in their manifests).
+* Native models are the registered ones (``native.*`` kept next to ``model.onnx``); for a
+  sequence model without kept weights the torch module is rebuilt from its config with seeded
+  random weights (latency does not depend on weight values; no probability difference then).
 """
 
 from __future__ import annotations
@@ -145,7 +144,10 @@ def _native_gbdt(model: str, native_path: Path, x: np.ndarray) -> tuple[Engine, 
     ), proba
 
 
-def _native_torch(model: str, w: np.ndarray) -> Engine:
+def _native_torch(model: str, w: np.ndarray, native_path: Path | None) -> tuple[Engine, Any]:
+    """Torch eager engine: the registered weights when kept, else the config's architecture
+    with seeded random weights (same latency). Returns the engine and its probabilities on ``w``
+    (None for random weights)."""
     import importlib
 
     import torch
@@ -153,8 +155,13 @@ def _native_torch(model: str, w: np.ndarray) -> Engine:
     torch.set_num_threads(1)
     base, _, variant = model.partition("-")
     module = importlib.import_module(f"models.{base}")
-    config = getattr(module, f"{variant.upper()}_CONFIG") if variant else module.DEFAULT_CONFIG
-    net = module.build(config, 0).eval()
+    if native_path is not None:
+        trained = module.load_native(native_path)
+        net, kind = trained.module.eval(), "torch eager"
+        proba = module.predict_proba(trained, w)
+    else:
+        config = getattr(module, f"{variant.upper()}_CONFIG") if variant else module.DEFAULT_CONFIG
+        net, kind, proba = module.build(config, 0).eval(), "torch eager (random weights)", None
     rows = [torch.from_numpy(w[i % 64 : i % 64 + 1]) for i in range(64)]
     batch = torch.from_numpy(w[:256])
 
@@ -166,7 +173,7 @@ def _native_torch(model: str, w: np.ndarray) -> Engine:
         with torch.inference_mode():
             return torch.softmax(net(batch), dim=-1)
 
-    return Engine(model, "torch eager (random weights)", b1, b256)
+    return Engine(model, kind, b1, b256), proba
 
 
 # --------------------------------------------------------------------------- suite
@@ -199,7 +206,12 @@ def _model_engines(
             diffs[m.name] = float(np.abs(np.asarray(proba) - onnx_proba).max())
             engines.append(eng)
         elif m.manifest.input == "window":
-            engines.append(_native_torch(m.name, win))
+            native_file = m.manifest.native_file
+            path = m.onnx_path.parent / native_file if native_file else None
+            eng, proba = _native_torch(m.name, win, path)
+            if proba is not None:
+                diffs[m.name] = float(np.abs(proba - _onnx_full(m.onnx_path, win)).max())
+            engines.append(eng)
     return engines, diffs
 
 
