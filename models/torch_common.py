@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -76,6 +76,13 @@ class TrainConfig:
     :func:`select_training_rows`): neighbouring one-minute windows overlap in all but one bar, so
     sub-sampling loses little information and keeps a run within minutes on the shared 2-core
     machine. ``max_train_rows`` then caps the rows (most recent kept, closest to validation).
+
+    ``early_stopping`` chooses the block the stopping epoch is selected on. ``"inner"`` (default)
+    cuts it from the end of the *training* period: the last ``inner_fraction`` of its time span,
+    with ``purge_bars`` dropped before it so no fitted label's horizon reaches into it; the
+    caller's ``val`` split is then never looked at, so metrics reported on it are not selected
+    on (needs ``train.time_ms``). ``"val"`` stops on the caller's ``val`` split, for callers that
+    cut their own inner block (the sizing study does).
     """
 
     epochs: int = 8
@@ -90,6 +97,10 @@ class TrainConfig:
     num_threads: int = 1
     eval_batch_size: int = 4096
     show_progress: bool = True
+    early_stopping: Literal["inner", "val"] = "inner"
+    inner_fraction: float = 0.15
+    purge_bars: int = 15
+    max_stop_rows: int = 20_000
 
 
 @dataclass
@@ -103,6 +114,7 @@ class History:
     class_weights: list[float] = field(default_factory=list)
     train_rows: int = 0
     val_rows: int = 0
+    early_stopping: str = ""
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready copy for manifests and reports."""
@@ -114,6 +126,7 @@ class History:
             "class_weights": self.class_weights,
             "train_rows": self.train_rows,
             "val_rows": self.val_rows,
+            "early_stopping": self.early_stopping,
         }
 
 
@@ -240,6 +253,67 @@ def _validate(
     return weighted, plain
 
 
+@dataclass(frozen=True)
+class Rows:
+    """Windows and labels of one block of rows (fitting or early stopping)."""
+
+    window: np.ndarray
+    y: np.ndarray
+
+
+def _sample_sorted(idx: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
+    """At most ``max_rows`` of ``idx``, a seeded uniform sample kept in time order."""
+    if len(idx) <= max_rows:
+        return idx
+    return np.sort(np.random.default_rng(seed).choice(idx, size=max_rows, replace=False))
+
+
+def _inner_blocks(train: WindowDataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Fit / early-stopping row indices cut by time from the training period (purged)."""
+    time_ms = getattr(train, "time_ms", None)
+    if time_ms is None:
+        raise NeuralModelError(
+            "early_stopping='inner' needs train.time_ms to cut the stopping block by time; "
+            "pass a models.dataset.Dataset or set early_stopping='val'"
+        )
+    t = np.asarray(time_ms, dtype=np.int64)
+    t_lo, t_hi = int(t.min()), int(t.max())
+    cut = t_hi - int((t_hi - t_lo) * config.inner_fraction)
+    fit_idx = np.flatnonzero(t < cut - config.purge_bars * 60_000)
+    stop_idx = np.flatnonzero(t >= cut)
+    if len(fit_idx) == 0 or len(stop_idx) == 0:
+        raise NeuralModelError(
+            f"training period too short for an inner stopping block: {len(fit_idx)} fit rows, "
+            f"{len(stop_idx)} stopping rows (inner_fraction={config.inner_fraction})"
+        )
+    return fit_idx, stop_idx
+
+
+def early_stopping_split(
+    train: WindowDataset, val: WindowDataset, config: TrainConfig, seed: int
+) -> tuple[Rows, Rows]:
+    """The rows the network is fitted on and the rows its stopping epoch is chosen on.
+
+    See :class:`TrainConfig` (``early_stopping``); both blocks are sub-sampled with the seed.
+    """
+    if config.early_stopping == "inner":
+        fit_idx, stop_idx = _inner_blocks(train, config)
+        stop = Rows(train.window, train.y)
+    elif config.early_stopping == "val":
+        fit_idx, stop_idx = np.arange(len(train.y)), np.arange(len(val.y))
+        stop = Rows(val.window, val.y)
+    else:
+        raise NeuralModelError(f"unknown early_stopping mode {config.early_stopping!r}")
+    fit_idx = fit_idx[
+        select_training_rows(len(fit_idx), config.train_stride, config.max_train_rows, seed)
+    ]
+    stop_idx = _sample_sorted(stop_idx, config.max_stop_rows, seed)
+    return (
+        Rows(train.window[fit_idx], train.y[fit_idx]),
+        Rows(stop.window[stop_idx], stop.y[stop_idx]),
+    )
+
+
 def fit(
     name: str,
     module: nn.Module,
@@ -248,28 +322,35 @@ def fit(
     config: TrainConfig,
     seed: int,
 ) -> History:
-    """Train ``module`` in place with early stopping; the best validation epoch's weights are kept.
+    """Train ``module`` in place with early stopping; the best stopping-epoch's weights are kept.
+
+    ``history.val_loss`` is the loss on the early-stopping block (see :class:`TrainConfig`).
 
     The caller must have seeded and built ``module`` under :func:`seed_everything` so the
     initial weights are reproducible too.
     """
     _check_inputs(f"{name} train", train.window, train.y)
-    _check_inputs(f"{name} val", val.window, val.y)
-    rows = select_training_rows(len(train.y), config.train_stride, config.max_train_rows, seed)
-    x = torch.from_numpy(np.ascontiguousarray(train.window[rows], dtype=np.float32))
-    y = torch.from_numpy(train.y[rows].astype(np.int64))
-    y_val = torch.from_numpy(val.y.astype(np.int64))
-    cw = class_weights(train.y[rows]) if config.class_weighting else np.ones(N_CLASSES, np.float32)
+    fit_rows, stop_rows = early_stopping_split(train, val, config, seed)
+    _check_inputs(f"{name} early-stopping", stop_rows.window, stop_rows.y)
+    x = torch.from_numpy(np.ascontiguousarray(fit_rows.window, dtype=np.float32))
+    y = torch.from_numpy(fit_rows.y.astype(np.int64))
+    y_val = torch.from_numpy(stop_rows.y.astype(np.int64))
+    cw = class_weights(fit_rows.y) if config.class_weighting else np.ones(N_CLASSES, np.float32)
     weights = torch.from_numpy(cw)
     loss_fn = nn.CrossEntropyLoss(weight=weights)
     optimizer = torch.optim.AdamW(
         module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     generator = torch.Generator().manual_seed(seed)
-    history = History(class_weights=cw.tolist(), train_rows=len(rows), val_rows=len(val.y))
+    history = History(
+        class_weights=cw.tolist(),
+        train_rows=len(fit_rows.y),
+        val_rows=len(stop_rows.y),
+        early_stopping=config.early_stopping,
+    )
     best_state: dict[str, torch.Tensor] = copy.deepcopy(module.state_dict())
     best = math.inf
-    batches = math.ceil(len(rows) / config.batch_size)
+    batches = math.ceil(len(fit_rows.y) / config.batch_size)
     with _progress(config.show_progress) as progress:
         task = progress.add_task(f"{name} training", total=config.epochs * batches)
         for epoch in range(config.epochs):
@@ -285,7 +366,9 @@ def fit(
                     lambda: progress.advance(task),
                 )
             )
-            weighted, plain = _validate(module, val.window, y_val, weights, config.eval_batch_size)
+            weighted, plain = _validate(
+                module, stop_rows.window, y_val, weights, config.eval_batch_size
+            )
             history.val_loss.append(weighted)
             history.val_log_loss.append(plain)
             progress.update(task, description=f"{name} ep{epoch + 1} val {weighted:.4f}")

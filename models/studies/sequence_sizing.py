@@ -91,6 +91,17 @@ def inner_split(time_ms: np.ndarray, fraction: float, gap_ms: int) -> tuple[np.n
     return np.flatnonzero(time_ms < cut - gap_ms), np.flatnonzero(time_ms >= cut)
 
 
+def sample_rows(idx: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """At most ``n`` of ``idx``: a seeded uniform sample kept in time order.
+
+    Not a fixed stride: rows are ordered by (time, symbol), so every k-th row would keep only
+    the symbols whose slot in the minute aligns with k (stride 2 over 16 symbols: 8 of them).
+    """
+    if len(idx) <= n:
+        return idx
+    return np.sort(np.random.default_rng(seed).choice(idx, size=n, replace=False))
+
+
 def momentum_proba(window: np.ndarray) -> np.ndarray:
     """Baseline: one-hot on the sign of the last one-bar return (BUY up, SELL down, HOLD flat).
 
@@ -161,6 +172,8 @@ def _training_config(config: Any, plan: StudyPlan) -> Any:
         max_train_rows=plan.max_train_rows,
         train_stride=1,
         num_threads=1,
+        early_stopping="val",  # the inner block is cut here, see _fit_fold
+        max_stop_rows=8000,
     )
     return dataclasses.replace(config, train=train)
 
@@ -172,10 +185,7 @@ def _fit_fold(
     fit_rel, stop_rel = inner_split(ds.time_ms[train_idx], plan.inner_fraction, gap_ms)
     fit_idx, stop_idx = train_idx[fit_rel], train_idx[stop_rel]
     # Spread the row budget over the whole training period (seeded, symbol-agnostic sample).
-    if len(fit_idx) > plan.max_train_rows:
-        rng = np.random.default_rng(plan.seed)
-        fit_idx = np.sort(rng.choice(fit_idx, size=plan.max_train_rows, replace=False))
-    stop_idx = stop_idx[:: max(1, len(stop_idx) // 8000)]
+    fit_idx = sample_rows(fit_idx, plan.max_train_rows, plan.seed)
     return module.train(
         _Arrays(ds.window[fit_idx], ds.y[fit_idx]),
         _Arrays(ds.window[stop_idx], ds.y[stop_idx]),
@@ -226,7 +236,7 @@ def run_variant(
     fold_metrics, net = [], None
     for k, fold in enumerate(folds):
         net = _fit_fold(module, config, ds, fold.train, plan)
-        val = fold.val[:: plan.val_stride]
+        val = fold.val
         metrics = classification_metrics(ds.y[val], module.predict_proba(net, ds.window[val]))
         metrics.update(
             fold=k,
@@ -240,7 +250,7 @@ def run_variant(
             f"F1 {metrics['macro_f1']:.4f} logloss {metrics['log_loss']:.4f}",
             flush=True,
         )
-    last_val = ds.window[folds[-1].val[:: plan.val_stride]]
+    last_val = ds.window[folds[-1].val]
     return {
         "model": name,
         "size": size,
@@ -262,7 +272,7 @@ def baselines(ds: Any, folds: Sequence[Any], plan: StudyPlan) -> dict[str, Any]:
     ):
         per_fold = []
         for fold in folds:
-            val = fold.val[:: plan.val_stride]
+            val = fold.val
             per_fold.append(classification_metrics(ds.y[val], fn(ds.window[val])))
         out[label] = {"mean": mean_fold_metrics(per_fold), "folds": per_fold}
     return out
@@ -305,8 +315,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         f"Data: `{report['data']['data_source']}` rows {report['data']['row_time_range']}, "
         f"{report['data']['rows']} rows (dataset stride {report['plan']['dataset_stride']}), "
-        f"{report['plan']['n_folds']} expanding walk-forward folds, validation rows strided by "
-        f"{report['plan']['val_stride']}. Training: {report['plan']['max_train_rows']} rows per "
+        f"{report['plan']['n_folds']} expanding walk-forward folds, 1 in "
+        f"{report['plan']['val_stride']} validation rows (seeded uniform sample). "
+        f"Training: {report['plan']['max_train_rows']} rows per "
         "fold sampled uniformly (seeded) over the fold's training period, "
         f"{report['plan']['epochs']} epochs max, early stopping on an "
         f"inner block (last {report['plan']['inner_fraction']:.0%} of the fold's training time, "
@@ -367,7 +378,10 @@ def run(plan: StudyPlan) -> dict[str, Any]:
 
     spec = LabelSpec()
     ds = build_dataset(plan.data_dir, None, None, EVAL_START, spec, stride=plan.dataset_stride)
-    folds = walk_forward_splits(ds.time_ms, plan.n_folds, spec.horizon_bars)
+    folds = [
+        f._replace(val=sample_rows(f.val, -(-len(f.val) // plan.val_stride), plan.seed))
+        for f in walk_forward_splits(ds.time_ms, plan.n_folds, spec.horizon_bars)
+    ]
     results = [run_variant(n, s, m, c, ds, folds, plan) for n, s, m, c in _variants()]
     report = {
         "plan": {
@@ -377,7 +391,7 @@ def run(plan: StudyPlan) -> dict[str, Any]:
         "fold_ranges": [
             {
                 "train_rows": len(f.train),
-                "val_rows": len(f.val[:: plan.val_stride]),
+                "val_rows": len(f.val),
                 "val_first_ms": int(ds.time_ms[f.val].min()),
                 "val_last_ms": int(ds.time_ms[f.val].max()),
             }
