@@ -157,6 +157,8 @@ class TrainPlan:
     parity_rows: int = 20_000
     promote: bool = True
     overwrite: bool = False
+    keep_native: bool = True
+    """Store the native artifact next to the ONNX file (needed by ``models export``)."""
     label: dict[str, Any] = field(default_factory=dict)  # LabelSpec overrides
     config_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per model spec (``"xgboost"``, ``"nhits@large"``): config fields to replace."""
@@ -329,7 +331,7 @@ def train_model(spec: str, dataset: Any, split: Split, plan: TrainPlan, context:
         parity = check_parity(
             name, lambda x: module.predict_proba(native, x), onnx_path, x_all[rows]
         )
-        native_path = _save_native(module, native, Path(tmp))
+        native_path = _save_native(module, native, Path(tmp)) if plan.keep_native else None
         manifest = Manifest(
             model=name,
             version=plan.version,

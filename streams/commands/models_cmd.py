@@ -101,6 +101,9 @@ def train(
     dead_zone: Annotated[float | None, typer.Option(help="dead zone beyond fees")] = None,
     promote: Annotated[bool, typer.Option(help="promote the new versions")] = True,
     overwrite: Annotated[bool, typer.Option(help="replace an existing version")] = False,
+    keep_native: Annotated[
+        bool, typer.Option(help="store the native model too (for `models export`)")
+    ] = True,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -135,6 +138,7 @@ def train(
         train_stride=stride,
         promote=promote,
         overwrite=overwrite,
+        keep_native=keep_native,
         label=label,
         config_overrides=_overrides(set_ or []),
     )
