@@ -268,7 +268,7 @@ def _sample_sorted(idx: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(idx, size=max_rows, replace=False))
 
 
-def _inner_blocks(train: WindowDataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+def inner_blocks(train: WindowDataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """Fit / early-stopping row indices cut by time from the training period (purged)."""
     time_ms = getattr(train, "time_ms", None)
     if time_ms is None:
@@ -297,7 +297,7 @@ def early_stopping_split(
     See :class:`TrainConfig` (``early_stopping``); both blocks are sub-sampled with the seed.
     """
     if config.early_stopping == "inner":
-        fit_idx, stop_idx = _inner_blocks(train, config)
+        fit_idx, stop_idx = inner_blocks(train, config)
         stop = Rows(train.window, train.y)
     elif config.early_stopping == "val":
         fit_idx, stop_idx = np.arange(len(train.y)), np.arange(len(val.y))

@@ -143,16 +143,51 @@ def test_same_seed_same_weights_other_seed_different(name: str, trained: dict, s
 
 
 @pytest.mark.parametrize("name", list(MODULES))
-def test_early_stopping_keeps_the_best_validation_epoch(name: str, trained: dict, split: tuple
-                                                        ) -> None:  # fmt: skip
-    _, val = split
+def test_early_stopping_keeps_the_best_epoch_of_the_stopping_block(
+    name: str, trained: dict, split: tuple
+) -> None:
+    train, val = split
     net = trained[name]
     history = net.history
+    assert history.early_stopping == "inner"
     assert history.best_epoch == int(np.argmin(history.val_loss))
+    _, stop = tc.early_stopping_split(train, val, CONFIGS[name].train, seed=11)
     weights = torch.tensor(history.class_weights)
-    logits = tc.logits(net.module, val.window)
-    loss = float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(val.y), weight=weights))
+    logits = tc.logits(net.module, stop.window)
+    loss = float(
+        torch.nn.functional.cross_entropy(logits, torch.from_numpy(stop.y), weight=weights)
+    )
     assert loss == pytest.approx(min(history.val_loss), rel=1e-5)
+
+
+def test_inner_stopping_block_is_purged_and_after_the_fitted_rows(split: tuple) -> None:
+    train, _ = split
+    config = QUICK
+    fit_idx, stop_idx = tc.inner_blocks(train, config)
+    gap = train.time_ms[stop_idx].min() - train.time_ms[fit_idx].max()
+    assert gap > config.purge_bars * 60_000
+    assert len(stop_idx) > 0.1 * len(train)
+
+
+def test_inner_early_stopping_never_reads_the_validation_split(split: tuple) -> None:
+    train, val = split
+    scrambled = dataclasses.replace(val, y=np.roll(val.y, 17), window=val.window[::-1].copy())
+    a = patchtst.train(train, val, CONFIGS["patchtst"], seed=5)
+    b = patchtst.train(train, scrambled, CONFIGS["patchtst"], seed=5)
+    for key, tensor in a.module.state_dict().items():
+        assert torch.equal(tensor, b.module.state_dict()[key]), key
+
+
+def test_val_early_stopping_follows_the_validation_split(split: tuple) -> None:
+    train, val = split
+    config = dataclasses.replace(
+        CONFIGS["nhits"], train=dataclasses.replace(QUICK, early_stopping="val")
+    )
+    net = nhits.train(train, val, config, seed=5)
+    assert net.history.val_rows == len(val)
+    arrays = tc.Rows(train.window, train.y)  # no time_ms: inner mode must refuse, not guess
+    with pytest.raises(tc.NeuralModelError, match="time_ms"):
+        nhits.train(arrays, val, CONFIGS["nhits"], seed=5)
 
 
 @pytest.mark.parametrize("name", list(MODULES))
