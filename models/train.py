@@ -9,7 +9,8 @@ For every requested model, on one dataset built by :func:`models.dataset.build_d
    from :func:`models.dataset.walk_forward_splits`, one fit per fold, metrics on each fold's
    validation block (never shuffled across time).
 3. **Final fit** on all development rows (optionally strided), with the held-back block as the
-   validation set (the neural models early-stop on it; GBDTs only log it).
+   ``val`` argument (GBDTs use fixed rounds and only log it; the networks early-stop as their
+   config says — by default on an inner purged block of their training rows).
 4. **Export** to ONNX and **check parity** native vs ONNX Runtime on the held-back rows; above
    1e-4 the run fails and nothing is registered for that model.
 5. **Register** ``<registry>/<model>/<version>/`` with a manifest stating the exact data, ranges,
@@ -416,7 +417,9 @@ def run_context(dataset: Any, plan: TrainPlan) -> dict[str, Any]:
         },
         "notes": [
             "held-back block = last holdout_fraction of the training period, after a purge gap "
-            "of label-horizon bars; neural models early-stop on it, GBDTs use fixed rounds",
+            "of label-horizon bars; it is the `val` argument of the final fit: GBDTs use fixed "
+            "rounds and only log it; the networks early-stop as their config says "
+            "(train.early_stopping: 'inner' = a purged block cut from the training rows)",
             "the evaluation window (2025-05-21 00:00 .. 2025-05-25 11:59 UTC) is not in any "
             "range used here",
         ],
