@@ -1,0 +1,201 @@
+"""Run Faust workers as real subprocesses and watch topics, for integration tests."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+SHARED_DATA = Path(os.environ.get("QTTEST_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+class WorkerError(RuntimeError):
+    """A worker subprocess died, or its output never reached the expected state."""
+
+
+@dataclass(frozen=True)
+class Kline:
+    """One real 1-minute kline (only what the tests need)."""
+
+    symbol: str
+    open_time_ms: int
+    volume: float
+
+
+def read_klines(symbol: str, rows: int, folder: str = "binance/spot_1m") -> list[Kline]:
+    """The first ``rows`` klines of ``symbol`` from the shared real Binance data."""
+    path = SHARED_DATA / folder / f"{symbol}.csv.gz"
+    with gzip.open(path, "rt") as handle:
+        header = handle.readline().strip().split(",")
+        t_col, v_col = header.index("open_time_ms"), header.index("volume")
+        out = []
+        for line, _ in zip(handle, range(rows), strict=False):
+            cells = line.strip().split(",")
+            out.append(Kline(symbol, int(cells[t_col]), float(cells[v_col])))
+    return out
+
+
+def interleave(*series: list[Kline]) -> list[Kline]:
+    """Klines of several symbols in event-time order (ties by symbol), as a feed sends them."""
+    return sorted((k for s in series for k in s), key=lambda k: (k.open_time_ms, k.symbol))
+
+
+def produce_klines(bootstrap: str, topic: str, klines: Iterable[Kline]) -> int:
+    """Send klines keyed by symbol with JSON values; returns how many were acknowledged."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+    errors: list[str] = []
+    sent = 0
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for k in klines:
+        value = json.dumps({"open_time_ms": k.open_time_ms, "volume": k.volume})
+        producer.produce(topic, key=k.symbol.encode(), value=value.encode(), on_delivery=on_delivery)
+        sent += 1
+    producer.flush(30)
+    if errors:
+        raise WorkerError(f"{len(errors)} of {sent} klines not delivered to {topic}: {errors[:3]}")
+    return sent
+
+
+class FaustWorker:
+    """``python -m faust -A <module> worker`` with the QTTEST_* environment of one test."""
+
+    def __init__(
+        self,
+        module: str,
+        *,
+        bootstrap: str,
+        embedded: bool,
+        prefix: str,
+        datadir: Path,
+        log_path: Path,
+    ) -> None:
+        self.module = module
+        self.log_path = log_path
+        self._env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("QT_")},
+            "QTTEST_BOOTSTRAP": bootstrap,
+            "QTTEST_EMBEDDED": "1" if embedded else "0",
+            "QTTEST_PREFIX": prefix,
+            "QTTEST_DATADIR": str(datadir),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the worker process (output appended to ``log_path``)."""
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "faust", "-A", self.module, "worker", "-l", "info"],
+                cwd=ROOT,
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Block until Faust logs that recovery is done and streams are flowing."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if "Worker ready" in self.tail(max_chars=10**7):
+                return
+            time.sleep(0.2)
+        raise WorkerError(f"worker {self.module} not ready after {timeout_s} s:\n{self.tail()}")
+
+    def check_alive(self) -> None:
+        """Raise with the log tail if the worker has exited."""
+        if self._proc is not None and self._proc.poll() is not None:
+            raise WorkerError(f"worker {self.module} exited {self._proc.returncode}:\n{self.tail()}")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 60.0) -> int:
+        """Send ``sig`` and wait for the exit; SIGKILL after ``timeout_s``. Returns the code."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=timeout_s)
+        return int(proc.returncode)
+
+    def tail(self, max_chars: int = 4000) -> str:
+        """The end of the worker's log."""
+        with contextlib.suppress(FileNotFoundError):
+            return self.log_path.read_text(errors="replace")[-max_chars:]
+        return "(no log)"
+
+
+class TopicWatcher:
+    """Reads a topic from the beginning and keeps the latest JSON value per key.
+
+    Partitions are assigned, not subscribed: no consumer group, so no JoinGroup wait (which
+    Tansu holds for half the session timeout). The topic must exist.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int = 1) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        self.topic = topic
+        self.latest: dict[str, dict[str, float]] = {}
+        self.count = 0
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"watch-{topic}",  # required by librdkafka, never joined
+                "enable.auto.commit": False,
+            }
+        )
+        self._consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+        )
+
+    def poll(self, seconds: float) -> None:
+        """Consume whatever arrives within ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            msg = self._consumer.poll(0.2)
+            if msg is None or msg.error() is not None:
+                continue
+            self.count += 1
+            self.latest[msg.key().decode()] = json.loads(msg.value())
+
+    def wait_until(
+        self,
+        done: Callable[[Mapping[str, dict[str, float]]], bool],
+        *,
+        timeout_s: float,
+        worker: FaustWorker | None = None,
+    ) -> None:
+        """Poll until ``done(latest)``; fail fast when the worker dies, loudly on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.poll(0.5)
+            if done(self.latest):
+                return
+            if worker is not None:
+                worker.check_alive()
+        tail = worker.tail() if worker is not None else ""
+        raise WorkerError(f"{self.topic} never reached the expected state: {self.latest}\n{tail}")
+
+    def close(self) -> None:
+        """Close the consumer."""
+        self._consumer.close()
