@@ -77,7 +77,8 @@ def create_topics(
             future.result(timeout=timeout_s)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise TopicSetupError(f"cannot create topic {name!r} on {bootstrap}: {exc}") from exc
+                msg = f"cannot create topic {name!r} on {bootstrap}: {exc}"
+                raise TopicSetupError(msg) from exc
     wait_for_topics(bootstrap, wanted, partitions, timeout_s=timeout_s)
 
 

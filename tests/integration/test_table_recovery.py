@@ -37,6 +37,7 @@ from tests.integration.apps.harness import (
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 ROWS_PER_HALF = 150
 WAIT_S = 180.0
+STOP_SIGNALS = [signal.SIGTERM, signal.SIGKILL]
 
 
 def expected_totals(klines: list[Kline]) -> dict[str, dict[str, float]]:
@@ -50,15 +51,13 @@ def expected_totals(klines: list[Kline]) -> dict[str, dict[str, float]]:
 
 
 def counted(expected: Mapping[str, Mapping[str, float]]) -> Callable[[Mapping], bool]:
-    return lambda latest: all(
-        latest.get(s, {}).get("n", 0) >= e["n"] for s, e in expected.items()
-    )
+    return lambda latest: all(latest.get(s, {}).get("n", 0) >= e["n"] for s, e in expected.items())
 
 
 def half_counted(expected: Mapping[str, Mapping[str, float]]) -> Callable[[Mapping], bool]:
-    return lambda latest: sum(v.get("n", 0) for v in latest.values()) >= sum(
-        e["n"] for e in expected.values()
-    ) // 2
+    return lambda latest: (
+        sum(v.get("n", 0) for v in latest.values()) >= sum(e["n"] for e in expected.values()) // 2
+    )
 
 
 def run_restart_scenario(
@@ -91,7 +90,8 @@ def run_restart_scenario(
         produce_klines(bootstrap, in_topic, first)
         # SIGTERM after everything was counted; SIGKILL in the middle of the stream.
         first_done = counted(expected_totals(first))
-        until = first_done if stop_signal == signal.SIGTERM else half_counted(expected_totals(first))
+        first_half = half_counted(expected_totals(first))
+        until = first_done if stop_signal == signal.SIGTERM else first_half
         watcher.wait_until(until, timeout_s=WAIT_S, worker=w1)
         w1.stop(stop_signal)
 
@@ -112,7 +112,7 @@ def run_restart_scenario(
 
 @pytest.mark.kafka
 @pytest.mark.slow
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+@pytest.mark.parametrize("stop_signal", STOP_SIGNALS, ids=["sigterm", "sigkill"])
 def test_table_recovers_from_changelog_on_kafka(
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
@@ -127,7 +127,7 @@ def test_table_recovers_from_changelog_on_kafka(
 
 @pytest.mark.embedded
 @pytest.mark.slow
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+@pytest.mark.parametrize("stop_signal", STOP_SIGNALS, ids=["sigterm", "sigkill"])
 def test_table_recovers_from_changelog_on_embedded_broker(
     embedded_bootstrap: str, unique_prefix: str, tmp_path: Path, stop_signal: signal.Signals
 ) -> None:

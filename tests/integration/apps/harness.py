@@ -63,7 +63,9 @@ def produce_klines(bootstrap: str, topic: str, klines: Iterable[Kline]) -> int:
 
     for k in klines:
         value = json.dumps({"open_time_ms": k.open_time_ms, "volume": k.volume})
-        producer.produce(topic, key=k.symbol.encode(), value=value.encode(), on_delivery=on_delivery)
+        producer.produce(
+            topic, key=k.symbol.encode(), value=value.encode(), on_delivery=on_delivery
+        )
         sent += 1
     producer.flush(30)
     if errors:
@@ -121,7 +123,8 @@ class FaustWorker:
     def check_alive(self) -> None:
         """Raise with the log tail if the worker has exited."""
         if self._proc is not None and self._proc.poll() is not None:
-            raise WorkerError(f"worker {self.module} exited {self._proc.returncode}:\n{self.tail()}")
+            code = self._proc.returncode
+            raise WorkerError(f"worker {self.module} exited {code}:\n{self.tail()}")
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 60.0) -> int:
         """Send ``sig`` and wait for the exit; SIGKILL after ``timeout_s``. Returns the code."""
