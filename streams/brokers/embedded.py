@@ -70,6 +70,19 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """Raise :class:`BrokerError` when something already listens on ``host:port``.
+
+    Checked before starting because Tansu binds with port sharing: a second broker on a taken
+    port starts "fine" and clients reach whichever process the kernel picks.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise BrokerError(f"cannot start Tansu on {host}:{port}: port in use ({exc})") from exc
+
+
 def metadata_answers(bootstrap: str, timeout_s: float) -> bool:
     """True when the broker at ``bootstrap`` answers a real Metadata request within the timeout.
 
@@ -163,6 +176,7 @@ class EmbeddedBroker:
         last_error: BrokerNotReadyError | None = None
         for _ in range(attempts):
             port = self._requested_port or free_port(self._host)
+            ensure_port_free(self._host, port)
             try:
                 self._spawn(binary, port)
                 self._wait_ready()

@@ -202,3 +202,38 @@ class TopicWatcher:
     def close(self) -> None:
         """Close the consumer."""
         self._consumer.close()
+
+
+def roundtrip_with_headers(bootstrap: str, topic: str, count: int = 50) -> list[tuple]:
+    """Produce ``count`` keyed records with a W3C traceparent header, consume them back.
+
+    Returns ``(key, value, headers)`` tuples as consumed, in partition order.
+    """
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for i in range(count):
+        trace = f"00-{i:032x}-{i:016x}-01"
+        producer.produce(
+            topic, key=f"k{i}".encode(), value=f"v{i}".encode(), headers=[("traceparent", trace)]
+        )
+    if producer.flush(30) != 0:
+        raise WorkerError(f"records still unsent to {topic} after 30 s")
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"rt-{topic}"})
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    got: list[tuple] = []
+    deadline = time.monotonic() + 30
+    while len(got) < count and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            got.append((msg.key(), msg.value(), msg.headers()))
+    consumer.close()
+    return got
+
+
+def expected_roundtrip(count: int = 50) -> list[tuple]:
+    """What :func:`roundtrip_with_headers` must return for ``count`` records."""
+    return [
+        (f"k{i}".encode(), f"v{i}".encode(), [("traceparent", f"00-{i:032x}-{i:016x}-01".encode())])
+        for i in range(count)
+    ]
