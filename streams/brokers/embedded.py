@@ -26,6 +26,9 @@ from pathlib import Path
 from types import TracebackType
 
 LOOPBACK = "127.0.0.1"
+#: Cluster id our embedded brokers announce; Tansu's own default is "tansu_cluster".
+EMBEDDED_CLUSTER_ID = "qt-embedded"
+TANSU_CLUSTER_IDS = frozenset({EMBEDDED_CLUSTER_ID, "tansu_cluster"})
 #: How long a fresh Tansu gets to answer a metadata request (it usually needs a few ms).
 DEFAULT_READY_TIMEOUT_S = 15.0
 #: Grace period between SIGTERM and SIGKILL on stop.
@@ -81,6 +84,23 @@ def ensure_port_free(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as exc:
             raise BrokerError(f"cannot start Tansu on {host}:{port}: port in use ({exc})") from exc
+
+
+def cluster_id(bootstrap: str, timeout_s: float = 5.0) -> str | None:
+    """The cluster id the broker at ``bootstrap`` reports, ``None`` if it does not answer."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        return admin.list_topics(timeout=timeout_s).cluster_id
+    except KafkaException:
+        return None
+
+
+def is_tansu(bootstrap: str, timeout_s: float = 5.0) -> bool:
+    """True when ``bootstrap`` is a Tansu broker (an embedded one we or someone else started)."""
+    return cluster_id(bootstrap, timeout_s) in TANSU_CLUSTER_IDS
 
 
 def metadata_answers(bootstrap: str, timeout_s: float) -> bool:
@@ -221,6 +241,8 @@ class EmbeddedBroker:
                     url,
                     "--storage-engine",
                     "memory://tansu/",
+                    "--cluster-id",
+                    EMBEDDED_CLUSTER_ID,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

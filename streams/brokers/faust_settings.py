@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Protocol
 
 from streams.brokers import tansu_workarounds
-from streams.brokers.embedded import BrokerError, EmbeddedBroker
+from streams.brokers.embedded import BrokerError, EmbeddedBroker, is_tansu
 
 #: Real Kafka: notice a SIGKILLed worker in 10 s instead of Faust's 60 s (faster failover in
 #: tests and restarts); heartbeats at a third of it, as Kafka recommends.
@@ -63,15 +63,27 @@ def faust_app_settings(bootstrap: str, *, embedded: bool) -> dict[str, object]:
 
 
 class BrokerHandle:
-    """The broker a process uses: a configured one, or an embedded one it owns and stops."""
+    """The broker a process uses: a configured one, or an embedded one it owns and stops.
 
-    def __init__(self, bootstrap: str, *, embedded_broker: EmbeddedBroker | None = None) -> None:
+    ``embedded`` is True for any Tansu broker (so the workarounds apply), also one configured
+    through QT_KAFKA_BOOTSTRAP (e.g. started by `quantum-trader broker`); ``owns_broker`` only
+    when this handle started it.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        embedded: bool = False,
+        embedded_broker: EmbeddedBroker | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
+        self.embedded = embedded or embedded_broker is not None
         self._embedded_broker = embedded_broker
 
     @property
-    def embedded(self) -> bool:
-        """True when this handle started (and will stop) an embedded broker."""
+    def owns_broker(self) -> bool:
+        """True when this handle started (and will stop) the broker."""
         return self._embedded_broker is not None
 
     def close(self) -> None:
@@ -91,7 +103,8 @@ class BrokerHandle:
         self.close()
 
     def __repr__(self) -> str:
-        kind = "embedded" if self.embedded else "configured"
+        kind = "embedded" if self.embedded else "kafka"
+        kind += ", owned" if self.owns_broker else ""
         return f"BrokerHandle({self.bootstrap!r}, {kind})"
 
 
@@ -102,7 +115,9 @@ def resolve_bootstrap(settings: _HasBootstrap) -> BrokerHandle:
     context manager) to stop it. Raises :class:`BrokerError` subclasses when it cannot start.
     """
     if settings.kafka_bootstrap:
-        return BrokerHandle(settings.kafka_bootstrap)
+        # One metadata request: a configured Tansu (e.g. `quantum-trader broker`) still needs
+        # the workarounds; an unreachable broker is left to the worker to report.
+        return BrokerHandle(settings.kafka_bootstrap, embedded=is_tansu(settings.kafka_bootstrap))
     broker = EmbeddedBroker()
     bootstrap = broker.start()
     return BrokerHandle(bootstrap, embedded_broker=broker)

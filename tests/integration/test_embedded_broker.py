@@ -63,9 +63,15 @@ def test_resolve_bootstrap_prefers_the_configured_broker(embedded_bootstrap: str
         kafka_bootstrap = None
 
     with resolve_bootstrap(Configured()) as handle:
-        assert (handle.bootstrap, handle.embedded) == (embedded_bootstrap, False)
+        # a configured Tansu is recognised (workarounds on) but not owned (not stopped)
+        assert (handle.bootstrap, handle.embedded, handle.owns_broker) == (
+            embedded_bootstrap,
+            True,
+            False,
+        )
+    assert metadata_answers(embedded_bootstrap, timeout_s=2)
     with resolve_bootstrap(Unset()) as handle:
-        assert handle.embedded
+        assert handle.embedded and handle.owns_broker
         assert handle.bootstrap != embedded_bootstrap
         assert metadata_answers(handle.bootstrap, timeout_s=2)
     assert not metadata_answers(handle.bootstrap, timeout_s=1)

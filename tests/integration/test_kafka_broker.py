@@ -50,3 +50,15 @@ def test_transactions_hide_aborted_records(kafka_bootstrap: str, unique_prefix: 
             seen.append(msg.value().decode())
     consumer.close()
     assert seen == [f"commit-{i}" for i in range(3)] * 2
+
+
+def test_kafka_is_not_mistaken_for_tansu(kafka_bootstrap: str) -> None:
+    from streams.brokers import resolve_bootstrap
+
+    class Configured:
+        kafka_bootstrap: str
+
+    settings = Configured()
+    settings.kafka_bootstrap = kafka_bootstrap
+    handle = resolve_bootstrap(settings)
+    assert (handle.embedded, handle.owns_broker) == (False, False)
