@@ -40,7 +40,7 @@ SINGLE_PARTITION_TOPICS = frozenset(
 )
 #: Largest batch an agent takes, and how long it waits to fill one (seconds).
 BATCH_MAX = 500
-BATCH_WITHIN = 0.01
+BATCH_WITHIN = 0.002
 
 
 def partitions_of(topic: Topic, partitions: int) -> int:
@@ -195,7 +195,18 @@ def run_worker(loglevel: str = "info", web_port: int | None = None) -> None:
     """Run one worker of the topology until it is stopped (Ctrl-C / SIGTERM)."""
     settings = get_settings()
     with resolve_bootstrap(settings) as broker:
+        embedded = broker.embedded or settings.kafka_embedded
         ensure_topics(broker.bootstrap, settings)
-        app = build_app(settings, broker.bootstrap, embedded=broker.embedded, web_port=web_port)
+        app = build_app(settings, broker.bootstrap, embedded=embedded, web_port=web_port)
         worker = faust.Worker(app, loglevel=loglevel)
         worker.execute_from_commandline()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="one Faust worker of the topology")
+    parser.add_argument("--loglevel", default="info")
+    parser.add_argument("--web-port", type=int, default=None)
+    args = parser.parse_args()
+    run_worker(loglevel=args.loglevel, web_port=args.web_port)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from streams.commands import broker, models_cmd, replay, schemas, worker
+from streams.commands import backtest, broker, demo, models_cmd, replay, report, schemas, worker
 
 app = typer.Typer(
     name="quantum-trader",
@@ -23,6 +23,9 @@ app = typer.Typer(
 app.command("broker")(broker.command)
 app.command("worker")(worker.command)
 app.command("replay")(replay.command)
+app.command("demo")(demo.command)
+app.command("backtest")(backtest.command)
+app.command("report")(report.command)
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(models_cmd.app, name="models")
 

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         None, description="bootstrap servers; unset = start the embedded broker"
     )
+    kafka_embedded: bool = Field(
+        False, description="QT_KAFKA_BOOTSTRAP is the embedded Tansu broker: apply its workarounds"
+    )
     schema_registry_url: str | None = Field(
         None, description="Confluent-compatible registry; unset = file registry in schemas/"
     )

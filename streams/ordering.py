@@ -30,6 +30,14 @@ WATERMARK_EVERY_MS = 60_000
 T = TypeVar("T")
 
 
+def header_value(headers: Any, name: str) -> bytes | None:
+    """Value of header ``name`` in a Kafka client's header list (None when absent)."""
+    for key, value in headers or ():
+        if key == name:
+            return value if isinstance(value, bytes) else str(value).encode()
+    return None
+
+
 class OrderingError(ValueError):
     """A source went back in time, or a record arrived behind its source's watermark."""
 
@@ -71,6 +79,14 @@ class EventTimeMerge(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._heap)
+
+    def earliest_buffered(self) -> int | None:
+        """Sort time of the first buffered item (None when the buffer is empty)."""
+        return self._heap[0].sort.time if self._heap else None
+
+    def low_watermark_of(self, sources: Iterable[str]) -> int:
+        """The lowest watermark among ``sources`` (END_OF_STREAM when there are none)."""
+        return min((self._watermarks[s] for s in sources), default=END_OF_STREAM)
 
     def advance(self, source: str, watermark: int) -> None:
         """Record that ``source`` will send nothing sorting before ``watermark`` (monotone)."""

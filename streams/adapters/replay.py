@@ -31,7 +31,13 @@ from streams.adapters.market_files import (
     format_epoch_ms,
     open_data_set,
 )
-from streams.ordering import END_OF_STREAM, SOURCE_HEADER, WATERMARK_EVERY_MS, WATERMARK_HEADER
+from streams.ordering import (
+    END_OF_STREAM,
+    SOURCE_HEADER,
+    WATERMARK_EVERY_MS,
+    WATERMARK_HEADER,
+    header_value,
+)
 from streams.topics import Topic
 
 if TYPE_CHECKING:
@@ -698,7 +704,7 @@ def _handle_message(
         rng.done = True
         return
     summary.scanned[rng.partition] += 1
-    if any(key == WATERMARK_HEADER for key, _ in msg.headers() or ()):
+    if header_value(msg.headers(), WATERMARK_HEADER) is not None:
         # The source run's watermarks describe that run's progress, not data in the range.
         if offset + 1 >= rng.stop:
             rng.done = True

@@ -221,7 +221,8 @@ class MergeHandler:
     def __init__(self) -> None:
         self.merges: dict[int, EventTimeMerge[tuple[str, int, Any]]] = {}
         self._shifts: dict[int, dict[str, int]] = {}
-        self._feedback: dict[int, set[str]] = {}
+        self._feedback: dict[int, set[str]] = {}  # feedback sources not floored yet
+        self._feedback_sources: dict[int, frozenset[str]] = {}
         self._sent: dict[int, int] = {}
 
     # -- to implement -------------------------------------------------------------------------
@@ -253,6 +254,7 @@ class MergeHandler:
             m = self.merges[merge] = EventTimeMerge(spec)
             self._shifts[merge] = {src: shift for src, (shift, _) in spec.items()}
             self._feedback[merge] = {src for src, (_, fb) in spec.items() if fb}
+            self._feedback_sources[merge] = frozenset(self._feedback[merge])
         return m
 
     def _floor_feedback(self, merge: int, time_ms: int) -> None:
@@ -283,12 +285,27 @@ class MergeHandler:
             self._floor_feedback(merge, shifted)
         m.advance(src, shifted)
 
+    def output_watermark(self, merge: int) -> int:
+        """Event time before which ``merge`` will emit nothing more.
+
+        Outputs are caused by buffered items or by future records of the primary (non-feedback)
+        inputs, never by feedback alone (a closed trade or a reward changes state, not output).
+        So feedback that has not arrived yet does not hold the promise back: when every primary
+        input has ended and the buffer is empty, the stage announces the end too, instead of
+        creeping forward one feedback round trip at a time.
+        """
+        m = self.merges[merge]
+        primary = [s for s in self._shifts[merge] if s not in self._feedback_sources[merge]]
+        low = m.low_watermark_of(primary)
+        earliest = m.earliest_buffered()
+        return low if earliest is None else min(low, earliest)
+
     def end_batch(self, out: Emitter) -> None:
         """Process what every merge can release, then announce each merge's progress."""
         for merge, m in self.merges.items():
             for topic, partition, record in m.pop_ready():
                 self.process(merge, topic, partition, record, out)
-            low = m.low_watermark
+            low = self.output_watermark(merge)
             if low > self._sent.get(merge, -(2**62)):
                 self._sent[merge] = low
                 self.emit_progress(merge, low, out)

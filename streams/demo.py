@@ -1,0 +1,294 @@
+"""The one-command demo: a real broker, a real Faust worker, a replay, a report.
+
+``quantum-trader demo`` (``make demo``):
+
+1. uses ``QT_KAFKA_BOOTSTRAP`` or starts the embedded broker on loopback;
+2. creates the topology's topics under a fresh run prefix (a replay never mixes with another);
+3. starts one Faust worker of the whole topology as a subprocess (``python -m streams.app``);
+4. replays the bundled real data into ``market.ticks``, ending with the end-of-stream watermark;
+5. waits until every execution partition has announced the end of stream on ``trades.closed``
+   (the topology has drained: every merge released everything), watching the worker;
+6. reads every output topic back, decodes it with the registry codec and builds the run folder
+   (``report.json``, ``trades.csv``, ``equity.png``) with the same builder as the backtest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from streams.adapters.market_files import ALL_TIME, TimeWindow
+from streams.brokers.embedded import free_port
+from streams.config import PROJECT_ROOT, Settings
+from streams.ordering import END_OF_STREAM, SOURCE_HEADER, WATERMARK_HEADER, header_value
+from streams.topics import Topic, topic_name
+
+SAMPLE_DATA = PROJECT_ROOT / "data" / "sample" / "um_futures_1m_2025"
+#: Topics whose records make the report (in pipeline order).
+REPORTED_TOPICS = (
+    Topic.MARKET_TICKS,
+    Topic.MARKET_FEATURES,
+    Topic.SIGNALS_ENSEMBLE,
+    Topic.SIGNALS_SUPERVISED,
+    Topic.DECISIONS_SIZED,
+    Topic.ORDERS_APPROVED,
+    Topic.RISK_REJECTIONS,
+    Topic.ORDERS_INTENTS,
+    Topic.EXECUTION_FILLS,
+    Topic.POSITIONS_EVENTS,
+    Topic.TRADES_CLOSED,
+    Topic.LEARNING_REWARDS,
+    Topic.DEADLETTER,
+)
+
+
+class DemoError(RuntimeError):
+    """The demo could not complete; the message says where and what to look at."""
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """What to replay and where the run goes."""
+
+    data: Path = SAMPLE_DATA
+    symbols: tuple[str, ...] = ()
+    window: TimeWindow = ALL_TIME
+    run_dir: Path | None = None
+    timeout_s: float = 1800.0
+
+
+@dataclass
+class DemoResult:
+    """What the demo measured."""
+
+    run_dir: Path
+    report: dict[str, Any]
+
+
+def worker_env(settings: Settings, bootstrap: str, prefix: str, embedded: bool) -> dict[str, str]:
+    """Environment of the worker subprocess: the parent's settings plus this run's broker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
+    env.update(
+        {
+            "QT_KAFKA_BOOTSTRAP": bootstrap,
+            "QT_KAFKA_EMBEDDED": "true" if embedded else "false",
+            "QT_TOPIC_PREFIX": prefix,
+            "QT_PARTITIONS": str(settings.partitions),
+            "QT_FEEDBACK_LAG_MS": str(settings.feedback_lag_ms),
+            "QT_SEED": str(settings.seed),
+            "QT_REGISTRY_DIR": str(settings.registry_dir),
+            "QT_WEB_PORT": str(free_port()),
+        }
+    )
+    return env
+
+
+@contextlib.contextmanager
+def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A Faust worker subprocess for the duration of the block (SIGTERM, then SIGKILL)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.app", "--loglevel", "warning"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+        )
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _log_tail(path: Path, lines: int = 25) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def wait_until_drained(
+    bootstrap: str,
+    prefix: str,
+    partitions: int,
+    worker: subprocess.Popen[bytes],
+    log_path: Path,
+    timeout_s: float,
+    progress: Progress,
+    last_tick_ms: int,
+) -> None:
+    """Block until every execution partition announced end of stream on ``trades.closed``."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = topic_name(Topic.TRADES_CLOSED, prefix)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{prefix}demo-drain",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    marks = {f"execution/{p}": -(2**62) for p in range(partitions)}
+    task = progress.add_task("topology (event time)", total=100.0)
+    first: int | None = None
+    deadline = time.monotonic() + timeout_s
+    try:
+        while min(marks.values()) < END_OF_STREAM:
+            if worker.poll() is not None:
+                raise DemoError(
+                    f"the worker exited with code {worker.returncode}; its log ends:\n"
+                    f"{_log_tail(log_path)}"
+                )
+            if time.monotonic() > deadline:
+                raise DemoError(
+                    f"the topology did not drain within {timeout_s:.0f} s; watermarks {marks}; "
+                    f"worker log: {log_path}"
+                )
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            wm = header_value(msg.headers(), WATERMARK_HEADER)
+            source = (header_value(msg.headers(), SOURCE_HEADER) or b"").decode()
+            if wm is None or source not in marks:
+                continue
+            marks[source] = max(marks[source], int(wm))
+            low = min(marks.values())
+            if first is None and low > -(2**62):
+                first = low
+            if first is not None and low < END_OF_STREAM and last_tick_ms > first:
+                done = 100.0 * (low - first) / (last_tick_ms - first)
+                progress.update(task, completed=min(done, 100.0))
+        progress.update(task, completed=100.0)
+    finally:
+        consumer.close()
+
+
+def read_back(bootstrap: str, prefix: str, partitions: int) -> Iterator[Any]:
+    """Every data record of the reported topics, decoded (watermarks skipped)."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    from streams.app import partitions_of
+    from streams.contracts.codec import topic_codec
+
+    for base in REPORTED_TOPICS:
+        name = topic_name(base, prefix)
+        codec = topic_codec(base)
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"{prefix}demo-read",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        try:
+            n = partitions_of(base, partitions)
+            ends = {
+                p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+                for p in range(n)
+            }
+            consumer.assign([TopicPartition(name, p, 0) for p in range(n)])
+            pending = {p for p, end in ends.items() if end > 0}
+            while pending:
+                msg = consumer.poll(1.0)
+                if msg is None:
+                    continue
+                partition, offset, error = msg.partition() or 0, msg.offset() or 0, msg.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        raise DemoError(f"reading {name}: {error}")
+                    if offset >= ends[partition]:
+                        pending.discard(partition)
+                    continue
+                if offset >= ends[partition] - 1:
+                    pending.discard(partition)
+                if header_value(msg.headers(), WATERMARK_HEADER) is not None:
+                    continue
+                yield codec.decode_record(msg.value() or b"")
+        finally:
+            consumer.close()
+
+
+def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None) -> DemoResult:
+    """Run the whole demo (see the module doc) and write its run folder."""
+    from streams.adapters.replay import ProducerOptions, replay_files
+    from streams.app import ensure_topics
+    from streams.brokers.faust_settings import resolve_bootstrap
+    from streams.report import ReportBuilder, write_run
+
+    console = console or Console()
+    run_id = uuid.uuid4().hex[:8]
+    prefix = f"demo-{run_id}."
+    run_dir = plan.run_dir or settings.runs_dir / f"demo-{run_id}"
+    log_path = run_dir / "worker.log"
+    started = time.perf_counter()
+    with resolve_bootstrap(settings) as broker:
+        embedded = broker.embedded or settings.kafka_embedded
+        where = "embedded Tansu broker" if embedded else "Kafka"
+        console.print(f"[bold]broker[/] {where} at {broker.bootstrap}; topics under '{prefix}'")
+        run_settings = settings.model_copy(update={"topic_prefix": prefix})
+        ensure_topics(broker.bootstrap, run_settings)
+        env = worker_env(settings, broker.bootstrap, prefix, embedded)
+        with running_worker(env, log_path) as worker:
+            console.print(f"[bold]worker[/] pid {worker.pid}, log {log_path}")
+            summary = replay_files(
+                plan.data,
+                bootstrap=broker.bootstrap,
+                prefix=prefix,
+                symbols=plan.symbols,
+                window=plan.window,
+                options=ProducerOptions(broker.bootstrap, idempotence=not embedded),
+                partitions=settings.partitions,
+                console=console,
+                end_of_stream=True,
+            )
+            last_tick = summary.last_event_ms or 0
+            columns = (
+                TextColumn("{task.description}"), BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+            )  # fmt: skip
+            with Progress(*columns, console=console) as progress:
+                wait_until_drained(
+                    broker.bootstrap, prefix, settings.partitions, worker, log_path,
+                    plan.timeout_s, progress, last_tick,
+                )  # fmt: skip
+        elapsed = time.perf_counter() - started
+        builder = ReportBuilder(settings.risk.starting_equity_usd)
+        builder.add_all(read_back(broker.bootstrap, prefix, settings.partitions))
+    from models.scorer import promoted_versions
+
+    report = builder.build(
+        model_versions=promoted_versions(settings.registry_dir),
+        elapsed_s=elapsed,
+        bars=builder.counts["TickReceived"],
+        extra={
+            "mode": "kafka",
+            "broker": "embedded-tansu" if embedded else "kafka",
+            "topic_prefix": prefix,
+            "partitions": settings.partitions,
+            "feedback_lag_ms": settings.feedback_lag_ms,
+            "seed": settings.seed,
+            "data_path": str(plan.data),
+        },
+    )
+    write_run(run_dir, report, builder.trades)
+    return DemoResult(run_dir, report)
