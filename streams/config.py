@@ -122,9 +122,20 @@ class Settings(BaseSettings):
 
 
 # The Qt GUI toolkit also reads QT_* variables (desktop sessions set some); they are not ours.
-_QT_TOOLKIT_PREFIXES = ("QT_QPA_", "QT_SCALE", "QT_AUTO_SCREEN", "QT_IM_", "QT_ACCESSIBILITY",
-                        "QT_FONT_DPI", "QT_SCREEN_", "QT_PLUGIN_PATH", "QT_LOGGING_RULES",
-                        "QT_DEBUG_", "QT_ENABLE_HIGHDPI", "QT_WAYLAND_")
+_QT_TOOLKIT_PREFIXES = (
+    "QT_QPA_",
+    "QT_SCALE",
+    "QT_AUTO_SCREEN",
+    "QT_IM_",
+    "QT_ACCESSIBILITY",
+    "QT_FONT_DPI",
+    "QT_SCREEN_",
+    "QT_PLUGIN_PATH",
+    "QT_LOGGING_RULES",
+    "QT_DEBUG_",
+    "QT_ENABLE_HIGHDPI",
+    "QT_WAYLAND_",
+)
 
 
 def unknown_env_keys(environ: dict[str, str] | None = None) -> list[str]:

@@ -361,7 +361,8 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"faster; {'no' if n['small_not_worse'] else 'a'} loss beyond "
             f"{v['tolerance']} accuracy/F1."
         )
-    lines += ["", "Per fold (accuracy / macro-F1 / log loss):", ""]
+    lines += _tick_markdown(report.get("ensemble_tick", {}))
+    lines += ["Per fold (accuracy / macro-F1 / log loss):", ""]
     for r in report["results"]:
         cells = ", ".join(
             f"fold {f['fold']}: {f['accuracy']:.4f} / {f['macro_f1']:.4f} / {f['log_loss']:.4f}"
@@ -401,10 +402,94 @@ def run(plan: StudyPlan) -> dict[str, Any]:
         "baselines": baselines(ds, folds, plan),
     }
     report["verdict"] = verdict(results)
-    plan.out.mkdir(parents=True, exist_ok=True)
-    (plan.out / "sizing.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    (plan.out / "sizing.md").write_text(to_markdown(report))
+    _write(report, plan.out)
     return report
+
+
+def _tick_rows(data_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real feature rows (tabular, window) from the last development day, for latency inputs."""
+    from models.dataset import EVAL_START, build_dataset
+
+    ds = build_dataset(data_dir, ["BTCUSDT", "ETHUSDT"], "2025-05-20T00:00Z", EVAL_START)
+    pick = np.linspace(0, len(ds) - 1, n).round().astype(np.int64)
+    return np.ascontiguousarray(ds.tabular[pick]), np.ascontiguousarray(ds.window[pick])
+
+
+def ensemble_tick(registry: Path, data_dir: Path, runs: int) -> dict[str, Any]:
+    """Batch-1 p50 of one full tick: the registry's promoted GBDTs + both networks per size.
+
+    Network weights are freshly initialised (seeded): latency depends on the graph, not on the
+    weight values. Sessions are built once, with the workers' options, and called in sequence
+    like ``EnsembleScorer.score`` does.
+    """
+    from models.registry import read_index
+    from models.scorer import EnsembleScorer, load_session
+
+    promoted = read_index(registry)
+    gbdts: dict[str, str] = {k: promoted[k] for k in ("xgboost", "lightgbm") if k in promoted}
+    if len(gbdts) < 2:
+        return {"skipped": f"no promoted xgboost+lightgbm in {registry}"}
+    scorer = EnsembleScorer.from_registry(registry, gbdts)
+    tab, win = _tick_rows(data_dir, 64)
+    out: dict[str, Any] = {"gbdt_versions": gbdts, "runs": runs}
+    with tempfile.TemporaryDirectory() as tmp:
+        variants: dict[str, list[Any]] = {"small": [], "large": [], "gbdt_only": []}
+        for name, size, module, config in _variants():
+            net = _untrained(module, config)
+            path = Path(tmp) / f"{name}-{size}.onnx"
+            module.export_onnx(net, path, net.window_shape)
+            variants[size].append(load_session(path))
+        out.update(_tick_latency(scorer, variants, tab, win, runs))
+    return out
+
+
+def _untrained(module: ModuleType, config: Any) -> Any:
+    from models.torch_common import History, TrainedNetwork
+
+    net = module.build(config, 0)
+    net.eval()
+    return TrainedNetwork(module.NAME, net, config, 0, History(), (config.window, config.channels))
+
+
+def _tick_latency(
+    scorer: Any, variants: dict[str, list[Any]], tab: np.ndarray, win: np.ndarray, runs: int
+) -> dict[str, dict[str, float]]:
+    """p50/p90/min µs per variant of one tick: GBDT scorer call + each of its network sessions.
+
+    Variants are measured round-robin, tick by tick, so load from other jobs on the shared host
+    hits all of them alike.
+    """
+    samples = {name: np.empty(runs, dtype=np.float64) for name in variants}
+    for i in range(runs + 200):
+        j = i % len(tab)
+        for name, sessions in variants.items():
+            start = time.perf_counter_ns()
+            scorer.score(tab[j : j + 1], None)
+            for session in sessions:
+                session.run(["probabilities"], {"window": win[j : j + 1]})
+            if i >= 200:
+                samples[name][i - 200] = (time.perf_counter_ns() - start) / 1e3
+    return {
+        name: {
+            "p50": float(np.percentile(us, 50)),
+            "p90": float(np.percentile(us, 90)),
+            "min": float(us.min()),
+        }
+        for name, us in samples.items()
+    }
+
+
+def _tick_markdown(tick: dict[str, Any]) -> list[str]:
+    if not tick or "skipped" in tick:
+        return [f"Four-model tick: {tick.get('skipped', 'not measured')}.", ""] if tick else []
+    return [
+        f"Four-model tick (promoted GBDTs {tick['gbdt_versions']} + both networks, batch 1, one "
+        f"thread, {tick['runs']} ticks): small p50 {tick['small']['p50']:.0f} µs "
+        f"(min {tick['small']['min']:.0f}), large p50 {tick['large']['p50']:.0f} µs "
+        f"(min {tick['large']['min']:.0f}); GBDTs alone {tick['gbdt_only']['p50']:.0f} µs. "
+        "Target: <= 250 µs p50.",
+        "",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -417,9 +502,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         if f.name not in ("data_dir", "out"):
             value = getattr(defaults, f.name)
             parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value)
-    args = parser.parse_args(argv)
-    report = run(StudyPlan(**vars(args)))
+    parser.add_argument("--registry", type=Path, default=DEFAULT_OUT.parents[1] / "registry")
+    parser.add_argument(
+        "--tick-only",
+        action="store_true",
+        help="only (re)measure the four-model tick and add it to an existing sizing.json",
+    )
+    args = vars(parser.parse_args(argv))
+    registry, tick_only = args.pop("registry"), args.pop("tick_only")
+    plan = StudyPlan(**args)
+    report = json.loads((plan.out / "sizing.json").read_text()) if tick_only else run(plan)
+    report["ensemble_tick"] = ensemble_tick(registry, plan.data_dir, plan.latency_runs)
+    _write(report, plan.out)
     print(to_markdown(report))
+
+
+def _write(report: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sizing.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    (out / "sizing.md").write_text(to_markdown(report))
 
 
 if __name__ == "__main__":
