@@ -151,6 +151,30 @@ def unknown_env_keys(environ: dict[str, str] | None = None) -> list[str]:
     )
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as ``QT_*`` environment variables, for a worker subprocess to read back."""
+    import json
+
+    def text(value: object) -> str:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, str | int | float | bool | Path):
+            return str(value)
+        return json.dumps(value, default=str)
+
+    env: dict[str, str] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, BaseModel):
+            for sub in type(value).model_fields:
+                env[f"QT_{name.upper()}__{sub.upper()}"] = text(getattr(value, sub))
+        else:
+            env[f"QT_{name.upper()}"] = text(value)
+    return env
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings; raises on unknown ``QT_`` keys."""

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from streams.adapters.market_files import ALL_TIME, TimeWindow
 from streams.brokers.embedded import free_port
-from streams.config import PROJECT_ROOT, Settings
+from streams.config import PROJECT_ROOT, Settings, settings_env
 from streams.ordering import END_OF_STREAM, SOURCE_HEADER, WATERMARK_HEADER, header_value
 from streams.topics import Topic, topic_name
 
@@ -66,6 +66,9 @@ class DemoPlan:
     window: TimeWindow = ALL_TIME
     run_dir: Path | None = None
     timeout_s: float = 1800.0
+    #: Called with (bootstrap, topic prefix) after the data and before the end-of-stream
+    #: watermark, while the topology is still busy (tests inject malformed records here).
+    before_end: Callable[[str, str], None] | None = None
 
 
 @dataclass
@@ -77,17 +80,14 @@ class DemoResult:
 
 
 def worker_env(settings: Settings, bootstrap: str, prefix: str, embedded: bool) -> dict[str, str]:
-    """Environment of the worker subprocess: the parent's settings plus this run's broker."""
+    """Environment of the worker subprocess: every setting of this run, plus its broker."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
+    env.update(settings_env(settings))
     env.update(
         {
             "QT_KAFKA_BOOTSTRAP": bootstrap,
             "QT_KAFKA_EMBEDDED": "true" if embedded else "false",
             "QT_TOPIC_PREFIX": prefix,
-            "QT_PARTITIONS": str(settings.partitions),
-            "QT_FEEDBACK_LAG_MS": str(settings.feedback_lag_ms),
-            "QT_SEED": str(settings.seed),
-            "QT_REGISTRY_DIR": str(settings.registry_dir),
             "QT_WEB_PORT": str(free_port()),
         }
     )
@@ -228,6 +228,22 @@ def read_back(bootstrap: str, prefix: str, partitions: int) -> Iterator[Any]:
             consumer.close()
 
 
+def send_end_of_stream(bootstrap: str, prefix: str, partitions: int, summary: Any) -> None:
+    """The final watermark on every partition of ``market.ticks``: the topology drains."""
+    from confluent_kafka import Producer
+
+    from streams.adapters.replay import KafkaTickSink
+
+    producer = Producer({"bootstrap.servers": bootstrap})
+    sink = KafkaTickSink(
+        producer, topic_name(Topic.MARKET_TICKS, prefix), topic_name(Topic.DEADLETTER, prefix),
+        lambda _r: b"", lambda _r: b"", partitions=partitions,
+    )  # fmt: skip
+    sink.send_watermark(summary.last_event_ms or 0)
+    sink.end_stream()
+    sink.flush()
+
+
 def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None) -> DemoResult:
     """Run the whole demo (see the module doc) and write its run folder."""
     from streams.adapters.replay import ProducerOptions, replay_files
@@ -259,8 +275,10 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
                 options=ProducerOptions(broker.bootstrap, idempotence=not embedded),
                 partitions=settings.partitions,
                 console=console,
-                end_of_stream=True,
             )
+            if plan.before_end is not None:
+                plan.before_end(broker.bootstrap, prefix)
+            send_end_of_stream(broker.bootstrap, prefix, settings.partitions, summary)
             last_tick = summary.last_event_ms or 0
             columns = (
                 TextColumn("{task.description}"), BarColumn(),

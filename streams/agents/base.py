@@ -168,6 +168,10 @@ def dispatch(
             handler.on_record(topic, event.partition, source, record, out)
         except (ContractError, LogicError, OrderingError, ValueError) as exc:
             dead += 1
+            # A topic read by several stages (market.ticks) is dead-lettered once, by its
+            # first reader; the others skip the record (and count it).
+            if topic in getattr(handler, "dead_letters_skipped", ()):
+                continue
             letter = dead_letter(event, handler.name, exc)
             out.record_to(Topic.DEADLETTER, 0, event.topic, letter, None, handler.name)
     handler.end_batch(out)

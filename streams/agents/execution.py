@@ -28,6 +28,9 @@ class ExecutionHandler(MergeHandler):
     name = "execution"
     inputs: tuple[Topic, ...] = (Topic.MARKET_TICKS, Topic.ORDERS_INTENTS)
 
+    #: The features stage dead-letters bad ticks; this stage only skips them.
+    dead_letters_skipped = frozenset({Topic.MARKET_TICKS.value})
+
     def __init__(self, stage: ExecutionStage) -> None:
         super().__init__()
         self.stage = stage

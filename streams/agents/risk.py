@@ -40,6 +40,9 @@ class RiskHandler(MergeHandler):
         Topic.MARKET_TICKS,
     )
 
+    #: The features stage dead-letters bad ticks; this stage only skips them.
+    dead_letters_skipped = frozenset({Topic.MARKET_TICKS.value})
+
     def __init__(self, stage: RiskStage, partitions: int, feedback_lag_ms: int) -> None:
         super().__init__()
         self.stage = stage
