@@ -358,16 +358,23 @@ class KafkaTickSink:
         self.partitions = partitions
         self._watermark = -1
         self.watermarks_sent = 0
+        self._quiet: set[int] = set(range(partitions))  # got no tick since the last watermark
+        self._partition_of: dict[str, int] = {}
 
-    def send_watermark(self, watermark: int) -> None:
-        """Tell every partition that no tick before ``watermark`` follows (docs/determinism.md)."""
+    def send_watermark(self, watermark: int, partitions: Iterable[int] | None = None) -> None:
+        """Tell ``partitions`` (all by default) that no tick before ``watermark`` follows.
+
+        See docs/determinism.md. A partition that just received a tick needs none: its next
+        tick implies the same progress.
+        """
         # Record timestamp in event time too (the final one at the last tick's time), so
         # time-range readers of the topic never see a wall-clock or far-future timestamp.
         timestamp = max(self._watermark, 0) if watermark == END_OF_STREAM else watermark
         self._watermark = watermark
-        self.watermarks_sent += self.partitions
+        targets = sorted(range(self.partitions) if partitions is None else partitions)
+        self.watermarks_sent += len(targets)
         headers = [(SOURCE_HEADER, b"replay"), (WATERMARK_HEADER, str(watermark).encode())]
-        for partition in range(self.partitions):
+        for partition in targets:
             _produce(
                 self.producer, self.ticks_topic, None, b"", partition=partition,
                 headers=headers, timestamp=timestamp, on_delivery=self.tracker,
@@ -376,13 +383,23 @@ class KafkaTickSink:
     def send_tick(self, tick: MarketTick) -> None:
         """Key = symbol, record timestamp = event time; a watermark first when time moved on."""
         if tick.event_time_ms >= self._watermark + WATERMARK_EVERY_MS:
-            self.send_watermark(tick.event_time_ms)
+            self.send_watermark(tick.event_time_ms, self._quiet)
+            self._quiet = set(range(self.partitions))
+        self._quiet.discard(self._partition(tick.symbol))
         value = self._encode_tick(tick_record(tick))
         _produce(
             self.producer, self.ticks_topic, tick.symbol.encode(), value,
             timestamp=tick.event_time_ms, on_delivery=self.tracker,
         )  # fmt: skip
         self.tracker.raise_if_failed()
+
+    def _partition(self, symbol: str) -> int:
+        partition = self._partition_of.get(symbol)
+        if partition is None:
+            from streams.stages import partition_for  # the producer's murmur2 placement
+
+            partition = self._partition_of[symbol] = partition_for(symbol, self.partitions)
+        return partition
 
     def send_rejected(self, row: RejectedRow) -> None:
         """Key = source file; timestamp = the row's own time when it could be read."""

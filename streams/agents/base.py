@@ -186,9 +186,10 @@ def source_id(topic: str, partition: int, header_source: str) -> str:
 class ForwardedWatermarks:
     """Per-partition progress of a single-input stage, forwarded once per batch.
 
-    A stage whose outputs keep their input's event time (features, ensemble, supervisor, exit
-    planner) may promise downstream what its input promised it: the last watermark or record
-    time seen on that partition.
+    A stage whose outputs keep their input's event time and partition (features, ensemble,
+    supervisor, exit planner) may promise downstream what its input promised it: the last
+    watermark or record time seen on that partition. A record sent on a partition implies its
+    own time, so a watermark goes out only where time moved past the last record sent.
     """
 
     def __init__(self) -> None:
@@ -200,8 +201,13 @@ class ForwardedWatermarks:
         if time_ms > self._seen.get(partition, -(2**62)):
             self._seen[partition] = time_ms
 
+    def sent(self, partition: int, time_ms: int) -> None:
+        """A record at ``time_ms`` went out on ``partition``."""
+        if time_ms > self._sent.get(partition, -(2**62)):
+            self._sent[partition] = time_ms
+
     def emit(self, out: Emitter, topic: Topic, stage: str) -> None:
-        """A watermark on each output partition whose input progressed since the last batch."""
+        """A watermark on each output partition whose input progressed past what was sent."""
         for partition, wm in self._seen.items():
             if wm > self._sent.get(partition, -(2**62)):
                 self._sent[partition] = wm

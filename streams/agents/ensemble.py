@@ -40,5 +40,6 @@ class EnsembleHandler:
                 out.record(
                     Topic.SIGNALS_ENSEMBLE, signal.symbol, signal, signal.event_time_ms, partition
                 )
+                self.progress.sent(partition, signal.event_time_ms)
             self.pending.clear()
         self.progress.emit(out, Topic.SIGNALS_ENSEMBLE, self.name)

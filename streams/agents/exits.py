@@ -26,6 +26,7 @@ class ExitPlannerHandler:
         plan = self.stage.on_approved(approved)
         self.progress.note(partition, approved.event_time_ms)
         out.record(Topic.ORDERS_INTENTS, plan.symbol, plan, plan.event_time_ms, partition)
+        self.progress.sent(partition, plan.event_time_ms)
 
     def on_watermark(self, topic: str, partition: int, source: str, wm: int, out: Emitter) -> None:
         """Progress of the risk stage, broadcast to every partition."""

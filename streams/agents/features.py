@@ -30,6 +30,7 @@ class FeaturesHandler:
         self.progress.note(partition, tick.event_time_ms)
         if row is not None:
             out.record(Topic.MARKET_FEATURES, row.symbol, row, row.event_time_ms, partition)
+            self.progress.sent(partition, row.event_time_ms)
 
     def on_watermark(self, topic: str, partition: int, source: str, wm: int, out: Emitter) -> None:
         """The replay promised nothing earlier than ``wm`` on this partition."""

@@ -38,6 +38,7 @@ class SupervisorHandler:
                 reviewed.event_time_ms,
                 partition,
             )
+            self.progress.sent(partition, reviewed.event_time_ms)
 
     def on_watermark(self, topic: str, partition: int, source: str, wm: int, out: Emitter) -> None:
         """Progress of the ensemble on ``partition``."""
