@@ -12,9 +12,14 @@ What the loop guarantees, and why:
   cut by time (walk-forward); the validation split is never shuffled into training.
 * **Imbalance-aware.** Cross-entropy is weighted by inverse class frequency of the training split,
   so a model cannot win by predicting the majority class (the system this replaces emitted 99%
-  SELL). The validation loss uses the same weights so early stopping optimises the objective
+  SELL). The early-stopping loss uses the same weights so stopping optimises the objective
   that was trained, and the unweighted log loss is recorded next to it.
-* **Early stopping** on validation loss with patience; the best epoch's weights are restored.
+* **Early stopping** with patience; the best epoch's weights are restored. By default the
+  stopping block is cut from the end of the *training* period (purged by the label horizon), so
+  the caller's validation split is never used to choose anything and metrics on it stay honest
+  (``TrainConfig.early_stopping``).
+* **Rows sub-sampled without symbol aliasing** (seeded uniform sample, not a fixed stride).
+* **Exported with softmax inside** the graph: ``window`` (N, W, 5) -> ``probabilities`` (N, 3).
 """
 
 from __future__ import annotations
