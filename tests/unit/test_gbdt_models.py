@@ -153,3 +153,27 @@ def test_balanced_weights_give_each_class_equal_total_weight(split: tuple) -> No
     totals = np.bincount(train.y, weights=w, minlength=3)
     np.testing.assert_allclose(totals, len(train.y) / 3, rtol=1e-5)
     assert np.bincount(train.y, minlength=3).std() > 0  # real labels are not already balanced
+
+
+def test_classification_metrics_hand_computed() -> None:
+    from models.train import classification_metrics
+
+    y = np.array([0, 0, 1, 2, 2, 2])
+    # predictions: 0, 1, 1, 2, 2, 0
+    proba = np.array(
+        [[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1],
+         [0.1, 0.2, 0.7], [0.2, 0.2, 0.6], [0.5, 0.1, 0.4]], dtype=np.float32,
+    )  # fmt: skip
+    m = classification_metrics(y, proba)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # recall per class: SELL 1/2, HOLD 1/1, BUY 2/3
+    assert m["balanced_accuracy"] == pytest.approx((0.5 + 1 + 2 / 3) / 3)
+    assert m["precision"] == pytest.approx([0.5, 0.5, 1.0])
+    f1 = [2 * 0.5 * 0.5 / 1.0, 2 * 0.5 * 1 / 1.5, 2 * 1 * (2 / 3) / (5 / 3)]
+    assert m["macro_f1"] == pytest.approx(np.mean(f1))
+    # balances are rounded to 6 decimals for the manifest
+    assert m["prediction_balance"] == pytest.approx([2 / 6, 2 / 6, 2 / 6], abs=1e-6)
+    assert m["label_balance"] == pytest.approx([2 / 6, 1 / 6, 3 / 6], abs=1e-6)
+    expected_ll = -np.mean(np.log([0.6, 0.2, 0.8, 0.7, 0.6, 0.4]))
+    assert m["log_loss"] == pytest.approx(expected_ll, rel=1e-6)
+    assert m["confusion"] == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]

@@ -175,3 +175,17 @@ def test_cli_list_and_promote(registry: Path, tmp_path: Path) -> None:
     ok = runner.invoke(app, ["promote", "xgboost", "v1", "--registry", str(reg)])
     assert ok.exit_code == 0, ok.output
     assert read_index(reg)["xgboost"] == "v1"
+
+
+def test_reexport_from_kept_native_matches_registered(registry: Path, tmp_path: Path) -> None:
+    from models.parity import onnx_probabilities
+    from models.train import reexport
+
+    out = tmp_path / "again.onnx"
+    result = reexport(registry, "lightgbm", "v1", out, DATA)
+    assert result.passed and result.n_rows > 100
+    x = _heldback_rows(read_manifest(registry, "lightgbm", "v1"))
+    registered = resolve(registry, "lightgbm", "v1").onnx_path
+    np.testing.assert_allclose(
+        onnx_probabilities(out, x), onnx_probabilities(registered, x), atol=1e-6
+    )
