@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from streams.adapters.market_files import ALL_TIME, TimeWindow
+from streams.app import partitions_of
 from streams.brokers.embedded import free_port
 from streams.config import PROJECT_ROOT, Settings, settings_env
 from streams.ordering import END_OF_STREAM, SOURCE_HEADER, WATERMARK_HEADER, header_value
@@ -123,6 +124,19 @@ def _log_tail(path: Path, lines: int = 25) -> str:
     return ""
 
 
+def drain_marks(partitions: int) -> dict[tuple[str, str], int]:
+    """The last stages' watermark sources: the topology has drained when all reach the end.
+
+    Execution ends on ``trades.closed`` once every tick is processed, but risk may still be
+    deciding; the exit planner's end on ``orders.intents`` comes after risk's, and learning's
+    end on ``learning.rewards`` after the last reward.
+    """
+    marks = {(Topic.TRADES_CLOSED.value, f"execution/{p}"): -(2**62) for p in range(partitions)}
+    marks.update({(Topic.ORDERS_INTENTS.value, f"exits/{p}"): -(2**62) for p in range(partitions)})
+    marks[(Topic.LEARNING_REWARDS.value, "learning/0")] = -(2**62)
+    return marks
+
+
 def wait_until_drained(
     bootstrap: str,
     prefix: str,
@@ -133,10 +147,10 @@ def wait_until_drained(
     progress: Progress,
     last_tick_ms: int,
 ) -> None:
-    """Block until every execution partition announced end of stream on ``trades.closed``."""
-    from confluent_kafka import Consumer, TopicPartition
+    """Block until the last stages all announced the end of stream (see :func:`drain_marks`)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    topic = topic_name(Topic.TRADES_CLOSED, prefix)
+    marks = drain_marks(partitions)
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -145,8 +159,13 @@ def wait_until_drained(
             "auto.offset.reset": "earliest",
         }
     )
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    marks = {f"execution/{p}": -(2**62) for p in range(partitions)}
+    consumer.assign(
+        [
+            TopicPartition(topic_name(Topic(t), prefix), p, OFFSET_BEGINNING)
+            for t in {t for t, _ in marks}
+            for p in range(partitions_of(Topic(t), partitions))
+        ]
+    )
     task = progress.add_task("topology (event time)", total=100.0)
     first: int | None = None
     deadline = time.monotonic() + timeout_s
@@ -167,9 +186,10 @@ def wait_until_drained(
                 continue
             wm = header_value(msg.headers(), WATERMARK_HEADER)
             source = (header_value(msg.headers(), SOURCE_HEADER) or b"").decode()
-            if wm is None or source not in marks:
+            key = ((msg.topic() or "").removeprefix(prefix), source)
+            if wm is None or key not in marks:
                 continue
-            marks[source] = max(marks[source], int(wm))
+            marks[key] = max(marks[key], int(wm))
             low = min(marks.values())
             if first is None and low > -(2**62):
                 first = low
@@ -183,10 +203,10 @@ def wait_until_drained(
 
 def read_back(bootstrap: str, prefix: str, partitions: int) -> Iterator[Any]:
     """Every data record of the reported topics, decoded (watermarks skipped)."""
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-    from streams.app import partitions_of
     from streams.contracts.codec import topic_codec
+    from streams.contracts.errors import ContractError
 
     for base in REPORTED_TOPICS:
         name = topic_name(base, prefix)
@@ -206,7 +226,7 @@ def read_back(bootstrap: str, prefix: str, partitions: int) -> Iterator[Any]:
                 p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
                 for p in range(n)
             }
-            consumer.assign([TopicPartition(name, p, 0) for p in range(n)])
+            consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in range(n)])
             pending = {p for p, end in ends.items() if end > 0}
             while pending:
                 msg = consumer.poll(1.0)
@@ -223,7 +243,10 @@ def read_back(bootstrap: str, prefix: str, partitions: int) -> Iterator[Any]:
                     pending.discard(partition)
                 if header_value(msg.headers(), WATERMARK_HEADER) is not None:
                     continue
-                yield codec.decode_record(msg.value() or b"")
+                try:
+                    yield codec.decode_record(msg.value() or b"")
+                except ContractError:
+                    continue  # the stage that read it dead-lettered it; counted from there
         finally:
             consumer.close()
 

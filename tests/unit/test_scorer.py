@@ -120,3 +120,23 @@ def test_feature_version_mismatch_is_refused(gbdt_registry: Path) -> None:
 def test_empty_registry_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ScorerError, match="nothing promoted"):
         EnsembleScorer.from_registry(tmp_path)
+
+
+def test_scores_do_not_depend_on_how_rows_are_batched() -> None:
+    """A Kafka replay batches records as they arrive; the scores must not depend on it."""
+    import numpy as np
+
+    from models.features import N_FEATURES, WINDOW
+    from models.scorer import EnsembleScorer
+    from streams.config import PROJECT_ROOT
+
+    scorer = EnsembleScorer.from_registry(PROJECT_ROOT / "models" / "registry")
+    rng = np.random.default_rng(0)
+    tab = (rng.normal(size=(60, N_FEATURES)) * 0.01).astype(np.float32)
+    win = rng.normal(size=(60, WINDOW, 5)).astype(np.float32)
+    whole = scorer.score(tab, win)
+    for size in (1, 7, 13):
+        parts = [scorer.score(tab[i : i + size], win[i : i + size]) for i in range(0, 60, size)]
+        for name, expected in whole.items():
+            got = np.concatenate([p[name] for p in parts])
+            assert np.array_equal(got, expected), f"{name} differs at batch size {size}"
