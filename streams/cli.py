@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import typer
 
-from streams.commands import backtest, broker, demo, models_cmd, replay, report, schemas, worker
+from streams.commands import (
+    backtest,
+    broker,
+    control,
+    demo,
+    models_cmd,
+    replay,
+    report,
+    schemas,
+    worker,
+)
 
 app = typer.Typer(
     name="quantum-trader",
@@ -26,6 +36,8 @@ app.command("replay")(replay.command)
 app.command("demo")(demo.command)
 app.command("backtest")(backtest.command)
 app.command("report")(report.command)
+app.command("halt")(control.halt)
+app.command("resume")(control.resume)
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(models_cmd.app, name="models")
 

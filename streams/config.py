@@ -107,6 +107,17 @@ class Settings(BaseSettings):
         "(docs/determinism.md); larger values let the Kafka topology pipeline more bars",
     )
     web_port: int = Field(6066, ge=0, le=65535)
+    stall_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="a stage with input pending and no progress for this long is not ready",
+    )
+    trace_file: Path | None = Field(
+        None, description="JSON-lines span file when OTEL_EXPORTER_OTLP_ENDPOINT is unset"
+    )
+    journal_dsn: SecretStr | None = Field(
+        None, description="PostgreSQL DSN of the journal (psycopg 3 conninfo or URL)"
+    )
     risk: RiskLimits = RiskLimits()
     exits: ExitPolicy = ExitPolicy()
     supervisor: SupervisorPolicy = SupervisorPolicy()
