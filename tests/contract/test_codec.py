@@ -28,8 +28,9 @@ from streams.contracts.records import TickKind, TickReceived, record_type
 from streams.contracts.registry import FileSchemaRegistry
 from streams.contracts.schema_loader import SCHEMAS_DIR, load_topic_schema, subject_for
 from streams.topics import Topic
+from tests.shared_data import BINANCE
 
-DATA = Path("/work/shared/data/binance/um_futures_1m_2025/BTCUSDT.csv.gz")
+DATA = BINANCE / "um_futures_1m_2025" / "BTCUSDT.csv.gz"
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ walk-forward splits that are time-ordered and purged."""
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,9 +24,10 @@ from models.dataset import (
     walk_forward_splits,
 )
 from models.features import BAR_MS, FEATURE_NAMES, WINDOW, compute_batch
+from tests.shared_data import BINANCE
 
-FUT = Path("/work/shared/data/binance/um_futures_1m_2025")
-SPOT = Path("/work/shared/data/binance/spot_1m")
+FUT = BINANCE / "um_futures_1m_2025"
+SPOT = BINANCE / "spot_1m"
 pytestmark = pytest.mark.skipif(not FUT.exists(), reason="shared Binance data not present")
 
 START, END = "2025-05-10T00:00Z", "2025-05-11T00:00Z"

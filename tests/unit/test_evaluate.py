@@ -25,8 +25,9 @@ from models.evaluate import (
 )
 from models.features import BAR_MS, FEATURE_NAMES, FEATURE_VERSION, WINDOW
 from models.registry import Manifest, promote, register
+from tests.shared_data import BINANCE
 
-FUT = Path("/work/shared/data/binance/um_futures_1m_2025")
+FUT = BINANCE / "um_futures_1m_2025"
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 

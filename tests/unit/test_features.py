@@ -23,8 +23,9 @@ from models.features import (
     FeatureState,
     compute_batch,
 )
+from tests.shared_data import BINANCE
 
-DATA = Path("/work/shared/data/binance")
+DATA = BINANCE
 FUT = DATA / "um_futures_1m_2025"
 SPOT = DATA / "spot_1m"
 

@@ -26,8 +26,9 @@ from streams.adapters.market_files import (
     open_data_set,
     parse_time_bound,
 )
+from tests.shared_data import BINANCE
 
-DATA = Path("/work/shared/data/binance")
+DATA = BINANCE
 FUTURES = DATA / "um_futures_1m_2025"
 DAY_START = 1746403200000  # 2025-05-05T00:00Z
 DAY_END = DAY_START + 86_400_000

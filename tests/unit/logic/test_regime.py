@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import pytest
 
 from streams.logic.regime import RegimeConfig, RegimeState, detect_regime, fold_baseline
 from streams.logic.types import InvalidInputError, MarketView, Regime
+from tests.shared_data import BINANCE
 
 CFG = RegimeConfig(high_vol_ratio=2.0, trend_threshold=1.5, baseline_bars=4, warmup_bars=2)
 
@@ -53,7 +53,7 @@ def test_nan_atr_is_rejected() -> None:
 
 def test_real_btc_minutes_spend_most_time_outside_high_volatility() -> None:
     # 1 day of real BTCUSDT 1m klines: ATR(14, Wilder) and EMA12/EMA48 spread in ATR units.
-    path = Path("/work/shared/data/binance/um_futures_1m_2025/BTCUSDT.csv.gz")
+    path = BINANCE / "um_futures_1m_2025" / "BTCUSDT.csv.gz"
     with gzip.open(path, "rt") as f:
         next(f)
         rows = [tuple(map(float, line.split(","))) for _, line in zip(range(1440), f, strict=False)]
