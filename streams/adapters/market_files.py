@@ -25,6 +25,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from streams.contracts.records import TickKind  # the contract's enum, one definition
+
 KLINE_HEADER: Final = ("open_time_ms", "open", "high", "low", "close", "volume")
 TRADE_HEADER_PREFIX: Final = (
     "trade_id", "price", "qty", "trade_time_ms", "event_time_ms", "is_buyer_maker",
@@ -42,13 +44,6 @@ class MarketFileError(Exception):
     def __init__(self, message: str, path: Path | None = None) -> None:
         super().__init__(f"{path}: {message}" if path is not None else message)
         self.path = path
-
-
-class TickKind(StrEnum):
-    """What one tick summarises; the values match the ``kind`` enum of ``TickReceived``."""
-
-    KLINE_1M = "KLINE_1M"
-    TRADE = "TRADE"
 
 
 class RejectReason(StrEnum):
