@@ -333,7 +333,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         lat, m = r["latency"], r["mean"]
         balance = np.mean([f["prediction_balance"] for f in r["folds"]], axis=0)
         lines.append(
-            f"| {r['model']} | {r['size']} | {lat['parameters']:,} | {m['accuracy']:.4f} "
+            f"| {r['model']} | {r['size']}{' (r)' if r.get('reused') else ''} "
+            f"| {lat['parameters']:,} | {m['accuracy']:.4f} "
             f"| {m['macro_f1']:.4f} | {m['log_loss']:.4f} | "
             f"{'/'.join(f'{b:.2f}' for b in balance)} | {lat['ort_b1_us']['p50']:.0f} / "
             f"{lat['ort_b1_us']['min']:.0f} | {lat['torch_b1_p50_us']:.0f} | "
@@ -373,8 +374,29 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(plan: StudyPlan) -> dict[str, Any]:
-    """The whole study; returns the report (also written to ``plan.out``)."""
+def _reusable(previous: dict[str, Any] | None, plan: StudyPlan) -> dict[tuple[str, str], Any]:
+    """Results of a previous report made with the same plan, keyed by (model, size).
+
+    Training is deterministic for a given seed, data and code, so a configuration whose config
+    dict is unchanged would reproduce the same numbers; re-running the 30-minute large PatchTST
+    after changing only a small model would waste the shared CPU.
+    """
+    if previous is None:
+        return {}
+    same_plan = previous["plan"] == _plan_dict(plan)
+    return {(r["model"], r["size"]): r for r in previous["results"]} if same_plan else {}
+
+
+def _plan_dict(plan: StudyPlan) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(plan).items()}
+
+
+def run(plan: StudyPlan, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The whole study; returns the report (also written to ``plan.out``).
+
+    With ``previous`` (an earlier report of the same plan), variants whose full config is
+    unchanged are taken from it, marked ``"reused": true``.
+    """
     from models.dataset import EVAL_START, LabelSpec, build_dataset, walk_forward_splits
 
     spec = LabelSpec()
@@ -383,11 +405,17 @@ def run(plan: StudyPlan) -> dict[str, Any]:
         f._replace(val=sample_rows(f.val, -(-len(f.val) // plan.val_stride), plan.seed))
         for f in walk_forward_splits(ds.time_ms, plan.n_folds, spec.horizon_bars)
     ]
-    results = [run_variant(n, s, m, c, ds, folds, plan) for n, s, m, c in _variants()]
+    reuse = _reusable(previous, plan)
+    results = []
+    for name, size, module, config in _variants():
+        old = reuse.get((name, size))
+        wanted = json.loads(json.dumps(dataclasses.asdict(_training_config(config, plan))))
+        if old is not None and old["config"] == wanted:
+            results.append({**old, "reused": True})
+        else:
+            results.append(run_variant(name, size, module, config, ds, folds, plan))
     report = {
-        "plan": {
-            k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(plan).items()
-        },
+        "plan": _plan_dict(plan),
         "data": ds.describe(),
         "fold_ranges": [
             {
@@ -508,10 +536,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="only (re)measure the four-model tick and add it to an existing sizing.json",
     )
+    parser.add_argument(
+        "--reuse-unchanged",
+        action="store_true",
+        help="take variants whose config is unchanged from the existing sizing.json",
+    )
     args = vars(parser.parse_args(argv))
     registry, tick_only = args.pop("registry"), args.pop("tick_only")
+    args_reuse = args.pop("reuse_unchanged")
     plan = StudyPlan(**args)
-    report = json.loads((plan.out / "sizing.json").read_text()) if tick_only else run(plan)
+    existing = plan.out / "sizing.json"
+    previous = json.loads(existing.read_text()) if existing.exists() else None
+    if tick_only and previous is None:
+        raise SystemExit(f"--tick-only needs an existing {existing}")
+    reuse = previous if args_reuse else None
+    report = previous if tick_only and previous is not None else run(plan, reuse)
     report["ensemble_tick"] = ensemble_tick(registry, plan.data_dir, plan.latency_runs)
     _write(report, plan.out)
     print(to_markdown(report))
