@@ -136,6 +136,10 @@ class JournalWriteError(JournalError):
         )
 
 
+class JournalDatabaseError(JournalError):
+    """The journal database cannot be reached (DSN wrong, server down, authentication)."""
+
+
 class JournalConsumeError(JournalError):
     """The Kafka consumer reported an error the sink cannot continue past."""
 
@@ -904,6 +908,18 @@ class JournalSink:
 # ------------------------------------------------------------------------------ entry points
 
 
+def migrate_dsn(dsn: str, schema: str = "public") -> MigrationReport:
+    """:func:`migrate` on a fresh connection to ``dsn``; an unreachable server is ours to raise."""
+    import psycopg
+
+    try:
+        conn = psycopg.connect(dsn, autocommit=True, application_name="quantum-trader-journal")
+    except psycopg.OperationalError as exc:
+        raise JournalDatabaseError(f"cannot connect to the journal database: {exc}") from exc
+    with conn:
+        return migrate(conn, schema)
+
+
 def journal_topics(prefix: str) -> list[str]:
     """Broker-side names of the journaled topics under ``prefix``."""
     return [topic_name(t, prefix) for t in JOURNALED_TOPICS]
@@ -981,12 +997,9 @@ def journal_run(
     Resumes from the group's committed offsets (default group ``<prefix>journal``), so a rerun
     after a failure continues where the last committed batch ended. For tests and the demo.
     """
-    import psycopg
-
     opts = options or JournalOptions(max_attempts=5)
     if migrate_first:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            migrate(conn, opts.schema)
+        migrate_dsn(dsn, opts.schema)
     consumer = _consumer(bootstrap, group or default_group(prefix))
     sink = JournalSink(consumer, _connector(dsn), prefix, opts, registry=registry, sleep=sleep)
     try:
@@ -1009,3 +1022,35 @@ def journal_run(
 def covers(positions: Mapping[tuple[str, int], int], ends: Mapping[tuple[str, int], int]) -> bool:
     """Whether ``positions`` reach ``ends`` on every partition (absent = 0)."""
     return all(positions.get(key, 0) >= end for key, end in ends.items())
+
+
+def journal_forever(
+    bootstrap: str,
+    prefix: str,
+    dsn: str,
+    *,
+    stop: Callable[[], bool],
+    group: str | None = None,
+    options: JournalOptions | None = None,
+    registry: SchemaRegistry | None = None,
+    on_batch: Callable[[JournalStats], None] | None = None,
+) -> JournalStats:
+    """The long-running sink: subscribe (in a group: instances share partitions) until ``stop()``.
+
+    Retries a failing database forever by default (``max_attempts=None``): the consumer stays
+    where the last committed batch ended, so nothing is lost while the database is away.
+    """
+    opts = options or JournalOptions()
+    migrate_dsn(dsn, opts.schema)
+    consumer = _consumer(bootstrap, group or default_group(prefix))
+    sink = JournalSink(consumer, _connector(dsn), prefix, opts, registry=registry)
+    try:
+        consumer.subscribe(journal_topics(prefix))
+        while not stop():
+            batch = sink.poll_batch(done=lambda _b: stop())
+            if sink.flush(batch) and batch and on_batch is not None:
+                on_batch(sink.stats)
+        return sink.stats
+    finally:
+        sink.close()
+        consumer.close()
