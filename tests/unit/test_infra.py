@@ -472,6 +472,60 @@ def test_compose_references_existing_files_and_services() -> None:
                 assert (context / source).exists(), f"Dockerfile COPY {source}"
 
 
+def compose_config(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``compose config`` (schema validation, interpolation) by whichever Compose is installed.
+
+    The Docker CLI plugin (v2) reads the file as it is; Debian's ``docker-compose`` (1.29)
+    predates the top-level ``name`` key, so it gets a copy without it. Neither needs an engine.
+    """
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+    }
+    plugin = (
+        shutil.which("docker")
+        and subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
+    if plugin:
+        command = ["docker", "compose", "-f", str(INFRA / "compose.yaml")]
+    elif shutil.which("docker-compose"):
+        copy = tmp_path / "compose.yaml"
+        copy.write_text(re.sub(r"^name: .*$", "", (INFRA / "compose.yaml").read_text(), flags=re.M))
+        command = ["docker-compose", "-f", str(copy), "--project-directory", str(INFRA)]
+    else:
+        pytest.skip("no docker compose plugin or docker-compose (Debian package) to validate with")
+    return subprocess.run(
+        [*command, "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,  # no stray .env is read
+        env=base | env,
+    )
+
+
+def test_compose_file_is_valid_for_compose(tmp_path: Path) -> None:
+    result = compose_config(tmp_path, {"POSTGRES_PASSWORD": "pw", "GRAFANA_ADMIN_PASSWORD": "pw"})
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    assert resolved["services"]["worker"]["build"]["context"] == str(ROOT)
+    journal_env = resolved["services"]["journal"]["environment"]
+    assert (
+        journal_env["QT_JOURNAL_DSN"] == "postgresql://quantum:pw@timescaledb:5432/quantum_trader"
+    )
+
+
+def test_compose_refuses_to_start_without_the_passwords(tmp_path: Path) -> None:
+    result = compose_config(tmp_path, {})
+    assert result.returncode != 0
+    assert "POSTGRES_PASSWORD" in result.stderr or "GRAFANA_ADMIN_PASSWORD" in result.stderr
+
+
 def test_compose_prometheus_scrapes_the_worker_web_port() -> None:
     services = compose()["services"]
     config = yaml.safe_load((PROM / "prometheus.yml").read_text())
