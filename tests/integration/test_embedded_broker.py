@@ -7,7 +7,6 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import create_topics
 
 from streams.brokers import (
     BrokerBinaryMissingError,
@@ -24,6 +23,7 @@ from tests.integration.apps.harness import (
     expected_roundtrip,
     roundtrip_with_headers,
 )
+from tests.kafka_topics import create_topics
 
 pytestmark = pytest.mark.embedded
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import create_topics
 
 from tests.integration.apps.harness import expected_roundtrip, roundtrip_with_headers
+from tests.kafka_topics import create_topics
 
 pytestmark = pytest.mark.kafka
 

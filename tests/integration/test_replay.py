@@ -300,7 +300,7 @@ def test_trades_replay_with_trade_fields(
 def test_delivery_failure_is_raised_not_swallowed(
     kafka_bootstrap: str, unique_prefix: str, encoders: Any
 ) -> None:
-    from conftest import create_topics
+    from tests.kafka_topics import create_topics
 
     # The broker refuses every batch of this topic (too large), so nothing can be delivered.
     ticks = f"{unique_prefix}market.ticks"
@@ -367,7 +367,8 @@ def test_topic_replay_keeps_key_headers_and_timestamp(
     kafka_bootstrap: str, unique_prefix: str, trust_time_index: bool
 ) -> None:
     from confluent_kafka import Producer
-    from conftest import create_topics
+
+    from tests.kafka_topics import create_topics
 
     source, target = f"{unique_prefix}src.market.ticks", f"{unique_prefix}dst.market.ticks"
     create_topics(kafka_bootstrap, [source], partitions=2)

@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
-from conftest import create_topics
 
 from tests.integration.apps.harness import (
     FaustWorker,
@@ -33,6 +32,7 @@ from tests.integration.apps.harness import (
     produce_klines,
     read_klines,
 )
+from tests.kafka_topics import create_topics
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 ROWS_PER_HALF = 150
