@@ -12,8 +12,10 @@ The portfolio-wide stages read single-partition topics: ``decisions.sized`` (ris
 
 from __future__ import annotations
 
+import atexit
 import logging
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import faust
@@ -22,7 +24,10 @@ from streams.agents.base import Decoder, Emitter, RawEvent, StageHandler, dispat
 from streams.brokers.faust_settings import faust_app_settings, resolve_bootstrap
 from streams.config import Settings, get_settings
 from streams.contracts.codec import TopicCodec, topic_codec
-from streams.ordering import SOURCE_HEADER, WATERMARK_HEADER
+from streams.observability.health import TP, HealthRegistry
+from streams.observability.metrics import CONTENT_TYPE, metrics
+from streams.observability.tracing import traceparent_header
+from streams.ordering import END_OF_STREAM, SOURCE_HEADER, WATERMARK_HEADER
 from streams.topics import Topic, topic_name
 
 log = logging.getLogger(__name__)
@@ -126,6 +131,10 @@ class Sender:
                 value = b""
             else:
                 value = self._encode(item.topic, item.value)
+            if item.span_context is not None:
+                traceparent = traceparent_header(item.span_context)
+                if traceparent is not None:
+                    headers.append(traceparent)
             ts = item.timestamp_ms / 1000.0 if item.timestamp_ms is not None else None
             await self._topics[item.topic].send(
                 key=item.key.encode() if item.key else None,
@@ -136,9 +145,26 @@ class Sender:
             )
 
 
-def _agent_for(handler: StageHandler, decoder: Decoder, sender: Sender) -> Callable[..., Any]:
+def batch_progress(raw: Sequence[RawEvent]) -> tuple[dict[TP, int], int | None]:
+    """Last offset per partition of a batch, and the highest in-band watermark in it."""
+    positions: dict[TP, int] = {}
+    watermark: int | None = None
+    for e in raw:
+        tp = (e.topic, e.partition)
+        if e.offset > positions.get(tp, -1):
+            positions[tp] = e.offset
+        wm = e.headers.get(WATERMARK_HEADER)
+        if wm is not None and int(wm) < END_OF_STREAM:
+            watermark = max(watermark or int(wm), int(wm))
+    return positions, watermark
+
+
+def _agent_for(
+    handler: StageHandler, decoder: Decoder, sender: Sender, health: HealthRegistry
+) -> Callable[..., Any]:
     async def agent(stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            started = time.perf_counter()
             raw = [
                 RawEvent(
                     e.message.topic,
@@ -151,33 +177,89 @@ def _agent_for(handler: StageHandler, decoder: Decoder, sender: Sender) -> Calla
                 for e in events
             ]
             out = Emitter(handler.name)
-            dispatch(handler, decoder, raw, out)
-            await sender.send_all(out)
+            try:
+                dispatch(handler, decoder, raw, out)
+                await sender.send_all(out)
+            except Exception as exc:
+                # Faust would restart the agent with its state half-applied: report the crash
+                # (liveness fails, the process gets replaced) and let Faust see it as before.
+                health.crashed(handler.name, exc)
+                log.exception("stage %s crashed handling a batch of %d", handler.name, len(raw))
+                raise
+            if raw:
+                elapsed = time.perf_counter() - started
+                metrics().stage_latency(handler.name, elapsed / len(raw), len(raw))
+                health.processed(handler.name, *batch_progress(raw))
 
     agent.__name__ = handler.name
     return agent
 
 
+def consumer_highwaters(app: faust.App) -> dict[TP, int | None]:
+    """Log end offset of every partition the worker's consumer holds (empty when none)."""
+    try:
+        consumer = app.consumer
+        return {(tp.topic, tp.partition): consumer.highwater(tp) for tp in consumer.assignment()}
+    except Exception:  # not started, or between generations during a rebalance
+        return {}
+
+
+def add_observability_views(app: faust.App, health: HealthRegistry) -> None:
+    """``/health``, ``/ready`` and ``/metrics`` on the worker's web port, and a refresh timer."""
+
+    def refresh() -> None:
+        health.refresh(consumer_highwaters(app))
+
+    @app.page("/health")
+    async def liveness(view: Any, request: Any) -> Any:
+        refresh()
+        verdict = health.liveness()
+        return view.json(verdict.body, status=verdict.status)
+
+    @app.page("/ready")
+    async def readiness(view: Any, request: Any) -> Any:
+        refresh()
+        verdict = health.readiness()
+        return view.json(verdict.body, status=verdict.status)
+
+    @app.page("/metrics")
+    async def prometheus(view: Any, request: Any) -> Any:
+        refresh()
+        return view.bytes(metrics().exposition(), content_type=CONTENT_TYPE)
+
+    # Stalls are measured from when input became pending: evaluate often, not only on scrapes.
+    @app.timer(interval=min(1.0, health.stall_after_s / 4))
+    async def refresh_health() -> None:
+        refresh()
+
+
 def build_app(
     settings: Settings, bootstrap: str, *, embedded: bool, web_port: int | None = None
 ) -> faust.App:
-    """The Faust app of the whole topology on ``bootstrap``."""
+    """The Faust app of the whole topology on ``bootstrap``, with its health and metrics views."""
     suffix = f"-{settings.topic_prefix.rstrip('.')}" if settings.topic_prefix else ""
     app = faust.App(
         f"{settings.app_id}{suffix}",
         **cast(dict[str, Any], faust_app_settings(bootstrap, embedded=embedded)),
         web_port=web_port if web_port is not None else settings.web_port,
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         stream_wait_empty=False,
     )
-    from streams.agents.registry import build_handlers
+    from streams.agents.registry import build_handlers, model_versions
 
+    health = HealthRegistry(settings.stall_after_s)
+    health.expect_models()
+    metrics().set_starting_equity(settings.risk.starting_equity_usd)
+    add_observability_views(app, health)
     sender = Sender(app, settings)
     decoder = Decoder(settings.topic_prefix)
-    for handler in build_handlers(settings):
+    handlers = build_handlers(settings)
+    health.models_loaded(model_versions(handlers))
+    for handler in handlers:
         inputs = handler.inputs
+        health.register(handler.name, (topic_name(t, settings.topic_prefix) for t in inputs))
         channel = (
             sender.topic(inputs[0])
             if len(inputs) == 1
@@ -187,13 +269,18 @@ def build_app(
                 value_serializer="raw",
             )
         )
-        app.agent(channel, name=handler.name)(_agent_for(handler, decoder, sender))
+        app.agent(channel, name=handler.name)(_agent_for(handler, decoder, sender, health))
     return app
 
 
 def run_worker(loglevel: str = "info", web_port: int | None = None) -> None:
     """Run one worker of the topology until it is stopped (Ctrl-C / SIGTERM)."""
+    from streams.observability import trace_file
+    from streams.observability.tracing import setup_tracing
+
     settings = get_settings()
+    provider = setup_tracing(settings.app_id, trace_file(settings))
+    atexit.register(provider.shutdown)  # flushes the last spans on a clean stop (SIGTERM)
     with resolve_bootstrap(settings) as broker:
         embedded = broker.embedded or settings.kafka_embedded
         ensure_topics(broker.bootstrap, settings)

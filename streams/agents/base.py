@@ -18,11 +18,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanContext
+
 from streams.contracts.base import AvroRecord
 from streams.contracts.codec import TopicCodec, topic_codec
 from streams.contracts.errors import ContractError
 from streams.contracts.records import DeadLettered
 from streams.logic.types import LogicError
+from streams.observability import tracing
+from streams.observability.metrics import metrics
 from streams.ordering import (
     END_OF_STREAM,
     SOURCE_HEADER,
@@ -39,7 +45,8 @@ class Outgoing:
     """One record or watermark to send. ``partition=None``: chosen by the key's hash.
 
     ``source`` (the ``qt-source`` header) names the stage partition that produced it, e.g.
-    ``strategy/2``: a merge downstream tracks one watermark per source.
+    ``strategy/2``: a merge downstream tracks one watermark per source. ``span_context`` is the
+    span that produced the record (its ``traceparent`` header); ``None`` when not traced.
     """
 
     topic: Topic
@@ -49,6 +56,7 @@ class Outgoing:
     partition: int | None = None
     watermark: int | None = None
     timestamp_ms: int | None = None
+    span_context: SpanContext | None = None
 
 
 @dataclass(slots=True)
@@ -66,13 +74,20 @@ class Emitter:
         ``partition`` is the stage partition that produced it (for the source header).
         """
         source = f"{self.stage}/{partition}"
-        self.items.append(Outgoing(topic, key, value, source, timestamp_ms=event_time_ms))
+        span = tracing.current_span_context()
+        self.items.append(
+            Outgoing(topic, key, value, source, timestamp_ms=event_time_ms, span_context=span)
+        )
 
     def record_to(
         self, topic: Topic, partition: int, key: str, value: AvroRecord, t: int | None, source: str
     ) -> None:
         """Send ``value`` to one partition (single-partition topics, broadcasts)."""
-        self.items.append(Outgoing(topic, key, value, source, partition=partition, timestamp_ms=t))
+        span = tracing.current_span_context()
+        self.items.append(
+            Outgoing(topic, key, value, source, partition=partition, timestamp_ms=t,
+                     span_context=span)
+        )  # fmt: skip
 
     def watermark(
         self, topic: Topic, partitions: Iterable[int], watermark: int, source: str
@@ -151,11 +166,60 @@ def dead_letter(event: RawEvent, stage: str, error: Exception) -> DeadLettered:
     )
 
 
+def record_attributes(record: Any) -> dict[str, Any]:
+    """Span attributes every record offers: symbol, event time, decision id when it has one."""
+    attrs: dict[str, Any] = {}
+    for name in ("symbol", "event_time_ms", "decision_id"):
+        value = getattr(record, name, None)
+        if value is not None:
+            attrs[f"qt.{name}"] = value
+    return attrs
+
+
+def position_attributes(stage: str, event: RawEvent) -> dict[str, Any]:
+    """Span attributes of where a record came from (OTel messaging conventions)."""
+    return {
+        "qt.stage": stage,
+        "messaging.system": "kafka",
+        "messaging.operation": "process",
+        "messaging.destination.name": event.topic,
+        "messaging.destination.partition.id": str(event.partition),
+        "messaging.kafka.offset": event.offset,
+    }
+
+
+def _handle(
+    handler: StageHandler, decoder: Decoder, event: RawEvent, topic: str, source: str, out: Emitter
+) -> None:
+    """Decode and hand over one data record, inside its span.
+
+    A stage that buffers records and acts on them later (``spans_at_release``) opens its span
+    then; here it only gets the record's parent context as the current one, to keep with it.
+    """
+    parent = tracing.extract_context(event.headers) if tracing.enabled() else None
+    if getattr(handler, "spans_at_release", False):
+        with tracing.with_parent(parent):
+            handler.on_record(topic, event.partition, source, decoder.decode(event), out)
+        return
+    attrs = position_attributes(handler.name, event) if tracing.enabled() else None
+    with tracing.record_span(f"{handler.name} {topic}", parent, attrs) as span:
+        record = decoder.decode(event)
+        if span.is_recording():
+            span.set_attributes(record_attributes(record))
+        handler.on_record(topic, event.partition, source, record, out)
+
+
 def dispatch(
     handler: StageHandler, decoder: Decoder, events: Sequence[RawEvent], out: Emitter
 ) -> int:
-    """Feed a batch to ``handler``; returns how many records were dead-lettered."""
+    """Feed a batch to ``handler``; returns how many records were dead-lettered.
+
+    Each data record is handled inside a span whose parent is the ``traceparent`` of its
+    headers (see :func:`_handle`); records handled per input topic and dead letters by reason
+    go to the metrics.
+    """
     dead = 0
+    handled: dict[str, int] = {}
     for event in events:
         source = event.headers.get(SOURCE_HEADER, b"").decode() or "?"
         wm = event.headers.get(WATERMARK_HEADER)
@@ -163,9 +227,9 @@ def dispatch(
         if wm is not None:
             handler.on_watermark(topic, event.partition, source, int(wm), out)
             continue
+        handled[topic] = handled.get(topic, 0) + 1
         try:
-            record = decoder.decode(event)
-            handler.on_record(topic, event.partition, source, record, out)
+            _handle(handler, decoder, event, topic, source, out)
         except (ContractError, LogicError, OrderingError, ValueError) as exc:
             dead += 1
             # A topic read by several stages (market.ticks) is dead-lettered once, by its
@@ -174,7 +238,10 @@ def dispatch(
                 continue
             letter = dead_letter(event, handler.name, exc)
             out.record_to(Topic.DEADLETTER, 0, event.topic, letter, None, handler.name)
+            metrics().dead_letter(handler.name, letter.reason)
     handler.end_batch(out)
+    for topic, n in handled.items():
+        metrics().stage_records(handler.name, topic, n)
     return dead
 
 
@@ -227,9 +294,14 @@ class MergeHandler:
 
     name: str
     inputs: tuple[Topic, ...]
+    #: Records are buffered: each gets its span when released (parent kept with the item).
+    spans_at_release = True
+    #: Input topics whose released records get no span of their own (market data whose
+    #: effects are traced where they matter, e.g. fills under their order's span).
+    untraced_topics: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
-        self.merges: dict[int, EventTimeMerge[tuple[str, int, Any]]] = {}
+        self.merges: dict[int, EventTimeMerge[tuple[str, int, Any, Context]]] = {}
         self._shifts: dict[int, dict[str, int]] = {}
         self._feedback: dict[int, set[str]] = {}  # feedback sources not floored yet
         self._feedback_sources: dict[int, frozenset[str]] = {}
@@ -257,7 +329,7 @@ class MergeHandler:
         raise NotImplementedError
 
     # -- the machinery ------------------------------------------------------------------------
-    def _merge(self, merge: int) -> EventTimeMerge[tuple[str, int, Any]]:
+    def _merge(self, merge: int) -> EventTimeMerge[tuple[str, int, Any, Context]]:
         m = self.merges.get(merge)
         if m is None:
             spec = self.sources(merge)
@@ -283,7 +355,7 @@ class MergeHandler:
         sort = self.sort_key(topic, record)
         if src not in self._feedback[merge]:
             self._floor_feedback(merge, sort.time)
-        m.add(src, sort, (topic, partition, record))
+        m.add(src, sort, (topic, partition, record, otel_context.get_current()))
 
     def on_watermark(self, topic: str, partition: int, source: str, wm: int, out: Emitter) -> None:
         """Advance the source's watermark, shifted like its records."""
@@ -313,8 +385,14 @@ class MergeHandler:
     def end_batch(self, out: Emitter) -> None:
         """Process what every merge can release, then announce each merge's progress."""
         for merge, m in self.merges.items():
-            for topic, partition, record in m.pop_ready():
-                self.process(merge, topic, partition, record, out)
+            for topic, partition, record, parent in m.pop_ready():
+                if topic in self.untraced_topics or not tracing.enabled():
+                    self.process(merge, topic, partition, record, out)
+                    continue
+                name = f"{self.name} {topic}"
+                attrs = {"qt.stage": self.name, "qt.input": topic, **record_attributes(record)}
+                with tracing.record_span(name, parent, attrs):
+                    self.process(merge, topic, partition, record, out)
             low = self.output_watermark(merge)
             if low > self._sent.get(merge, -(2**62)):
                 self._sent[merge] = low

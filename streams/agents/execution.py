@@ -9,17 +9,59 @@ from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+
 from streams.agents.base import Emitter, MergeHandler
 from streams.contracts.records import (
     FillExecuted,
     OrderPlanned,
-    PositionChanged,
     TickReceived,
     TradeClosed,
 )
+from streams.observability import tracing
+from streams.observability.metrics import metrics
 from streams.ordering import SortKey
 from streams.stages import ExecutionStage, ExecutionState
+from streams.stages.execution import ExecutionRecord
 from streams.topics import Topic
+
+
+def execution_attributes(r: ExecutionRecord) -> dict[str, Any]:
+    """Span attributes of a fill, a position change or a closed trade."""
+    attrs: dict[str, Any] = {
+        "qt.stage": "execution",
+        "qt.symbol": r.symbol,
+        "qt.event_time_ms": r.event_time_ms,
+        tracing.DECISION_ID: r.decision_id,
+        "qt.order_id": r.order_id,
+    }
+    if isinstance(r, FillExecuted):
+        attrs["qt.fill"] = (
+            f"{r.leg_kind.value} {r.side.value} {r.qty:g} @ {r.price:g} fee {r.fee:g}"
+            + (" partial" if r.is_partial else "")
+        )
+        attrs["qt.fill_id"] = r.fill_id
+    elif isinstance(r, TradeClosed):
+        attrs |= {
+            "qt.trade_id": r.trade_id,
+            "qt.exit_reason": r.exit_reason.value,
+            "qt.net_pnl": r.net_pnl,
+            "qt.return_pct": r.return_pct,
+            "qt.holding_ms": r.holding_ms,
+        }
+    else:
+        attrs["qt.position"] = f"{r.event.value} open {r.qty_open:g} pnl {r.realized_pnl:g}"
+    return attrs
+
+
+def span_name(r: ExecutionRecord) -> str:
+    """``execution fill`` / ``execution position`` / ``execution trade closed``."""
+    if isinstance(r, FillExecuted):
+        return f"execution fill {r.leg_kind.value}"
+    if isinstance(r, TradeClosed):
+        return "execution trade closed"
+    return f"execution position {r.event.value}"
 
 
 class ExecutionHandler(MergeHandler):
@@ -30,11 +72,15 @@ class ExecutionHandler(MergeHandler):
 
     #: The features stage dead-letters bad ticks; this stage only skips them.
     dead_letters_skipped = frozenset({Topic.MARKET_TICKS.value})
+    #: A bar's effects (fills, closes) are traced under the span of the order they belong to.
+    untraced_topics = frozenset({Topic.MARKET_TICKS.value})
 
     def __init__(self, stage: ExecutionStage) -> None:
         super().__init__()
         self.stage = stage
         self.states: dict[str, ExecutionState] = {}
+        #: Trace context of each open order's span: what a later bar fills is its child.
+        self.order_contexts: dict[str, Context] = {}
 
     def sources(self, merge: int) -> dict[str, tuple[int, bool]]:
         """This partition's ticks; its orders, shifted to the time they reach the venue."""
@@ -59,19 +105,32 @@ class ExecutionHandler(MergeHandler):
         """Accept an order or move the symbol's positions by one tick."""
         state = self._state(record.symbol)
         if isinstance(record, OrderPlanned):
+            if tracing.enabled():
+                self.order_contexts[record.order_id] = otel_context.get_current()
             produced = self.stage.on_order(state, record)
         else:
             tick: TickReceived = record
             produced = self.stage.on_tick(state, tick)
         for r in produced:
-            if isinstance(r, TradeClosed):
-                out.record_to(
-                    Topic.TRADES_CLOSED, 0, r.symbol, r, r.event_time_ms, f"{self.name}/{merge}"
-                )
-            elif isinstance(r, FillExecuted):
-                out.record(Topic.EXECUTION_FILLS, r.symbol, r, r.event_time_ms, merge)
-            elif isinstance(r, PositionChanged):
-                out.record(Topic.POSITIONS_EVENTS, r.symbol, r, r.event_time_ms, merge)
+            if tracing.enabled():
+                parent = self.order_contexts.get(r.order_id)
+                with tracing.record_span(span_name(r), parent, execution_attributes(r)):
+                    self._send(merge, r, out)
+            else:
+                self._send(merge, r, out)
+
+    def _send(self, merge: int, r: ExecutionRecord, out: Emitter) -> None:
+        """Route one venue record to its topic (closed trades: the portfolio's partition)."""
+        if isinstance(r, TradeClosed):
+            metrics().trade_closed(r.exit_reason.value)
+            self.order_contexts.pop(r.order_id, None)
+            out.record_to(
+                Topic.TRADES_CLOSED, 0, r.symbol, r, r.event_time_ms, f"{self.name}/{merge}"
+            )
+        elif isinstance(r, FillExecuted):
+            out.record(Topic.EXECUTION_FILLS, r.symbol, r, r.event_time_ms, merge)
+        else:
+            out.record(Topic.POSITIONS_EVENTS, r.symbol, r, r.event_time_ms, merge)
 
     def emit_progress(self, merge: int, watermark: int, out: Emitter) -> None:
         """Risk and learning wait on every execution partition's progress."""

@@ -5,9 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 from streams.agents.base import Emitter, ForwardedWatermarks
-from streams.contracts.records import OrderApproved
+from streams.contracts.records import OrderApproved, OrderPlanned
+from streams.observability import tracing
+from streams.observability.metrics import metrics
 from streams.stages import ExitPlannerStage
 from streams.topics import Topic
+
+
+def plan_attributes(plan: OrderPlanned) -> dict[str, Any]:
+    """Span attributes of an exit plan: entry, size, leverage and every leg."""
+    return {
+        "qt.order_id": plan.order_id,
+        "qt.entry_type": plan.entry_type.value,
+        "qt.entry_price": plan.entry_price,
+        "qt.qty": plan.qty,
+        "qt.leverage": plan.leverage,
+        "qt.legs": [
+            f"{leg.kind.value} {leg.fraction:g} @ {leg.price if leg.price is not None else '-'}"
+            for leg in plan.legs
+        ],
+    }
 
 
 class ExitPlannerHandler:
@@ -24,6 +41,8 @@ class ExitPlannerHandler:
         """Plan the exits of one approved order."""
         approved: OrderApproved = record
         plan = self.stage.on_approved(approved)
+        metrics().order(plan.side.value)
+        tracing.annotate(plan_attributes(plan))
         self.progress.note(partition, approved.event_time_ms)
         out.record(Topic.ORDERS_INTENTS, plan.symbol, plan, plan.event_time_ms, partition)
         self.progress.sent(partition, plan.event_time_ms)

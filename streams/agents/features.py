@@ -7,6 +7,7 @@ from typing import Any
 from models.features import FeatureState
 from streams.agents.base import Emitter, ForwardedWatermarks
 from streams.contracts.records import TickReceived
+from streams.observability import tracing
 from streams.stages import FeaturesStage
 from streams.topics import Topic
 
@@ -28,7 +29,9 @@ class FeaturesHandler:
         state, row = self.stage.on_tick(self.states.get(tick.symbol), tick)
         self.states[tick.symbol] = state
         self.progress.note(partition, tick.event_time_ms)
-        if row is not None:
+        if row is None:
+            tracing.mark(tracing.DROP)  # warming up: this tick's trace ends here
+        else:
             out.record(Topic.MARKET_FEATURES, row.symbol, row, row.event_time_ms, partition)
             self.progress.sent(partition, row.event_time_ms)
 

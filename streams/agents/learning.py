@@ -6,6 +6,7 @@ from typing import Any
 
 from streams.agents.base import Emitter, source_id
 from streams.contracts.records import TradeClosed
+from streams.observability import tracing
 from streams.stages import LearningStage
 from streams.topics import Topic
 
@@ -28,7 +29,9 @@ class LearningHandler:
     def on_record(self, topic: str, partition: int, source: str, record: Any, out: Emitter) -> None:
         """One closed trade -> its rewards, same event time."""
         trade: TradeClosed = record
-        for reward in self.stage.on_trade_closed(trade):
+        rewards = self.stage.on_trade_closed(trade)
+        tracing.annotate({"qt.rewards": [f"{r.learner.value} {r.reward:.6g}" for r in rewards]})
+        for reward in rewards:
             out.record(Topic.LEARNING_REWARDS, reward.symbol, reward, reward.event_time_ms, 0)
         self.on_watermark(topic, partition, source, trade.event_time_ms, out)
 

@@ -14,6 +14,7 @@ from streams.agents.risk import RiskHandler
 from streams.agents.strategy import StrategyHandler
 from streams.agents.supervisor import SupervisorHandler
 from streams.config import Settings
+from streams.observability.metrics import TimedScorer, metrics
 from streams.stages import (
     EnsembleStage,
     ExecutionStage,
@@ -25,11 +26,40 @@ from streams.stages import (
 )
 
 
+def load_scorer(settings: Settings) -> TimedScorer:
+    """The promoted models, one scorer each so each model's scoring time is measured.
+
+    Scores equal ``EnsembleScorer.from_registry``'s: same sessions, inputs and order (by name).
+    """
+    from models.scorer import EnsembleScorer, ScorerError, promoted_versions
+
+    wanted = promoted_versions(settings.registry_dir)
+    if not wanted:
+        msg = f"nothing promoted in {settings.registry_dir}; run `quantum-trader models train`"
+        raise ScorerError(msg)
+    members = {
+        name: EnsembleScorer.from_registry(settings.registry_dir, {name: version})
+        for name, version in sorted(wanted.items())
+    }
+    try:
+        scorer = TimedScorer(members)
+    except ValueError as exc:
+        raise ScorerError(str(exc)) from exc
+    metrics().model_info(scorer.versions)
+    return scorer
+
+
+def model_versions(handlers: list[StageHandler]) -> dict[str, str]:
+    """The model versions the ensemble stage among ``handlers`` scores with."""
+    for handler in handlers:
+        if isinstance(handler, EnsembleHandler):
+            return dict(handler.stage.versions)
+    return {}
+
+
 def build_handlers(settings: Settings) -> list[StageHandler]:
     """One handler per stage. Loads the promoted ONNX models (the only heavy step)."""
-    from models.scorer import EnsembleScorer
-
-    scorer = EnsembleScorer.from_registry(settings.registry_dir)
+    scorer = load_scorer(settings)
     n, lag = settings.partitions, settings.feedback_lag_ms
     return [
         FeaturesHandler(),

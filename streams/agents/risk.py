@@ -14,9 +14,13 @@ from streams.contracts.records import (
     ControlCommand,
     DecisionSized,
     OrderApproved,
+    OrderRejected,
     TickReceived,
     TradeClosed,
 )
+from streams.logic.risk import RULES
+from streams.observability import tracing
+from streams.observability.metrics import metrics
 from streams.ordering import SortKey
 from streams.stages import RiskStage, RiskState
 from streams.topics import Topic
@@ -27,6 +31,40 @@ _RANK = {
     Topic.MARKET_TICKS.value: 2,
     Topic.DECISIONS_SIZED.value: 3,
 }
+
+
+#: Logic names of the risk rules in evaluation order (``check_kill_switch`` -> ``kill_switch``).
+RULE_ORDER = tuple(rule.__name__.removeprefix("check_") for rule in RULES)
+
+
+def rules_passed(rejected_by: str | None) -> list[str]:
+    """The rules a decision passed: all of them, or those before the one that rejected it."""
+    if rejected_by is None:
+        return list(RULE_ORDER)
+    return list(RULE_ORDER[: RULE_ORDER.index(rejected_by)]) if rejected_by in RULE_ORDER else []
+
+
+def verdict_attributes(verdict: OrderApproved | OrderRejected) -> dict[str, Any]:
+    """Span attributes of a verdict: every rule passed, the rule that rejected, the margin."""
+    if isinstance(verdict, OrderApproved):
+        return {
+            "qt.risk.verdict": "approved",
+            "qt.risk.rules_passed": rules_passed(None),
+            "qt.order_id": verdict.order_id,
+            "qt.approved_margin_usd": verdict.approved_margin_usd,
+            "qt.equity_usd": verdict.equity_usd,
+            "qt.open_positions": verdict.open_positions,
+        }
+    logic_rule = verdict.detail.split(":", 1)[0]  # the stage writes "<logic rule>: <detail>"
+    return {
+        "qt.risk.verdict": "rejected",
+        "qt.risk.rule": verdict.rule.value,
+        "qt.risk.detail": verdict.detail,
+        "qt.risk.observed": verdict.observed,
+        "qt.risk.limit": verdict.limit,
+        "qt.risk.rules_passed": rules_passed(logic_rule),
+        "qt.margin_usd": verdict.margin_usd,
+    }
 
 
 class RiskHandler(MergeHandler):
@@ -42,6 +80,8 @@ class RiskHandler(MergeHandler):
 
     #: The features stage dead-letters bad ticks; this stage only skips them.
     dead_letters_skipped = frozenset({Topic.MARKET_TICKS.value})
+    #: Bars only feed the correlation rule's returns: no span per bar.
+    untraced_topics = frozenset({Topic.MARKET_TICKS.value})
 
     def __init__(self, stage: RiskStage, partitions: int, feedback_lag_ms: int) -> None:
         super().__init__()
@@ -90,8 +130,12 @@ class RiskHandler(MergeHandler):
             self.stage.on_command(state, record)
         elif isinstance(record, TickReceived):
             self.stage.on_tick(state, record)
+            return
         elif isinstance(record, DecisionSized):
             verdict = self.stage.on_decision(state, record)
+            tracing.annotate(verdict_attributes(verdict))
+            if isinstance(verdict, OrderRejected):
+                metrics().risk_rejection(verdict.rule.value)
             if isinstance(verdict, OrderApproved):
                 out.record(Topic.ORDERS_APPROVED, verdict.symbol, verdict, verdict.event_time_ms, 0)
             else:
@@ -99,6 +143,8 @@ class RiskHandler(MergeHandler):
                     Topic.RISK_REJECTIONS, 0, verdict.symbol, verdict,
                     verdict.event_time_ms, f"{self.name}/0",
                 )  # fmt: skip
+        p = state.portfolio
+        metrics().portfolio(equity_usd=p.equity, open_positions=len(p.positions), halted=p.halted)
 
     def emit_progress(self, merge: int, watermark: int, out: Emitter) -> None:
         """Every exit-planner partition waits on risk's progress."""

@@ -9,7 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from streams.agents.base import Emitter, MergeHandler
-from streams.contracts.records import FeaturesComputed, RewardComputed, SignalSupervised
+from streams.contracts.records import (
+    DecisionSized,
+    FeaturesComputed,
+    RewardComputed,
+    SignalSupervised,
+)
+from streams.observability import tracing
 from streams.ordering import SortKey
 from streams.stages import StrategyStage, StrategyState
 from streams.topics import Topic
@@ -21,6 +27,20 @@ _RANK = {
 }
 
 
+def decision_attributes(d: DecisionSized) -> dict[str, Any]:
+    """Span attributes of a decision: its id, strategy, regime and the size chosen."""
+    return {
+        tracing.DECISION_ID: d.decision_id,
+        "qt.side": d.side.value,
+        "qt.strategy": d.strategy,
+        "qt.regime": d.regime.value,
+        "qt.size_multiplier": d.size_multiplier,
+        "qt.risk_fraction": d.risk_fraction,
+        "qt.margin_usd": d.margin_usd,
+        "qt.confidence": d.confidence,
+    }
+
+
 class StrategyHandler(MergeHandler):
     """Regime, meta-strategy and RL sizing per symbol; decisions go to risk's single partition."""
 
@@ -30,6 +50,8 @@ class StrategyHandler(MergeHandler):
         Topic.SIGNALS_SUPERVISED,
         Topic.LEARNING_REWARDS,
     )
+    #: Feature rows only fold state; the signal's span shows the decision made with it.
+    untraced_topics = frozenset({Topic.MARKET_FEATURES.value})
 
     def __init__(self, stage: StrategyStage, feedback_lag_ms: int) -> None:
         super().__init__()
@@ -66,6 +88,9 @@ class StrategyHandler(MergeHandler):
             self.stage.on_features(self._state(record.symbol), record)
         elif isinstance(record, SignalSupervised):
             decision = self.stage.on_signal(self._state(record.symbol), record)
+            tracing.annotate(
+                {"qt.decided": False} if decision is None else decision_attributes(decision)
+            )
             if decision is not None:
                 out.record_to(
                     Topic.DECISIONS_SIZED, 0, decision.symbol, decision,

@@ -5,10 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from streams.agents.base import Emitter, ForwardedWatermarks
-from streams.contracts.records import SignalScored
+from streams.contracts.records import SignalScored, SignalSupervised
 from streams.logic.supervisor import SupervisorState
+from streams.observability import tracing
+from streams.observability.metrics import metrics
 from streams.stages import SupervisorStage
 from streams.topics import Topic
+
+
+def review_attributes(reviewed: SignalSupervised) -> dict[str, Any]:
+    """Span attributes of a review: veto or pass, the rules that vetoed, the bias shares."""
+    return {
+        "qt.vetoed": reviewed.vetoed,
+        "qt.veto_rules": [r.rule.value for r in reviewed.veto_reasons],
+        "qt.veto_details": [r.detail for r in reviewed.veto_reasons],
+        "qt.final_action": reviewed.final_action.value,
+        "qt.bias.symbol_buy_share": reviewed.bias.symbol_buy_share,
+        "qt.bias.overall_buy_share": reviewed.bias.overall_buy_share,
+    }
 
 
 class SupervisorHandler:
@@ -31,6 +45,9 @@ class SupervisorHandler:
         reviewed = self.stage.on_signal(state, signal)
         self.progress.note(partition, signal.event_time_ms)
         if reviewed is not None:
+            for reason in reviewed.veto_reasons:
+                metrics().veto(reason.rule.value)
+            tracing.annotate(review_attributes(reviewed))
             out.record(
                 Topic.SIGNALS_SUPERVISED,
                 reviewed.symbol,

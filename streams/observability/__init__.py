@@ -11,3 +11,16 @@
 Settings come from :class:`streams.config.Settings` (``QT_STALL_AFTER_S``, ``QT_TRACE_FILE``);
 nothing here does work at import time.
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streams.config import Settings
+
+
+def trace_file(settings: Settings) -> Path:
+    """Where the JSON-lines spans go: ``QT_TRACE_FILE``, else ``<runs_dir>/traces.jsonl``."""
+    return settings.trace_file or settings.runs_dir / "traces.jsonl"

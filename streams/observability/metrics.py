@@ -136,6 +136,11 @@ class Metrics:
         self.starting_equity_usd = starting_equity_usd
         self._peak = starting_equity_usd
 
+    def set_starting_equity(self, equity_usd: float) -> None:
+        """The run's starting equity (realised PnL and the drawdown peak start from it)."""
+        self.starting_equity_usd = equity_usd
+        self._peak = equity_usd
+
     # -- stages ---------------------------------------------------------------------------------
     def stage_records(self, stage: str, topic: str, n: int = 1) -> None:
         """``n`` data records of ``topic`` handled by ``stage``."""

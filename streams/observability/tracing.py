@@ -103,14 +103,22 @@ def enabled() -> bool:
 
 @contextmanager
 def record_span(
-    name: str, parent: Context | None, attributes: Mapping[str, Any] | None = None
+    name: str,
+    parent: Context | None,
+    attributes: Mapping[str, Any] | None = None,
+    start_time_ns: int | None = None,
 ) -> Iterator[Span]:
     """A consumer span for one record, current while the block runs.
 
+    ``start_time_ns`` backdates the start (a row scored in a batch started with the batch).
     Exceptions propagate; the span records them and ends with an error status.
     """
     with _tracer.start_as_current_span(
-        name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        name,
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+        start_time=start_time_ns,
     ) as span:
         yield span
 
