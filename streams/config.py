@@ -106,6 +106,9 @@ class Settings(BaseSettings):
         description="closed trades and rewards reach risk/strategy this much event time later "
         "(docs/determinism.md); larger values let the Kafka topology pipeline more bars",
     )
+    web_host: str = Field(
+        "127.0.0.1", description="worker web server bind address; 0.0.0.0 in containers"
+    )
     web_port: int = Field(6066, ge=0, le=65535)
     stall_after_s: float = Field(
         30.0,
