@@ -117,7 +117,7 @@ class JournalSchemaError(JournalError):
 
 
 class JournalWriteError(JournalError):
-    """A batch could not be written after ``attempts`` tries; its offsets were not committed.
+    """``attempts`` consecutive writes failed; the last batch's offsets were not committed.
 
     ``first_offsets`` maps ``(topic, partition)`` to the first offset of the batch: where the
     consumer stands (nothing from there on is committed).
@@ -697,7 +697,8 @@ class JournalOptions:
     trade_sample_every: int = 100
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
-    #: give up (raise :class:`JournalWriteError`) after this many failed writes of one batch;
+    #: give up (raise :class:`JournalWriteError`) after this many consecutive failed writes
+    #: (a retry re-polls from the batch's first offsets, so its batch may differ);
     #: ``None`` = retry forever (the long-running sink: it waits for the database to return)
     max_attempts: int | None = None
 
@@ -878,11 +879,16 @@ class JournalSink:
         self._sleep(delay)
 
     def _seek_back(self, batch: Batch) -> None:
-        from confluent_kafka import TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
 
         for (topic, partition), offset in batch.first.items():
             self._eof.pop((topic, partition), None)
-            self._consumer.seek(TopicPartition(topic, partition, offset))
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                # Revoked by a rebalance meanwhile: its new owner starts from the committed
+                # offset, which is at or before this batch, so nothing is lost either way.
+                log.warning("seek %s[%d]@%d failed: %s", topic, partition, offset, exc)
 
     def _commit(self, batch: Batch) -> None:
         """Commit the batch's next offsets, synchronously, after the database commit."""
