@@ -79,7 +79,8 @@ class ExecutionHandler(MergeHandler):
         super().__init__()
         self.stage = stage
         self.states: dict[str, ExecutionState] = {}
-        #: Trace context of each open order's span: what a later bar fills is its child.
+        #: Trace context of each open order's span by decision id (a leg's fills carry the
+        #: leg's order id, every record the decision id): what a later bar fills is its child.
         self.order_contexts: dict[str, Context] = {}
 
     def sources(self, merge: int) -> dict[str, tuple[int, bool]]:
@@ -106,14 +107,14 @@ class ExecutionHandler(MergeHandler):
         state = self._state(record.symbol)
         if isinstance(record, OrderPlanned):
             if tracing.enabled():
-                self.order_contexts[record.order_id] = otel_context.get_current()
+                self.order_contexts[record.decision_id] = otel_context.get_current()
             produced = self.stage.on_order(state, record)
         else:
             tick: TickReceived = record
             produced = self.stage.on_tick(state, tick)
         for r in produced:
             if tracing.enabled():
-                parent = self.order_contexts.get(r.order_id)
+                parent = self.order_contexts.get(r.decision_id)
                 with tracing.record_span(span_name(r), parent, execution_attributes(r)):
                     self._send(merge, r, out)
             else:
@@ -123,7 +124,7 @@ class ExecutionHandler(MergeHandler):
         """Route one venue record to its topic (closed trades: the portfolio's partition)."""
         if isinstance(r, TradeClosed):
             metrics().trade_closed(r.exit_reason.value)
-            self.order_contexts.pop(r.order_id, None)
+            self.order_contexts.pop(r.decision_id, None)
             out.record_to(
                 Topic.TRADES_CLOSED, 0, r.symbol, r, r.event_time_ms, f"{self.name}/{merge}"
             )

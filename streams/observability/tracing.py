@@ -27,6 +27,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -344,9 +345,43 @@ def read_spans(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def decision_trace(path: Path, decision_id: str) -> list[dict[str, Any]]:
-    """All spans of the trace(s) holding a span tagged ``qt.decision_id == decision_id``."""
+    """All spans of the trace(s) holding a span tagged ``qt.decision_id == decision_id``.
+
+    Raises :class:`TraceNotFoundError` when no span names the decision.
+    """
     spans = list(read_spans(path))
     traces = {
         s["trace_id"] for s in spans if s.get("attributes", {}).get(DECISION_ID) == decision_id
     }
+    if not traces:
+        raise TraceNotFoundError(f"no span of decision {decision_id!r} in {path}")
     return [s for s in spans if s["trace_id"] in traces]
+
+
+class TraceNotFoundError(LookupError):
+    """No span in the trace file names the decision."""
+
+
+@dataclass
+class SpanNode:
+    """A span with its children, in start order (what ``quantum-trader trace`` prints)."""
+
+    span: dict[str, Any]
+    children: list[SpanNode] = field(default_factory=list)
+
+
+def build_tree(spans: Sequence[dict[str, Any]]) -> list[SpanNode]:
+    """The spans as trees: roots are spans whose parent is absent (remote or not exported).
+
+    Siblings sort by start time; a span seen twice (an at-least-once redelivery re-handled)
+    appears once per span id.
+    """
+    nodes = {s["span_id"]: SpanNode(s) for s in spans}
+    roots: list[SpanNode] = []
+    for node in nodes.values():
+        parent = nodes.get(node.span.get("parent_span_id") or "")
+        (parent.children if parent is not None else roots).append(node)
+    for node in nodes.values():
+        node.children.sort(key=lambda n: n.span.get("start_ns") or 0)
+    roots.sort(key=lambda n: n.span.get("start_ns") or 0)
+    return roots
