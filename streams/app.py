@@ -225,7 +225,8 @@ def add_observability_views(app: faust.App, health: HealthRegistry) -> None:
     @app.page("/metrics")
     async def prometheus(view: Any, request: Any) -> Any:
         refresh()
-        return view.bytes(metrics().exposition(), content_type=CONTENT_TYPE)
+        # Via headers: aiohttp refuses a content_type argument with parameters (version, charset).
+        return view.bytes(metrics().exposition(), headers={"Content-Type": CONTENT_TYPE})
 
     # Stalls are measured from when input became pending: evaluate often, not only on scrapes.
     @app.timer(interval=min(1.0, health.stall_after_s / 4))
