@@ -38,7 +38,6 @@ from tests.unit.stages.factories import T0, scored
 
 #: The names agreed with infra/ (dashboards and alert rules), as the issue lists them.
 AGREED_IN_THE_ISSUE = (
-)
     "qt_stage_records_total",
     "qt_stage_latency_seconds",
     "qt_stage_last_event_timestamp_seconds",
@@ -59,7 +58,7 @@ AGREED_IN_THE_ISSUE = (
     "qt_model_scoring_seconds",
     "qt_orders_total",
     "qt_trades_closed_total",
-]
+)
 
 
 def test_the_registry_exports_exactly_the_agreed_names() -> None:
