@@ -53,11 +53,15 @@ def partitions_of(topic: Topic, partitions: int) -> int:
     return 1 if topic in SINGLE_PARTITION_TOPICS else partitions
 
 
-def ensure_topics(bootstrap: str, settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
+def ensure_topics(
+    bootstrap: str, settings: Settings, *, timeout_s: float = 30.0, keep_forever: bool = False
+) -> list[str]:
     """Create every topic of the topology that is missing; refuse wrong partition counts.
 
     Faust only creates its internal topics; the topology's topics must exist with the right
     partition counts before a worker starts (auto-created topics get the broker default).
+    ``keep_forever`` disables time-based retention: a replay of recorded data stamps records
+    with their (old) event time, which a broker's time retention would delete within minutes.
     """
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -77,7 +81,12 @@ def ensure_topics(bootstrap: str, settings: Settings, *, timeout_s: float = 30.0
             f"QT_TOPIC_PREFIX): {wrong}; wanted {settings.partitions} for per-symbol topics"
         )
     missing = [
-        NewTopic(name, num_partitions=n, replication_factor=settings.replication_factor)
+        NewTopic(
+            name,
+            num_partitions=n,
+            replication_factor=settings.replication_factor,
+            config={"retention.ms": "-1"} if keep_forever else {},
+        )
         for name, n in wanted.items()
         if name not in existing
     ]

@@ -13,6 +13,7 @@ from streams.commands import (
     broker,
     control,
     demo,
+    journal,
     models_cmd,
     replay,
     report,
@@ -36,6 +37,7 @@ app.command("replay")(replay.command)
 app.command("demo")(demo.command)
 app.command("backtest")(backtest.command)
 app.command("report")(report.command)
+app.command("journal")(journal.command)
 app.command("halt")(control.halt)
 app.command("resume")(control.resume)
 app.add_typer(schemas.app, name="schemas")

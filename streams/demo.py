@@ -285,7 +285,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
         where = "embedded Tansu broker" if embedded else "Kafka"
         console.print(f"[bold]broker[/] {where} at {broker.bootstrap}; topics under '{prefix}'")
         run_settings = settings.model_copy(update={"topic_prefix": prefix})
-        ensure_topics(broker.bootstrap, run_settings)
+        ensure_topics(broker.bootstrap, run_settings, keep_forever=True)
         env = worker_env(settings, broker.bootstrap, prefix, embedded)
         with running_worker(env, log_path) as worker:
             console.print(f"[bold]worker[/] pid {worker.pid}, log {log_path}")
