@@ -272,9 +272,18 @@ def _sampling_note(config: Any, plan: TrainPlan) -> str:
     )
 
 
-def _strided(idx: np.ndarray, stride: int) -> np.ndarray:
-    """Every ``stride``-th training row (adjacent 1-minute rows are near-duplicates)."""
-    return idx[::stride] if stride > 1 else idx
+def _strided(idx: np.ndarray, stride: int, seed: int = 0) -> np.ndarray:
+    """About one training row in ``stride`` (adjacent 1-minute rows are near-duplicates).
+
+    A seeded random sample kept in time order, not ``idx[::stride]``: rows are ordered by time
+    then symbol, so a fixed stride keeps some symbols' rows and drops others' (measured: 84%
+    of BTC's rows against 16% of ETH's with stride 2 over 16 symbols).
+    """
+    if stride <= 1:
+        return idx
+    rng = np.random.default_rng(seed)
+    keep = rng.choice(len(idx), size=-(-len(idx) // stride), replace=False)
+    return idx[np.sort(keep)]
 
 
 def _fit_and_score(
@@ -282,7 +291,7 @@ def _fit_and_score(
     plan: TrainPlan,
 ) -> tuple[Any, np.ndarray]:  # fmt: skip
     """Fit on (strided) ``train_idx`` rows, return the native model and its ``val_idx`` probs."""
-    train_set = dataset.subset(_strided(train_idx, fit_stride(config, plan)))
+    train_set = dataset.subset(_strided(train_idx, fit_stride(config, plan), plan.seed))
     val_set = dataset.subset(val_idx)
     native = module.train(train_set, val_set, config, plan.seed)
     proba = np.asarray(module.predict_proba(native, model_input(val_set, module.INPUT)))
