@@ -53,6 +53,11 @@ class Recorder(ReportBuilder):
 
 
 def _run(data: Path, scorer, **cfg) -> tuple[Recorder, RunStats]:  # type: ignore[no-untyped-def]
+    from streams.config import RiskLimits, SupervisorPolicy
+
+    # Lower confidence gates than the seed's 65%, so two days trade whatever the models' version.
+    cfg.setdefault("risk", RiskLimits(min_confidence=0.5))
+    cfg.setdefault("supervisor", SupervisorPolicy(min_confidence=0.5))
     rec = Recorder()
     stats = run(data, scorer, rec, RunConfig(**cfg), SYMBOLS, WINDOW)
     return rec, stats
