@@ -80,7 +80,7 @@ def worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Iterator
         runs_dir=tmp_path,
         web_port=free_port(),
     )
-    ensure_topics(kafka_bootstrap, settings)
+    ensure_topics(kafka_bootstrap, settings, keep_forever=True)  # old event-time stamps
     env = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
     env.update(settings_env(settings))
     log = (tmp_path / "worker.log").open("wb")
