@@ -124,34 +124,65 @@ def worker_process(
                 proc.wait()
 
 
-def wait_group_ready(
+#: The readiness probe: a watermark at event time 0 ("no tick before 1970 follows" is true of
+#: every data set, so no stage's output changes), with the replay's own source name so merges do
+#: not wait for a new source.
+PROBE_WATERMARK = 0
+
+
+def send_probe(bootstrap: str, topic: str, partitions: int) -> None:
+    """The probe watermark on every partition of ``topic``."""
+    from confluent_kafka import Producer
+
+    from streams.ordering import SOURCE_HEADER, WATERMARK_HEADER
+
+    producer = Producer({"bootstrap.servers": bootstrap})
+    headers: list[tuple[str, str | bytes | None]] = [
+        (SOURCE_HEADER, b"replay"),
+        (WATERMARK_HEADER, str(PROBE_WATERMARK).encode()),
+    ]
+    for partition in range(partitions):
+        producer.produce(topic, b"", None, partition=partition, headers=headers, timestamp=0)
+    if producer.flush(30):
+        raise BenchError(f"probe watermarks to {topic} not acknowledged within 30 s")
+
+
+def wait_until_ready(
     bootstrap: str,
-    group: str,
-    partitions: int,
+    probe: tuple[str, str, int],
     proc: subprocess.Popen[bytes],
     log_path: Path,
     timeout_s: float = READY_TIMEOUT_S,
 ) -> float:
-    """Block until ``group`` is stable and owns >= ``partitions`` partitions; return seconds.
+    """Send the probe and block until a watermark is on every partition of the output; seconds.
 
-    That is when a worker consumes: replaying earlier would time the worker's start-up
-    (JoinGroup alone takes seconds on Tansu, bug B3) instead of its throughput.
+    ``probe`` is (input topic, output topic, partitions). Only then does a worker consume:
+    replaying earlier would time its start-up (JoinGroup alone takes seconds on Tansu, bug
+    B3) instead of its throughput. Asking the group coordinator does not work on Tansu, whose
+    DescribeGroups answers STABLE with no members.
     """
-    from confluent_kafka import ConsumerGroupState
-    from confluent_kafka.admin import AdminClient
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    from streams.ordering import WATERMARK_HEADER, header_value
+
+    source, output, partitions = probe
     started = time.perf_counter()
-    while time.perf_counter() - started < timeout_s:
-        if proc.poll() is not None:
-            raise BenchError(f"worker exited with {proc.returncode}:\n{_log_tail(log_path)}")
-        with contextlib.suppress(Exception):  # group unknown yet / broker busy: ask again
-            desc = admin.describe_consumer_groups([group])[group].result(timeout=5)
-            owned = sum(len(m.assignment.topic_partitions) for m in desc.members)
-            if desc.state == ConsumerGroupState.STABLE and owned >= partitions:
-                return time.perf_counter() - started
-        time.sleep(0.2)
-    raise BenchError(f"consumer group {group} not ready after {timeout_s} s; log {log_path}")
+    send_probe(bootstrap, source, partitions)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-ready-{uuid.uuid4()}"})
+    consumer.assign([TopicPartition(output, p, OFFSET_BEGINNING) for p in range(partitions)])
+    seen: set[int] = set()
+    try:
+        while len(seen) < partitions:
+            if proc.poll() is not None:
+                raise BenchError(f"worker exited with {proc.returncode}:\n{_log_tail(log_path)}")
+            if time.perf_counter() - started > timeout_s:
+                raise BenchError(f"{output}: no probe after {timeout_s} s; worker log {log_path}")
+            for msg in consumer.consume(100, 0.2):
+                if msg.error() is None and header_value(msg.headers(), WATERMARK_HEADER):
+                    seen.add(msg.partition() or 0)
+    finally:
+        consumer.close()
+    return time.perf_counter() - started
 
 
 # --------------------------------------------------------------------------- brokers
@@ -242,8 +273,10 @@ class EndWatcher:
                     if msg.error() is not None:
                         self.error = str(msg.error())
                         continue
-                    self.records += 1
                     wm = header_value(msg.headers(), WATERMARK_HEADER)
+                    if wm is not None and int(wm) == PROBE_WATERMARK:
+                        continue  # the readiness probe, not part of the replay
+                    self.records += 1
                     if wm is None:
                         continue
                     self.watermarks += 1
@@ -279,7 +312,7 @@ def one_hop(broker: Broker, partitions: int, work_dir: Path) -> dict[str, Any]:
     """The pass-through ceiling on ``broker`` (see the module doc)."""
     from streams.adapters.replay import ProducerOptions, ensure_topics, replay_files
     from streams.topics import Topic, topic_name
-    from tests.benchmarks.apps.passthrough import OUTPUT_TOPIC, app_id_for
+    from tests.benchmarks.apps.passthrough import OUTPUT_TOPIC
 
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     source, sink = topic_name(Topic.MARKET_TICKS, prefix), f"{prefix}{OUTPUT_TOPIC}"
@@ -289,7 +322,7 @@ def one_hop(broker: Broker, partitions: int, work_dir: Path) -> dict[str, Any]:
     env = _worker_env(broker, prefix, partitions, {})
     spawned = time.perf_counter()
     with worker_process("tests.benchmarks.apps.passthrough", env, log_path) as proc:
-        ready_s = wait_group_ready(broker.bootstrap, app_id_for(prefix), partitions, proc, log_path)
+        ready_s = wait_until_ready(broker.bootstrap, (source, sink, partitions), proc, log_path)
         watcher = EndWatcher(broker.bootstrap, sink, partitions)
         stop = threading.Event()
         thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
@@ -364,6 +397,57 @@ def sampling_profiler(pid: int, out: Path | None, rate_hz: int = 50) -> Iterator
             )
 
 
+def scrape_metrics(port: int, timeout_s: float = 10.0) -> str | None:
+    """The worker's ``/metrics`` page (Prometheus text), ``None`` when it does not answer."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as r:
+            return str(r.read().decode())
+    except OSError:
+        return None
+
+
+def _bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """PromQL's ``histogram_quantile``: linear within the bucket holding the q-th observation."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            share = (rank - lower_count) / (count - lower_count) if count > lower_count else 0.0
+            return lower_bound + (bound - lower_bound) * share
+        lower_bound, lower_count = bound, count
+    return None
+
+
+def stage_latency_from_metrics(text: str) -> dict[str, dict[str, float | None]]:
+    """Per stage p50/p99 (µs) and count of ``qt_stage_latency_seconds`` from a scrape."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "qt_stage_latency_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                le = float(sample.labels["le"])
+                buckets.setdefault(sample.labels["stage"], []).append((le, sample.value))
+    out: dict[str, dict[str, float | None]] = {}
+    for stage, rows in sorted(buckets.items()):
+        rows.sort()
+        p50, p99 = _bucket_quantile(rows, 0.5), _bucket_quantile(rows, 0.99)
+        out[stage] = {
+            "p50_us": None if p50 is None else p50 * 1e6,
+            "p99_us": None if p99 is None else p99 * 1e6,
+            "count": rows[-1][1],
+        }
+    return out
+
+
 @dataclass
 class DemoHooks:
     """Where run_demo's clock marks and the worker's figures land."""
@@ -378,6 +462,7 @@ class DemoHooks:
     drained: float = 0.0
     worker_cpu_s: float | None = None
     broker_cpu_s: float | None = None
+    metrics_text: str | None = None
 
     def running_worker(
         self, env: dict[str, str], log_path: Path
@@ -390,17 +475,23 @@ class DemoHooks:
     def _ready_worker(
         self, env: dict[str, str], log_path: Path
     ) -> Iterator[subprocess.Popen[bytes]]:
-        from streams.config import get_settings
+        from streams.topics import Topic, topic_name
 
-        group = f"{get_settings().app_id}-{env['QT_TOPIC_PREFIX'].rstrip('.')}"
+        prefix, partitions = env["QT_TOPIC_PREFIX"], int(env["QT_PARTITIONS"])
+        # The features stage forwards the probe: the worker consumes and produces.
+        probe = (
+            topic_name(Topic.MARKET_TICKS, prefix),
+            topic_name(Topic.MARKET_FEATURES, prefix),
+            partitions,
+        )
         with worker_process("tests.benchmarks.apps.timed_worker", env, log_path) as proc:
-            # One member owns all subscribed partitions once the group is stable.
-            self.ready_s = wait_group_ready(env["QT_KAFKA_BOOTSTRAP"], group, 1, proc, log_path)
+            self.ready_s = wait_until_ready(env["QT_KAFKA_BOOTSTRAP"], probe, proc, log_path)
             cpu0, broker_cpu0 = cpu_seconds(proc.pid), cpu_seconds(self.broker_pid)
             with sampling_profiler(proc.pid, self.profile_path):
                 yield proc
                 self.worker_cpu_s = _delta(cpu0, cpu_seconds(proc.pid))
                 self.broker_cpu_s = _delta(broker_cpu0, cpu_seconds(self.broker_pid))
+                self.metrics_text = scrape_metrics(int(env["QT_WEB_PORT"]))
 
     def wrap_replay(self, replay: Callable[..., Any]) -> Callable[..., Any]:
         """Mark the replay's start and end around :func:`replay_files`; keep its tick count."""
@@ -504,6 +595,11 @@ def topology(broker: Broker, partitions: int, work_dir: Path, profile: bool) -> 
         "counts": {k: v for k, v in counts.items() if isinstance(v, int)},
         "trades_sha256": result.report["trades_sha256"],
         "stages": stages,
+        # The worker's own histogram (dispatch + send per record, amortised per batch).
+        "metrics_latency": (
+            stage_latency_from_metrics(hooks.metrics_text) if hooks.metrics_text else None
+        ),
+        "models": result.report["model_versions"],
         "profile": str(hooks.profile_path) if hooks.profile_path else None,
     }
 
@@ -654,13 +750,16 @@ def _broker_md(kind: str, res: dict[str, Any]) -> list[str]:
         f"the hop's input ({_fmt(hop['replay_records_per_s'])} records/s).",
         "",
         "| stage | events in | of which watermarks | items out | mean batch | handle p50 µs | "
-        "handle p99 µs | handle s | send s | busy share |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "handle p99 µs | /metrics p50 µs | /metrics p99 µs | handle s | send s | busy share |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    scraped = topo.get("metrics_latency") or {}
     for stage, s in topo["stages"].items():
+        m = scraped.get(stage, {})
         lines.append(
             f"| {stage} | {s['events']:,} | {s['watermarks_in']:,} | {s['items_out']:,} | "
             f"{s['mean_batch']:.1f} | {s['handle_p50_us']:.1f} | {s['handle_p99_us']:.1f} | "
+            f"{_fmt(m.get('p50_us'), '.1f')} | {_fmt(m.get('p99_us'), '.1f')} | "
             f"{s['handle_s']:.2f} | {s['send_s']:.2f} | {s['busy_share']:.1%} |"
         )
     if "profile" in res:
