@@ -26,7 +26,7 @@ from streams.config import Settings, get_settings
 from streams.contracts.codec import TopicCodec, topic_codec
 from streams.observability.health import TP, HealthRegistry
 from streams.observability.metrics import CONTENT_TYPE, metrics
-from streams.observability.tracing import traceparent_header
+from streams.observability.tracing import trace_headers
 from streams.ordering import END_OF_STREAM, SOURCE_HEADER, WATERMARK_HEADER
 from streams.topics import Topic, topic_name
 
@@ -141,9 +141,7 @@ class Sender:
             else:
                 value = self._encode(item.topic, item.value)
             if item.span_context is not None:
-                traceparent = traceparent_header(item.span_context)
-                if traceparent is not None:
-                    headers.append(traceparent)
+                headers.extend(trace_headers(item.span_context))
             ts = item.timestamp_ms / 1000.0 if item.timestamp_ms is not None else None
             await self._topics[item.topic].send(
                 key=item.key.encode() if item.key else None,

@@ -14,9 +14,11 @@ Sampling (:class:`DecisionSampler`): every record is traced, but a trace is expo
 a span in it says so. The ensemble marks each row's trace ``keep`` (BUY/SELL: it goes on to
 the supervisor and maybe a decision) or ``drop`` (HOLD: it stops there); spans that end before
 the mark wait in a bounded buffer. So every decision's trace is complete from its tick while
-the ~90 % of ticks that end in HOLD cost spans but no export. A trace's upstream spans live
+the ~70 % of ticks that end in HOLD cost spans but no export. A trace's upstream spans live
 in the worker that owns the symbol's partition (Faust assigns co-partitioned topics together),
-so the mark and the buffer meet in one process.
+so the mark and the buffer meet in one process; downstream of the mark the decision travels
+with the trace as the W3C ``tracestate`` entry ``qt=keep``, so a worker running the
+portfolio-wide risk stage exports its spans of kept traces without having seen the mark.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-#: Kafka header of the W3C trace context.
+#: Kafka headers of the W3C trace context.
 TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
 #: Span attribute that decides a trace's export (see :class:`DecisionSampler`).
 SAMPLE_ATTRIBUTE = "qt.sample"
 KEEP, DROP = "keep", "drop"
@@ -66,19 +69,49 @@ def traceparent_header(ctx: SpanContext) -> tuple[str, bytes] | None:
     return (TRACEPARENT, value.encode())
 
 
+def trace_headers(ctx: SpanContext) -> list[tuple[str, bytes]]:
+    """``traceparent`` and, when the trace carries state (``qt=keep``), ``tracestate``."""
+    parent = traceparent_header(ctx)
+    if parent is None:
+        return []
+    if not ctx.trace_state:
+        return [parent]
+    return [parent, (TRACESTATE, ctx.trace_state.to_header().encode())]
+
+
 def extract_context(headers: Mapping[str, bytes]) -> Context | None:
     """The remote parent context in ``headers``; ``None`` when there is none (a root)."""
     raw = headers.get(TRACEPARENT)
     if raw is None:
         return None
-    ctx = _PROPAGATOR.extract({TRACEPARENT: raw.decode(errors="replace")})
+    carrier = {TRACEPARENT: raw.decode(errors="replace")}
+    state = headers.get(TRACESTATE)
+    if state is not None:
+        carrier[TRACESTATE] = state.decode(errors="replace")
+    ctx = _PROPAGATOR.extract(carrier)
     return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
 
 
+def kept(ctx: SpanContext) -> bool:
+    """Whether the trace of ``ctx`` was marked ``keep`` upstream (its ``tracestate``)."""
+    return ctx.trace_state.get("qt") == KEEP
+
+
 def current_span_context() -> SpanContext | None:
-    """The context of the span current now, if one is being recorded (what an Emitter keeps)."""
-    ctx = trace.get_current_span().get_span_context()
-    return ctx if ctx.is_valid else None
+    """The context of the span current now, if valid (what an Emitter keeps for the header).
+
+    A span marked ``keep`` hands the mark on as ``tracestate`` ``qt=keep``: its children,
+    wherever they run, inherit it and are exported without waiting for a mark of their own.
+    """
+    span = trace.get_current_span()
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None
+    marked = getattr(span, "attributes", None) or {}
+    if marked.get(SAMPLE_ATTRIBUTE) == KEEP and not kept(ctx):
+        state = ctx.trace_state.add("qt", KEEP)
+        return SpanContext(ctx.trace_id, ctx.span_id, ctx.is_remote, ctx.trace_flags, state)
+    return ctx
 
 
 # -- the tracer the agents use ---------------------------------------------------------------
@@ -258,7 +291,9 @@ class DecisionSampler(SpanProcessor):
         """The spans to export now because ``span`` ended (under the lock)."""
         trace_id = span.context.trace_id if span.context else 0
         sample = (span.attributes or {}).get(SAMPLE_ATTRIBUTE)
-        if sample is None and span.status.status_code is StatusCode.ERROR:
+        if sample is None and (
+            span.status.status_code is StatusCode.ERROR or (span.context and kept(span.context))
+        ):
             sample = KEEP
         decided = self._decided.get(trace_id)
         if sample is not None and decided is None:

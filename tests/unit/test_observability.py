@@ -421,3 +421,38 @@ async def test_the_agent_wrapper_reports_a_crash_and_reraises() -> None:
     with pytest.raises(KeyError):
         await agent(Stream())
     assert health.stages["boom"].crashed == "KeyError: 'unexpected'"
+
+
+def test_a_kept_trace_is_exported_by_a_worker_that_never_saw_the_mark() -> None:
+    from opentelemetry import trace
+
+    # worker A: the ensemble marks its row "keep" and emits under that span
+    provider_a = TracerProvider()
+    with provider_a.get_tracer("a").start_as_current_span("ensemble") as span:
+        tracing.mark(tracing.KEEP)
+        out = Emitter("ensemble")
+        out.record(Topic.SIGNALS_ENSEMBLE, "ETHUSDT", scored(), T0, 0)
+    ctx = out.items[0].span_context
+    assert ctx is not None and ctx.span_id == span.get_span_context().span_id
+    headers = dict(tracing.trace_headers(ctx))
+    assert headers["tracestate"] == b"qt=keep"
+
+    # worker B: a fresh sampler exports the child at once, without a mark of its own
+    exported = InMemorySpanExporter()
+    provider_b = TracerProvider()
+    provider_b.add_span_processor(tracing.DecisionSampler(SimpleSpanProcessor(exported)))
+    with provider_b.get_tracer("b").start_as_current_span(
+        "risk decisions.sized", context=tracing.extract_context(headers)
+    ):
+        pass
+    (child,) = exported.get_finished_spans()
+    assert child.context is not None and child.context.trace_id == ctx.trace_id
+    assert trace.get_current_span().get_span_context().is_valid is False  # nothing leaked
+
+
+def test_unmarked_spans_carry_no_tracestate() -> None:
+    provider = TracerProvider()
+    with provider.get_tracer("a").start_as_current_span("features"):
+        ctx = tracing.current_span_context()
+    assert ctx is not None
+    assert [k for k, _ in tracing.trace_headers(ctx)] == ["traceparent"]
