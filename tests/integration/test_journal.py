@@ -374,7 +374,9 @@ def test_transient_failures_and_a_killed_connection_are_retried(
     opts = JournalOptions(schema=schema, max_attempts=5, retry_initial_s=0.01)
     stats = journal(kafka_bootstrap, run, dsn, schema, options=opts, sleep=sleeps.append)
 
-    assert stats.failed_writes == 2 and sleeps == [0.01, 0.02]
+    # Both faults may hit one batch (backoff 0.01 then 0.02) or two batches (0.01 each), as the
+    # consumer happened to batch the records; the doubling itself is checked in the test above.
+    assert stats.failed_writes == 2 and sleeps in ([0.01, 0.02], [0.01, 0.01])
     assert trades_csv_from_db(conn, schema) == (run.run_dir / TRADES_FILE).read_text()
     counts = table_counts(conn, schema)
     for report_key, table in COUNTED_TABLES.items():
