@@ -1,4 +1,4 @@
-"""Offline side: features, datasets, training, walk-forward evaluation, ONNX export, registry, scorer.
+"""Offline side: features, datasets, walk-forward training and evaluation, ONNX, registry, scorer.
 
 Modules imported by workers (features, registry, scorer) depend only on numpy and onnxruntime.
 """
