@@ -50,6 +50,8 @@ SAMPLE_ATTRIBUTE = "qt.sample"
 KEEP, DROP = "keep", "drop"
 #: Span attribute naming the decision a span belongs to (``quantum-trader trace`` looks it up).
 DECISION_ID = "qt.decision_id"
+#: Spans the batch processor holds before it drops (the SDK default is 2048).
+DEFAULT_QUEUE = 65_536
 #: Instrumentation scope of every span of the topology.
 SCOPE = "quantum_trader.streams"
 
@@ -360,7 +362,11 @@ def setup_tracing(
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or service_name})
     provider = TracerProvider(resource=resource)
     exporter = make_exporter(trace_file, env)
-    provider.add_span_processor(DecisionSampler(BatchSpanProcessor(exporter), keep_all=keep_all))
+    # A replay bursts thousands of kept spans per second: the SDK's default queue (2048) would
+    # drop some of a decision's spans; OTEL_BSP_MAX_QUEUE_SIZE still overrides.
+    queue = int(env.get("OTEL_BSP_MAX_QUEUE_SIZE") or DEFAULT_QUEUE)
+    processor = BatchSpanProcessor(exporter, max_queue_size=queue)
+    provider.add_span_processor(DecisionSampler(processor, keep_all=keep_all))
     install_tracer(provider.get_tracer(SCOPE))
     return provider
 
