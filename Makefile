@@ -6,7 +6,7 @@ EXTRAS  ?= train,dev,live
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint format bench kafka kafka-stop schemas-check models-train models-evaluate clean
+.PHONY: help install demo test test-fast lint format bench kafka kafka-stop postgres journal schemas-check models-train models-evaluate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -46,6 +46,12 @@ kafka: install ## start a single-node Apache Kafka (KRaft) on 127.0.0.1:19092 an
 
 kafka-stop: ## stop the Kafka started by `make kafka`
 	bash infra/kafka/kafka.sh stop
+
+postgres: ## install (Debian package) and start a local PostgreSQL for the journal
+	bash infra/postgres/ensure-postgres.sh
+
+journal: install ## journal the business topics into PostgreSQL (QT_JOURNAL_DSN or the local default)
+	$(BIN)/quantum-trader journal --dsn "$${QT_JOURNAL_DSN:-postgresql://quantum:quantum@127.0.0.1:5432/quantum_trader}"
 
 schemas-check: install ## validate schemas, examples and BACKWARD compatibility
 	$(BIN)/quantum-trader schemas check
