@@ -18,6 +18,7 @@ from streams.commands import (
     replay,
     report,
     schemas,
+    trace,
     worker,
 )
 
@@ -38,6 +39,7 @@ app.command("demo")(demo.command)
 app.command("backtest")(backtest.command)
 app.command("report")(report.command)
 app.command("journal")(journal.command)
+app.command("trace")(trace.command)
 app.command("halt")(control.halt)
 app.command("resume")(control.resume)
 app.add_typer(schemas.app, name="schemas")

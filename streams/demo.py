@@ -80,7 +80,9 @@ class DemoResult:
     report: dict[str, Any]
 
 
-def worker_env(settings: Settings, bootstrap: str, prefix: str, embedded: bool) -> dict[str, str]:
+def worker_env(
+    settings: Settings, bootstrap: str, prefix: str, embedded: bool, trace_file: Path | None = None
+) -> dict[str, str]:
     """Environment of the worker subprocess: every setting of this run, plus its broker."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
     env.update(settings_env(settings))
@@ -92,6 +94,8 @@ def worker_env(settings: Settings, bootstrap: str, prefix: str, embedded: bool) 
             "QT_WEB_PORT": str(free_port()),
         }
     )
+    if trace_file is not None:
+        env["QT_TRACE_FILE"] = str(trace_file)
     return env
 
 
@@ -286,7 +290,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
         console.print(f"[bold]broker[/] {where} at {broker.bootstrap}; topics under '{prefix}'")
         run_settings = settings.model_copy(update={"topic_prefix": prefix})
         ensure_topics(broker.bootstrap, run_settings, keep_forever=True)
-        env = worker_env(settings, broker.bootstrap, prefix, embedded)
+        env = worker_env(settings, broker.bootstrap, prefix, embedded, run_dir / "traces.jsonl")
         with running_worker(env, log_path) as worker:
             console.print(f"[bold]worker[/] pid {worker.pid}, log {log_path}")
             summary = replay_files(
