@@ -255,6 +255,57 @@ def read_back(bootstrap: str, prefix: str, partitions: int) -> Iterator[Any]:
             consumer.close()
 
 
+def histogram_quantiles(exposition: str, metric: str, label: str) -> dict[str, dict[str, float]]:
+    """p50/p99 (µs) per ``label`` value of a Prometheus histogram, from its buckets.
+
+    Linear interpolation inside the bucket that holds the quantile (as PromQL's
+    ``histogram_quantile`` does), so a figure is only as fine as the bucket edges.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for family in text_string_to_metric_families(exposition):
+        if family.name != metric:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                key = sample.labels[label]
+                buckets.setdefault(key, []).append((float(sample.labels["le"]), sample.value))
+    out: dict[str, dict[str, float]] = {}
+    for key, points in buckets.items():
+        points.sort()
+        total = points[-1][1]
+        if total <= 0:
+            continue
+        out[key] = {f"p{int(q * 100)}_us": _quantile(points, q * total) * 1e6 for q in (0.5, 0.99)}
+        out[key]["count"] = total
+    return out
+
+
+def _quantile(points: list[tuple[float, float]], rank: float) -> float:
+    lower_edge, lower_count = 0.0, 0.0
+    for edge, count in points:
+        if count >= rank:
+            if edge == float("inf"):
+                return lower_edge
+            width = count - lower_count
+            return lower_edge + (edge - lower_edge) * ((rank - lower_count) / width if width else 1)
+        lower_edge, lower_count = edge, count
+    return lower_edge
+
+
+def scrape_stage_latency(port: int) -> dict[str, dict[str, float]]:
+    """Per-stage handling latency of the worker on ``port`` (empty if it cannot be read)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    return histogram_quantiles(text, "qt_stage_latency_seconds", "stage")
+
+
 def send_end_of_stream(bootstrap: str, prefix: str, partitions: int, summary: Any) -> None:
     """The final watermark on every partition of ``market.ticks``: the topology drains."""
     from confluent_kafka import Producer
@@ -316,6 +367,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
                     broker.bootstrap, prefix, settings.partitions, worker, log_path,
                     plan.timeout_s, progress, last_tick,
                 )  # fmt: skip
+            latency = scrape_stage_latency(int(env["QT_WEB_PORT"]))
         elapsed = time.perf_counter() - started
         builder = ReportBuilder(settings.risk.starting_equity_usd)
         builder.add_all(read_back(broker.bootstrap, prefix, settings.partitions))
@@ -326,6 +378,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
         elapsed_s=elapsed,
         bars=builder.counts["TickReceived"],
         extra={
+            "latency": latency,
             "mode": "kafka",
             "broker": "embedded-tansu" if embedded else "kafka",
             "topic_prefix": prefix,
