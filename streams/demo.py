@@ -94,8 +94,8 @@ def worker_env(
             "QT_WEB_PORT": str(free_port()),
         }
     )
-    if trace_file is not None:
-        env["QT_TRACE_FILE"] = str(trace_file)
+    if trace_file is not None and settings.trace_file is None:
+        env["QT_TRACE_FILE"] = str(trace_file)  # each run its own spans, unless configured
     return env
 
 
