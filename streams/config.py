@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     binance_api_secret: SecretStr | None = None
     seed: int = 7
     feedback_lag_ms: int = Field(
-        0,
+        300_000,
         ge=0,
         description="closed trades and rewards reach risk/strategy this much event time later "
         "(docs/determinism.md); larger values let the Kafka topology pipeline more bars",
