@@ -80,6 +80,16 @@ class DemoResult:
     report: dict[str, Any]
 
 
+def with_min_confidence(settings: Settings, gate: float) -> Settings:
+    """``settings`` with the supervisor's and the risk stage's confidence gate set to ``gate``."""
+    return settings.model_copy(
+        update={
+            "supervisor": settings.supervisor.model_copy(update={"min_confidence": gate}),
+            "risk": settings.risk.model_copy(update={"min_confidence": gate}),
+        }
+    )
+
+
 def worker_env(
     settings: Settings, bootstrap: str, prefix: str, embedded: bool, trace_file: Path | None = None
 ) -> dict[str, str]:
@@ -384,6 +394,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
             "topic_prefix": prefix,
             "partitions": settings.partitions,
             "feedback_lag_ms": settings.feedback_lag_ms,
+            "min_confidence": settings.supervisor.min_confidence,
             "seed": settings.seed,
             "data_path": str(plan.data),
         },
