@@ -44,9 +44,12 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from streams.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -566,7 +569,7 @@ def did_not_drain(hooks: DemoHooks, error: str, timeout_s: float) -> dict[str, A
 
 
 def topology(
-    broker: Broker, partitions: int, work_dir: Path, profile: bool, timeout_s: float
+    broker: Broker, base: Settings, work_dir: Path, profile: bool, timeout_s: float
 ) -> dict[str, Any]:
     """The full topology through :func:`streams.demo.run_demo` on ``broker`` (module doc)."""
     from unittest import mock
@@ -575,7 +578,6 @@ def topology(
 
     import streams.adapters.replay as replay_module
     import streams.demo as demo
-    from streams.config import get_settings
 
     tag = f"{broker.kind}{'-profile' if profile else ''}"
     hooks = DemoHooks(
@@ -583,12 +585,8 @@ def topology(
         work_dir / f"worker-{tag}.pyspy" if profile else None,
         broker.pid,
     )
-    settings = get_settings().model_copy(
-        update={
-            "kafka_bootstrap": broker.bootstrap,
-            "kafka_embedded": broker.embedded,
-            "partitions": partitions,
-        }
+    settings = base.model_copy(
+        update={"kafka_bootstrap": broker.bootstrap, "kafka_embedded": broker.embedded}
     )
     plan = demo.DemoPlan(data=SAMPLE, run_dir=work_dir / f"demo-{tag}", timeout_s=timeout_s)
     with (
@@ -635,17 +633,42 @@ def topology(
 # --------------------------------------------------------------------------- runner, profile
 
 
-def runner(reps: int) -> dict[str, Any]:
-    """The in-process runner with every promoted model (bars/s), as ``bench_runner`` measures it."""
-    from tests.benchmarks.bench_runner import bench
+def bench_settings(min_confidence: float | None) -> Settings:
+    """The settings of every run here: the environment's, with the demo's confidence gate.
 
-    res = bench(ROOT / "models" / "registry", reps, 240)
+    ``quantum-trader demo`` runs at a 50% gate by default (the bundled models make no decision
+    in the sample at the seed's 65%); a benchmark of a topology that never trades would not
+    exercise risk, exits, execution or learning.
+    """
+    from streams.config import get_settings
+    from streams.demo import with_min_confidence
+
+    settings = get_settings()
+    return settings if min_confidence is None else with_min_confidence(settings, min_confidence)
+
+
+def runner(settings: Settings, reps: int) -> dict[str, Any]:
+    """The in-process runner with every promoted model and the topology's settings (bars/s)."""
+    from models.scorer import EnsembleScorer
+    from streams.report import ReportBuilder
+    from streams.runner import RunConfig, run
+
+    scorer = EnsembleScorer.from_registry(settings.registry_dir)
+    cfg = RunConfig.from_settings(settings)
+    rates: list[float] = []
+    for _ in range(reps):
+        builder = ReportBuilder(settings.risk.starting_equity_usd)
+        stats = run(SAMPLE, scorer, builder, cfg, block_minutes=240)
+        rates.append(stats.bars_per_s)
+    stage_ns = {k: sum(v) for k, v in stats.latency_ns.items()}
+    report = builder.build(model_versions=stats.model_versions)
     return {
-        "bars": res["bars"],
-        "bars_per_s": res["bars_per_s"],
-        "stage_time_share": res["stage_time_share"],
-        "models": res["models"],
-        "trades_sha256": res["trades_sha256"],
+        "bars": stats.bars,
+        "bars_per_s": {"best": max(rates), "median": float(np.median(rates)), "runs": rates},
+        "stage_time_share": {k: v / (stats.elapsed_s * 1e9) for k, v in sorted(stage_ns.items())},
+        "models": stats.model_versions,
+        "closed_trades": report["counts"]["closed_trades"],
+        "trades_sha256": report["trades_sha256"],
     }
 
 
@@ -688,11 +711,11 @@ def profile_summary(collapsed: Path, limit: int = 15) -> dict[str, Any]:
 
 
 def measure(
-    broker: Broker, partitions: int, work_dir: Path, profile: bool, timeout_s: float
+    broker: Broker, settings: Settings, work_dir: Path, profile: bool, timeout_s: float
 ) -> dict[str, Any]:
     """The hop and the topology on one broker; py-spy samples the topology's worker if asked."""
-    hop = one_hop(broker, partitions, work_dir)
-    topo = topology(broker, partitions, work_dir, profile, timeout_s)
+    hop = one_hop(broker, settings.partitions, work_dir)
+    topo = topology(broker, settings, work_dir, profile, timeout_s)
     out: dict[str, Any] = {"bootstrap": broker.bootstrap, "one_hop": hop, "topology": topo}
     if topo["drained"]:
         out["topology_share_of_hop"] = topo["events_per_s"] / hop["records_per_s"]
@@ -702,7 +725,7 @@ def measure(
 
 
 def bench(
-    timeouts: Mapping[str, float], partitions: int, runner_reps: int, profile: str | None
+    timeouts: Mapping[str, float], settings: Settings, runner_reps: int, profile: str | None
 ) -> dict[str, Any]:
     """Every figure of the suite (module doc) on the brokers of ``timeouts`` (kind: drain timeout).
 
@@ -712,7 +735,9 @@ def bench(
     results: dict[str, Any] = {
         "suite": "topology",
         "data": str(SAMPLE.relative_to(ROOT)),
-        "partitions": partitions,
+        "partitions": settings.partitions,
+        "min_confidence": settings.supervisor.min_confidence,
+        "feedback_lag_ms": settings.feedback_lag_ms,
         "brokers": {},
         "skipped": {},
     }
@@ -725,9 +750,9 @@ def bench(
                     continue
                 print(f"topology bench: {kind} at {broker.bootstrap}", flush=True)
                 results["brokers"][kind] = measure(
-                    broker, partitions, Path(tmp), profile == kind, timeout_s
+                    broker, settings, Path(tmp), profile == kind, timeout_s
                 )
-    results["runner"] = runner(runner_reps)
+    results["runner"] = runner(settings, runner_reps)
     results["goals"] = goals(results)
     results["machine"] = {
         "cpus": os.cpu_count(),
@@ -760,7 +785,10 @@ def goals(results: dict[str, Any]) -> dict[str, Any]:
             "measured": res["topology_share_of_hop"],
             "met": res["topology_share_of_hop"] >= GOAL_TOPOLOGY_SHARE_OF_HOP,
         }
-        out[f"trades_match_runner_{kind}"] = res["topology"]["trades_sha256"] == runner_sha
+        out[f"trades_match_runner_{kind}"] = {
+            "match": res["topology"]["trades_sha256"] == runner_sha,
+            "closed_trades": res["topology"]["counts"]["closed_trades"],
+        }
     return out
 
 
@@ -850,6 +878,8 @@ def markdown(res: dict[str, Any]) -> str:
         "# Topology benchmark",
         "",
         f"Data: `{res['data']}` ({run['bars']:,} klines), {res['partitions']} partitions, "
+        f"confidence gate {res['min_confidence']:.0%}, feedback lag "
+        f"{res['feedback_lag_ms'] / 60000:.0f} min, models {run['models']}; "
         f"{res['machine']['cpus']} CPUs shared with other work (1-minute load "
         f"{res['machine']['load_avg_1m_at_end']:.1f} at the end). "
         "Generated by `python -m tests.benchmarks topology`; method in the suite's docstring, "
@@ -867,7 +897,7 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"best {_fmt(rates['best'])} bars/s, median {_fmt(rates['median'])} bars/s over "
         f"{len(rates['runs'])} run(s) (goal {GOAL_RUNNER_BARS_PER_S:,.0f}); wall-time share: "
-        f"{shares}",
+        f"{shares}. Closed trades: {run['closed_trades']}.",
         "",
         "## Goals",
         "",
@@ -882,6 +912,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks topology")
     parser.add_argument("--brokers", default="embedded,kafka", help="comma list: embedded,kafka")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--min-confidence", type=float, default=0.5, help="confidence gate (the demo's default)"
+    )
     parser.add_argument("--runner-reps", type=int, default=2)
     parser.add_argument("--kafka-timeout", type=float, default=1800.0, help="drain timeout, s")
     parser.add_argument("--embedded-timeout", type=float, default=900.0, help="drain timeout, s")
@@ -898,7 +931,10 @@ def main(argv: list[str] | None = None) -> int:
     profile = None if args.profile == "none" else args.profile
     try:
         timeouts = {k: args.kafka_timeout if k == "kafka" else args.embedded_timeout for k in kinds}
-        res = bench(timeouts, args.partitions, args.runner_reps, profile)
+        settings = bench_settings(args.min_confidence).model_copy(
+            update={"partitions": args.partitions}
+        )
+        res = bench(timeouts, settings, args.runner_reps, profile)
     except BenchError as exc:
         print(f"topology bench failed: {exc}", file=sys.stderr)
         return 1
