@@ -615,8 +615,13 @@ def _kafka_sink(
     ensure_topics(bootstrap, [ticks_topic, dead_topic], partitions, replication)
     encode_tick, encode_dead = encoders or default_encoders()
     producer = Producer((options or ProducerOptions(bootstrap)).config())
+    # Watermarks go to every partition the topic really has (it may predate this replay).
+    try:
+        actual = len(producer.list_topics(ticks_topic, timeout=15).topics[ticks_topic].partitions)
+    except Exception as exc:  # KafkaException or a missing topic entry: name the broker
+        raise _kafka_error(bootstrap, "reading the partitions of " + ticks_topic, exc) from exc
     return KafkaTickSink(
-        producer, ticks_topic, dead_topic, encode_tick, encode_dead, partitions=partitions
+        producer, ticks_topic, dead_topic, encode_tick, encode_dead, partitions=actual or partitions
     )
 
 
