@@ -110,12 +110,16 @@ def worker_env(
 
 
 @contextlib.contextmanager
-def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A Faust worker subprocess for the duration of the block (SIGTERM, then SIGKILL)."""
+def running_worker(
+    env: dict[str, str],
+    log_path: Path,
+    command: tuple[str, ...] = ("streams.app", "--loglevel", "warning"),
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m *command`` (a Faust worker) for the block (SIGTERM, then SIGKILL after 30 s)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.app", "--loglevel", "warning"],
+            [sys.executable, "-m", *command],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

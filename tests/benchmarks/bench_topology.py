@@ -48,6 +48,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+# Bound at import, before run() patches streams.demo.running_worker with the timed worker.
+from streams.demo import running_worker as start_worker
+
 if TYPE_CHECKING:
     from streams.config import Settings
 
@@ -100,31 +103,6 @@ def _log_tail(path: Path, lines: int = 20) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     return ""
-
-
-@contextlib.contextmanager
-def worker_process(
-    module: str, env: dict[str, str], log_path: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -m module`` for the duration of the block (SIGTERM, then SIGKILL after 30 s)."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 #: The readiness probe: a watermark at event time 0 ("no tick before 1970 follows" is true of
@@ -324,7 +302,7 @@ def one_hop(broker: Broker, partitions: int, work_dir: Path) -> dict[str, Any]:
     log_path = work_dir / f"hop-{broker.kind}.log"
     env = _worker_env(broker, prefix, partitions, {})
     spawned = time.perf_counter()
-    with worker_process("tests.benchmarks.apps.passthrough", env, log_path) as proc:
+    with start_worker(env, log_path, ("tests.benchmarks.apps.passthrough",)) as proc:
         ready_s = wait_until_ready(broker.bootstrap, (source, sink, partitions), proc, log_path)
         watcher = EndWatcher(broker.bootstrap, sink, partitions)
         stop = threading.Event()
@@ -487,7 +465,7 @@ class DemoHooks:
             topic_name(Topic.MARKET_FEATURES, prefix),
             partitions,
         )
-        with worker_process("tests.benchmarks.apps.timed_worker", env, log_path) as proc:
+        with start_worker(env, log_path, ("tests.benchmarks.apps.timed_worker",)) as proc:
             self.ready_s = wait_until_ready(env["QT_KAFKA_BOOTSTRAP"], probe, proc, log_path)
             cpu0, broker_cpu0 = cpu_seconds(proc.pid), cpu_seconds(self.broker_pid)
             with sampling_profiler(proc.pid, self.profile_path):
