@@ -163,7 +163,7 @@ class ReportBuilder:
             self.vetoes_by_reason.update(v.rule.value for v in record.veto_reasons)
             self.counts["vetoed_signals"] += record.vetoed
         elif isinstance(record, OrderRejected):
-            self.rejections_by_rule[record.detail.split(":", 1)[0]] += 1
+            self.rejections_by_rule[record.rule.value] += 1
         elif isinstance(record, DeadLettered):
             self.dead_letters_by_reason[record.reason] += 1
         elif isinstance(record, TradeClosed):

@@ -18,7 +18,7 @@ from streams.contracts.records import (
     TickReceived,
     TradeClosed,
 )
-from streams.logic.risk import RULES
+from streams.logic.risk import rules_passed
 from streams.observability import tracing
 from streams.observability.metrics import metrics
 from streams.ordering import SortKey
@@ -33,36 +33,24 @@ _RANK = {
 }
 
 
-#: Logic names of the risk rules in evaluation order (``check_kill_switch`` -> ``kill_switch``).
-RULE_ORDER = tuple(rule.__name__.removeprefix("check_") for rule in RULES)
-
-
-def rules_passed(rejected_by: str | None) -> list[str]:
-    """The rules a decision passed: all of them, or those before the one that rejected it."""
-    if rejected_by is None:
-        return list(RULE_ORDER)
-    return list(RULE_ORDER[: RULE_ORDER.index(rejected_by)]) if rejected_by in RULE_ORDER else []
-
-
 def verdict_attributes(verdict: OrderApproved | OrderRejected) -> dict[str, Any]:
     """Span attributes of a verdict: every rule passed, the rule that rejected, the margin."""
     if isinstance(verdict, OrderApproved):
         return {
             "qt.risk.verdict": "approved",
-            "qt.risk.rules_passed": rules_passed(None),
+            "qt.risk.rules_passed": [r.value for r in rules_passed(None)],
             "qt.order_id": verdict.order_id,
             "qt.approved_margin_usd": verdict.approved_margin_usd,
             "qt.equity_usd": verdict.equity_usd,
             "qt.open_positions": verdict.open_positions,
         }
-    logic_rule = verdict.detail.split(":", 1)[0]  # the stage writes "<logic rule>: <detail>"
     return {
         "qt.risk.verdict": "rejected",
         "qt.risk.rule": verdict.rule.value,
         "qt.risk.detail": verdict.detail,
         "qt.risk.observed": verdict.observed,
         "qt.risk.limit": verdict.limit,
-        "qt.risk.rules_passed": rules_passed(logic_rule),
+        "qt.risk.rules_passed": [r.value for r in rules_passed(verdict.rule)],
         "qt.margin_usd": verdict.margin_usd,
     }
 

@@ -13,152 +13,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from streams.contracts.base import AvroRecord
 from streams.topics import Topic
-
-
-class Action(StrEnum):
-    """Trading action of a vote or signal."""
-
-    SELL = "SELL"
-    HOLD = "HOLD"
-    BUY = "BUY"
-
-
-class Side(StrEnum):
-    """Direction of a position."""
-
-    LONG = "LONG"
-    SHORT = "SHORT"
-
-
-class OrderSide(StrEnum):
-    """Direction of an order or fill on the venue."""
-
-    BUY = "BUY"
-    SELL = "SELL"
-
-
-class TickKind(StrEnum):
-    """What a market tick is: a closed 1-minute kline or a single trade."""
-
-    KLINE_1M = "KLINE_1M"
-    TRADE = "TRADE"
-
-
-class Regime(StrEnum):
-    """Market regime classified by the strategy stage."""
-
-    TREND = "TREND"
-    RANGE = "RANGE"
-    HIGH_VOLATILITY = "HIGH_VOLATILITY"
-
-
-class VetoRule(StrEnum):
-    """Supervisor rule that vetoed a signal. OTHER is the reader default for rules added later."""
-
-    ONE_SIDED_SYMBOL = "ONE_SIDED_SYMBOL"
-    ONE_SIDED_OVERALL = "ONE_SIDED_OVERALL"
-    LOW_CONFIDENCE = "LOW_CONFIDENCE"
-    STALE_MODEL = "STALE_MODEL"
-    MISSING_MODEL = "MISSING_MODEL"
-    MODEL_DISAGREEMENT = "MODEL_DISAGREEMENT"
-    OTHER = "OTHER"
-
-
-class RiskRule(StrEnum):
-    """Portfolio risk rule that rejected a decision.
-
-    OTHER is the reader default for rules added later.
-    """
-
-    KILL_SWITCH = "KILL_SWITCH"
-    DAILY_DRAWDOWN = "DAILY_DRAWDOWN"
-    WEEKLY_DRAWDOWN = "WEEKLY_DRAWDOWN"
-    MAX_MARGIN = "MAX_MARGIN"
-    MAX_LEVERAGE = "MAX_LEVERAGE"
-    MAX_CONCURRENT_POSITIONS = "MAX_CONCURRENT_POSITIONS"
-    MIN_CONFIDENCE = "MIN_CONFIDENCE"
-    SYMBOL_CONCENTRATION = "SYMBOL_CONCENTRATION"
-    CORRELATION = "CORRELATION"
-    DUPLICATE_DECISION = "DUPLICATE_DECISION"
-    OTHER = "OTHER"
-
-
-class EntryType(StrEnum):
-    """How the entry order is placed."""
-
-    MARKET = "MARKET"
-    LIMIT = "LIMIT"
-
-
-class LegKind(StrEnum):
-    """Part of an order plan: the entry, a take-profit, the stop loss or the trailing stop."""
-
-    ENTRY = "ENTRY"
-    TP = "TP"
-    SL = "SL"
-    TRAIL = "TRAIL"
-
-
-class Liquidity(StrEnum):
-    """Whether a fill added (MAKER) or took (TAKER) liquidity."""
-
-    MAKER = "MAKER"
-    TAKER = "TAKER"
-
-
-class PositionEvent(StrEnum):
-    """What happened to a position."""
-
-    OPENED = "OPENED"
-    INCREASED = "INCREASED"
-    REDUCED = "REDUCED"
-    CLOSED = "CLOSED"
-
-
-class ExitReason(StrEnum):
-    """Why a trade was closed. OTHER is the reader default for reasons added later."""
-
-    TAKE_PROFIT = "TAKE_PROFIT"
-    STOP_LOSS = "STOP_LOSS"
-    TRAILING_STOP = "TRAILING_STOP"
-    KILL_SWITCH = "KILL_SWITCH"
-    END_OF_DATA = "END_OF_DATA"
-    MANUAL = "MANUAL"
-    OTHER = "OTHER"
-
-
-class Learner(StrEnum):
-    """Which learner a reward is for."""
-
-    SIZING = "SIZING"
-    STRATEGY = "STRATEGY"
-
-
-class ModelEventKind(StrEnum):
-    """Lifecycle event of a model. OTHER is the reader default for kinds added later."""
-
-    REGISTERED = "REGISTERED"
-    LOADED = "LOADED"
-    PROMOTED = "PROMOTED"
-    DEMOTED = "DEMOTED"
-    LOAD_FAILED = "LOAD_FAILED"
-    STALE = "STALE"
-    DRIFT_DETECTED = "DRIFT_DETECTED"
-    SHADOW_SCORED = "SHADOW_SCORED"
-    RETRAINED = "RETRAINED"
-    OTHER = "OTHER"
-
-
-class CommandKind(StrEnum):
-    """Operator command."""
-
-    HALT = "HALT"
-    RESUME = "RESUME"
-    PROMOTE = "PROMOTE"
+from streams.vocabulary import (
+    Action,
+    CommandKind,
+    EntryType,
+    ExitReason,
+    Learner,
+    LegKind,
+    Liquidity,
+    ModelEventKind,
+    OrderSide,
+    PositionEvent,
+    Regime,
+    RiskRule,
+    Side,
+    TickKind,
+    VetoRule,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,6 +46,7 @@ class ModelVote(AvroRecord):
     probabilities: tuple[float, ...]
     weight: float
     latency_us: int
+    as_of_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

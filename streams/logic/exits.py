@@ -28,7 +28,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from streams.config import ExitPolicy
-from streams.logic.types import InvalidInputError, LogicError, Side
+from streams.logic.types import InvalidInputError, LogicError
+from streams.vocabulary import Side
 
 
 class ExitPlanError(LogicError):

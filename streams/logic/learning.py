@@ -21,7 +21,7 @@ from typing import Any
 from streams.logic.paper import ClosedTrade
 from streams.logic.sizing import QTable, SizingConfig, SizingState
 from streams.logic.strategy import STRATEGIES, MetaSelector, SelectorConfig
-from streams.logic.types import Regime
+from streams.vocabulary import Regime
 
 
 @dataclass(frozen=True, slots=True)

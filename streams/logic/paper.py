@@ -49,7 +49,7 @@ from typing import Any
 
 from streams.logic.exits import ExitPlan, anchor, split_ladder
 from streams.logic.ids import fill_id, order_id
-from streams.logic.types import Side
+from streams.vocabulary import Side
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from streams.logic.types import InvalidInputError, MarketView, Regime
+from streams.logic.types import InvalidInputError, MarketView
+from streams.vocabulary import Regime
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,11 +32,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from streams.config import RiskLimits
-from streams.logic.types import InvalidInputError, Side
+from streams.logic.types import InvalidInputError
+from streams.vocabulary import CommandKind, RiskRule, Side
 
 DAY_MS = 86_400_000
 _EPS = 1e-12  # float slack so "exactly at the limit" compares as at the limit
@@ -50,13 +50,6 @@ def day_index(event_time_ms: int) -> int:
 def iso_week_index(event_time_ms: int) -> int:
     """ISO week number since the epoch (weeks start Monday 00:00 UTC; 1970-01-01 was a Thursday)."""
     return (day_index(event_time_ms) + 3) // 7
-
-
-class Command(StrEnum):
-    """Kill-switch commands from ``control.commands``."""
-
-    HALT = "HALT"
-    RESUME = "RESUME"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +86,7 @@ class Rejected:
     """The decision failed ``rule``; ``observed`` vs ``limit`` is the evidence."""
 
     decision_id: str
-    rule: str
+    rule: RiskRule
     detail: str
     observed: float
     limit: float
@@ -188,7 +181,9 @@ def correlation(a: Sequence[float], b: Sequence[float]) -> float | None:
 Check = Callable[[SizedDecision, PortfolioState, RiskLimits, CorrelationConfig], Rejected | None]
 
 
-def _reject(d: SizedDecision, rule: str, detail: str, observed: float, limit: float) -> Rejected:
+def _reject(
+    d: SizedDecision, rule: RiskRule, detail: str, observed: float, limit: float
+) -> Rejected:
     return Rejected(d.decision_id, rule, detail, observed, limit)
 
 
@@ -196,7 +191,9 @@ def check_kill_switch(
     d: SizedDecision, s: PortfolioState, lim: RiskLimits, c: CorrelationConfig
 ) -> Rejected | None:
     """Refuse everything while halted."""
-    return _reject(d, "kill_switch", f"halted: {s.halt_reason}", 1.0, 0.0) if s.halted else None
+    return (
+        _reject(d, RiskRule.KILL_SWITCH, f"halted: {s.halt_reason}", 1.0, 0.0) if s.halted else None
+    )
 
 
 def check_min_confidence(
@@ -206,7 +203,7 @@ def check_min_confidence(
     if d.confidence >= lim.min_confidence:
         return None
     return _reject(
-        d, "min_confidence", "confidence under minimum", d.confidence, lim.min_confidence
+        d, RiskRule.MIN_CONFIDENCE, "confidence under minimum", d.confidence, lim.min_confidence
     )
 
 
@@ -218,7 +215,9 @@ def check_daily_drawdown(
     dd = drawdown(start, s.equity)
     if dd < lim.max_daily_drawdown - _EPS:
         return None
-    return _reject(d, "daily_drawdown", "daily drawdown limit reached", dd, lim.max_daily_drawdown)
+    return _reject(
+        d, RiskRule.DAILY_DRAWDOWN, "daily drawdown limit reached", dd, lim.max_daily_drawdown
+    )
 
 
 def check_weekly_drawdown(
@@ -230,7 +229,7 @@ def check_weekly_drawdown(
     if dd < lim.max_weekly_drawdown - _EPS:
         return None
     limit = lim.max_weekly_drawdown
-    return _reject(d, "weekly_drawdown", "weekly drawdown limit reached", dd, limit)
+    return _reject(d, RiskRule.WEEKLY_DRAWDOWN, "weekly drawdown limit reached", dd, limit)
 
 
 def check_max_positions(
@@ -241,7 +240,7 @@ def check_max_positions(
     if n < lim.max_concurrent_positions:
         return None
     limit = float(lim.max_concurrent_positions)
-    return _reject(d, "max_positions", f"{n} positions open", float(n), limit)
+    return _reject(d, RiskRule.MAX_CONCURRENT_POSITIONS, f"{n} positions open", float(n), limit)
 
 
 def check_opposite_position(
@@ -250,7 +249,9 @@ def check_opposite_position(
     """Refuse opening against an open position on the same symbol."""
     for p in s.positions.values():
         if p.symbol == d.symbol and p.side is not d.side:
-            return _reject(d, "opposite_position", f"{p.side.value} {p.symbol} open", 1.0, 0.0)
+            return _reject(
+                d, RiskRule.OPPOSITE_POSITION, f"{p.side.value} {p.symbol} open", 1.0, 0.0
+            )
     return None
 
 
@@ -261,7 +262,7 @@ def check_max_margin(
     cap = lim.max_margin_per_position_usd
     if d.margin <= cap + _EPS:
         return None
-    return _reject(d, "max_margin", "margin over per-position cap", d.margin, cap)
+    return _reject(d, RiskRule.MAX_MARGIN, "margin over per-position cap", d.margin, cap)
 
 
 def check_max_leverage(
@@ -270,7 +271,7 @@ def check_max_leverage(
     """Refuse leverage over the cap."""
     if d.leverage <= lim.max_leverage:
         return None
-    return _reject(d, "max_leverage", "leverage over cap", d.leverage, lim.max_leverage)
+    return _reject(d, RiskRule.MAX_LEVERAGE, "leverage over cap", d.leverage, lim.max_leverage)
 
 
 def check_symbol_concentration(
@@ -282,7 +283,7 @@ def check_symbol_concentration(
     if share <= lim.max_symbol_concentration + _EPS:
         return None
     limit = lim.max_symbol_concentration
-    return _reject(d, "symbol_concentration", f"{d.symbol} margin share", share, limit)
+    return _reject(d, RiskRule.SYMBOL_CONCENTRATION, f"{d.symbol} margin share", share, limit)
 
 
 def check_correlation(
@@ -301,22 +302,28 @@ def check_correlation(
     if worst <= lim.max_open_correlation:
         return None
     detail = f"signed correlation with open {worst_symbol}"
-    return _reject(d, "correlation", detail, worst, lim.max_open_correlation)
+    return _reject(d, RiskRule.CORRELATION, detail, worst, lim.max_open_correlation)
 
 
-#: The fixed evaluation order (see the module docstring).
-RULES: tuple[Check, ...] = (
-    check_kill_switch,
-    check_min_confidence,
-    check_daily_drawdown,
-    check_weekly_drawdown,
-    check_max_positions,
-    check_opposite_position,
-    check_max_margin,
-    check_max_leverage,
-    check_symbol_concentration,
-    check_correlation,
+#: The fixed evaluation order (see the module docstring), each rule with its contract symbol.
+RULES: tuple[tuple[RiskRule, Check], ...] = (
+    (RiskRule.KILL_SWITCH, check_kill_switch),
+    (RiskRule.MIN_CONFIDENCE, check_min_confidence),
+    (RiskRule.DAILY_DRAWDOWN, check_daily_drawdown),
+    (RiskRule.WEEKLY_DRAWDOWN, check_weekly_drawdown),
+    (RiskRule.MAX_CONCURRENT_POSITIONS, check_max_positions),
+    (RiskRule.OPPOSITE_POSITION, check_opposite_position),
+    (RiskRule.MAX_MARGIN, check_max_margin),
+    (RiskRule.MAX_LEVERAGE, check_max_leverage),
+    (RiskRule.SYMBOL_CONCENTRATION, check_symbol_concentration),
+    (RiskRule.CORRELATION, check_correlation),
 )
+
+
+def rules_passed(rejected_by: RiskRule | None) -> list[RiskRule]:
+    """The rules a decision passed: all of them, or those evaluated before ``rejected_by``."""
+    order = [rule for rule, _check in RULES]
+    return order if rejected_by not in order else order[: order.index(rejected_by)]
 
 
 def evaluate(
@@ -326,8 +333,8 @@ def evaluate(
     corr: CorrelationConfig = CorrelationConfig(),
 ) -> Approved | Rejected:
     """First rejection in :data:`RULES` order, or :class:`Approved`. Does not mutate ``state``."""
-    for rule in RULES:
-        rejected = rule(decision, state, limits, corr)
+    for _rule, check in RULES:
+        rejected = check(decision, state, limits, corr)
         if rejected is not None:
             return rejected
     return Approved(decision)
@@ -373,9 +380,9 @@ def apply_close(
     state.equity += net_pnl
 
 
-def apply_command(state: PortfolioState, command: Command, reason: str = "") -> None:
+def apply_command(state: PortfolioState, command: CommandKind, reason: str = "") -> None:
     """Kill switch: HALT refuses new entries until RESUME; open positions are left to exits."""
-    if command is Command.HALT:
+    if command is CommandKind.HALT:
         state.halted, state.halt_reason = True, reason or "halt command"
     else:
         state.halted, state.halt_reason = False, ""

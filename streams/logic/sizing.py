@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.logic.types import InvalidInputError, Regime
+from streams.logic.types import InvalidInputError
+from streams.vocabulary import Regime
 
 MULTIPLIERS: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)
 

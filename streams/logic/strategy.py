@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.logic.types import InvalidInputError, MarketView, Regime, Side
+from streams.logic.types import InvalidInputError, MarketView
+from streams.vocabulary import Regime, Side
 
 
 @dataclass(frozen=True, slots=True)

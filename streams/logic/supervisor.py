@@ -6,19 +6,19 @@ strategy stage skips vetoed signals and the report counts them.
 
 Rules (each a pure function returning ``Veto | None``), in report order:
 
-``bias_symbol`` / ``bias_overall``
+``ONE_SIDED_SYMBOL`` / ``ONE_SIDED_OVERALL``
     More than ``bias_threshold`` (70 %) of the last ``bias_window`` non-HOLD ensemble signals
     (the current one included) are on the current signal's side, per symbol and across all
     symbols. Only the dominant side is vetoed: a BUY arriving in a 99 % SELL stream works
     against the bias. Needs ``BiasConfig.min_samples`` signals before it can fire, so the first
     signals of a run are not vetoed at "100 %" of one sample.
-``low_confidence``
+``LOW_CONFIDENCE``
     A BUY/SELL whose ensemble confidence is under ``min_confidence`` (65 %).
-``model_missing``
+``MISSING_MODEL``
     An expected model did not vote.
-``model_stale``
+``STALE_MODEL``
     A model's vote scored an input older than ``max_model_staleness_ms`` before the signal.
-``disagreement``
+``MODEL_DISAGREEMENT``
     At least ``max_disagreement`` of the ensemble weight voted the opposite side
     (see :func:`streams.logic.voting.opposition`); ``>=`` because a 2-against-2 split is
     exactly the "strong disagreement" the rule exists for.
@@ -37,8 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.config import SupervisorPolicy
-from streams.logic.types import InvalidInputError, Side, side_of
+from streams.logic.types import InvalidInputError
 from streams.logic.voting import EnsembleSignal, opposition
+from streams.vocabulary import Side, VetoRule, side_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,7 @@ class BiasConfig:
 class Veto:
     """Why a signal must not be traded: the rule that fired and a human-readable detail."""
 
-    rule: str
+    rule: VetoRule
     detail: str
 
     def to_dict(self) -> dict[str, str]:
@@ -172,7 +173,7 @@ class SupervisedSignal:
 
 
 def bias_veto(
-    rule: str, window: BiasWindow, side: Side, threshold: float, min_samples: int
+    rule: VetoRule, window: BiasWindow, side: Side, threshold: float, min_samples: int
 ) -> Veto | None:
     """Veto when ``side`` holds more than ``threshold`` of a window of >= ``min_samples``."""
     if window.size < min_samples:
@@ -187,9 +188,8 @@ def confidence_veto(signal: EnsembleSignal, min_confidence: float) -> Veto | Non
     """Veto a BUY/SELL under the minimum confidence."""
     if side_of(signal.action) is None or signal.confidence >= min_confidence:
         return None
-    return Veto(
-        "low_confidence", f"confidence {signal.confidence:.4f} < minimum {min_confidence:.4f}"
-    )
+    detail = f"confidence {signal.confidence:.4f} < minimum {min_confidence:.4f}"
+    return Veto(VetoRule.LOW_CONFIDENCE, detail)
 
 
 def missing_model_veto(signal: EnsembleSignal, expected: Iterable[str]) -> Veto | None:
@@ -198,7 +198,7 @@ def missing_model_veto(signal: EnsembleSignal, expected: Iterable[str]) -> Veto 
     missing = sorted(set(expected) - present)
     if not missing:
         return None
-    return Veto("model_missing", f"no vote from {', '.join(missing)}")
+    return Veto(VetoRule.MISSING_MODEL, f"no vote from {', '.join(missing)}")
 
 
 def stale_model_veto(signal: EnsembleSignal, max_staleness_ms: int) -> Veto | None:
@@ -210,7 +210,7 @@ def stale_model_veto(signal: EnsembleSignal, max_staleness_ms: int) -> Veto | No
     ]
     if not stale:
         return None
-    return Veto("model_stale", f"{'; '.join(stale)} > {max_staleness_ms} ms")
+    return Veto(VetoRule.STALE_MODEL, f"{'; '.join(stale)} > {max_staleness_ms} ms")
 
 
 def disagreement_veto(signal: EnsembleSignal, max_disagreement: float) -> Veto | None:
@@ -219,7 +219,7 @@ def disagreement_veto(signal: EnsembleSignal, max_disagreement: float) -> Veto |
     if side_of(signal.action) is None or against < max_disagreement:
         return None
     return Veto(
-        "disagreement", f"{against:.0%} of weight opposes {signal.action.value} "
+        VetoRule.MODEL_DISAGREEMENT, f"{against:.0%} of weight opposes {signal.action.value} "
         f">= {max_disagreement:.0%}"
     )  # fmt: skip
 
@@ -239,8 +239,8 @@ def supervise(
         sym_w.push(side)
         all_w.push(side)
         th, n = policy.bias_threshold, bias.min_samples
-        vetoes.append(bias_veto("bias_symbol", sym_w, side, th, n))
-        vetoes.append(bias_veto("bias_overall", all_w, side, th, n))
+        vetoes.append(bias_veto(VetoRule.ONE_SIDED_SYMBOL, sym_w, side, th, n))
+        vetoes.append(bias_veto(VetoRule.ONE_SIDED_OVERALL, all_w, side, th, n))
         vetoes.append(confidence_veto(signal, policy.min_confidence))
     vetoes.append(missing_model_veto(signal, expected_models))
     vetoes.append(stale_model_veto(signal, policy.max_model_staleness_ms))

@@ -1,60 +1,13 @@
-"""Small shared types of the pure trading logic: actions, sides, regimes, the market view, errors.
+"""Small shared types of the pure trading logic: the market view and the errors.
 
-Class order everywhere is ``("SELL", "HOLD", "BUY")`` (index 0, 1, 2), the order the models'
-probability vectors use. Nothing here imports Faust or Kafka.
+The enums (actions, sides, regimes) are the contracts' own, from :mod:`streams.vocabulary`.
+Nothing here imports Faust or Kafka.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 from typing import Any
-
-
-class Action(StrEnum):
-    """A 3-class model/ensemble output."""
-
-    SELL = "SELL"
-    HOLD = "HOLD"
-    BUY = "BUY"
-
-
-#: Index order of every probability vector.
-CLASSES: tuple[Action, Action, Action] = (Action.SELL, Action.HOLD, Action.BUY)
-
-
-class Side(StrEnum):
-    """Direction of a position."""
-
-    LONG = "LONG"
-    SHORT = "SHORT"
-
-    @property
-    def sign(self) -> int:
-        """+1 for long, -1 for short: PnL = sign * (exit - entry) * quantity."""
-        return 1 if self is Side.LONG else -1
-
-    @property
-    def opposite(self) -> Side:
-        """The other side."""
-        return Side.SHORT if self is Side.LONG else Side.LONG
-
-
-def side_of(action: Action) -> Side | None:
-    """The position side an action asks for; HOLD asks for none."""
-    if action is Action.BUY:
-        return Side.LONG
-    if action is Action.SELL:
-        return Side.SHORT
-    return None
-
-
-class Regime(StrEnum):
-    """Market regime from the features (see :mod:`streams.logic.regime`)."""
-
-    TREND = "TREND"
-    RANGE = "RANGE"
-    HIGH_VOLATILITY = "HIGH_VOLATILITY"
 
 
 @dataclass(frozen=True, slots=True)

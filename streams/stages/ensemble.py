@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from streams.contracts.records import Action, FeaturesComputed, ModelVote, SignalScored
+from streams.contracts.records import FeaturesComputed, ModelVote, SignalScored
 from streams.logic import ids
 from streams.logic.types import InvalidInputError
 from streams.logic.voting import EnsembleSignal
@@ -55,11 +55,12 @@ def signal_record(
         ModelVote(
             model=v.model,
             version=v.version,
-            action=Action(v.action.value),
+            action=v.action,
             confidence=v.confidence,
             probabilities=v.probs,
             weight=w,
             latency_us=latency_us,
+            as_of_ms=v.as_of_ms,
         )
         for v, w in zip(signal.votes, signal.weights, strict=True)
     )
@@ -69,7 +70,7 @@ def signal_record(
         event_time_ms=signal.event_time_ms,
         feature_version=features.feature_version,
         votes=votes,
-        action=Action(signal.action.value),
+        action=signal.action,
         confidence=signal.confidence,
         probabilities=signal.probs,
         close=features.close,

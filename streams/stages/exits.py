@@ -28,7 +28,6 @@ from streams.logic.exits import (
     split_ladder,
 )
 from streams.logic.types import InvalidInputError
-from streams.logic.types import Side as LogicSide
 
 #: Price tick and quantity step of the default symbols on Binance USD-M futures.
 INSTRUMENTS: dict[str, Instrument] = {
@@ -113,7 +112,7 @@ def plan_from_order(o: OrderPlanned, instrument: Instrument) -> ExitPlan:
     return ExitPlan(
         decision_id=o.decision_id,
         symbol=o.symbol,
-        side=LogicSide(o.side.value),
+        side=o.side,
         reference_price=ref,
         margin=o.margin_usd,
         leverage=max(1, round(o.leverage)),
@@ -157,7 +156,7 @@ class ExitPlannerStage:
         req = PlanRequest(
             decision_id=o.decision_id,
             symbol=o.symbol,
-            side=LogicSide(d.side.value),
+            side=d.side,
             reference_price=d.price,
             margin=o.approved_margin_usd,
             confidence=d.confidence,

@@ -34,7 +34,6 @@ from streams.contracts.records import (
 from streams.logic import ids
 from streams.logic.risk import (
     Approved,
-    Command,
     CorrelationConfig,
     PortfolioState,
     Rejected,
@@ -45,20 +44,6 @@ from streams.logic.risk import (
     reserve,
     roll_periods,
 )
-from streams.logic.types import Side as LogicSide
-
-#: Logic rule name -> contract enum (``opposite_position`` has no symbol of its own yet).
-RISK_RULES: dict[str, RiskRule] = {
-    "kill_switch": RiskRule.KILL_SWITCH,
-    "min_confidence": RiskRule.MIN_CONFIDENCE,
-    "daily_drawdown": RiskRule.DAILY_DRAWDOWN,
-    "weekly_drawdown": RiskRule.WEEKLY_DRAWDOWN,
-    "max_positions": RiskRule.MAX_CONCURRENT_POSITIONS,
-    "max_margin": RiskRule.MAX_MARGIN,
-    "max_leverage": RiskRule.MAX_LEVERAGE,
-    "symbol_concentration": RiskRule.SYMBOL_CONCENTRATION,
-    "correlation": RiskRule.CORRELATION,
-}
 
 
 @dataclass(slots=True)
@@ -88,11 +73,6 @@ class RiskState:
             decided=set(data["decided"]),
             closed=set(data["closed"]),
         )
-
-
-def rejection_rule(rule: str) -> RiskRule:
-    """Contract enum of a logic rule name (OTHER for rules without a symbol)."""
-    return RISK_RULES.get(rule, RiskRule.OTHER)
 
 
 class RiskStage:
@@ -130,7 +110,7 @@ class RiskStage:
     def on_decision(self, state: RiskState, d: DecisionSized) -> OrderApproved | OrderRejected:
         """Approve (and reserve) or reject one decision."""
         if d.decision_id in state.decided:
-            return self._rejected(d, d.margin_usd, "duplicate_decision", "already evaluated")
+            return self._rejected(d, d.margin_usd, RiskRule.DUPLICATE_DECISION, "already evaluated")
         state.decided.add(d.decision_id)
         p = state.portfolio
         roll_periods(p, d.event_time_ms)
@@ -138,7 +118,7 @@ class RiskStage:
         sized = SizedDecision(
             decision_id=d.decision_id,
             symbol=d.symbol,
-            side=LogicSide(d.side.value),
+            side=d.side,
             confidence=d.confidence,
             margin=margin,
             leverage=self.limits.max_leverage,  # the exit planner picks <= this cap
@@ -172,10 +152,8 @@ class RiskStage:
 
     def on_command(self, state: RiskState, c: ControlCommand) -> None:
         """HALT / RESUME the kill switch (PROMOTE is the ensemble's business)."""
-        if c.command is CommandKind.HALT:
-            apply_command(state.portfolio, Command.HALT, c.reason)
-        elif c.command is CommandKind.RESUME:
-            apply_command(state.portfolio, Command.RESUME, c.reason)
+        if c.command in (CommandKind.HALT, CommandKind.RESUME):
+            apply_command(state.portfolio, c.command, c.reason)
 
     def _from_logic(self, d: DecisionSized, margin: float, r: Rejected) -> OrderRejected:
         return self._rejected(d, margin, r.rule, r.detail, r.observed, r.limit)
@@ -184,12 +162,11 @@ class RiskStage:
     def _rejected(
         d: DecisionSized,
         margin: float,
-        rule: str,
+        rule: RiskRule,
         detail: str,
         observed: float | None = None,
         limit: float | None = None,
     ) -> OrderRejected:
-        enum = RiskRule.DUPLICATE_DECISION if rule == "duplicate_decision" else rejection_rule(rule)
         return OrderRejected(
             decision_id=d.decision_id,
             symbol=d.symbol,
@@ -197,8 +174,8 @@ class RiskStage:
             side=d.side,
             margin_usd=margin,
             confidence=d.confidence,
-            rule=enum,
-            detail=f"{rule}: {detail}",  # the logic rule name first: OTHER stays attributable
+            rule=rule,
+            detail=detail,
             observed=observed,
             limit=limit,
         )

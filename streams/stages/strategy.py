@@ -58,8 +58,6 @@ from streams.logic.strategy import (
     choose_strategy,
 )
 from streams.logic.types import MarketView
-from streams.logic.types import Regime as LogicRegime
-from streams.logic.types import Side as LogicSide
 
 _IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
@@ -93,7 +91,7 @@ class StrategyState:
     regime_state: RegimeState = field(default_factory=RegimeState)
     view: MarketView | None = None
     view_time_ms: int = -1
-    regime: LogicRegime = LogicRegime.RANGE
+    regime: Regime = Regime.RANGE
     qtable: QTable = field(default_factory=QTable)
     selector: MetaSelector = field(default_factory=MetaSelector)
     pending_sizing: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -129,7 +127,7 @@ class StrategyState:
             regime_state=RegimeState.from_dict(data["regime_state"]),
             view=None if view is None else MarketView.from_dict(view),
             view_time_ms=int(data["view_time_ms"]),
-            regime=LogicRegime(data["regime"]),
+            regime=Regime(data["regime"]),
             qtable=QTable.from_dict(data["qtable"]),
             selector=MetaSelector.from_dict(data["selector"]),
             pending_sizing={k: (str(v[0]), int(v[1])) for k, v in data["pending_sizing"].items()},
@@ -137,8 +135,8 @@ class StrategyState:
         )
 
 
-def _side(action: Action) -> LogicSide:
-    return LogicSide.LONG if action is Action.BUY else LogicSide.SHORT
+def _side(action: Action) -> Side:
+    return Side.LONG if action is Action.BUY else Side.SHORT
 
 
 def model_versions(s: SignalSupervised) -> dict[str, str]:
@@ -202,11 +200,11 @@ class StrategyStage:
             signal_id=s.signal_id,
             symbol=s.symbol,
             event_time_ms=s.event_time_ms,
-            side=Side(side.value),
+            side=side,
             confidence=conf,
             price=state.view.close,
             atr_pct=state.view.atr_pct,
-            regime=Regime(state.regime.value),
+            regime=state.regime,
             strategy=call.strategy,
             size_multiplier=choice.multiplier,
             risk_fraction=self.limits.base_risk_fraction * choice.multiplier,
@@ -229,6 +227,6 @@ class StrategyStage:
             return False
         state.pending_strategy.discard(r.decision_id)
         if r.strategy in STRATEGIES:
-            arm_regime = LogicRegime(r.regime.value)
+            arm_regime = r.regime
             state.selector.update(arm_regime, r.strategy, r.reward, self.tuning.selector)
         return True

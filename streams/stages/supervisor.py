@@ -14,36 +14,24 @@ from streams.config import SupervisorPolicy
 from streams.contracts.records import (
     Action,
     BiasShares,
+    Side,
     SignalScored,
     SignalSupervised,
     VetoReason,
-    VetoRule,
 )
 from streams.logic.supervisor import BiasConfig, SupervisorState, Veto, supervise
-from streams.logic.types import Action as LogicAction
-from streams.logic.types import Side
 from streams.logic.voting import EnsembleSignal
 from streams.logic.voting import ModelVote as LogicVote
 
-#: Logic rule name -> contract enum symbol.
-VETO_RULES: dict[str, VetoRule] = {
-    "bias_symbol": VetoRule.ONE_SIDED_SYMBOL,
-    "bias_overall": VetoRule.ONE_SIDED_OVERALL,
-    "low_confidence": VetoRule.LOW_CONFIDENCE,
-    "model_missing": VetoRule.MISSING_MODEL,
-    "model_stale": VetoRule.STALE_MODEL,
-    "disagreement": VetoRule.MODEL_DISAGREEMENT,
-}
-
 
 def ensemble_signal(s: SignalScored) -> EnsembleSignal:
-    """The logic view of a scored signal; a vote's ``as_of_ms`` is the scored row's time."""
+    """The logic view of a scored signal (a vote without ``as_of_ms`` is as old as the signal)."""
     votes = tuple(
         LogicVote(
             v.model,
             v.version,
             (v.probabilities[0], v.probabilities[1], v.probabilities[2]),
-            s.event_time_ms,
+            s.event_time_ms if v.as_of_ms is None else v.as_of_ms,
         )
         for v in s.votes
     )
@@ -55,14 +43,14 @@ def ensemble_signal(s: SignalScored) -> EnsembleSignal:
         votes=votes,
         weights=tuple(v.weight for v in s.votes),
         probs=(p[0], p[1], p[2]),
-        action=LogicAction(s.action.value),
+        action=s.action,
         confidence=s.confidence,
     )
 
 
 def veto_reason(v: Veto) -> VetoReason:
-    """Contract form of a logic veto (unknown rule names map to OTHER, never dropped)."""
-    return VetoReason(rule=VETO_RULES.get(v.rule, VetoRule.OTHER), detail=v.detail)
+    """Contract form of a logic veto."""
+    return VetoReason(rule=v.rule, detail=v.detail)
 
 
 def bias_shares(state: SupervisorState, symbol: str) -> BiasShares:

@@ -19,9 +19,9 @@ import pytest
 from typer.testing import CliRunner
 
 from streams.adapters.market_files import TimeWindow, parse_time_bound
-from streams.agents.risk import RULE_ORDER
 from streams.config import Settings
 from streams.demo import SAMPLE_DATA, DemoPlan, read_back, run_demo
+from streams.logic.risk import rules_passed
 from streams.observability.tracing import DECISION_ID, build_tree, decision_trace, read_spans
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -148,7 +148,7 @@ def test_a_closed_trade_has_one_trace_from_its_tick(traced_run: dict[str, Any]) 
     # every risk rule passed
     risk = a["risk decisions.sized"]
     assert risk["qt.risk.verdict"] == "approved"
-    assert risk["qt.risk.rules_passed"] == list(RULE_ORDER)
+    assert risk["qt.risk.rules_passed"] == [r.value for r in rules_passed(None)]
     # the exit plan's legs
     legs = a["exits orders.approved"]["qt.legs"]
     assert [leg.split()[0] for leg in legs] == [leg.kind.value for leg in plan.legs]
@@ -178,8 +178,7 @@ def test_a_rejected_decision_names_its_rule(traced_run: dict[str, Any]) -> None:
     attrs = risk[0]["attributes"]
     assert attrs["qt.risk.verdict"] == "rejected"
     assert attrs["qt.risk.rule"] == rejection.rule.value
-    rule = rejection.detail.split(":")[0]
-    assert attrs["qt.risk.rules_passed"] == list(RULE_ORDER[: RULE_ORDER.index(rule)])
+    assert attrs["qt.risk.rules_passed"] == [r.value for r in rules_passed(rejection.rule)]
     assert not named(spans, "exits orders.approved")
 
 

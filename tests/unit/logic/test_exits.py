@@ -19,7 +19,7 @@ from streams.logic.exits import (
     round_to_tick,
     split_ladder,
 )
-from streams.logic.types import Side
+from streams.vocabulary import Side
 
 POLICY = ExitPolicy()
 INSTR = Instrument(tick_size=0.01, step_size=1.0)

@@ -8,7 +8,8 @@ from streams.logic.learning import RewardConfig, apply_reward, reward_from_trade
 from streams.logic.paper import ClosedTrade, TradeContext
 from streams.logic.sizing import QTable, SizingConfig, SizingState
 from streams.logic.strategy import MetaSelector, SelectorConfig
-from streams.logic.types import InvalidInputError, Regime, Side
+from streams.logic.types import InvalidInputError
+from streams.vocabulary import Regime, Side
 
 CTX = TradeContext(0.8, ("xgboost@3",), "trend_follow", "TREND", "c2/TREND/d0", 4)
 

@@ -25,7 +25,7 @@ from streams.logic.paper import (
     PositionEventKind,
     TradeContext,
 )
-from streams.logic.types import Side
+from streams.vocabulary import Side
 
 M = 60_000
 CFG = PaperConfig(slippage_bps=0.0, participation=0.0, latency_ms=0)  # participation 0 = unlimited

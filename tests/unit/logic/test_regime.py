@@ -7,7 +7,8 @@ import gzip
 import pytest
 
 from streams.logic.regime import RegimeConfig, RegimeState, detect_regime, fold_baseline
-from streams.logic.types import InvalidInputError, MarketView, Regime
+from streams.logic.types import InvalidInputError, MarketView
+from streams.vocabulary import Regime
 from tests.shared_data import BINANCE
 
 CFG = RegimeConfig(high_vol_ratio=2.0, trend_threshold=1.5, baseline_bars=4, warmup_bars=2)

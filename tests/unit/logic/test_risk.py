@@ -13,7 +13,6 @@ from streams.config import RiskLimits
 from streams.logic.risk import (
     RULES,
     Approved,
-    Command,
     CorrelationConfig,
     PortfolioState,
     Rejected,
@@ -27,7 +26,7 @@ from streams.logic.risk import (
     record_returns,
     reserve,
 )
-from streams.logic.types import Side
+from streams.vocabulary import CommandKind, RiskRule, Side
 
 LIMITS = RiskLimits()
 MON = 1_747_612_800_000  # 2025-05-19 00:00 UTC, a Monday
@@ -76,7 +75,7 @@ def test_daily_drawdown_exactly_at_the_limit_is_refused_then_resets_next_day() -
     assert _rule(evaluate(_d(t=MON + 2 * HOUR), s, LIMITS)) == "approved"
     apply_close(s, "p2", -1.0, MON + 2 * HOUR)  # 1 500 / 10 000 = 15 % -> at the limit
     r = evaluate(_d(t=MON + 3 * HOUR), s, LIMITS)
-    assert isinstance(r, Rejected) and r.rule == "daily_drawdown"
+    assert isinstance(r, Rejected) and r.rule == RiskRule.DAILY_DRAWDOWN
     assert (r.observed, r.limit) == (pytest.approx(0.15), 0.15)
     # The next UTC day starts from 8 500: daily drawdown 0, weekly 15 % < 25 %.
     assert _rule(evaluate(_d(t=MON + DAY), s, LIMITS)) == "approved"
@@ -90,7 +89,7 @@ def test_weekly_drawdown_accumulates_across_days() -> None:
     assert _rule(evaluate(_d(t=MON + DAY + 2 * HOUR), s, LIMITS)) == "approved"
     apply_close(s, "c", -100.0, MON + DAY + 2 * HOUR)  # 7 500: weekly 25 % at the limit
     r = evaluate(_d(t=MON + DAY + 3 * HOUR), s, LIMITS)
-    assert isinstance(r, Rejected) and r.rule == "weekly_drawdown"
+    assert isinstance(r, Rejected) and r.rule == RiskRule.WEEKLY_DRAWDOWN
     assert r.observed == pytest.approx(0.25)
     # Next Monday: the week restarts from 7 500.
     assert _rule(evaluate(_d(t=MON + 7 * DAY), s, LIMITS)) == "approved"
@@ -102,27 +101,29 @@ def test_kill_switch_mid_position() -> None:
     assert isinstance(evaluate(first, s, LIMITS), Approved)
     reserve(s, first)
     apply_fill(s, first.decision_id, "BTCUSDT", Side.LONG, 600.0)  # partial fill: 600 of 1 000
-    apply_command(s, Command.HALT, "operator")
+    apply_command(s, CommandKind.HALT, "operator")
     r = evaluate(_d(1, symbol="ETHUSDT"), s, LIMITS)
-    assert isinstance(r, Rejected) and r.rule == "kill_switch" and "operator" in r.detail
+    assert isinstance(r, Rejected) and r.rule == RiskRule.KILL_SWITCH and "operator" in r.detail
     # The open position still closes normally and books its PnL while halted.
     apply_close(s, first.decision_id, 120.0, MON + 2 * HOUR)
     assert s.positions == {} and s.equity == 10_120.0
-    apply_command(s, Command.RESUME)
+    apply_command(s, CommandKind.RESUME)
     assert _rule(evaluate(_d(2, symbol="ETHUSDT"), s, LIMITS)) == "approved"
 
 
 def test_rule_order_is_fixed_and_first_failure_reported() -> None:
     s = _fresh()
-    apply_command(s, Command.HALT)
+    apply_command(s, CommandKind.HALT)
     # Fails kill switch, confidence and margin at once: the kill switch is reported.
-    assert _rule(evaluate(_d(conf=0.1, margin=5_000.0), s, LIMITS)) == "kill_switch"
-    apply_command(s, Command.RESUME)
-    assert _rule(evaluate(_d(conf=0.1, margin=5_000.0), s, LIMITS)) == "min_confidence"
-    assert _rule(evaluate(_d(conf=0.65, margin=5_000.0), s, LIMITS)) == "max_margin"  # 0.65 passes
+    assert _rule(evaluate(_d(conf=0.1, margin=5_000.0), s, LIMITS)) == RiskRule.KILL_SWITCH
+    apply_command(s, CommandKind.RESUME)
+    assert _rule(evaluate(_d(conf=0.1, margin=5_000.0), s, LIMITS)) == RiskRule.MIN_CONFIDENCE
+    assert (
+        _rule(evaluate(_d(conf=0.65, margin=5_000.0), s, LIMITS)) == RiskRule.MAX_MARGIN
+    )  # 0.65 passes
     assert _rule(evaluate(_d(margin=2_000.0, lev=30.0), s, LIMITS)) == "approved"  # both at cap
-    assert _rule(evaluate(_d(lev=30.5), s, LIMITS)) == "max_leverage"
-    assert [r.__name__ for r in RULES][:2] == ["check_kill_switch", "check_min_confidence"]
+    assert _rule(evaluate(_d(lev=30.5), s, LIMITS)) == RiskRule.MAX_LEVERAGE
+    assert [r for r, _check in RULES][:2] == [RiskRule.KILL_SWITCH, RiskRule.MIN_CONFIDENCE]
 
 
 def test_max_concurrent_positions() -> None:
@@ -132,7 +133,7 @@ def test_max_concurrent_positions() -> None:
         reserve(s, _d(i, symbol=f"S{i}USDT", margin=100.0))
     r = evaluate(_d(99, symbol="NEWUSDT"), s, LIMITS)
     assert isinstance(r, Rejected) and (r.rule, r.observed, r.limit) == (
-        "max_positions",
+        RiskRule.MAX_CONCURRENT_POSITIONS,
         20.0,
         20.0,
     )
@@ -141,7 +142,7 @@ def test_max_concurrent_positions() -> None:
 def test_opposite_side_on_same_symbol_refused() -> None:
     s = _fresh()
     reserve(s, _d(0, side=Side.LONG))
-    assert _rule(evaluate(_d(1, side=Side.SHORT), s, LIMITS)) == "opposite_position"
+    assert _rule(evaluate(_d(1, side=Side.SHORT), s, LIMITS)) == RiskRule.OPPOSITE_POSITION
 
 
 def test_symbol_concentration_at_and_over_the_limit() -> None:
@@ -150,7 +151,7 @@ def test_symbol_concentration_at_and_over_the_limit() -> None:
     # (1 500 + 1 000) / 10 000 = 25 % -> at the limit, allowed
     assert _rule(evaluate(_d(1, margin=1_000.0), s, LIMITS)) == "approved"
     r = evaluate(_d(1, margin=1_010.0), s, LIMITS)  # 25.1 %
-    assert isinstance(r, Rejected) and r.rule == "symbol_concentration"
+    assert isinstance(r, Rejected) and r.rule == RiskRule.SYMBOL_CONCENTRATION
     assert r.observed == pytest.approx(0.251)
 
 
@@ -163,7 +164,7 @@ def test_correlation_is_signed_by_direction() -> None:
     record_returns(s, "ETHUSDT", eth, CorrelationConfig())
     reserve(s, _d(0, symbol="ETHUSDT", side=Side.LONG))
     r = evaluate(_d(1, side=Side.LONG, rets=btc), s, LIMITS)
-    assert isinstance(r, Rejected) and r.rule == "correlation" and r.observed > 0.98
+    assert isinstance(r, Rejected) and r.rule == RiskRule.CORRELATION and r.observed > 0.98
     # Short BTC against long ETH is a hedge: signed correlation ~ -0.99.
     assert _rule(evaluate(_d(1, side=Side.SHORT, rets=btc), s, LIMITS)) == "approved"
     # Too few aligned returns: the rule abstains.
@@ -183,7 +184,7 @@ def test_state_round_trip() -> None:
     s = _fresh()
     reserve(s, _d(0))
     record_returns(s, "BTCUSDT", [0.1, -0.2], CorrelationConfig())
-    apply_command(s, Command.HALT, "x")
+    apply_command(s, CommandKind.HALT, "x")
     assert PortfolioState.from_dict(s.to_dict()) == s
 
 
@@ -199,8 +200,8 @@ def test_never_approves_when_halted(
 ) -> None:
     s = _fresh()
     apply_close(s, "x", -loss, MON)
-    apply_command(s, Command.HALT)
+    apply_command(s, CommandKind.HALT)
     assert (
         _rule(evaluate(_d(side=side, conf=conf, margin=margin, lev=lev), s, LIMITS))
-        == "kill_switch"
+        == RiskRule.KILL_SWITCH
     )

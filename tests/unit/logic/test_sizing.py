@@ -14,7 +14,8 @@ from streams.logic.sizing import (
     size_position,
     sizing_state,
 )
-from streams.logic.types import InvalidInputError, Regime
+from streams.logic.types import InvalidInputError
+from streams.vocabulary import Regime
 
 CFG = SizingConfig()
 GREEDY = SizingConfig(epsilon=0.0)

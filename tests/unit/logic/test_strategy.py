@@ -16,7 +16,8 @@ from streams.logic.strategy import (
     choose_strategy,
     evaluate_all,
 )
-from streams.logic.types import MarketView, Regime, Side
+from streams.logic.types import MarketView
+from streams.vocabulary import Regime, Side
 
 CFG = StrategyConfig()
 

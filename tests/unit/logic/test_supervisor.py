@@ -12,8 +12,8 @@ from streams.logic.supervisor import (
     SupervisorState,
     supervise,
 )
-from streams.logic.types import Side
 from streams.logic.voting import EnsembleSignal, ModelVote, vote
+from streams.vocabulary import Side
 
 MODELS = ("xgboost", "lightgbm", "nhits", "patchtst")
 EQUAL = dict.fromkeys(MODELS, 0.25)
@@ -70,7 +70,7 @@ def test_seed_sell_bias_is_caught_per_symbol_and_overall() -> None:
     for t in range(11, 17):
         supervise(_signal("BTCUSDT", t, SELL_STRONG), state, POLICY, MODELS, SMALL)
     out = supervise(_signal("BTCUSDT", 17, SELL_STRONG), state, POLICY, MODELS, SMALL)
-    assert _rules(out) == ["bias_symbol", "bias_overall"]
+    assert _rules(out) == ["ONE_SIDED_SYMBOL", "ONE_SIDED_OVERALL"]
     assert "80.0% of last 10 signals SHORT" in out.vetoes[0].detail
     # A BUY works against the bias and is not vetoed for it.
     assert supervise(_signal("BTCUSDT", 18, BUY_STRONG), state, POLICY, MODELS, SMALL).approved
@@ -82,7 +82,7 @@ def test_overall_bias_across_symbols_without_symbol_bias() -> None:
     # 10 symbols, one SELL each: every symbol window holds 1 signal (< min_samples), overall 10/10.
     for i in range(10):
         last = supervise(_signal(f"S{i}USDT", i, SELL_STRONG), state, POLICY, MODELS, SMALL)
-    assert last is not None and _rules(last) == ["bias_overall"]
+    assert last is not None and _rules(last) == ["ONE_SIDED_OVERALL"]
 
 
 def test_bias_needs_min_samples() -> None:
@@ -108,7 +108,7 @@ def test_all_rules_reported_together() -> None:
     assert sig.action.value == "SELL"
     out = supervise(sig, state, POLICY, MODELS, SMALL)
     # SELL confidence 0.4667 < 0.65; patchtst missing; nhits stale; 2/3 of weight votes BUY >= 0.5
-    assert _rules(out) == ["low_confidence", "model_missing", "model_stale", "disagreement"]
+    assert _rules(out) == ["LOW_CONFIDENCE", "MISSING_MODEL", "STALE_MODEL", "MODEL_DISAGREEMENT"]
     assert "patchtst" in out.vetoes[1].detail
     assert "nhits@n7 301000 ms old" in out.vetoes[2].detail
     assert "67% of weight opposes SELL" in out.vetoes[3].detail
@@ -126,7 +126,7 @@ def test_hold_only_gets_model_health_rules() -> None:
     out = supervise(
         _signal("ETHUSDT", 1, (0.3, 0.4, 0.3), models=MODELS[:3]), state, POLICY, MODELS, SMALL
     )
-    assert _rules(out) == ["model_missing"]
+    assert _rules(out) == ["MISSING_MODEL"]
     assert state.overall_window().size == 0  # HOLD is not recorded in the bias windows
 
 

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.logic.types import Action, InvalidInputError
+from streams.logic.types import InvalidInputError
 from streams.logic.voting import EnsembleSignal, ModelVote, argmax_action, opposition, vote
+from streams.vocabulary import Action
 
 EQUAL = {"xgboost": 0.25, "lightgbm": 0.25, "nhits": 0.25, "patchtst": 0.25}
 

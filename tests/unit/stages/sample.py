@@ -9,9 +9,9 @@ from pathlib import Path
 from models.features import FEATURE_NAMES
 from streams.contracts.records import FeaturesComputed, SignalSupervised
 from streams.logic.strategy import StrategyConfig, momentum_scalp
-from streams.logic.types import Regime, Side
 from streams.stages import FeaturesStage
 from streams.stages.strategy import market_view
+from streams.vocabulary import Regime, Side
 from tests.unit.stages.factories import kline, scored, supervised
 
 SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample" / "um_futures_1m_2025"

@@ -80,7 +80,7 @@ def test_decision_is_rejected_at_max_positions_and_released_by_the_trade() -> No
     second = stage.on_decision(state, decision("BTCUSDT", price=106_000.0))
     assert isinstance(second, OrderRejected)
     assert second.rule is RiskRule.MAX_CONCURRENT_POSITIONS
-    assert second.detail.startswith("max_positions")
+    assert second.detail == "1 positions open"
     closed = _trade(first.decision_id, net_pnl=-100.0, t=T0 + 5 * MIN)
     assert stage.on_trade_closed(state, closed)
     assert not stage.on_trade_closed(state, closed)  # redelivery books nothing twice
