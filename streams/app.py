@@ -4,10 +4,8 @@ Nothing happens at import time: :func:`build_app` creates the app for a broker a
 declares every topic with its partition count, and registers one agent per stage from
 ``streams/agents/``. ``quantum-trader worker`` calls :func:`run_worker`.
 
-Partitions (DESIGN.md): per-symbol stages use ``QT_PARTITIONS`` partitions keyed by symbol.
-The portfolio-wide stages read single-partition topics: ``decisions.sized`` (risk's inbox),
-``trades.closed`` (risk's feedback and learning), ``risk.rejections``, ``control.commands``,
-``models.events`` and ``deadletter``.
+Topics, their partition counts and the stages come from the declaration in
+``streams/topology.py``; nothing here names a topic or a stage.
 """
 
 from __future__ import annotations
@@ -29,28 +27,13 @@ from streams.observability.metrics import CONTENT_TYPE, metrics
 from streams.observability.tracing import trace_headers
 from streams.ordering import END_OF_STREAM, SOURCE_HEADER, WATERMARK_HEADER
 from streams.topics import Topic, topic_name
+from streams.topology import STAGES, TOPICS, StageSpec, partitions_of, wanted_topics
 
 log = logging.getLogger(__name__)
 
-#: Topics read by a single-partition (portfolio-wide) stage, or too sparse to shard.
-SINGLE_PARTITION_TOPICS = frozenset(
-    {
-        Topic.DECISIONS_SIZED,
-        Topic.TRADES_CLOSED,
-        Topic.RISK_REJECTIONS,
-        Topic.CONTROL_COMMANDS,
-        Topic.MODELS_EVENTS,
-        Topic.DEADLETTER,
-    }
-)
 #: Largest batch an agent takes, and how long it waits to fill one (seconds).
 BATCH_MAX = 500
 BATCH_WITHIN = 0.002
-
-
-def partitions_of(topic: Topic, partitions: int) -> int:
-    """Partition count of ``topic`` when per-symbol topics have ``partitions``."""
-    return 1 if topic in SINGLE_PARTITION_TOPICS else partitions
 
 
 def ensure_topics(
@@ -67,9 +50,7 @@ def ensure_topics(
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = admin.list_topics(timeout=timeout_s).topics
-    wanted = {
-        topic_name(t, settings.topic_prefix): partitions_of(t, settings.partitions) for t in Topic
-    }
+    wanted = wanted_topics(settings.topic_prefix, settings.partitions)
     wrong = {
         name: len(existing[name].partitions)
         for name, n in wanted.items()
@@ -117,7 +98,7 @@ class Sender:
                 key_serializer="raw",
                 value_serializer="raw",
             )
-            for t in Topic
+            for t in (spec.topic for spec in TOPICS)
         }
         self._codecs: dict[Topic, TopicCodec] = {}
 
@@ -242,9 +223,18 @@ def add_observability_views(app: faust.App, health: HealthRegistry) -> None:
 
 
 def build_app(
-    settings: Settings, bootstrap: str, *, embedded: bool, web_port: int | None = None
+    settings: Settings,
+    bootstrap: str,
+    *,
+    embedded: bool,
+    web_port: int | None = None,
+    stages: Sequence[StageSpec] = STAGES,
 ) -> faust.App:
-    """The Faust app of the whole topology on ``bootstrap``, with its health and metrics views."""
+    """The Faust app of the declared topology on ``bootstrap``, with health and metrics views.
+
+    One agent per stage of ``stages`` (default: the declaration in ``streams/topology.py``),
+    reading its declared inputs.
+    """
     suffix = f"-{settings.topic_prefix.rstrip('.')}" if settings.topic_prefix else ""
     app = faust.App(
         f"{settings.app_id}{suffix}",
@@ -263,7 +253,7 @@ def build_app(
     add_observability_views(app, health)
     sender = Sender(app, settings)
     decoder = Decoder(settings.topic_prefix)
-    handlers = build_handlers(settings)
+    handlers = build_handlers(settings, stages)
     health.models_loaded(model_versions(handlers))
     for handler in handlers:
         inputs = handler.inputs

@@ -33,7 +33,6 @@ class RiskLimits(_Frozen):
     max_margin_per_position_usd: float = Field(2000.0, gt=0)
     max_leverage: float = Field(30.0, ge=1)
     max_concurrent_positions: int = Field(20, ge=1)
-    min_confidence: float = Field(0.65, ge=0, le=1)
     base_risk_fraction: float = Field(0.10, gt=0, le=1, description="risk per trade before sizing")
     max_symbol_concentration: float = Field(0.25, gt=0, le=1, description="equity share per symbol")
     max_open_correlation: float = Field(0.85, gt=0, le=1)
@@ -65,6 +64,90 @@ class SupervisorPolicy(_Frozen):
     min_confidence: float = Field(0.65, ge=0, le=1)
     max_model_staleness_ms: int = Field(5 * 60_000, gt=0)
     max_disagreement: float = Field(0.5, ge=0, le=1)
+
+
+class RewardConfig(_Frozen):
+    """How a closed trade is scored."""
+
+    clip: float = 1.0
+
+
+class PaperConfig(_Frozen):
+    """Costs and microstructure of the paper venue (Binance USD-M VIP0-like fees)."""
+
+    taker_fee: float = 0.0004
+    maker_fee: float = 0.0002
+    slippage_bps: float = 1.0
+    latency_ms: int = 0
+    participation: float = 0.1  # max share of a bar's volume an entry takes per bar
+    max_entry_bars: int = 5
+    bar_ms: int = 60_000
+    trail_after_tp1: bool = True
+
+
+class RegimeConfig(_Frozen):
+    """Thresholds of the regime detector (defaults measured as described in the module doc)."""
+
+    high_vol_ratio: float = 1.8
+    trend_threshold: float = 1.5
+    baseline_bars: int = 1440  # one day of 1-minute bars
+    warmup_bars: int = 30  # below this many samples the baseline is not trusted for HIGH_VOLATILITY
+
+
+class CorrelationConfig(_Frozen):
+    """Correlation rule parameters missing from :class:`RiskLimits`."""
+
+    min_observations: int = 20  # fewer aligned returns: the rule abstains
+    max_returns: int = 120  # returns kept per symbol
+
+
+#: Position-size multipliers the sizing agent chooses from.
+MULTIPLIERS: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)
+
+
+class SizingConfig(_Frozen):
+    """Buckets, exploration and learning rate of the sizing agent."""
+
+    multipliers: tuple[float, ...] = MULTIPLIERS
+    confidence_edges: tuple[float, ...] = (0.70, 0.80, 0.90)  # 4 buckets: <.7, <.8, <.9, >=.9
+    drawdown_edges: tuple[float, ...] = (0.02, 0.05, 0.10)  # fraction of peak/day-start equity
+    epsilon: float = 0.1
+    alpha: float = 0.1
+
+
+class StrategyConfig(_Frozen):
+    """Thresholds of the strategy rules."""
+
+    band_low: float = 0.2  # band position at or under which price is "low in the range"
+    band_high: float = 0.8
+    rsi_oversold: float = 30.0
+    rsi_overbought: float = 70.0
+    pullback_rsi: float = 45.0  # up-trend pullback: RSI under this (down-trend: above 100 - this)
+    momentum_atr: float = 0.5  # |momentum| must be >= this many ATR% for momentum_scalp
+    scalp_confidence: float = 0.70
+
+
+class SelectorConfig(_Frozen):
+    """Exploration and learning rate of the meta selector."""
+
+    epsilon: float = 0.1
+    min_step: float = 0.05
+
+
+class BiasConfig(_Frozen):
+    """Bias-rule parameter missing from :class:`SupervisorPolicy`."""
+
+    min_samples: int = 20  # non-HOLD signals needed in a window before the bias rule can fire
+
+
+class ExitTuning(_Frozen):
+    """Exit-planner parameters missing from :class:`ExitPolicy`."""
+
+    low_confidence: float = 0.5
+    high_confidence: float = 1.0
+    scale_at_low: float = 0.8
+    scale_at_high: float = 1.2
+    max_margin_loss_at_stop: float = 0.32
 
 
 class Settings(BaseSettings):
@@ -122,8 +205,17 @@ class Settings(BaseSettings):
         None, description="PostgreSQL DSN of the journal (psycopg 3 conninfo or URL)"
     )
     risk: RiskLimits = RiskLimits()
+    correlation: CorrelationConfig = CorrelationConfig()
     exits: ExitPolicy = ExitPolicy()
+    exit_tuning: ExitTuning = ExitTuning()
     supervisor: SupervisorPolicy = SupervisorPolicy()
+    bias: BiasConfig = BiasConfig()
+    regime: RegimeConfig = RegimeConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    selector: SelectorConfig = SelectorConfig()
+    sizing: SizingConfig = SizingConfig()
+    reward: RewardConfig = RewardConfig()
+    paper: PaperConfig = PaperConfig()
     ensemble_weights: dict[str, float] = Field(
         default_factory=lambda: {"xgboost": 0.25, "lightgbm": 0.25, "nhits": 0.25, "patchtst": 0.25}
     )
@@ -163,6 +255,14 @@ def unknown_env_keys(environ: dict[str, str] | None = None) -> list[str]:
         and key.split("__", 1)[0] not in known
         and not key.startswith(_QT_TOOLKIT_PREFIXES)
     )
+
+
+def run_configuration(settings: Settings) -> dict[str, object]:
+    """Everything a run's trades depend on, JSON-safe, for its report (no secrets, no paths)."""
+    skip = {"binance_api_key", "binance_api_secret", "journal_dsn", "kafka_bootstrap",
+            "schema_registry_url", "data_dir", "registry_dir", "runs_dir", "trace_file",
+            "web_host", "web_port"}  # fmt: skip
+    return settings.model_dump(mode="json", exclude=skip)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -29,29 +29,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from streams.adapters.market_files import ALL_TIME, TimeWindow
-from streams.app import partitions_of
 from streams.brokers.embedded import free_port
-from streams.config import PROJECT_ROOT, Settings, settings_env
+from streams.config import PROJECT_ROOT, Settings, run_configuration, settings_env
 from streams.ordering import END_OF_STREAM, SOURCE_HEADER, WATERMARK_HEADER, header_value
 from streams.topics import Topic, topic_name
+from streams.topology import drain_marks, partitions_of, reported_topics
 
 SAMPLE_DATA = PROJECT_ROOT / "data" / "sample" / "um_futures_1m_2025"
 #: Topics whose records make the report (in pipeline order).
-REPORTED_TOPICS = (
-    Topic.MARKET_TICKS,
-    Topic.MARKET_FEATURES,
-    Topic.SIGNALS_ENSEMBLE,
-    Topic.SIGNALS_SUPERVISED,
-    Topic.DECISIONS_SIZED,
-    Topic.ORDERS_APPROVED,
-    Topic.RISK_REJECTIONS,
-    Topic.ORDERS_INTENTS,
-    Topic.EXECUTION_FILLS,
-    Topic.POSITIONS_EVENTS,
-    Topic.TRADES_CLOSED,
-    Topic.LEARNING_REWARDS,
-    Topic.DEADLETTER,
-)
+REPORTED_TOPICS = reported_topics()
 
 
 class DemoError(RuntimeError):
@@ -85,7 +71,6 @@ def with_min_confidence(settings: Settings, gate: float) -> Settings:
     return settings.model_copy(
         update={
             "supervisor": settings.supervisor.model_copy(update={"min_confidence": gate}),
-            "risk": settings.risk.model_copy(update={"min_confidence": gate}),
         }
     )
 
@@ -140,19 +125,6 @@ def _log_tail(path: Path, lines: int = 25) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     return ""
-
-
-def drain_marks(partitions: int) -> dict[tuple[str, str], int]:
-    """The last stages' watermark sources: the topology has drained when all reach the end.
-
-    Execution ends on ``trades.closed`` once every tick is processed, but risk may still be
-    deciding; the exit planner's end on ``orders.intents`` comes after risk's, and learning's
-    end on ``learning.rewards`` after the last reward.
-    """
-    marks = {(Topic.TRADES_CLOSED.value, f"execution/{p}"): -(2**62) for p in range(partitions)}
-    marks.update({(Topic.ORDERS_INTENTS.value, f"exits/{p}"): -(2**62) for p in range(partitions)})
-    marks[(Topic.LEARNING_REWARDS.value, "learning/0")] = -(2**62)
-    return marks
 
 
 def wait_until_drained(
@@ -396,10 +368,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
             "mode": "kafka",
             "broker": "embedded-tansu" if embedded else "kafka",
             "topic_prefix": prefix,
-            "partitions": settings.partitions,
-            "feedback_lag_ms": settings.feedback_lag_ms,
-            "min_confidence": settings.supervisor.min_confidence,
-            "seed": settings.seed,
+            "config": run_configuration(settings),
             "data_path": str(plan.data),
         },
     )

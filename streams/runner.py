@@ -17,10 +17,9 @@ from __future__ import annotations
 import heapq
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from models.features import FeatureState
 from streams.adapters.market_files import (
@@ -31,7 +30,7 @@ from streams.adapters.market_files import (
     open_data_set,
 )
 from streams.adapters.replay import dead_letter_record, tick_record
-from streams.config import ExitPolicy, RiskLimits, Settings, SupervisorPolicy
+from streams.config import Settings
 from streams.contracts.base import AvroRecord
 from streams.contracts.records import (
     DeadLettered,
@@ -43,8 +42,8 @@ from streams.contracts.records import (
     TickKind,
     TickReceived,
     TradeClosed,
+    topic_of,
 )
-from streams.logic.paper import PaperConfig
 from streams.logic.supervisor import SupervisorState
 from streams.stages import (
     EnsembleStage,
@@ -61,61 +60,14 @@ from streams.stages import (
     SupervisorStage,
     partition_for,
 )
+from streams.topics import Topic
+from streams.topology import STAGES, BuildContext, StageSpec, partitions_of
 
 Sink = Callable[[AvroRecord], None]
 
 
 class RunError(Exception):
     """The run cannot start or continue (no data in range, unusable configuration)."""
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything a run depends on besides the data and the models (all of it is reported)."""
-
-    partitions: int = 4
-    feedback_lag_ms: int = 0
-    seed: int = 7
-    risk: RiskLimits = field(default_factory=RiskLimits)
-    exits: ExitPolicy = field(default_factory=ExitPolicy)
-    supervisor: SupervisorPolicy = field(default_factory=SupervisorPolicy)
-    weights: Mapping[str, float] = field(
-        default_factory=lambda: {"xgboost": 0.25, "lightgbm": 0.25, "nhits": 0.25, "patchtst": 0.25}
-    )
-    paper: PaperConfig = field(default_factory=PaperConfig)
-    measure_latency: bool = True
-
-    @classmethod
-    def from_settings(cls, s: Settings, **overrides: Any) -> RunConfig:
-        """The run configuration of ``Settings`` (overrides win)."""
-        base: dict[str, Any] = {
-            "partitions": s.partitions,
-            "feedback_lag_ms": s.feedback_lag_ms,
-            "seed": s.seed,
-            "risk": s.risk,
-            "exits": s.exits,
-            "supervisor": s.supervisor,
-            "weights": dict(s.ensemble_weights),
-        }
-        base.update(overrides)
-        return cls(**base)
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-safe description for ``report.json``."""
-        return {
-            "partitions": self.partitions,
-            "feedback_lag_ms": self.feedback_lag_ms,
-            "seed": self.seed,
-            "risk": self.risk.model_dump(),
-            "exits": self.exits.model_dump(),
-            "supervisor": self.supervisor.model_dump(),
-            "weights": dict(self.weights),
-            "paper": vars(self.paper) if hasattr(self.paper, "__dict__") else _slots(self.paper),
-        }
-
-
-def _slots(obj: object) -> dict[str, Any]:
-    return {k: getattr(obj, k) for k in getattr(obj, "__slots__", ())}
 
 
 @dataclass
@@ -138,20 +90,42 @@ class RunStats:
 _TRADE, _REWARD = 0, 1
 
 
-class Pipeline:
-    """All stage processors and their states for one run; :meth:`on_minute` is one step."""
+#: The declared stages this runner calls directly, in the order of the semantics above.
+BUILT_IN = ("features", "ensemble", "supervisor", "strategy", "risk", "exits", "execution",
+            "learning")  # fmt: skip
 
-    def __init__(self, cfg: RunConfig, scorer: Scorer, sink: Sink) -> None:
-        self.cfg = cfg
-        self.sink = sink
+
+class Pipeline:
+    """All stage processors and their states for one run; :meth:`on_minute` is one step.
+
+    The stages come from the declaration (``streams/topology.py``): the built-in ones are
+    called in the reference order; any other declared stage is driven through its handler,
+    fed every record of its input topics as the run produces it (:class:`TapStages`).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        scorer: Scorer,
+        sink: Sink,
+        *,
+        measure_latency: bool = True,
+        stages: Sequence[StageSpec] = STAGES,
+    ) -> None:
+        missing = [name for name in BUILT_IN if name not in {s.name for s in stages}]
+        if missing:
+            raise RunError(f"the topology declares no stage {', '.join(missing)}")
+        self.cfg = settings
+        extra = [s for s in stages if s.name not in BUILT_IN]
+        self.sink = TapStages(settings, extra, sink).send if extra else sink
         self.features = FeaturesStage()
-        self.ensemble = EnsembleStage(scorer, cfg.weights, measure_latency=False)
-        self.supervisor = SupervisorStage(cfg.supervisor, scorer.names)
-        self.strategy = StrategyStage(cfg.risk, cfg.seed)
-        self.risk = RiskStage(cfg.risk)
-        self.planner = ExitPlannerStage(cfg.exits, cfg.risk)
-        self.execution = ExecutionStage(cfg.paper)
-        self.learning = LearningStage()
+        self.ensemble = EnsembleStage.from_settings(settings, scorer)
+        self.supervisor = SupervisorStage.from_settings(settings, scorer.names)
+        self.strategy = StrategyStage.from_settings(settings)
+        self.risk = RiskStage.from_settings(settings)
+        self.planner = ExitPlannerStage.from_settings(settings)
+        self.execution = ExecutionStage.from_settings(settings)
+        self.learning = LearningStage.from_settings(settings)
         self.feature_states: dict[str, FeatureState | None] = {}
         self.supervisor_states: dict[int, SupervisorState] = {}
         self.strategy_states: dict[str, StrategyState] = {}
@@ -159,7 +133,7 @@ class Pipeline:
         self.risk_state: RiskState | None = None
         self.feedback: list[tuple[int, int, str, str, AvroRecord]] = []
         self.stats = RunStats(model_versions=dict(scorer.versions))
-        self._timed = cfg.measure_latency
+        self._timed = measure_latency
 
     # ------------------------------------------------------------------ helpers
     def _time(self, stage: str, started: int, n: int = 1) -> None:
@@ -308,6 +282,43 @@ class Pipeline:
         )
 
 
+class TapStages:
+    """Declared stages the runner has no built-in step for, driven through their handlers.
+
+    Every record the run produces passes through :meth:`send`: it goes to the sink, and to
+    each extra stage that reads its topic (partition from the key, like the producer's), whose
+    outputs are sent the same way. Such a stage sees its inputs in the run's order; merges
+    inside it are released by the records themselves (the runner sends no watermarks).
+    """
+
+    def __init__(self, settings: Settings, stages: Sequence[StageSpec], sink: Sink) -> None:
+        from streams.agents.base import Emitter
+
+        self._emitter = Emitter
+        self._sink = sink
+        self._n = settings.partitions
+        context = BuildContext(settings)
+        self._readers = [(spec, spec.build(context)) for spec in stages]
+
+    def send(self, record: AvroRecord, topic: Topic | None = None) -> None:
+        """Sink ``record`` and hand it to every extra stage reading its topic."""
+        self._sink(record)
+        topic = topic or topic_of(type(record))
+        if topic is None:
+            return
+        for spec, handler in self._readers:
+            if topic not in spec.input_topics:
+                continue
+            out = self._emitter(spec.name)
+            key = getattr(record, "symbol", "")
+            partition = partition_for(key, partitions_of(topic, self._n)) if key else 0
+            handler.on_record(topic.value, partition, "runner", record, out)
+            handler.end_batch(out)
+            for item in out.items:
+                if item.value is not None:
+                    self.send(item.value, item.topic)
+
+
 def ticks_by_minute(
     items: Iterable[MarketTick | RejectedRow], on_dead: Sink
 ) -> Iterator[tuple[int, list[TickReceived]]]:
@@ -354,10 +365,13 @@ def run(
     data: Path,
     scorer: Scorer,
     sink: Sink,
-    cfg: RunConfig | None = None,
+    settings: Settings | None = None,
     symbols: tuple[str, ...] = (),
     window: TimeWindow = ALL_TIME,
     block_minutes: int = 240,
+    *,
+    measure_latency: bool = True,
+    stages: Sequence[StageSpec] = STAGES,
 ) -> RunStats:
     """Run the whole topology in-process over ``data``; every record goes to ``sink``.
 
@@ -365,8 +379,9 @@ def run(
     :class:`~streams.adapters.market_files.MarketFileError` (unusable files) and
     :class:`~streams.stages.StageError` (a broken contract) through with their context.
     """
-    cfg = cfg or RunConfig()
-    pipeline = Pipeline(cfg, scorer, sink)
+    pipeline = Pipeline(
+        settings or Settings(), scorer, sink, measure_latency=measure_latency, stages=stages
+    )
     _readers, items = open_data_set(data, symbols, window)
     started = time.perf_counter()
     for block in blocks(ticks_by_minute(items, sink), block_minutes):

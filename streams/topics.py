@@ -1,4 +1,4 @@
-"""Topic names of the topology (DESIGN.md) and how each is keyed and partitioned.
+"""Topic names of the topology (how each is keyed and split: ``streams/topology.py``).
 
 Every business topic has one Avro value schema, ``schemas/<topic>.avsc``. Names are prefixed by
 ``QT_TOPIC_PREFIX`` so a replay or a test can run the same topology in isolation.
@@ -6,7 +6,6 @@ Every business topic has one Avro value schema, ``schemas/<topic>.avsc``. Names 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -28,34 +27,6 @@ class Topic(StrEnum):
     MODELS_EVENTS = "models.events"
     CONTROL_COMMANDS = "control.commands"
     DEADLETTER = "deadletter"
-
-
-@dataclass(frozen=True, slots=True)
-class TopicSpec:
-    """How a topic is keyed; ``single_partition`` topics feed portfolio-wide state."""
-
-    topic: Topic
-    key: str
-    single_partition: bool = False
-
-
-TOPOLOGY: tuple[TopicSpec, ...] = (
-    TopicSpec(Topic.MARKET_TICKS, "symbol"),
-    TopicSpec(Topic.MARKET_FEATURES, "symbol"),
-    TopicSpec(Topic.SIGNALS_ENSEMBLE, "symbol"),
-    TopicSpec(Topic.SIGNALS_SUPERVISED, "symbol"),
-    TopicSpec(Topic.DECISIONS_SIZED, "symbol"),
-    TopicSpec(Topic.ORDERS_APPROVED, "symbol"),
-    TopicSpec(Topic.RISK_REJECTIONS, "symbol"),
-    TopicSpec(Topic.ORDERS_INTENTS, "symbol"),
-    TopicSpec(Topic.EXECUTION_FILLS, "symbol"),
-    TopicSpec(Topic.POSITIONS_EVENTS, "symbol"),
-    TopicSpec(Topic.TRADES_CLOSED, "symbol"),
-    TopicSpec(Topic.LEARNING_REWARDS, "symbol"),
-    TopicSpec(Topic.MODELS_EVENTS, "model", single_partition=True),
-    TopicSpec(Topic.CONTROL_COMMANDS, "command", single_partition=True),
-    TopicSpec(Topic.DEADLETTER, "source_topic"),
-)
 
 
 def topic_name(topic: Topic | str, prefix: str = "") -> str:

@@ -38,6 +38,7 @@ from streams.ordering import (
     SortKey,
 )
 from streams.topics import Topic
+from streams.topology import Shift, merge_sources, progress_targets, stage_spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +295,9 @@ class MergeHandler:
 
     name: str
     inputs: tuple[Topic, ...]
+    #: Instances of per-symbol stages (``QT_PARTITIONS``) and the shift of each input kind.
+    partitions: int
+    shifts: Mapping[Shift, int] = {}
     #: Records are buffered: each gets its span when released (parent kept with the item).
     spans_at_release = True
     #: Input topics whose released records get no span of their own (market data whose
@@ -314,7 +318,7 @@ class MergeHandler:
 
     def sources(self, merge: int) -> dict[str, tuple[int, bool]]:
         """Watermark sources of ``merge``: ``{source_id: (shift_ms, is_feedback)}``."""
-        raise NotImplementedError
+        return merge_sources(stage_spec(self.name), merge, self.partitions, self.shifts)
 
     def sort_key(self, topic: str, record: Any) -> SortKey:
         """Where ``record`` sorts in the merged order."""
@@ -326,7 +330,8 @@ class MergeHandler:
 
     def emit_progress(self, merge: int, watermark: int, out: Emitter) -> None:
         """Announce downstream that nothing before ``watermark`` will come from ``merge``."""
-        raise NotImplementedError
+        for topic, partitions in progress_targets(stage_spec(self.name), merge, self.partitions):
+            out.watermark(topic, partitions, watermark, f"{self.name}/{merge}")
 
     # -- the machinery ------------------------------------------------------------------------
     def _merge(self, merge: int) -> EventTimeMerge[tuple[str, int, Any, Context]]:

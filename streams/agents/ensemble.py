@@ -14,6 +14,7 @@ from streams.observability import tracing
 from streams.observability.metrics import metrics
 from streams.stages import EnsembleStage
 from streams.topics import Topic
+from streams.topology import BuildContext, stage_spec
 
 
 def vote_attributes(signal: SignalScored, batch: int) -> dict[str, Any]:
@@ -43,7 +44,7 @@ class EnsembleHandler:
     """Collects a batch of feature rows, scores them with all models at once, votes per row."""
 
     name = "ensemble"
-    inputs: tuple[Topic, ...] = (Topic.MARKET_FEATURES,)
+    inputs = stage_spec("ensemble").input_topics
     #: Rows are scored at the end of the batch; each row's span opens then.
     spans_at_release = True
 
@@ -82,3 +83,8 @@ class EnsembleHandler:
                 self.progress.sent(partition, signal.event_time_ms)
             self.pending.clear()
         self.progress.emit(out, Topic.SIGNALS_ENSEMBLE, self.name)
+
+
+def build(context: BuildContext) -> EnsembleHandler:
+    """The stage from the settings (``streams/topology.py`` names this factory)."""
+    return EnsembleHandler(EnsembleStage.from_settings(context.settings, context.scorer))

@@ -25,6 +25,7 @@ from streams.ordering import SortKey
 from streams.stages import ExecutionStage, ExecutionState
 from streams.stages.execution import ExecutionRecord
 from streams.topics import Topic
+from streams.topology import BuildContext, Shift, stage_spec
 
 
 def execution_attributes(r: ExecutionRecord) -> dict[str, Any]:
@@ -68,27 +69,22 @@ class ExecutionHandler(MergeHandler):
     """One paper venue per symbol; closed trades go to the portfolio's single partition."""
 
     name = "execution"
-    inputs: tuple[Topic, ...] = (Topic.MARKET_TICKS, Topic.ORDERS_INTENTS)
+    inputs = stage_spec("execution").input_topics
 
     #: The features stage dead-letters bad ticks; this stage only skips them.
     dead_letters_skipped = frozenset({Topic.MARKET_TICKS.value})
     #: A bar's effects (fills, closes) are traced under the span of the order they belong to.
     untraced_topics = frozenset({Topic.MARKET_TICKS.value})
 
-    def __init__(self, stage: ExecutionStage) -> None:
+    def __init__(self, stage: ExecutionStage, partitions: int) -> None:
         super().__init__()
         self.stage = stage
+        self.partitions = partitions
+        self.shifts = {Shift.BAR: stage.cfg.bar_ms}
         self.states: dict[str, ExecutionState] = {}
         #: Trace context of each open order's span by decision id (a leg's fills carry the
         #: leg's order id, every record the decision id): what a later bar fills is its child.
         self.order_contexts: dict[str, Context] = {}
-
-    def sources(self, merge: int) -> dict[str, tuple[int, bool]]:
-        """This partition's ticks; its orders, shifted to the time they reach the venue."""
-        return {
-            f"{Topic.MARKET_TICKS.value}/{merge}:replay": (0, False),
-            f"{Topic.ORDERS_INTENTS.value}/{merge}:exits/{merge}": (self.stage.cfg.bar_ms, True),
-        }
 
     def sort_key(self, topic: str, record: Any) -> SortKey:
         """Orders at their placement time, before the ticks of that time."""
@@ -133,6 +129,9 @@ class ExecutionHandler(MergeHandler):
         else:
             out.record(Topic.POSITIONS_EVENTS, r.symbol, r, r.event_time_ms, merge)
 
-    def emit_progress(self, merge: int, watermark: int, out: Emitter) -> None:
-        """Risk and learning wait on every execution partition's progress."""
-        out.watermark(Topic.TRADES_CLOSED, (0,), watermark, f"{self.name}/{merge}")
+
+def build(context: BuildContext) -> ExecutionHandler:
+    """The stage from the settings (``streams/topology.py`` names this factory)."""
+    return ExecutionHandler(
+        ExecutionStage.from_settings(context.settings), context.settings.partitions
+    )

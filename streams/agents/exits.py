@@ -10,6 +10,7 @@ from streams.observability import tracing
 from streams.observability.metrics import metrics
 from streams.stages import ExitPlannerStage
 from streams.topics import Topic
+from streams.topology import BuildContext, stage_spec
 
 
 def plan_attributes(plan: OrderPlanned) -> dict[str, Any]:
@@ -31,7 +32,7 @@ class ExitPlannerHandler:
     """Stateless: one plan per approved order, same event time and partition."""
 
     name = "exits"
-    inputs: tuple[Topic, ...] = (Topic.ORDERS_APPROVED,)
+    inputs = stage_spec("exits").input_topics
 
     def __init__(self, stage: ExitPlannerStage) -> None:
         self.stage = stage
@@ -54,3 +55,8 @@ class ExitPlannerHandler:
     def end_batch(self, out: Emitter) -> None:
         """Forward progress."""
         self.progress.emit(out, Topic.ORDERS_INTENTS, self.name)
+
+
+def build(context: BuildContext) -> ExitPlannerHandler:
+    """The stage from the settings (``streams/topology.py`` names this factory)."""
+    return ExitPlannerHandler(ExitPlannerStage.from_settings(context.settings))

@@ -10,13 +10,14 @@ from streams.contracts.records import TickReceived
 from streams.observability import tracing
 from streams.stages import FeaturesStage
 from streams.topics import Topic
+from streams.topology import BuildContext, stage_spec
 
 
 class FeaturesHandler:
     """Folds each symbol's klines into its :class:`FeatureState`; emits warmed-up rows."""
 
     name = "features"
-    inputs: tuple[Topic, ...] = (Topic.MARKET_TICKS,)
+    inputs = stage_spec("features").input_topics
 
     def __init__(self) -> None:
         self.stage = FeaturesStage()
@@ -42,3 +43,8 @@ class FeaturesHandler:
     def end_batch(self, out: Emitter) -> None:
         """Forward the partitions' progress."""
         self.progress.emit(out, Topic.MARKET_FEATURES, self.name)
+
+
+def build(context: BuildContext) -> FeaturesHandler:
+    """The stage from the settings (``streams/topology.py`` names this factory)."""
+    return FeaturesHandler()

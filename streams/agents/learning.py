@@ -9,21 +9,21 @@ from streams.contracts.records import TradeClosed
 from streams.observability import tracing
 from streams.stages import LearningStage
 from streams.topics import Topic
+from streams.topology import BuildContext, merge_sources, progress_targets, stage_spec
 
 
 class LearningHandler:
     """Stateless: rewards go out at once, keyed by symbol; the strategy merge orders them."""
 
     name = "learning"
-    inputs: tuple[Topic, ...] = (Topic.TRADES_CLOSED,)
+    inputs = stage_spec("learning").input_topics
 
     def __init__(self, stage: LearningStage, partitions: int) -> None:
         self.stage = stage
         self.partitions = partitions
-        self.watermarks = {
-            source_id(Topic.TRADES_CLOSED.value, 0, f"execution/{p}"): -(2**62)
-            for p in range(partitions)
-        }
+        self.watermarks = dict.fromkeys(
+            merge_sources(stage_spec(self.name), 0, partitions, {}), -(2**62)
+        )
         self._sent = -(2**62)
 
     def on_record(self, topic: str, partition: int, source: str, record: Any, out: Emitter) -> None:
@@ -46,4 +46,12 @@ class LearningHandler:
         low = min(self.watermarks.values())
         if low > self._sent:
             self._sent = low
-            out.watermark(Topic.LEARNING_REWARDS, range(self.partitions), low, f"{self.name}/0")
+            for topic, partitions in progress_targets(stage_spec(self.name), 0, self.partitions):
+                out.watermark(topic, partitions, low, f"{self.name}/0")
+
+
+def build(context: BuildContext) -> LearningHandler:
+    """The stage from the settings (``streams/topology.py`` names this factory)."""
+    return LearningHandler(
+        LearningStage.from_settings(context.settings), context.settings.partitions
+    )

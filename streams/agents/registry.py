@@ -1,29 +1,14 @@
-"""The stages of the topology, in pipeline order, built from the settings."""
+"""The handlers of the declared stages (``streams/topology.py``), built from the settings."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from streams.agents.base import StageHandler
 from streams.agents.ensemble import EnsembleHandler
-from streams.agents.execution import ExecutionHandler
-from streams.agents.exits import ExitPlannerHandler
-from streams.agents.features import FeaturesHandler
-from streams.agents.learning import LearningHandler
-from streams.agents.risk import RiskHandler
-from streams.agents.strategy import StrategyHandler
-from streams.agents.supervisor import SupervisorHandler
 from streams.config import Settings
 from streams.observability.metrics import TimedScorer, metrics
-from streams.stages import (
-    EnsembleStage,
-    ExecutionStage,
-    ExitPlannerStage,
-    LearningStage,
-    RiskStage,
-    StrategyStage,
-    SupervisorStage,
-)
+from streams.topology import STAGES, BuildContext, StageSpec
 
 
 def load_scorer(settings: Settings) -> TimedScorer:
@@ -57,20 +42,10 @@ def model_versions(handlers: list[StageHandler]) -> dict[str, str]:
     return {}
 
 
-def build_handlers(settings: Settings) -> list[StageHandler]:
-    """One handler per stage. Loads the promoted ONNX models (the only heavy step)."""
-    scorer = load_scorer(settings)
-    n, lag = settings.partitions, settings.feedback_lag_ms
-    return [
-        FeaturesHandler(),
-        EnsembleHandler(EnsembleStage(scorer, settings.ensemble_weights)),
-        SupervisorHandler(SupervisorStage(settings.supervisor, scorer.names)),
-        StrategyHandler(StrategyStage(settings.risk, settings.seed), lag),
-        RiskHandler(RiskStage(settings.risk), n, lag),
-        ExitPlannerHandler(ExitPlannerStage(settings.exits, settings.risk)),
-        ExecutionHandler(ExecutionStage()),
-        LearningHandler(LearningStage(), n),
-    ]
+def build_handlers(settings: Settings, stages: Sequence[StageSpec] = STAGES) -> list[StageHandler]:
+    """One handler per declared stage, in pipeline order. Loads the promoted ONNX models."""
+    context = BuildContext(settings, load_scorer(settings))
+    return [spec.build(context) for spec in stages]
 
 
 Factory = Callable[[Settings], list[StageHandler]]

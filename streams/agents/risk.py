@@ -24,6 +24,7 @@ from streams.observability.metrics import metrics
 from streams.ordering import SortKey
 from streams.stages import RiskStage, RiskState
 from streams.topics import Topic
+from streams.topology import BuildContext, Shift, stage_spec
 
 _RANK = {
     Topic.TRADES_CLOSED.value: 0,
@@ -59,12 +60,7 @@ class RiskHandler(MergeHandler):
     """Every rule on one consistent portfolio; every rejection is a record with its rule."""
 
     name = "risk"
-    inputs: tuple[Topic, ...] = (
-        Topic.DECISIONS_SIZED,
-        Topic.TRADES_CLOSED,
-        Topic.CONTROL_COMMANDS,
-        Topic.MARKET_TICKS,
-    )
+    inputs = stage_spec("risk").input_topics
 
     #: The features stage dead-letters bad ticks; this stage only skips them.
     dead_letters_skipped = frozenset({Topic.MARKET_TICKS.value})
@@ -76,20 +72,12 @@ class RiskHandler(MergeHandler):
         self.stage = stage
         self.partitions = partitions
         self.lag = feedback_lag_ms
+        self.shifts = {Shift.FEEDBACK_LAG: feedback_lag_ms}
         self.state: RiskState | None = None
 
     def merge_of(self, topic: str, partition: int) -> int:
         """One merge for the whole portfolio."""
         return 0
-
-    def sources(self, merge: int) -> dict[str, tuple[int, bool]]:
-        """Every strategy partition, every execution partition, every tick partition."""
-        spec: dict[str, tuple[int, bool]] = {}
-        for p in range(self.partitions):
-            spec[f"{Topic.DECISIONS_SIZED.value}/0:strategy/{p}"] = (0, False)
-            spec[f"{Topic.MARKET_TICKS.value}/{p}:replay"] = (0, False)
-            spec[f"{Topic.TRADES_CLOSED.value}/0:execution/{p}"] = (self.lag, True)
-        return spec
 
     def sort_key(self, topic: str, record: Any) -> SortKey:
         """Closed trades at their time + lag; the rest at their event time, ranked."""
@@ -134,6 +122,8 @@ class RiskHandler(MergeHandler):
         p = state.portfolio
         metrics().portfolio(equity_usd=p.equity, open_positions=len(p.positions), halted=p.halted)
 
-    def emit_progress(self, merge: int, watermark: int, out: Emitter) -> None:
-        """Every exit-planner partition waits on risk's progress."""
-        out.watermark(Topic.ORDERS_APPROVED, range(self.partitions), watermark, f"{self.name}/0")
+
+def build(context: BuildContext) -> RiskHandler:
+    """The stage from the settings (``streams/topology.py`` names this factory)."""
+    s = context.settings
+    return RiskHandler(RiskStage.from_settings(s), s.partitions, s.feedback_lag_ms)

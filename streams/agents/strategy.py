@@ -19,6 +19,7 @@ from streams.observability import tracing
 from streams.ordering import SortKey
 from streams.stages import StrategyStage, StrategyState
 from streams.topics import Topic
+from streams.topology import BuildContext, Shift, stage_spec
 
 _RANK = {
     Topic.LEARNING_REWARDS.value: 0,
@@ -45,27 +46,17 @@ class StrategyHandler(MergeHandler):
     """Regime, meta-strategy and RL sizing per symbol; decisions go to risk's single partition."""
 
     name = "strategy"
-    inputs: tuple[Topic, ...] = (
-        Topic.MARKET_FEATURES,
-        Topic.SIGNALS_SUPERVISED,
-        Topic.LEARNING_REWARDS,
-    )
+    inputs = stage_spec("strategy").input_topics
     #: Feature rows only fold state; the signal's span shows the decision made with it.
     untraced_topics = frozenset({Topic.MARKET_FEATURES.value})
 
-    def __init__(self, stage: StrategyStage, feedback_lag_ms: int) -> None:
+    def __init__(self, stage: StrategyStage, partitions: int, feedback_lag_ms: int) -> None:
         super().__init__()
         self.stage = stage
+        self.partitions = partitions
         self.lag = feedback_lag_ms
+        self.shifts = {Shift.FEEDBACK_LAG: feedback_lag_ms}
         self.states: dict[str, StrategyState] = {}
-
-    def sources(self, merge: int) -> dict[str, tuple[int, bool]]:
-        """Features and signals of this partition; rewards from the learning stage."""
-        return {
-            f"{Topic.MARKET_FEATURES.value}/{merge}:features/{merge}": (0, False),
-            f"{Topic.SIGNALS_SUPERVISED.value}/{merge}:supervisor/{merge}": (0, False),
-            f"{Topic.LEARNING_REWARDS.value}/{merge}:learning/0": (self.lag, True),
-        }
 
     def sort_key(self, topic: str, record: Any) -> SortKey:
         """Rewards at their time + lag, then the bar's features, then its signal."""
@@ -97,6 +88,8 @@ class StrategyHandler(MergeHandler):
                     decision.event_time_ms, f"{self.name}/{merge}",
                 )  # fmt: skip
 
-    def emit_progress(self, merge: int, watermark: int, out: Emitter) -> None:
-        """Risk merges the decisions of every strategy partition on one partition."""
-        out.watermark(Topic.DECISIONS_SIZED, (0,), watermark, f"{self.name}/{merge}")
+
+def build(context: BuildContext) -> StrategyHandler:
+    """The stage from the settings (``streams/topology.py`` names this factory)."""
+    s = context.settings
+    return StrategyHandler(StrategyStage.from_settings(s), s.partitions, s.feedback_lag_ms)

@@ -11,6 +11,7 @@ from streams.observability import tracing
 from streams.observability.metrics import metrics
 from streams.stages import SupervisorStage
 from streams.topics import Topic
+from streams.topology import BuildContext, stage_spec
 
 
 def review_attributes(reviewed: SignalSupervised) -> dict[str, Any]:
@@ -29,7 +30,7 @@ class SupervisorHandler:
     """Bias windows per symbol and per partition ("overall"), as in the in-process runner."""
 
     name = "supervisor"
-    inputs: tuple[Topic, ...] = (Topic.SIGNALS_ENSEMBLE,)
+    inputs = stage_spec("supervisor").input_topics
 
     def __init__(self, stage: SupervisorStage) -> None:
         self.stage = stage
@@ -64,3 +65,8 @@ class SupervisorHandler:
     def end_batch(self, out: Emitter) -> None:
         """Forward progress (HOLD signals stop here, time still advances downstream)."""
         self.progress.emit(out, Topic.SIGNALS_SUPERVISED, self.name)
+
+
+def build(context: BuildContext) -> SupervisorHandler:
+    """The stage from the settings (``streams/topology.py`` names this factory)."""
+    return SupervisorHandler(SupervisorStage.from_settings(context.settings, context.scorer.names))

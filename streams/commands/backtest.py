@@ -49,9 +49,9 @@ def command(
     from models.registry import RegistryError
     from models.scorer import EnsembleScorer, ScorerError
     from streams.adapters.market_files import MarketFileError, TimeWindow, parse_time_bound
-    from streams.config import get_settings
+    from streams.config import get_settings, run_configuration
     from streams.report import ReportBuilder, ReportError, print_summary, write_run
-    from streams.runner import RunConfig, RunError, run
+    from streams.runner import RunError, run
     from streams.stages import StageError
 
     settings = get_settings()
@@ -62,23 +62,23 @@ def command(
         overrides["partitions"] = partitions
     if seed is not None:
         overrides["seed"] = seed
-    cfg = RunConfig.from_settings(settings, **overrides)
-    run_dir = out or default_run_dir(settings.runs_dir, data, symbols, start, end, cfg.seed)
+    settings = settings.model_copy(update=overrides)
+    run_dir = out or default_run_dir(settings.runs_dir, data, symbols, start, end, settings.seed)
     wanted = tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
     try:
         window = TimeWindow(
             parse_time_bound(start) if start else None, parse_time_bound(end) if end else None
         )
         scorer = EnsembleScorer.from_registry(registry or settings.registry_dir)
-        builder = ReportBuilder(cfg.risk.starting_equity_usd)
-        stats = run(data, scorer, builder, cfg, wanted, window)
+        builder = ReportBuilder(settings.risk.starting_equity_usd)
+        stats = run(data, scorer, builder, settings, wanted, window)
         report = builder.build(
             model_versions=stats.model_versions,
             elapsed_s=stats.elapsed_s,
             bars=stats.bars,
             latency_ns=stats.latency_ns,
             extra={
-                "config": cfg.describe(),
+                "config": run_configuration(settings),
                 "data_path": str(data),
                 "open_positions_at_end": stats.open_positions_at_end,
             },

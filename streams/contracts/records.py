@@ -392,3 +392,11 @@ RECORD_TYPES: Mapping[Topic, type[AvroRecord]] = {
 def record_type(topic: Topic | str) -> type[AvroRecord]:
     """The record class of ``topic``'s values."""
     return RECORD_TYPES[Topic(topic)]
+
+
+_TOPIC_OF: Mapping[type[AvroRecord], Topic] = {cls: t for t, cls in RECORD_TYPES.items()}
+
+
+def topic_of(record_class: type[AvroRecord]) -> Topic | None:
+    """The topic whose values are ``record_class`` records (None for nested records)."""
+    return _TOPIC_OF.get(record_class)

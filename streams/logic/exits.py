@@ -27,24 +27,13 @@ from dataclasses import asdict, dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from streams.config import ExitPolicy
+from streams.config import ExitPolicy, ExitTuning
 from streams.logic.types import InvalidInputError, LogicError
 from streams.vocabulary import Side
 
 
 class ExitPlanError(LogicError):
     """A plan cannot be made (e.g. the margin buys less than one step)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ExitTuning:
-    """Exit-planner parameters missing from :class:`ExitPolicy`."""
-
-    low_confidence: float = 0.5
-    high_confidence: float = 1.0
-    scale_at_low: float = 0.8
-    scale_at_high: float = 1.2
-    max_margin_loss_at_stop: float = 0.32
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,17 +18,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from streams.config import RewardConfig, SelectorConfig, SizingConfig
 from streams.logic.paper import ClosedTrade
-from streams.logic.sizing import QTable, SizingConfig, SizingState
-from streams.logic.strategy import STRATEGIES, MetaSelector, SelectorConfig
+from streams.logic.sizing import QTable, SizingState
+from streams.logic.strategy import STRATEGIES, MetaSelector
 from streams.vocabulary import Regime
-
-
-@dataclass(frozen=True, slots=True)
-class RewardConfig:
-    """How a closed trade is scored."""
-
-    clip: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +72,8 @@ def apply_reward(
     reward: Reward,
     table: QTable,
     selector: MetaSelector,
-    sizing_cfg: SizingConfig = SizingConfig(),  # noqa: B008 - frozen dataclass
-    selector_cfg: SelectorConfig = SelectorConfig(),  # noqa: B008 - frozen dataclass
+    sizing_cfg: SizingConfig = SizingConfig(),
+    selector_cfg: SelectorConfig = SelectorConfig(),
 ) -> None:
     """Update the sizing Q-table and the strategy selector with one reward.
 

@@ -47,23 +47,10 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from streams.config import PaperConfig
 from streams.logic.exits import ExitPlan, anchor, split_ladder
 from streams.logic.ids import fill_id, order_id
 from streams.vocabulary import Side
-
-
-@dataclass(frozen=True, slots=True)
-class PaperConfig:
-    """Costs and microstructure of the paper venue (Binance USD-M VIP0-like fees)."""
-
-    taker_fee: float = 0.0004
-    maker_fee: float = 0.0002
-    slippage_bps: float = 1.0
-    latency_ms: int = 0
-    participation: float = 0.1  # max share of a bar's volume an entry takes per bar
-    max_entry_bars: int = 5
-    bar_ms: int = 60_000
-    trail_after_tp1: bool = True
 
 
 @dataclass(frozen=True, slots=True)

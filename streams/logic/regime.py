@@ -22,18 +22,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from streams.config import RegimeConfig
 from streams.logic.types import InvalidInputError, MarketView
 from streams.vocabulary import Regime
-
-
-@dataclass(frozen=True, slots=True)
-class RegimeConfig:
-    """Thresholds of the regime detector (defaults measured as described in the module doc)."""
-
-    high_vol_ratio: float = 1.8
-    trend_threshold: float = 1.5
-    baseline_bars: int = 1440  # one day of 1-minute bars
-    warmup_bars: int = 30  # below this many samples the baseline is not trusted for HIGH_VOLATILITY
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,20 +6,22 @@ rejection (every rejection is a record naming the rule, the observed value and t
 
 1. ``kill_switch`` - trading halted by a ``control.commands`` HALT (open positions keep being
    managed by the position monitor; only new entries are refused).
-2. ``min_confidence`` - confidence under ``min_confidence``.
-3. ``daily_drawdown`` - (day-start equity - equity) / day-start equity >= ``max_daily_drawdown``;
+2. ``daily_drawdown`` - (day-start equity - equity) / day-start equity >= ``max_daily_drawdown``;
    *at* the limit is already refused.
-4. ``weekly_drawdown`` - the same against the ISO-week start equity.
-5. ``max_positions`` - open (or reserved) positions >= ``max_concurrent_positions``.
-6. ``opposite_position`` - a position on the other side of the same symbol is open (one-way
+3. ``weekly_drawdown`` - the same against the ISO-week start equity.
+4. ``max_positions`` - open (or reserved) positions >= ``max_concurrent_positions``.
+5. ``opposite_position`` - a position on the other side of the same symbol is open (one-way
    mode: no hedged books).
-7. ``max_margin`` - margin > ``max_margin_per_position_usd``.
-8. ``max_leverage`` - leverage > ``max_leverage``.
-9. ``symbol_concentration`` - (open margin on the symbol + this margin) / equity >
+6. ``max_margin`` - margin > ``max_margin_per_position_usd``.
+7. ``max_leverage`` - leverage > ``max_leverage``.
+8. ``symbol_concentration`` - (open margin on the symbol + this margin) / equity >
    ``max_symbol_concentration``.
-10. ``correlation`` - the direction-signed correlation of this symbol's recent returns with an
+9. ``correlation`` - the direction-signed correlation of this symbol's recent returns with an
     open position's symbol > ``max_open_correlation`` (long A + long B with correlation 0.9 is
     one bet twice; long A + short B is a hedge, signed correlation -0.9).
+
+The confidence gate is the supervisor's (``QT_SUPERVISOR__MIN_CONFIDENCE``, one home): a
+decision carries its signal's confidence, which the supervisor already held to that minimum.
 
 Equity is *realised* equity (starting equity + net PnL of closed trades). Day and ISO-week
 boundaries are UTC and come from event time: :func:`roll_periods` resets the start marks when
@@ -34,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from streams.config import RiskLimits
+from streams.config import CorrelationConfig, RiskLimits
 from streams.logic.types import InvalidInputError
 from streams.vocabulary import CommandKind, RiskRule, Side
 
@@ -50,14 +52,6 @@ def day_index(event_time_ms: int) -> int:
 def iso_week_index(event_time_ms: int) -> int:
     """ISO week number since the epoch (weeks start Monday 00:00 UTC; 1970-01-01 was a Thursday)."""
     return (day_index(event_time_ms) + 3) // 7
-
-
-@dataclass(frozen=True, slots=True)
-class CorrelationConfig:
-    """Correlation rule parameters missing from :class:`RiskLimits`."""
-
-    min_observations: int = 20  # fewer aligned returns: the rule abstains
-    max_returns: int = 120  # returns kept per symbol
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,17 +190,6 @@ def check_kill_switch(
     )
 
 
-def check_min_confidence(
-    d: SizedDecision, s: PortfolioState, lim: RiskLimits, c: CorrelationConfig
-) -> Rejected | None:
-    """Refuse confidence under the minimum."""
-    if d.confidence >= lim.min_confidence:
-        return None
-    return _reject(
-        d, RiskRule.MIN_CONFIDENCE, "confidence under minimum", d.confidence, lim.min_confidence
-    )
-
-
 def check_daily_drawdown(
     d: SizedDecision, s: PortfolioState, lim: RiskLimits, c: CorrelationConfig
 ) -> Rejected | None:
@@ -308,7 +291,6 @@ def check_correlation(
 #: The fixed evaluation order (see the module docstring), each rule with its contract symbol.
 RULES: tuple[tuple[RiskRule, Check], ...] = (
     (RiskRule.KILL_SWITCH, check_kill_switch),
-    (RiskRule.MIN_CONFIDENCE, check_min_confidence),
     (RiskRule.DAILY_DRAWDOWN, check_daily_drawdown),
     (RiskRule.WEEKLY_DRAWDOWN, check_weekly_drawdown),
     (RiskRule.MAX_CONCURRENT_POSITIONS, check_max_positions),

@@ -18,21 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.config import MULTIPLIERS, SizingConfig
 from streams.logic.types import InvalidInputError
 from streams.vocabulary import Regime
-
-MULTIPLIERS: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)
-
-
-@dataclass(frozen=True, slots=True)
-class SizingConfig:
-    """Buckets, exploration and learning rate of the sizing agent."""
-
-    multipliers: tuple[float, ...] = MULTIPLIERS
-    confidence_edges: tuple[float, ...] = (0.70, 0.80, 0.90)  # 4 buckets: <.7, <.8, <.9, >=.9
-    drawdown_edges: tuple[float, ...] = (0.02, 0.05, 0.10)  # fraction of peak/day-start equity
-    epsilon: float = 0.1
-    alpha: float = 0.1
 
 
 @dataclass(frozen=True, slots=True)

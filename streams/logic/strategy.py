@@ -22,21 +22,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.config import SelectorConfig, StrategyConfig
 from streams.logic.types import InvalidInputError, MarketView
 from streams.vocabulary import Regime, Side
-
-
-@dataclass(frozen=True, slots=True)
-class StrategyConfig:
-    """Thresholds of the strategy rules."""
-
-    band_low: float = 0.2  # band position at or under which price is "low in the range"
-    band_high: float = 0.8
-    rsi_oversold: float = 30.0
-    rsi_overbought: float = 70.0
-    pullback_rsi: float = 45.0  # up-trend pullback: RSI under this (down-trend: above 100 - this)
-    momentum_atr: float = 0.5  # |momentum| must be >= this many ATR% for momentum_scalp
-    scalp_confidence: float = 0.70
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,14 +151,6 @@ def evaluate_all(x: StrategyInput, cfg: StrategyConfig) -> list[StrategyCall]:
         take = reason is not None
         calls.append(StrategyCall(name, take, x.side if take else None, reason or "skip"))
     return calls
-
-
-@dataclass(frozen=True, slots=True)
-class SelectorConfig:
-    """Exploration and learning rate of the meta selector."""
-
-    epsilon: float = 0.1
-    min_step: float = 0.05
 
 
 @dataclass(slots=True)

@@ -36,17 +36,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.config import SupervisorPolicy
+from streams.config import BiasConfig, SupervisorPolicy
 from streams.logic.types import InvalidInputError
 from streams.logic.voting import EnsembleSignal, opposition
 from streams.vocabulary import Side, VetoRule, side_of
-
-
-@dataclass(frozen=True, slots=True)
-class BiasConfig:
-    """Bias-rule parameter missing from :class:`SupervisorPolicy`."""
-
-    min_samples: int = 20  # non-HOLD signals needed in a window before the bias rule can fire
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ For every minute ``t`` present in the data, in increasing order:
 0. **Feedback.** Every feedback record (``trades.closed`` -> risk, ``learning.rewards`` ->
    strategy) whose ``event_time_ms <= t - feedback_lag_ms`` and that was not applied yet is
    applied, in the order ``(event_time_ms, kind rank, symbol, id)`` with trades (rank 0) before
-   rewards (rank 1). ``feedback_lag_ms`` defaults to 0.
+   rewards (rank 1). ``feedback_lag_ms`` is ``QT_FEEDBACK_LAG_MS`` (default 5 minutes).
 1. **Execution of bar t**, for each symbol in symbol order: the risk stage records the bar's
    return (correlation rule), then the symbol's venue processes the bar; orders placed earlier
    fill on it (entries at its open) and exit on it (exits stamped ``t + 60 s``, when its high

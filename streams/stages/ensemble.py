@@ -8,6 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
+from streams.config import Settings
 from streams.contracts.records import FeaturesComputed, ModelVote, SignalScored
 from streams.logic import ids
 from streams.logic.types import InvalidInputError
@@ -100,6 +101,11 @@ class EnsembleStage:
         self.weights = {m: float(weights[m]) for m in scorer.names}
         self.versions = dict(scorer.versions)
         self.measure_latency = measure_latency
+
+    @classmethod
+    def from_settings(cls, settings: Settings, scorer: Scorer) -> EnsembleStage:
+        """The stage for ``scorer``'s models, weighted as the settings say."""
+        return cls(scorer, settings.ensemble_weights)
 
     def _check(self, batch: Sequence[FeaturesComputed]) -> None:
         for f in batch:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.config import PaperConfig, Settings
 from streams.contracts.records import (
     ExitReason,
     FillExecuted,
@@ -32,7 +33,6 @@ from streams.logic.paper import (
     ClosedTrade,
     Fill,
     OrderIntent,
-    PaperConfig,
     PaperPosition,
     PaperVenue,
     PositionEventKind,
@@ -188,6 +188,11 @@ class ExecutionStage:
     ) -> None:
         self.cfg = cfg or PaperConfig()
         self.instruments = dict(INSTRUMENTS if instruments is None else instruments)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ExecutionStage:
+        """The stage as the settings configure it."""
+        return cls(settings.paper)
 
     def new_state(self) -> ExecutionState:
         """An empty venue for one symbol."""

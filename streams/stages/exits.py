@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from streams.config import ExitPolicy, RiskLimits
+from streams.config import ExitPolicy, ExitTuning, RiskLimits, Settings
 from streams.contracts.records import (
     EntryType,
     LegKind,
@@ -138,10 +138,17 @@ class ExitPlannerStage:
         policy: ExitPolicy,
         limits: RiskLimits,
         instruments: Mapping[str, Instrument] | None = None,
+        tuning: ExitTuning | None = None,
     ) -> None:
         self.policy = policy
         self.limits = limits
         self.instruments = dict(INSTRUMENTS if instruments is None else instruments)
+        self.tuning = tuning or ExitTuning()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ExitPlannerStage:
+        """The stage as the settings configure it."""
+        return cls(settings.exits, settings.risk, tuning=settings.exit_tuning)
 
     def instrument(self, symbol: str, price: float) -> Instrument:
         """The symbol's grid (the fallback grid is remembered so it never changes mid-run)."""
@@ -164,7 +171,9 @@ class ExitPlannerStage:
         )
         cap = min(o.max_leverage, self.limits.max_leverage)
         try:
-            plan = plan_exits(req, self.policy, cap, self.instrument(o.symbol, d.price))
+            plan = plan_exits(
+                req, self.policy, cap, self.instrument(o.symbol, d.price), self.tuning
+            )
         except (ExitPlanError, InvalidInputError):  # e.g. zero margin at zero equity
             return empty_plan_record(o)
         return planned_record(o, plan)

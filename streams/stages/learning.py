@@ -12,9 +12,9 @@ decision time. The STRATEGY reward's ``state`` is the regime and its ``action`` 
 
 from __future__ import annotations
 
+from streams.config import RewardConfig, Settings, SizingConfig
 from streams.contracts.records import Learner, RewardComputed, TradeClosed
-from streams.logic.learning import RewardConfig
-from streams.logic.sizing import SizingConfig, bucket
+from streams.logic.sizing import bucket
 
 
 def clipped(value: float, clip: float) -> float:
@@ -30,6 +30,11 @@ class LearningStage:
     def __init__(self, reward: RewardConfig | None = None, sizing: SizingConfig | None = None):
         self.reward = reward or RewardConfig()
         self.sizing = sizing or SizingConfig()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LearningStage:
+        """The stage as the settings configure it."""
+        return cls(settings.reward, settings.sizing)
 
     def on_trade_closed(self, t: TradeClosed) -> list[RewardComputed]:
         """The SIZING and STRATEGY rewards of ``t`` (none for an unfilled entry)."""

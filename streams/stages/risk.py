@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.config import RiskLimits
+from streams.config import CorrelationConfig, RiskLimits, Settings
 from streams.contracts.records import (
     CommandKind,
     ControlCommand,
@@ -34,7 +34,6 @@ from streams.contracts.records import (
 from streams.logic import ids
 from streams.logic.risk import (
     Approved,
-    CorrelationConfig,
     PortfolioState,
     Rejected,
     SizedDecision,
@@ -83,6 +82,11 @@ class RiskStage:
     def __init__(self, limits: RiskLimits, corr: CorrelationConfig | None = None) -> None:
         self.limits = limits
         self.corr = corr or CorrelationConfig()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RiskStage:
+        """The stage as the settings configure it."""
+        return cls(settings.risk, settings.correlation)
 
     def new_state(self, event_time_ms: int) -> RiskState:
         """A fresh portfolio at the starting equity, periods anchored at ``event_time_ms``."""

@@ -35,7 +35,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.features import FEATURE_NAMES
-from streams.config import RiskLimits
+from streams.config import (
+    RegimeConfig,
+    RiskLimits,
+    SelectorConfig,
+    Settings,
+    SizingConfig,
+    StrategyConfig,
+)
 from streams.contracts.records import (
     Action,
     DecisionSized,
@@ -47,16 +54,9 @@ from streams.contracts.records import (
     SignalSupervised,
 )
 from streams.logic import ids
-from streams.logic.regime import RegimeConfig, RegimeState, detect_regime
-from streams.logic.sizing import QTable, SizingConfig, SizingState, size_position
-from streams.logic.strategy import (
-    STRATEGIES,
-    MetaSelector,
-    SelectorConfig,
-    StrategyConfig,
-    StrategyInput,
-    choose_strategy,
-)
+from streams.logic.regime import RegimeState, detect_regime
+from streams.logic.sizing import QTable, SizingState, size_position
+from streams.logic.strategy import STRATEGIES, MetaSelector, StrategyInput, choose_strategy
 from streams.logic.types import MarketView
 
 _IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -163,6 +163,12 @@ class StrategyStage:
         self.limits = limits
         self.seed = seed
         self.tuning = tuning or StrategyTuning()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StrategyStage:
+        """The stage as the settings configure it."""
+        s = settings
+        return cls(s.risk, s.seed, StrategyTuning(s.regime, s.strategy, s.selector, s.sizing))
 
     def new_state(self) -> StrategyState:
         """A fresh symbol state at the configured starting equity."""

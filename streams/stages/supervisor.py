@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from streams.config import SupervisorPolicy
+from streams.config import BiasConfig, Settings, SupervisorPolicy
 from streams.contracts.records import (
     Action,
     BiasShares,
@@ -19,7 +19,7 @@ from streams.contracts.records import (
     SignalSupervised,
     VetoReason,
 )
-from streams.logic.supervisor import BiasConfig, SupervisorState, Veto, supervise
+from streams.logic.supervisor import SupervisorState, Veto, supervise
 from streams.logic.voting import EnsembleSignal
 from streams.logic.voting import ModelVote as LogicVote
 
@@ -85,6 +85,11 @@ class SupervisorStage:
         self.policy = policy
         self.expected_models = tuple(expected_models)
         self.bias = bias or BiasConfig()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, expected_models: Iterable[str]) -> SupervisorStage:
+        """The stage as the settings configure it, expecting a vote from each loaded model."""
+        return cls(settings.supervisor, expected_models, settings.bias)
 
     def new_state(self) -> SupervisorState:
         """Empty windows of the configured size (one state per partition)."""

@@ -25,13 +25,13 @@ def bench(registry: Path, reps: int, block_minutes: int) -> dict[str, Any]:
     """Run the sample ``reps`` times; figures as described in the module doc."""
     from models.scorer import EnsembleScorer
     from streams.report import ReportBuilder, percentiles_us
-    from streams.runner import RunConfig, run
+    from streams.runner import run
 
     scorer = EnsembleScorer.from_registry(registry)
     rates, last = [], None
     for _ in range(reps):
         builder = ReportBuilder(10_000.0)
-        stats = run(SAMPLE, scorer, builder, RunConfig(), block_minutes=block_minutes)
+        stats = run(SAMPLE, scorer, builder, block_minutes=block_minutes)
         rates.append(stats.bars_per_s)
         last = (stats, builder)
     assert last is not None

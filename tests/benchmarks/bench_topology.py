@@ -629,14 +629,13 @@ def runner(settings: Settings, reps: int) -> dict[str, Any]:
     """The in-process runner with every promoted model and the topology's settings (bars/s)."""
     from models.scorer import EnsembleScorer
     from streams.report import ReportBuilder
-    from streams.runner import RunConfig, run
+    from streams.runner import run
 
     scorer = EnsembleScorer.from_registry(settings.registry_dir)
-    cfg = RunConfig.from_settings(settings)
     rates: list[float] = []
     for _ in range(reps):
         builder = ReportBuilder(settings.risk.starting_equity_usd)
-        stats = run(SAMPLE, scorer, builder, cfg, block_minutes=240)
+        stats = run(SAMPLE, scorer, builder, settings, block_minutes=240)
         rates.append(stats.bars_per_s)
     stage_ns = {k: sum(v) for k, v in stats.latency_ns.items()}
     report = builder.build(model_versions=stats.model_versions)

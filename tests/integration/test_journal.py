@@ -137,7 +137,7 @@ def runs(
 
     settings = Settings(
         kafka_bootstrap=kafka_bootstrap, partitions=2, feedback_lag_ms=300_000,
-        supervisor=GATES, risk=GATES, runs_dir=tmp_path_factory.mktemp("runs"),
+        supervisor=GATES, runs_dir=tmp_path_factory.mktemp("runs"),
     )  # fmt: skip
     mp = pytest.MonkeyPatch()
     mp.setattr(streams.app, "ensure_topics", ensure_topics_kept)

@@ -15,7 +15,7 @@ import pytest
 from streams.adapters.market_files import TimeWindow, parse_time_bound
 from streams.contracts.records import DecisionSized, FillExecuted, LegKind
 from streams.report import ReportBuilder, canonical_trades
-from streams.runner import RunConfig, RunStats, run
+from streams.runner import RunStats, run
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample" / "um_futures_1m_2025"
@@ -53,13 +53,12 @@ class Recorder(ReportBuilder):
 
 
 def _run(data: Path, scorer, **cfg) -> tuple[Recorder, RunStats]:  # type: ignore[no-untyped-def]
-    from streams.config import RiskLimits, SupervisorPolicy
+    from streams.config import Settings, SupervisorPolicy
 
     # Lower confidence gates than the seed's 65%, so two days trade whatever the models' version.
-    cfg.setdefault("risk", RiskLimits(min_confidence=0.5))
     cfg.setdefault("supervisor", SupervisorPolicy(min_confidence=0.5))
     rec = Recorder()
-    stats = run(data, scorer, rec, RunConfig(**cfg), SYMBOLS, WINDOW)
+    stats = run(data, scorer, rec, Settings(**cfg), SYMBOLS, WINDOW)
     return rec, stats
 
 

@@ -37,7 +37,6 @@ def settings_for(bootstrap: str, runs_dir: Path) -> Settings:
         partitions=2,
         feedback_lag_ms=300_000,
         supervisor=GATES,
-        risk=GATES,
         runs_dir=runs_dir,
     )
 
@@ -55,12 +54,11 @@ def inject_malformed(bootstrap: str, prefix: str) -> None:
 def runner_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from models.scorer import EnsembleScorer
     from streams.report import ReportBuilder
-    from streams.runner import RunConfig, run
+    from streams.runner import run
 
     settings = settings_for("unused:9092", tmp_path_factory.mktemp("runs"))
-    cfg = RunConfig.from_settings(settings, feedback_lag_ms=settings.feedback_lag_ms)
     builder = ReportBuilder(settings.risk.starting_equity_usd)
-    stats = run(SAMPLE_DATA, EnsembleScorer.from_registry(settings.registry_dir), builder, cfg,
+    stats = run(SAMPLE_DATA, EnsembleScorer.from_registry(settings.registry_dir), builder, settings,
                 window=WINDOW)  # fmt: skip
     return builder.build(model_versions=stats.model_versions)
 

@@ -48,7 +48,6 @@ def settings_for(bootstrap: str, tmp: Path) -> Settings:
         partitions=2,
         feedback_lag_ms=300_000,
         supervisor=GATES,
-        risk=GATES,
         runs_dir=tmp / "runs",
         trace_file=tmp / "traces.jsonl",
     )
@@ -96,12 +95,11 @@ def named(spans: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 def test_records_are_unchanged_by_tracing(traced_run: dict[str, Any]) -> None:
     from models.scorer import EnsembleScorer
     from streams.report import ReportBuilder
-    from streams.runner import RunConfig, run
+    from streams.runner import run
 
     settings = traced_run["settings"]
-    cfg = RunConfig.from_settings(settings, feedback_lag_ms=settings.feedback_lag_ms)
     builder = ReportBuilder(settings.risk.starting_equity_usd)
-    stats = run(SAMPLE_DATA, EnsembleScorer.from_registry(settings.registry_dir), builder, cfg,
+    stats = run(SAMPLE_DATA, EnsembleScorer.from_registry(settings.registry_dir), builder, settings,
                 window=WINDOW)  # fmt: skip
     runner = builder.build(model_versions=stats.model_versions)
     assert runner["counts"]["closed_trades"] >= 3, "the window must trade to be a test"

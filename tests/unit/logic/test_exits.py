@@ -6,11 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.config import ExitPolicy
+from streams.config import ExitPolicy, ExitTuning
 from streams.logic.exits import (
     ExitPlan,
     ExitPlanError,
-    ExitTuning,
     Instrument,
     PlanRequest,
     adaptive_leverage,

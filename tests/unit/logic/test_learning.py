@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from streams.logic.learning import RewardConfig, apply_reward, reward_from_trade
+from streams.config import RewardConfig, SelectorConfig, SizingConfig
+from streams.logic.learning import apply_reward, reward_from_trade
 from streams.logic.paper import ClosedTrade, TradeContext
-from streams.logic.sizing import QTable, SizingConfig, SizingState
-from streams.logic.strategy import MetaSelector, SelectorConfig
+from streams.logic.sizing import QTable, SizingState
+from streams.logic.strategy import MetaSelector
 from streams.logic.types import InvalidInputError
 from streams.vocabulary import Regime, Side
 

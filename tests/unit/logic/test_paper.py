@@ -11,14 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.config import ExitPolicy
+from streams.config import ExitPolicy, PaperConfig
 from streams.logic.exits import Instrument, PlanRequest, plan_exits
 from streams.logic.paper import (
     Bar,
     ClosedTrade,
     Fill,
     OrderIntent,
-    PaperConfig,
     PaperPosition,
     PaperVenue,
     PositionEvent,

@@ -6,7 +6,8 @@ import gzip
 
 import pytest
 
-from streams.logic.regime import RegimeConfig, RegimeState, detect_regime, fold_baseline
+from streams.config import RegimeConfig
+from streams.logic.regime import RegimeState, detect_regime, fold_baseline
 from streams.logic.types import InvalidInputError, MarketView
 from streams.vocabulary import Regime
 from tests.shared_data import BINANCE

@@ -9,11 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.config import RiskLimits
+from streams.config import CorrelationConfig, RiskLimits
 from streams.logic.risk import (
     RULES,
     Approved,
-    CorrelationConfig,
     PortfolioState,
     Rejected,
     SizedDecision,
@@ -114,16 +113,13 @@ def test_kill_switch_mid_position() -> None:
 def test_rule_order_is_fixed_and_first_failure_reported() -> None:
     s = _fresh()
     apply_command(s, CommandKind.HALT)
-    # Fails kill switch, confidence and margin at once: the kill switch is reported.
-    assert _rule(evaluate(_d(conf=0.1, margin=5_000.0), s, LIMITS)) == RiskRule.KILL_SWITCH
+    # Fails kill switch, margin and leverage at once: the kill switch is reported.
+    assert _rule(evaluate(_d(margin=5_000.0, lev=31.0), s, LIMITS)) == RiskRule.KILL_SWITCH
     apply_command(s, CommandKind.RESUME)
-    assert _rule(evaluate(_d(conf=0.1, margin=5_000.0), s, LIMITS)) == RiskRule.MIN_CONFIDENCE
-    assert (
-        _rule(evaluate(_d(conf=0.65, margin=5_000.0), s, LIMITS)) == RiskRule.MAX_MARGIN
-    )  # 0.65 passes
+    assert _rule(evaluate(_d(margin=5_000.0, lev=31.0), s, LIMITS)) == RiskRule.MAX_MARGIN
     assert _rule(evaluate(_d(margin=2_000.0, lev=30.0), s, LIMITS)) == "approved"  # both at cap
     assert _rule(evaluate(_d(lev=30.5), s, LIMITS)) == RiskRule.MAX_LEVERAGE
-    assert [r for r, _check in RULES][:2] == [RiskRule.KILL_SWITCH, RiskRule.MIN_CONFIDENCE]
+    assert [r for r, _check in RULES][:2] == [RiskRule.KILL_SWITCH, RiskRule.DAILY_DRAWDOWN]
 
 
 def test_max_concurrent_positions() -> None:

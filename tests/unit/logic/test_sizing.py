@@ -6,14 +6,8 @@ import random
 
 import pytest
 
-from streams.logic.sizing import (
-    QTable,
-    SizingConfig,
-    bucket,
-    margin_for,
-    size_position,
-    sizing_state,
-)
+from streams.config import SizingConfig
+from streams.logic.sizing import QTable, bucket, margin_for, size_position, sizing_state
 from streams.logic.types import InvalidInputError
 from streams.vocabulary import Regime
 

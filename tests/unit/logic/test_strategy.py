@@ -6,12 +6,11 @@ import random
 
 import pytest
 
+from streams.config import SelectorConfig, StrategyConfig
 from streams.logic.strategy import (
     STANDING_ASIDE,
     STRATEGY_NAMES,
     MetaSelector,
-    SelectorConfig,
-    StrategyConfig,
     StrategyInput,
     choose_strategy,
     evaluate_all,

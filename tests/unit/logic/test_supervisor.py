@@ -5,13 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.config import SupervisorPolicy
-from streams.logic.supervisor import (
-    BiasConfig,
-    BiasWindow,
-    SupervisorState,
-    supervise,
-)
+from streams.config import BiasConfig, SupervisorPolicy
+from streams.logic.supervisor import BiasWindow, SupervisorState, supervise
 from streams.logic.voting import EnsembleSignal, ModelVote, vote
 from streams.vocabulary import Side
 

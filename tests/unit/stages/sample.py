@@ -7,8 +7,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from models.features import FEATURE_NAMES
+from streams.config import StrategyConfig
 from streams.contracts.records import FeaturesComputed, SignalSupervised
-from streams.logic.strategy import StrategyConfig, momentum_scalp
+from streams.logic.strategy import momentum_scalp
 from streams.stages import FeaturesStage
 from streams.stages.strategy import market_view
 from streams.vocabulary import Regime, Side

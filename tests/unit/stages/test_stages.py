@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.config import ExitPolicy, RiskLimits, SupervisorPolicy
+from streams.config import ExitPolicy, PaperConfig, RiskLimits, SupervisorPolicy
 from streams.contracts.records import (
     Action,
     ExitReason,
@@ -18,7 +18,6 @@ from streams.contracts.records import (
     TradeClosed,
     VetoRule,
 )
-from streams.logic.paper import PaperConfig
 from streams.stages import (
     ExecutionStage,
     ExitPlannerStage,

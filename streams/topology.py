@@ -1,0 +1,428 @@
+"""The topology, declared once: every topic and every stage, as data.
+
+Everything else derives from this module: the Faust app's topics, partition counts and agents
+(:mod:`streams.app`), each merge's watermark sources and where a stage announces its progress
+(:mod:`streams.agents.base`), the demo's drain marks and reported topics, the journal's topics,
+the stages the in-process runner drives, and the README's topology table and diagram
+(``quantum-trader topology --markdown``; a test fails when the README drifts from it).
+
+Vocabulary
+----------
+- A **topic** is keyed by one field of its records and is either *per-symbol* (``QT_PARTITIONS``
+  partitions, keyed by symbol) or *single* (one partition: the inbox of a portfolio-wide stage,
+  or too sparse to shard).
+- A **stage** consumes inputs and produces outputs. A *per-symbol* stage runs one instance per
+  partition of its per-symbol inputs; a *single* stage runs one instance for the portfolio.
+- An input may be **shifted**: its records and watermarks count as that much later event time
+  (feedback arrives ``QT_FEEDBACK_LAG_MS`` later; orders reach the venue one bar later). Shifted
+  inputs do not hold a stage's output back (docs/determinism.md). An input that does not
+  **gate** (operator commands) is merged in order but never waits for a watermark.
+- A **writer** of a topic is the stage (or the ingest adapter, ``replay``) that produces it; a
+  watermark source is ``<topic>/<partition>:<writer>/<writer partition>``
+  (:func:`streams.agents.base.source_id`).
+
+Nothing here imports Faust, Kafka or the models: the module is cheap to import anywhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from streams.topics import Topic
+
+if TYPE_CHECKING:
+    from streams.agents.base import StageHandler
+
+
+class Partitioning(StrEnum):
+    """How a topic is split, or how many instances of a stage run."""
+
+    PER_SYMBOL = "per_symbol"
+    SINGLE = "single"
+
+
+class Shift(StrEnum):
+    """How much later than its event time an input's records take effect."""
+
+    NONE = "none"
+    FEEDBACK_LAG = "feedback_lag"  # QT_FEEDBACK_LAG_MS
+    BAR = "bar"  # one bar: an order placed at a bar's close reaches the venue on the next
+
+
+#: The ingest adapter's writer name (the ``qt-source`` header of replayed and live ticks).
+INGEST = "replay"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic: what keys it, how it is split, who reads its records afterwards."""
+
+    topic: Topic
+    key: str
+    partitioning: Partitioning
+    doc: str
+    journaled: bool = True  # written to PostgreSQL by ``quantum-trader journal``
+    reported: bool = True  # read back into a run's report by the demo
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """One input of a stage."""
+
+    topic: Topic
+    shift: Shift = Shift.NONE
+    gates: bool = True  # False: merged in order, but never holds the merge back
+
+    @property
+    def shifted(self) -> bool:
+        """Feedback-like: applied later than its event time, never holds output back."""
+        return self.shift is not Shift.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class StageSpec:
+    """One stage: its inputs, outputs, how it is split, its state, and its handler factory.
+
+    ``handler`` is ``"module:function"``, resolved only when the app or the runner is built;
+    the function takes a :class:`BuildContext` and returns the stage's
+    :class:`~streams.agents.base.StageHandler`.
+    """
+
+    name: str
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[Topic, ...]
+    partitioning: Partitioning
+    state: str
+    doc: str
+    handler: str
+
+    @property
+    def input_topics(self) -> tuple[Topic, ...]:
+        """The input topics in declaration order."""
+        return tuple(i.topic for i in self.inputs)
+
+    def build(self, context: BuildContext) -> StageHandler:
+        """The stage's handler (imports its module now)."""
+        module, _, function = self.handler.partition(":")
+        factory: Callable[[BuildContext], StageHandler] = getattr(
+            importlib.import_module(module), function
+        )
+        return factory(context)
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What a handler factory may use: the settings and the loaded scorer."""
+
+    settings: Any  # streams.config.Settings (not imported: keeps this module light)
+    scorer: Any = None  # streams.observability.metrics.TimedScorer, loaded once for the app
+
+
+_PS, _SINGLE = Partitioning.PER_SYMBOL, Partitioning.SINGLE
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(Topic.MARKET_TICKS, "symbol", _PS, "closed 1-minute klines and trades"),
+    TopicSpec(Topic.MARKET_FEATURES, "symbol", _PS, "feature rows", journaled=False),
+    TopicSpec(Topic.SIGNALS_ENSEMBLE, "symbol", _PS, "each model's vote", journaled=False),
+    TopicSpec(Topic.SIGNALS_SUPERVISED, "symbol", _PS, "vetoed or passed BUY/SELL signals"),
+    TopicSpec(Topic.DECISIONS_SIZED, "symbol", _SINGLE, "strategy and size (risk's inbox)"),
+    TopicSpec(Topic.ORDERS_APPROVED, "symbol", _PS, "approved orders with their margin"),
+    TopicSpec(Topic.RISK_REJECTIONS, "symbol", _SINGLE, "rejected decisions and the rule"),
+    TopicSpec(Topic.ORDERS_INTENTS, "symbol", _PS, "entry + TP ladder + SL + trailing"),
+    TopicSpec(Topic.EXECUTION_FILLS, "symbol", _PS, "fills on the venue"),
+    TopicSpec(Topic.POSITIONS_EVENTS, "symbol", _PS, "position opened/changed/closed"),
+    TopicSpec(Topic.TRADES_CLOSED, "symbol", _SINGLE, "closed trades (risk's feedback)"),
+    TopicSpec(Topic.LEARNING_REWARDS, "symbol", _PS, "rewards for the learners"),
+    TopicSpec(Topic.MODELS_EVENTS, "model", _SINGLE, "model lifecycle", reported=False),
+    TopicSpec(Topic.CONTROL_COMMANDS, "command", _SINGLE, "halt, resume, promote", reported=False),
+    TopicSpec(Topic.DEADLETTER, "source_topic", _SINGLE, "bad input with its reason"),
+)
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec(
+        name="features",
+        inputs=(InputSpec(Topic.MARKET_TICKS),),
+        outputs=(Topic.MARKET_FEATURES,),
+        partitioning=_PS,
+        state="rolling feature window per symbol",
+        doc="ticks -> feature rows (once warmed up)",
+        handler="streams.agents.features:build",
+    ),
+    StageSpec(
+        name="ensemble",
+        inputs=(InputSpec(Topic.MARKET_FEATURES),),
+        outputs=(Topic.SIGNALS_ENSEMBLE,),
+        partitioning=_PS,
+        state="loaded model versions",
+        doc="XGB, LGBM, N-HiTS, PatchTST vote through ONNX Runtime",
+        handler="streams.agents.ensemble:build",
+    ),
+    StageSpec(
+        name="supervisor",
+        inputs=(InputSpec(Topic.SIGNALS_ENSEMBLE),),
+        outputs=(Topic.SIGNALS_SUPERVISED,),
+        partitioning=_PS,
+        state="bias windows per symbol and per partition",
+        doc="vetoes: bias, confidence, staleness, missing model, disagreement",
+        handler="streams.agents.supervisor:build",
+    ),
+    StageSpec(
+        name="strategy",
+        inputs=(
+            InputSpec(Topic.MARKET_FEATURES),
+            InputSpec(Topic.SIGNALS_SUPERVISED),
+            InputSpec(Topic.LEARNING_REWARDS, Shift.FEEDBACK_LAG),
+        ),
+        outputs=(Topic.DECISIONS_SIZED,),
+        partitioning=_PS,
+        state="regime, Q-tables and bandit arms per symbol",
+        doc="regime, 9 strategies, Q-learning sizing",
+        handler="streams.agents.strategy:build",
+    ),
+    StageSpec(
+        name="risk",
+        inputs=(
+            InputSpec(Topic.DECISIONS_SIZED),
+            InputSpec(Topic.TRADES_CLOSED, Shift.FEEDBACK_LAG),
+            InputSpec(Topic.CONTROL_COMMANDS, gates=False),
+            InputSpec(Topic.MARKET_TICKS),
+        ),
+        outputs=(Topic.ORDERS_APPROVED, Topic.RISK_REJECTIONS),
+        partitioning=_SINGLE,
+        state="equity, day/week marks, positions, kill switch",
+        doc="portfolio-wide rules on one consistent view",
+        handler="streams.agents.risk:build",
+    ),
+    StageSpec(
+        name="exits",
+        inputs=(InputSpec(Topic.ORDERS_APPROVED),),
+        outputs=(Topic.ORDERS_INTENTS,),
+        partitioning=_PS,
+        state="none",
+        doc="TP ladder, stop loss, trailing stop",
+        handler="streams.agents.exits:build",
+    ),
+    StageSpec(
+        name="execution",
+        inputs=(InputSpec(Topic.ORDERS_INTENTS, Shift.BAR), InputSpec(Topic.MARKET_TICKS)),
+        outputs=(Topic.EXECUTION_FILLS, Topic.POSITIONS_EVENTS, Topic.TRADES_CLOSED),
+        partitioning=_PS,
+        state="open orders, positions, trailing marks per symbol",
+        doc="paper venue: fees, slippage, partial fills",
+        handler="streams.agents.execution:build",
+    ),
+    StageSpec(
+        name="learning",
+        inputs=(InputSpec(Topic.TRADES_CLOSED),),
+        outputs=(Topic.LEARNING_REWARDS,),
+        partitioning=_SINGLE,
+        state="none",
+        doc="rewards for the sizing and strategy learners",
+        handler="streams.agents.learning:build",
+    ),
+)
+
+
+# -- lookups ----------------------------------------------------------------------------------
+def topic_spec(topic: Topic | str) -> TopicSpec:
+    """The declaration of ``topic``."""
+    wanted = Topic(topic)
+    for spec in TOPICS:
+        if spec.topic is wanted:
+            return spec
+    raise KeyError(f"topic {wanted} is not declared in streams/topology.py")
+
+
+def stage_spec(name: str) -> StageSpec:
+    """The declaration of stage ``name``."""
+    for spec in STAGES:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"stage {name!r} is not declared in streams/topology.py")
+
+
+def partitions_of(topic: Topic | str, partitions: int) -> int:
+    """Partition count of ``topic`` when per-symbol topics have ``partitions``."""
+    return 1 if topic_spec(topic).partitioning is _SINGLE else partitions
+
+
+def wanted_topics(prefix: str, partitions: int) -> dict[str, int]:
+    """Every declared topic's broker-side name under ``prefix`` -> its partition count."""
+    return {f"{prefix}{s.topic.value}": partitions_of(s.topic, partitions) for s in TOPICS}
+
+
+def journaled_topics() -> tuple[Topic, ...]:
+    """The topics ``quantum-trader journal`` writes to PostgreSQL."""
+    return tuple(s.topic for s in TOPICS if s.journaled)
+
+
+def reported_topics() -> tuple[Topic, ...]:
+    """The topics a run's report is built from, in pipeline order."""
+    return tuple(s.topic for s in TOPICS if s.reported)
+
+
+def consumers_of(topic: Topic, stages: Iterable[StageSpec] = STAGES) -> list[StageSpec]:
+    """The stages that read ``topic``."""
+    return [s for s in stages if topic in s.input_topics]
+
+
+def writers_of(topic: Topic, stages: Iterable[StageSpec] = STAGES) -> list[str]:
+    """Stage names writing ``topic`` (``INGEST`` for market ticks)."""
+    names = [s.name for s in stages if topic in s.outputs]
+    return [INGEST, *names] if topic is Topic.MARKET_TICKS else names
+
+
+# -- watermarks -------------------------------------------------------------------------------
+def _writer_partitions(writer: str, topic_partition: int, topic: Topic, n: int) -> list[str]:
+    """The ``qt-source`` values that can appear on ``topic``'s partition ``topic_partition``."""
+    if writer == INGEST:
+        return [INGEST]
+    spec = stage_spec(writer)
+    if spec.partitioning is _SINGLE:
+        return [f"{writer}/0"]
+    if partitions_of(topic, n) == 1:  # every per-symbol instance writes the single partition
+        return [f"{writer}/{p}" for p in range(n)]
+    return [f"{writer}/{topic_partition}"]  # keyed by symbol: partition p writes partition p
+
+
+def input_partitions(stage: StageSpec, topic: Topic, instance: int, n: int) -> list[int]:
+    """Which partitions of input ``topic`` feed ``instance`` of ``stage``."""
+    if partitions_of(topic, n) == 1:
+        return [0]
+    return list(range(n)) if stage.partitioning is _SINGLE else [instance]
+
+
+def merge_sources(
+    stage: StageSpec, instance: int, n: int, shifts: Mapping[Shift, int]
+) -> dict[str, tuple[int, bool]]:
+    """Watermark sources of one stage instance: ``{source_id: (shift_ms, shifted)}``.
+
+    Non-gating inputs (operator commands) have none: their records never hold a merge back.
+    """
+    sources: dict[str, tuple[int, bool]] = {}
+    for inp in stage.inputs:
+        if not inp.gates:
+            continue
+        for p in input_partitions(stage, inp.topic, instance, n):
+            for writer in writers_of(inp.topic):
+                for header in _writer_partitions(writer, p, inp.topic, n):
+                    key = f"{inp.topic.value}/{p}:{header}"
+                    sources[key] = (shifts.get(inp.shift, 0), inp.shifted)
+    return sources
+
+
+def progress_targets(stage: StageSpec, instance: int, n: int) -> list[tuple[Topic, list[int]]]:
+    """Where an instance announces its progress: each consumed output, on the partitions
+    its records can reach (an output nobody consumes needs no watermark)."""
+    targets: list[tuple[Topic, list[int]]] = []
+    for topic in stage.outputs:
+        if not consumers_of(topic):
+            continue
+        if partitions_of(topic, n) == 1:
+            targets.append((topic, [0]))
+        elif stage.partitioning is _SINGLE:
+            targets.append((topic, list(range(n))))
+        else:
+            targets.append((topic, [instance]))
+    return targets
+
+
+def drain_marks(n: int) -> dict[tuple[str, str], int]:
+    """The watermark sources that reach the end of stream last: the topology has drained when
+    every one of them has.
+
+    Those are the writers of the shifted inputs (closed trades, rewards, orders): each feedback
+    loop lags the stream it closes, so when they all end, every merge has released everything.
+    Keys are ``(base topic, qt-source)``; values start at minus infinity.
+    """
+    marks: dict[tuple[str, str], int] = {}
+    for stage in STAGES:
+        for inp in stage.inputs:
+            if not inp.shifted:
+                continue
+            for writer in writers_of(inp.topic):
+                for p in range(partitions_of(inp.topic, n)):
+                    for header in _writer_partitions(writer, p, inp.topic, n):
+                        marks[(inp.topic.value, header)] = -(2**62)
+    return marks
+
+
+# -- documentation ----------------------------------------------------------------------------
+def _partitions_label(p: Partitioning) -> str:
+    return "symbol / N" if p is _PS else "**one partition**"
+
+
+def markdown_table() -> str:
+    """The README's stage table, generated from :data:`STAGES`."""
+    rows = [
+        "| stage | consumes | produces | instances | state |",
+        "|---|---|---|---|---|",
+        f"| ingest (adapter) | replay file, recorded topic, Binance ws | "
+        f"`{Topic.MARKET_TICKS.value}` | — | — |",
+    ]
+    for s in STAGES:
+        consumed = ", ".join(
+            f"`{i.topic.value}`" + (f" (+{i.shift.value.replace('_', ' ')})" if i.shifted else "")
+            for i in s.inputs
+        )
+        produced = ", ".join(f"`{t.value}`" for t in s.outputs)
+        label = _partitions_label(s.partitioning)
+        rows.append(f"| {s.name} | {consumed} | {produced} | {label} | {s.state} |")
+    return "\n".join(rows)
+
+
+def mermaid() -> str:
+    """The README's topology diagram, generated from :data:`STAGES` and :data:`TOPICS`."""
+    lines = ["flowchart LR", f"  {INGEST}[[ingest: replay files / recorded topic / Binance ws]]"]
+    for s in STAGES:
+        shape = ("{{", "}}") if s.partitioning is _SINGLE else ("[", "]")
+        lines.append(f"  {s.name}{shape[0]}{s.name}<br/>{s.doc}{shape[1]}")
+    for topic in TOPICS:
+        readers = consumers_of(topic.topic)
+        for writer in writers_of(topic.topic):
+            for reader in readers:
+                arrow = "-.->" if _is_shifted(reader, topic.topic) else "-->"
+                lines.append(f"  {writer} {arrow}|{topic.topic.value}| {reader.name}")
+    ops = [t.topic for t in TOPICS if not writers_of(t.topic) and consumers_of(t.topic)]
+    for op in ops:
+        node = op.value.replace(".", "_")
+        lines.append(f"  {node}[[operator: {op.value}]]")
+        for reader in consumers_of(op):
+            lines.append(f"  {node} --> {reader.name}")
+    lines.append(f"  dead[({Topic.DEADLETTER.value})]")
+    lines.append("  features & risk & execution -. bad input .-> dead")
+    return "\n".join(lines)
+
+
+def _is_shifted(stage: StageSpec, topic: Topic) -> bool:
+    return any(i.topic is topic and i.shifted for i in stage.inputs)
+
+
+#: Markers around the generated parts of README.md.
+README_MARKERS = {
+    "diagram": ("<!-- topology:diagram:start -->", "<!-- topology:diagram:end -->"),
+    "table": ("<!-- topology:table:start -->", "<!-- topology:table:end -->"),
+}
+
+
+def readme_sections() -> dict[str, str]:
+    """The generated README sections, keyed like :data:`README_MARKERS`."""
+    return {"diagram": f"```mermaid\n{mermaid()}\n```", "table": markdown_table()}
+
+
+def render_readme(text: str) -> str:
+    """``text`` (the README) with every generated section replaced by its current version."""
+    for name, body in readme_sections().items():
+        start, end = README_MARKERS[name]
+        head, found, rest = text.partition(start)
+        if not found:
+            raise ValueError(f"README has no {start} marker")
+        _old, found, tail = rest.partition(end)
+        if not found:
+            raise ValueError(f"README has no {end} marker")
+        text = f"{head}{start}\n{body}\n{end}{tail}"
+    return text
