@@ -18,6 +18,7 @@ from streams.commands import (
     replay,
     report,
     schemas,
+    topology,
     trace,
     worker,
 )
@@ -40,6 +41,7 @@ app.command("backtest")(backtest.command)
 app.command("report")(report.command)
 app.command("journal")(journal.command)
 app.command("trace")(trace.command)
+app.command("topology")(topology.command)
 app.command("halt")(control.halt)
 app.command("resume")(control.resume)
 app.add_typer(schemas.app, name="schemas")

@@ -265,14 +265,14 @@ def reported_topics() -> tuple[Topic, ...]:
     return tuple(s.topic for s in TOPICS if s.reported)
 
 
-def consumers_of(topic: Topic, stages: Iterable[StageSpec] = STAGES) -> list[StageSpec]:
-    """The stages that read ``topic``."""
-    return [s for s in stages if topic in s.input_topics]
+def consumers_of(topic: Topic, stages: Iterable[StageSpec] | None = None) -> list[StageSpec]:
+    """The stages (default: the declared ones) that read ``topic``."""
+    return [s for s in (STAGES if stages is None else stages) if topic in s.input_topics]
 
 
-def writers_of(topic: Topic, stages: Iterable[StageSpec] = STAGES) -> list[str]:
+def writers_of(topic: Topic, stages: Iterable[StageSpec] | None = None) -> list[str]:
     """Stage names writing ``topic`` (``INGEST`` for market ticks)."""
-    names = [s.name for s in stages if topic in s.outputs]
+    names = [s.name for s in (STAGES if stages is None else stages) if topic in s.outputs]
     return [INGEST, *names] if topic is Topic.MARKET_TICKS else names
 
 
@@ -377,10 +377,13 @@ def markdown_table() -> str:
 
 def mermaid() -> str:
     """The README's topology diagram, generated from :data:`STAGES` and :data:`TOPICS`."""
-    lines = ["flowchart LR", f"  {INGEST}[[ingest: replay files / recorded topic / Binance ws]]"]
+    lines = [
+        "flowchart LR",
+        f'  {INGEST}[["ingest<br/>replay files · recorded topic · Binance ws"]]',
+    ]
     for s in STAGES:
         shape = ("{{", "}}") if s.partitioning is _SINGLE else ("[", "]")
-        lines.append(f"  {s.name}{shape[0]}{s.name}<br/>{s.doc}{shape[1]}")
+        lines.append(f'  {s.name}{shape[0]}"{s.name}<br/>{s.doc}"{shape[1]}')
     for topic in TOPICS:
         readers = consumers_of(topic.topic)
         for writer in writers_of(topic.topic):
@@ -390,11 +393,12 @@ def mermaid() -> str:
     ops = [t.topic for t in TOPICS if not writers_of(t.topic) and consumers_of(t.topic)]
     for op in ops:
         node = op.value.replace(".", "_")
-        lines.append(f"  {node}[[operator: {op.value}]]")
+        lines.append(f'  {node}[["operator<br/>{op.value}"]]')
         for reader in consumers_of(op):
             lines.append(f"  {node} --> {reader.name}")
     lines.append(f"  dead[({Topic.DEADLETTER.value})]")
-    lines.append("  features & risk & execution -. bad input .-> dead")
+    validators = " & ".join(s.name for s in consumers_of(Topic.MARKET_TICKS))
+    lines.append(f"  {validators} -. bad input .-> dead")
     return "\n".join(lines)
 
 
