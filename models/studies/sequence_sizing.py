@@ -230,7 +230,7 @@ def run_variant(
     plan: StudyPlan,
 ) -> dict[str, Any]:
     """Walk-forward fits of one configuration, then latency of the last fold's model."""
-    from models.train import classification_metrics, mean_fold_metrics
+    from models.metrics import classification_metrics, mean_fold_metrics
 
     config = _training_config(config, plan)
     fold_metrics, net = [], None
@@ -263,7 +263,7 @@ def run_variant(
 
 def baselines(ds: Any, folds: Sequence[Any], plan: StudyPlan) -> dict[str, Any]:
     """Always-HOLD and momentum on the same validation rows, for scale."""
-    from models.train import classification_metrics, mean_fold_metrics
+    from models.metrics import classification_metrics, mean_fold_metrics
 
     out: dict[str, Any] = {}
     for label, fn in (
@@ -472,7 +472,7 @@ def ensemble_tick(registry: Path, data_dir: Path, runs: int) -> dict[str, Any]:
 
 
 def _untrained(module: ModuleType, config: Any) -> Any:
-    from models.torch_common import History, TrainedNetwork
+    from models.sequence.network import History, TrainedNetwork
 
     net = module.build(config, 0)
     net.eval()
