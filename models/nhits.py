@@ -31,7 +31,7 @@ from torch import nn
 from models.fitting import N_CLASSES
 from models.sequence.artifacts import NATIVE_SUFFIX as NATIVE_SUFFIX  # the protocol names it
 from models.sequence.layers import InstanceNorm
-from models.sequence.model import SequenceModel
+from models.sequence.model import SequenceModel, WindowShape
 from models.sequence.network import NeuralModelError
 from models.sequence.training import TrainConfig
 
@@ -40,15 +40,9 @@ INPUT = "window"
 
 
 @dataclass(frozen=True)
-class NHiTSConfig:
-    """Shape of the network and its training settings.
+class NHiTSConfig(WindowShape):
+    """N-HiTS layers and training settings; the default is the small, tick-budget size."""
 
-    The default is the *small* configuration sized for the tick-latency budget; see
-    ``models/studies/sequence_sizing.py`` and :data:`LARGE_CONFIG` for the comparison.
-    """
-
-    window: int = 64
-    channels: int = 5
     horizon: int = 16
     pool_sizes: tuple[int, ...] = (8, 4, 1)
     downsample: tuple[int, ...] = (8, 4, 1)

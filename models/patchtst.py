@@ -33,7 +33,7 @@ from torch import nn
 from models.fitting import N_CLASSES
 from models.sequence.artifacts import NATIVE_SUFFIX as NATIVE_SUFFIX  # the protocol names it
 from models.sequence.layers import InstanceNorm
-from models.sequence.model import SequenceModel
+from models.sequence.model import SequenceModel, WindowShape
 from models.sequence.network import NeuralModelError
 from models.sequence.training import TrainConfig
 
@@ -42,15 +42,9 @@ INPUT = "window"
 
 
 @dataclass(frozen=True)
-class PatchTSTConfig:
-    """Shape of the network and its training settings.
+class PatchTSTConfig(WindowShape):
+    """PatchTST layers and training settings; the default is the small, tick-budget size."""
 
-    The default is the *small* configuration sized for the tick-latency budget; see
-    ``models/studies/sequence_sizing.py`` and :data:`LARGE_CONFIG` for the comparison.
-    """
-
-    window: int = 64
-    channels: int = 5
     patch_len: int = 16
     stride: int = 16
     d_model: int = 32

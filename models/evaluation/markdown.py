@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from models.dataset import CLASSES
@@ -28,82 +28,84 @@ def _balance(b: Mapping[str, float]) -> str:
     return " / ".join(f"{b[c]:.0%}" for c in CLASSES)
 
 
-def _predictor_table(report: Mapping[str, Any]) -> list[str]:
-    lines = [
-        "| predictor | acc | bal. acc | macro-F1 | log loss | ECE | predicted S/H/B | trades "
-        "| net return | Sharpe | max DD |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+def _table(columns: Sequence[str], rows: Iterable[Sequence[str]], left: Collection[int] = (0,)
+           ) -> list[str]:  # fmt: skip
+    """A markdown table; columns whose index is in ``left`` are left-aligned, others right."""
+    align = "|".join("---" if i in left else "---:" for i in range(len(columns)))
+    return [
+        f"| {' | '.join(columns)} |",
+        f"|{align}|",
+        *(f"| {' | '.join(cells)} |" for cells in rows),
     ]
+
+
+def _predictor_table(report: Mapping[str, Any]) -> list[str]:
+    columns = ["predictor", "acc", "bal. acc", "macro-F1", "log loss", "ECE", "predicted S/H/B",
+               "trades", "net return", "Sharpe", "max DD"]  # fmt: skip
+    rows = []
     for name, e in report["predictors"].items():
         m, t = e["metrics"], e["trading"]
         ece = e.get("calibration", {}).get("ece")
-        lines.append(
-            f"| {name} | {_f(m['accuracy'])} | {_f(m['balanced_accuracy'])} | {_f(m['macro_f1'])} "
-            f"| {_f(m['log_loss'])} | {_f(ece)} | {_balance(m['prediction_balance'])} "
-            f"| {t['trades']} | {_pct(t['net_return'])} | {_f(t['sharpe_annualized'], 1)} "
-            f"| {t['max_drawdown']:.2%} |"
-        )
-    return lines
+        rows.append([
+            name, _f(m["accuracy"]), _f(m["balanced_accuracy"]), _f(m["macro_f1"]),
+            _f(m["log_loss"]), _f(ece), _balance(m["prediction_balance"]), str(t["trades"]),
+            _pct(t["net_return"]), _f(t["sharpe_annualized"], 1), f"{t['max_drawdown']:.2%}",
+        ])  # fmt: skip
+    return _table(columns, rows, left=(0, 6))
 
 
 def _horizon_table(report: Mapping[str, Any]) -> list[str]:
-    lines = [
-        "| predictor | trades | win rate | mean net return / trade | sum of net returns |",
-        "|---|---:|---:|---:|---:|",
-    ]
+    columns = ["predictor", "trades", "win rate", "mean net return / trade", "sum of net returns"]
+    rows = []
     for name, e in report["predictors"].items():
         h = e["horizon_trades"]
         win = "–" if h["win_rate"] is None else f"{h['win_rate']:.1%}"
         mean = "–" if h["mean_net_return"] is None else f"{h['mean_net_return']:+.4%}"
-        lines.append(f"| {name} | {h['trades']} | {win} | {mean} | {h['sum_net_return']:+.2%} |")
-    return lines
+        rows.append([name, str(h["trades"]), win, mean, f"{h['sum_net_return']:+.2%}"])
+    return _table(columns, rows)
 
 
 def _per_class_table(report: Mapping[str, Any]) -> list[str]:
-    head = " | ".join(f"{c} P | {c} R" for c in CLASSES)
-    lines = [f"| predictor | {head} |", "|---|" + "---:|" * (2 * len(CLASSES))]
+    columns = ["predictor", *(f"{c} {k}" for c in CLASSES for k in ("P", "R"))]
+    rows = []
     for name, e in report["predictors"].items():
         pc = e["metrics"]["per_class"]
-        cells = " | ".join(f"{_f(pc[c]['precision'])} | {_f(pc[c]['recall'])}" for c in CLASSES)
-        lines.append(f"| {name} | {cells} |")
-    return lines
+        cells = (_f(pc[c][k]) for c in CLASSES for k in ("precision", "recall"))
+        rows.append([name, *cells])
+    return _table(columns, rows)
 
 
 def _training_table(report: Mapping[str, Any]) -> list[str]:
-    lines = [
-        "| model | version | WF acc | WF bal. acc | WF bal. acc per fold | WF macro-F1 "
-        "| WF log loss | held-back acc | held-back bal. acc | ONNX parity max abs diff |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
-    ]
+    columns = ["model", "version", "WF acc", "WF bal. acc", "WF bal. acc per fold",
+               "WF macro-F1", "WF log loss", "held-back acc", "held-back bal. acc",
+               "ONNX parity max abs diff"]  # fmt: skip
+    rows = []
     for name, tr in report["training"].items():
         wf, ho = tr["walk_forward_mean"], tr["holdout"]
         per_fold = " / ".join(_f(f.get("balanced_accuracy")) for f in tr["walk_forward_folds"])
-        lines.append(
-            f"| {name} | {tr['version']} | {_f(wf.get('accuracy'))} "
-            f"| {_f(wf.get('balanced_accuracy'))} | {per_fold or '–'} | {_f(wf.get('macro_f1'))} "
-            f"| {_f(wf.get('log_loss'))} | {_f(ho.get('accuracy'))} "
-            f"| {_f(ho.get('balanced_accuracy'))} | {_sci(tr['parity'].get('max_abs_diff'))} |"
-        )
-    return lines
+        rows.append([
+            name, tr["version"], _f(wf.get("accuracy")), _f(wf.get("balanced_accuracy")),
+            per_fold or "–", _f(wf.get("macro_f1")), _f(wf.get("log_loss")),
+            _f(ho.get("accuracy")), _f(ho.get("balanced_accuracy")),
+            _sci(tr["parity"].get("max_abs_diff")),
+        ])  # fmt: skip
+    return _table(columns, rows, left=(0, 1, 4))
 
 
 def _size_table(report: Mapping[str, Any]) -> list[str]:
-    rows = report["sequence_size_comparison"]
-    if not rows:
+    if not report["sequence_size_comparison"]:
         return ["Only one size of each sequence model is registered; nothing to compare."]
-    lines = [
-        "| model | eval acc | eval bal. acc | eval macro-F1 | eval log loss | WF bal. acc "
-        "| 1-row p50 µs | ONNX bytes |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
+    columns = ["model", "eval acc", "eval bal. acc", "eval macro-F1", "eval log loss",
+               "WF bal. acc", "1-row p50 µs", "ONNX bytes"]  # fmt: skip
+    rows = []
+    for r in report["sequence_size_comparison"]:
         ev, wf = r["evaluation"], r["walk_forward_mean"]
-        lines.append(
-            f"| {r['model']} | {_f(ev['accuracy'])} | {_f(ev['balanced_accuracy'])} "
-            f"| {_f(ev['macro_f1'])} | {_f(ev['log_loss'])} | {_f(wf.get('balanced_accuracy'))} "
-            f"| {_f(r['tick_latency_us_p50'], 0)} | {r['onnx_bytes']} |"
-        )
-    return lines
+        rows.append([
+            r["model"], _f(ev["accuracy"]), _f(ev["balanced_accuracy"]), _f(ev["macro_f1"]),
+            _f(ev["log_loss"]), _f(wf.get("balanced_accuracy")),
+            _f(r["tick_latency_us_p50"], 0), str(r["onnx_bytes"]),
+        ])  # fmt: skip
+    return _table(columns, rows)
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:

@@ -49,6 +49,18 @@ ConfigT = TypeVar("ConfigT", bound=NetworkConfig)
 
 
 @dataclass(frozen=True)
+class WindowShape:
+    """The input both networks' configs start with: ``window`` bars of ``channels`` values.
+
+    A network config adds its layer sizes and ends with ``train: TrainConfig``; see
+    ``models/studies/sequence_sizing.py`` and each module's ``LARGE_CONFIG`` for the sizing.
+    """
+
+    window: int = 64
+    channels: int = 5
+
+
+@dataclass(frozen=True)
 class SequenceModel(Generic[ConfigT]):
     """One sequence network as a trainable model (see the module doc)."""
 
