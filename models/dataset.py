@@ -19,11 +19,12 @@ Times are UTC epoch milliseconds; ``start`` is inclusive, ``end`` exclusive. Str
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -137,6 +138,19 @@ class Klines:
         return len(self.open_time_ms)
 
 
+RowsT = TypeVar("RowsT", "Klines", "Dataset")
+
+
+def _select_rows(rows: RowsT, key: slice | npt.NDArray[Any]) -> RowsT:
+    """``rows`` with every array field indexed by ``key``; the other fields are kept as they are."""
+    arrays: dict[str, Any] = {
+        f.name: value[key]
+        for f in dataclasses.fields(rows)
+        if isinstance(value := getattr(rows, f.name), np.ndarray)
+    }
+    return dataclasses.replace(rows, **arrays)
+
+
 def _read_kline_file(path: Path, symbol: str) -> Klines:
     try:
         df = pd.read_csv(path, dtype={"open_time_ms": np.int64})
@@ -154,15 +168,7 @@ def _read_kline_file(path: Path, symbol: str) -> Klines:
 def _slice(k: Klines, start_ms: int | None, end_ms: int | None) -> Klines:
     lo = 0 if start_ms is None else int(np.searchsorted(k.open_time_ms, start_ms, "left"))
     hi = len(k) if end_ms is None else int(np.searchsorted(k.open_time_ms, end_ms, "left"))
-    return Klines(
-        symbol=k.symbol,
-        open_time_ms=k.open_time_ms[lo:hi],
-        open=k.open[lo:hi],
-        high=k.high[lo:hi],
-        low=k.low[lo:hi],
-        close=k.close[lo:hi],
-        volume=k.volume[lo:hi],
-    )
+    return _select_rows(k, slice(lo, hi))
 
 
 def available_symbols(data_dir: Path | str) -> list[str]:
@@ -215,18 +221,7 @@ class Dataset:
 
     def subset(self, idx: npt.ArrayLike) -> Dataset:
         """Rows ``idx`` (indices or a boolean mask), same label spec and metadata."""
-        i = np.asarray(idx)
-        return Dataset(
-            tabular=self.tabular[i],
-            window=self.window[i],
-            y=self.y[i],
-            time_ms=self.time_ms[i],
-            symbol=self.symbol[i],
-            close=self.close[i],
-            fwd_return=self.fwd_return[i],
-            label_spec=self.label_spec,
-            meta=dict(self.meta),
-        )
+        return dataclasses.replace(_select_rows(self, np.asarray(idx)), meta=dict(self.meta))
 
     def class_balance(self) -> dict[str, float]:
         """Share of each class among the labels (sums to 1; zeros for an empty set)."""

@@ -49,6 +49,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from models.rolling_moments import RollingMoments
+
 FEATURE_VERSION = "f1-2025.11"
 FEATURE_NAMES: tuple[str, ...] = (
     "ret_1",
@@ -117,76 +119,6 @@ class FeatureRow:
     """Std of 1-bar log returns over the last 60 bars (``vol_60``), for sizing and exits."""
 
 
-class _RollingMoments:
-    """Mean and population variance over the last ``n`` values in O(1) per push.
-
-    Sums are kept relative to an anchor and recomputed exactly (two-pass) every ``n`` pushes, so
-    rounding drift and cancellation stay bounded however long the stream runs. The recompute
-    schedule is part of the state, so a restored state continues bit-identically.
-    """
-
-    __slots__ = ("anchor", "n", "pushes", "s1", "s2", "values")
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.values: deque[float] = deque(maxlen=n)
-        self.anchor = 0.0
-        self.s1 = 0.0
-        self.s2 = 0.0
-        self.pushes = 0
-
-    def push(self, x: float) -> None:
-        values = self.values
-        if len(values) == self.n:
-            old = values[0] - self.anchor
-            self.s1 -= old
-            self.s2 -= old * old
-        values.append(x)
-        d = x - self.anchor
-        self.s1 += d
-        self.s2 += d * d
-        self.pushes += 1
-        if self.pushes % self.n == 0:
-            self._recompute()
-
-    def _recompute(self) -> None:
-        values = self.values
-        self.anchor = sum(values) / len(values)
-        s1 = s2 = 0.0
-        for x in values:
-            d = x - self.anchor
-            s1 += d
-            s2 += d * d
-        self.s1, self.s2 = s1, s2
-
-    def full(self) -> bool:
-        return len(self.values) == self.n
-
-    def mean(self) -> float:
-        return self.anchor + self.s1 / len(self.values)
-
-    def var(self) -> float:
-        k = len(self.values)
-        m = self.s1 / k
-        return max(self.s2 / k - m * m, 0.0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "values": list(self.values),
-            "anchor": self.anchor,
-            "s1": self.s1,
-            "s2": self.s2,
-            "pushes": self.pushes,
-        }
-
-    def load(self, d: dict[str, Any]) -> None:
-        self.values = deque((float(x) for x in d["values"]), maxlen=self.n)
-        self.anchor = float(d["anchor"])
-        self.s1 = float(d["s1"])
-        self.s2 = float(d["s2"])
-        self.pushes = int(d["pushes"])
-
-
 def _validate(bar: Bar) -> None:
     """Reject bars no exchange publishes; they would poison every recursion after them."""
     o, h, low, c, v = bar.open, bar.high, bar.low, bar.close, bar.volume
@@ -230,11 +162,11 @@ class FeatureState:
         w = self.window
         self.seen = 0
         self.closes: deque[float] = deque(maxlen=_RET_HORIZONS[-1] + 1)
-        self.ret_short = _RollingMoments(_VOL_SHORT)
-        self.ret_long = _RollingMoments(_VOL_LONG)
-        self.bb = _RollingMoments(_BB_N)
-        self.volz = _RollingMoments(_VOLZ_N)
-        self.win_vol = _RollingMoments(w)
+        self.ret_short = RollingMoments(_VOL_SHORT)
+        self.ret_long = RollingMoments(_VOL_LONG)
+        self.bb = RollingMoments(_BB_N)
+        self.volz = RollingMoments(_VOLZ_N)
+        self.win_vol = RollingMoments(w)
         self.ema_fast = self.ema_slow = self.ema_signal = 0.0
         self.avg_gain = self.avg_loss = self.atr = 0.0
         # Log OHLC + log1p(volume) per bar, written twice (at p and p + w) so the last w rows

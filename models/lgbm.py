@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import lightgbm as lgb
 import numpy as np
 
+from models.fitting import TrainingError, balanced_sample_weights, training_progress
 from models.parity import finalize_onnx_probabilities, require_float32_2d
-from models.train import TrainingError, balanced_sample_weights, training_progress
 
 if TYPE_CHECKING:
     from models.dataset import Dataset
@@ -118,13 +118,13 @@ def train(
     weights = balanced_sample_weights(train.y, N_CLASSES) if config.balance_classes else None
     d_train = lgb.Dataset(x_train, label=train.y, weight=weights, free_raw_data=True)
     d_val = lgb.Dataset(x_val, label=val.y, reference=d_train)
-    with training_progress(f"{NAME} boosting", config.n_rounds) as advance:
+    with training_progress(f"{NAME} boosting", config.n_rounds) as bar:
         booster = lgb.train(
             _params(config, seed),
             d_train,
             num_boost_round=config.n_rounds,
             valid_sets=[d_val],
-            callbacks=[lambda _env: advance()],
+            callbacks=[lambda _env: bar.advance()],
         )
     return float32_exact(booster)
 

@@ -15,7 +15,7 @@ Architecture, as in the paper, in plain torch:
 
 Adaptation to classification (our choice, not the paper's): the summed forecast is a latent
 multi-channel trajectory of ``horizon`` steps; a linear head maps it, together with the window's
-instance-normalization statistics (see :class:`models.torch_common.InstanceNorm`), to SELL / HOLD
+instance-normalization statistics (see :class:`models.sequence.layers.InstanceNorm`), to SELL / HOLD
 / BUY logits, trained end to end with class-weighted cross-entropy. The exported graph ends in a
 softmax.
 """
@@ -24,29 +24,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from models import torch_common as tc
+from models.fitting import N_CLASSES
+from models.sequence.artifacts import NATIVE_SUFFIX as NATIVE_SUFFIX  # the protocol names it
+from models.sequence.layers import InstanceNorm
+from models.sequence.model import SequenceModel, WindowShape
+from models.sequence.network import NeuralModelError
+from models.sequence.training import TrainConfig
 
 NAME = "nhits"
 INPUT = "window"
-NATIVE_SUFFIX = tc.NATIVE_SUFFIX
 
 
 @dataclass(frozen=True)
-class NHiTSConfig:
-    """Shape of the network and its training settings.
+class NHiTSConfig(WindowShape):
+    """N-HiTS layers and training settings; the default is the small, tick-budget size."""
 
-    The default is the *small* configuration sized for the tick-latency budget; see
-    ``models/studies/sequence_sizing.py`` and :data:`LARGE_CONFIG` for the comparison.
-    """
-
-    window: int = 64
-    channels: int = 5
     horizon: int = 16
     pool_sizes: tuple[int, ...] = (8, 4, 1)
     downsample: tuple[int, ...] = (8, 4, 1)
@@ -54,14 +50,14 @@ class NHiTSConfig:
     hidden: int = 128
     n_layers: int = 2
     dropout: float = 0.1
-    train: tc.TrainConfig = field(default_factory=tc.TrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
         """Reject shapes that cannot be built (mismatched stacks, bad sizes)."""
         if len(self.pool_sizes) != len(self.downsample) or not self.pool_sizes:
-            raise tc.NeuralModelError("pool_sizes and downsample need one entry per stack")
+            raise NeuralModelError("pool_sizes and downsample need one entry per stack")
         if min(self.pool_sizes + self.downsample) < 1 or min(self.window, self.horizon) < 1:
-            raise tc.NeuralModelError("window, horizon, pool sizes and ratios must be >= 1")
+            raise NeuralModelError("window, horizon, pool sizes and ratios must be >= 1")
 
 
 DEFAULT_CONFIG = NHiTSConfig()
@@ -122,13 +118,13 @@ class NHiTSClassifier(nn.Module):
 
     def __init__(self, config: NHiTSConfig) -> None:
         super().__init__()
-        self.norm = tc.InstanceNorm(config.channels)
+        self.norm = InstanceNorm(config.channels)
         self.blocks = nn.ModuleList(
             NHiTSBlock(config, pool, ratio)
             for pool, ratio in zip(config.pool_sizes, config.downsample, strict=True)
             for _ in range(config.blocks_per_stack)
         )
-        self.head = nn.Linear(config.channels * (config.horizon + 2), tc.N_CLASSES)
+        self.head = nn.Linear(config.channels * (config.horizon + 2), N_CLASSES)
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
         """Class logits for a batch of windows."""
@@ -142,46 +138,8 @@ class NHiTSClassifier(nn.Module):
         return self.head(torch.cat([forecast.flatten(1), stats], dim=-1))
 
 
-def build(config: NHiTSConfig, seed: int) -> nn.Module:
-    """A freshly initialised network; the same seed gives the same initial weights."""
-    tc.seed_everything(seed, config.train.num_threads)
-    return NHiTSClassifier(config)
-
-
-def train(
-    train: tc.WindowDataset,
-    val: tc.WindowDataset,
-    config: NHiTSConfig = DEFAULT_CONFIG,
-    seed: int = 0,
-) -> tc.TrainedNetwork:
-    """Train N-HiTS on ``train`` with early stopping on ``val`` (both cut by time by the caller)."""
-    expected = (config.window, config.channels)
-    if tuple(train.window.shape[1:]) != expected:
-        raise tc.NeuralModelError(
-            f"{NAME}: config expects windows {expected}, got {tuple(train.window.shape[1:])}"
-        )
-    module = build(config, seed)
-    history = tc.fit(NAME, module, train, val, config.train, seed)
-    return tc.TrainedNetwork(NAME, module, config, seed, history, expected)
-
-
-def predict_proba(native: tc.TrainedNetwork, x: np.ndarray) -> np.ndarray:
-    """SELL / HOLD / BUY probabilities (N, 3) float32 from the torch module."""
-    return tc.predict_proba(native, x)
-
-
-def export_onnx(
-    native: tc.TrainedNetwork, path: Path, n_features_or_window_shape: tuple[int, int]
-) -> None:
-    """Write the ONNX graph ``window`` (N, W, 5) -> ``probabilities`` (N, 3) to ``path``."""
-    tc.export_onnx(native, path, n_features_or_window_shape)
-
-
-def save_native(native: tc.TrainedNetwork, path: Path) -> None:
-    """Keep the trained weights and config for ``models export`` (no pickled code)."""
-    tc.save_native(native, path)
-
-
-def load_native(path: Path) -> tc.TrainedNetwork:
-    """Inverse of :func:`save_native`."""
-    return tc.load_native(path, NHiTSConfig, build)
+MODEL = SequenceModel(NAME, NHiTSConfig, NHiTSClassifier, DEFAULT_CONFIG)
+"""Build, train, score, export, save and load: the code shared with the other sequence model."""
+build, train, untrained = MODEL.build, MODEL.train, MODEL.untrained
+predict_proba, export_onnx = MODEL.predict_proba, MODEL.export_onnx
+save_native, load_native = MODEL.save_native, MODEL.load_native

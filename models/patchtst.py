@@ -3,7 +3,7 @@
 Architecture, as in the paper (supervised PatchTST/64-style), in plain torch:
 
 * **RevIN-style instance normalization** per window and channel
-  (:class:`models.torch_common.InstanceNorm`).
+  (:class:`models.sequence.layers.InstanceNorm`).
 * **Channel independence**: each of the C channels is an independent univariate series; all
   channels share the patch embedding, the encoder and the head (batch N*C inside the network).
 * **Patching** with ``patch_len`` / ``stride`` and end padding by repeating the last value
@@ -26,29 +26,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from models import torch_common as tc
+from models.fitting import N_CLASSES
+from models.sequence.artifacts import NATIVE_SUFFIX as NATIVE_SUFFIX  # the protocol names it
+from models.sequence.layers import InstanceNorm
+from models.sequence.model import SequenceModel, WindowShape
+from models.sequence.network import NeuralModelError
+from models.sequence.training import TrainConfig
 
 NAME = "patchtst"
 INPUT = "window"
-NATIVE_SUFFIX = tc.NATIVE_SUFFIX
 
 
 @dataclass(frozen=True)
-class PatchTSTConfig:
-    """Shape of the network and its training settings.
+class PatchTSTConfig(WindowShape):
+    """PatchTST layers and training settings; the default is the small, tick-budget size."""
 
-    The default is the *small* configuration sized for the tick-latency budget; see
-    ``models/studies/sequence_sizing.py`` and :data:`LARGE_CONFIG` for the comparison.
-    """
-
-    window: int = 64
-    channels: int = 5
     patch_len: int = 16
     stride: int = 16
     d_model: int = 32
@@ -57,14 +53,14 @@ class PatchTSTConfig:
     d_ff: int = 64
     horizon: int = 16
     dropout: float = 0.1
-    train: tc.TrainConfig = field(default_factory=tc.TrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
         """Reject shapes that cannot be built."""
         if self.d_model % self.n_heads:
-            raise tc.NeuralModelError(f"d_model {self.d_model} not divisible by {self.n_heads}")
+            raise NeuralModelError(f"d_model {self.d_model} not divisible by {self.n_heads}")
         if not 1 <= self.patch_len <= self.window or self.stride < 1:
-            raise tc.NeuralModelError("need 1 <= patch_len <= window and stride >= 1")
+            raise NeuralModelError("need 1 <= patch_len <= window and stride >= 1")
 
     @property
     def n_patches(self) -> int:
@@ -146,7 +142,7 @@ class PatchTSTClassifier(nn.Module):
     def __init__(self, config: PatchTSTConfig) -> None:
         super().__init__()
         self.channels = config.channels
-        self.norm = tc.InstanceNorm(config.channels)
+        self.norm = InstanceNorm(config.channels)
         self.register_buffer("index", patch_index(config.window, config.patch_len, config.stride))
         self.embed = nn.Linear(config.patch_len, config.d_model)
         self.position = nn.Parameter(torch.empty(config.n_patches, config.d_model))
@@ -155,7 +151,7 @@ class PatchTSTClassifier(nn.Module):
         self.encoder = nn.Sequential(*(EncoderLayer(config) for _ in range(config.n_layers)))
         self.flatten_head = nn.Linear(config.n_patches * config.d_model, config.horizon)
         self.head_inputs = config.channels * config.horizon
-        self.head = nn.Linear(config.channels * (config.horizon + 2), tc.N_CLASSES)
+        self.head = nn.Linear(config.channels * (config.horizon + 2), N_CLASSES)
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
         """Class logits for a batch of windows."""
@@ -169,46 +165,8 @@ class PatchTSTClassifier(nn.Module):
         return self.head(torch.cat([forecast, stats], dim=-1))
 
 
-def build(config: PatchTSTConfig, seed: int) -> nn.Module:
-    """A freshly initialised network; the same seed gives the same initial weights."""
-    tc.seed_everything(seed, config.train.num_threads)
-    return PatchTSTClassifier(config)
-
-
-def train(
-    train: tc.WindowDataset,
-    val: tc.WindowDataset,
-    config: PatchTSTConfig = DEFAULT_CONFIG,
-    seed: int = 0,
-) -> tc.TrainedNetwork:
-    """Train PatchTST on ``train``, early-stopping on ``val`` (both cut by time by the caller)."""
-    expected = (config.window, config.channels)
-    if tuple(train.window.shape[1:]) != expected:
-        raise tc.NeuralModelError(
-            f"{NAME}: config expects windows {expected}, got {tuple(train.window.shape[1:])}"
-        )
-    module = build(config, seed)
-    history = tc.fit(NAME, module, train, val, config.train, seed)
-    return tc.TrainedNetwork(NAME, module, config, seed, history, expected)
-
-
-def predict_proba(native: tc.TrainedNetwork, x: np.ndarray) -> np.ndarray:
-    """SELL / HOLD / BUY probabilities (N, 3) float32 from the torch module."""
-    return tc.predict_proba(native, x)
-
-
-def export_onnx(
-    native: tc.TrainedNetwork, path: Path, n_features_or_window_shape: tuple[int, int]
-) -> None:
-    """Write the ONNX graph ``window`` (N, W, 5) -> ``probabilities`` (N, 3) to ``path``."""
-    tc.export_onnx(native, path, n_features_or_window_shape)
-
-
-def save_native(native: tc.TrainedNetwork, path: Path) -> None:
-    """Keep the trained weights and config for ``models export`` (no pickled code)."""
-    tc.save_native(native, path)
-
-
-def load_native(path: Path) -> tc.TrainedNetwork:
-    """Inverse of :func:`save_native`."""
-    return tc.load_native(path, PatchTSTConfig, build)
+MODEL = SequenceModel(NAME, PatchTSTConfig, PatchTSTClassifier, DEFAULT_CONFIG)
+"""Build, train, score, export, save and load: the code shared with the other sequence model."""
+build, train, untrained = MODEL.build, MODEL.train, MODEL.untrained
+predict_proba, export_onnx = MODEL.predict_proba, MODEL.export_onnx
+save_native, load_native = MODEL.save_native, MODEL.load_native

@@ -21,11 +21,7 @@ No wall clock is read: version names and ranges come from the arguments and the 
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -33,51 +29,18 @@ from typing import Any
 
 import numpy as np
 
-MODEL_MODULES: dict[str, str] = {
-    "xgboost": "models.xgb",
-    "lightgbm": "models.lgbm",
-    "nhits": "models.nhits",
-    "patchtst": "models.patchtst",
-}
-"""Model name -> module implementing NAME/INPUT/DEFAULT_CONFIG/train/predict_proba/export_onnx."""
-
-VARIANT_SEPARATOR = "@"
-"""``nhits@large`` trains ``models.nhits.LARGE_CONFIG`` and registers it as ``nhits-large``."""
-
-
-class TrainingError(RuntimeError):
-    """Training could not produce a valid model (bad data, bad shapes, unknown model)."""
-
-
-# --------------------------------------------------------------------------- small helpers
-
-
-@contextmanager
-def training_progress(description: str, total: int) -> Iterator[Callable[[], None]]:
-    """A rich progress bar; yields ``advance()`` to call once per step (round, epoch...)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=False,
-    ) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda: progress.advance(task)
-
-
-def balanced_sample_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """Per-row weights ``n / (k * count[class])``: each class carries the same total weight.
-
-    Why: with a dead zone most rows are HOLD; unweighted trees learn to say HOLD nearly always.
-    """
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    present = counts > 0
-    per_class = np.zeros(n_classes)
-    per_class[present] = len(y) / (present.sum() * counts[present])
-    return per_class[y].astype(np.float32)
+from models.catalog import (
+    VARIANT_SEPARATOR,
+    apply_overrides,
+    config_dict,
+    export_shape,
+    model_input,
+    model_module,
+    save_native,
+)
+from models.fitting import TrainingError
+from models.metrics import classification_metrics, mean_fold_metrics
+from models.sampling import evenly_spread, one_in, tail_split
 
 
 def time_range(time_ms: np.ndarray) -> dict[str, Any]:
@@ -89,48 +52,6 @@ def time_range(time_ms: np.ndarray) -> dict[str, Any]:
     lo, hi = int(time_ms.min()), int(time_ms.max())
     return {"first_ms": lo, "last_ms": hi, "first": ms_to_iso(lo), "last": ms_to_iso(hi),
             "rows": len(time_ms)}  # fmt: skip
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, macro-F1, log loss and the class balance of predictions.
-
-    Pure numpy (no sklearn): these go into every manifest. The prediction balance is there on
-    purpose — the system this replaces emitted 99% SELL and nobody noticed.
-    """
-    n_classes = proba.shape[1]
-    pred = proba.argmax(axis=1)
-    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(confusion, (y, pred), 1)
-    support = confusion.sum(axis=1)
-    predicted = confusion.sum(axis=0)
-    tp = np.diag(confusion).astype(np.float64)
-    recall = np.divide(tp, support, out=np.zeros(n_classes), where=support > 0)
-    precision = np.divide(tp, predicted, out=np.zeros(n_classes), where=predicted > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(n_classes), where=denom > 0)
-    picked = np.clip(proba[np.arange(len(y)), y].astype(np.float64), 1e-15, 1.0)
-    n = max(len(y), 1)
-    return {
-        "rows": len(y),
-        "accuracy": float(tp.sum() / n),
-        "balanced_accuracy": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,
-        "macro_f1": float(f1.mean()),
-        "log_loss": float(-np.log(picked).mean()) if len(y) else 0.0,
-        "precision": precision.round(6).tolist(),
-        "recall": recall.round(6).tolist(),
-        "label_balance": (support / n).round(6).tolist(),
-        "prediction_balance": (predicted / n).round(6).tolist(),
-        "confusion": confusion.tolist(),
-    }
-
-
-def mean_fold_metrics(folds: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Mean of the scalar metrics over walk-forward folds."""
-    keys = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss")
-    return {k: float(np.mean([f[k] for f in folds])) for k in keys} if folds else {}
 
 
 # --------------------------------------------------------------------------- plan
@@ -174,44 +95,17 @@ class Split:
     holdout: np.ndarray
 
 
-def model_module(spec: str) -> tuple[str, ModuleType, Any]:
-    """``"nhits@large"`` -> (registered name ``nhits-large``, module, config)."""
-    base, _, variant = spec.partition(VARIANT_SEPARATOR)
-    if base not in MODEL_MODULES:
-        raise TrainingError(f"unknown model {base!r}; known: {', '.join(MODEL_MODULES)}")
-    try:
-        module = importlib.import_module(MODEL_MODULES[base])
-    except ImportError as exc:
-        raise TrainingError(f"{base}: cannot import {MODEL_MODULES[base]} ({exc})") from exc
-    if not variant:
-        return base, module, module.DEFAULT_CONFIG
-    attr = f"{variant.upper()}_CONFIG"
-    if not hasattr(module, attr):
-        raise TrainingError(f"{base} has no {attr} variant")
-    return f"{base}-{variant}", module, getattr(module, attr)
-
-
 def split_rows(time_ms: np.ndarray, plan: TrainPlan, gap_ms: int) -> Split:
     """Held-back tail by time, purge gap, then walk-forward folds on the development rows."""
     from models.dataset import walk_forward_splits
 
-    t_lo, t_hi = int(time_ms.min()), int(time_ms.max())
-    holdout_start = t_hi - int((t_hi - t_lo) * plan.holdout_fraction)
-    holdout = np.flatnonzero(time_ms >= holdout_start)
-    dev = np.flatnonzero(time_ms < holdout_start - gap_ms)
+    dev, holdout = tail_split(time_ms, plan.holdout_fraction, gap_ms)
     if len(dev) == 0 or len(holdout) == 0:
         raise TrainingError(f"time range too short to hold back {plan.holdout_fraction:.0%}")
     gap_bars = max(1, gap_ms // 60_000)
     splits = walk_forward_splits(time_ms[dev], plan.n_folds, gap_bars) if plan.n_folds else []
     folds = [(dev[np.asarray(tr)], dev[np.asarray(va)]) for tr, va in splits]
     return Split(folds=folds, dev=dev, holdout=holdout)
-
-
-def model_input(dataset: Any, kind: str) -> np.ndarray:
-    """The array a model eats: ``tabular`` (N, F) or ``window`` (N, W, 5)."""
-    if kind not in ("tabular", "window"):
-        raise TrainingError(f"unknown model input kind {kind!r}")
-    return np.asarray(getattr(dataset, kind))
 
 
 # --------------------------------------------------------------------------- one model
@@ -239,24 +133,6 @@ def fit_stride(config: Any, plan: TrainPlan) -> int:
     return 1 if own is not None else plan.train_stride
 
 
-def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
-    """``dataclasses.replace`` with dotted keys for nested configs (``"train.epochs": 6``)."""
-    nested: dict[str, dict[str, Any]] = {}
-    flat: dict[str, Any] = {}
-    for key, value in overrides.items():
-        head, _, rest = key.partition(".")
-        if rest:
-            nested.setdefault(head, {})[rest] = value
-        else:
-            flat[key] = value
-    for head, sub in nested.items():
-        flat[head] = apply_overrides(getattr(config, head), sub)
-    try:
-        return dataclasses.replace(config, **flat)
-    except TypeError as exc:
-        raise TrainingError(f"bad config override {overrides}: {exc}") from exc
-
-
 def _sampling_note(config: Any, plan: TrainPlan) -> str:
     stride = fit_stride(config, plan)
     own = getattr(config, "train", None)
@@ -272,26 +148,12 @@ def _sampling_note(config: Any, plan: TrainPlan) -> str:
     )
 
 
-def _strided(idx: np.ndarray, stride: int, seed: int = 0) -> np.ndarray:
-    """About one training row in ``stride`` (adjacent 1-minute rows are near-duplicates).
-
-    A seeded random sample kept in time order, not ``idx[::stride]``: rows are ordered by time
-    then symbol, so a fixed stride keeps some symbols' rows and drops others' (measured: 84%
-    of BTC's rows against 16% of ETH's with stride 2 over 16 symbols).
-    """
-    if stride <= 1:
-        return idx
-    rng = np.random.default_rng(seed)
-    keep = rng.choice(len(idx), size=-(-len(idx) // stride), replace=False)
-    return idx[np.sort(keep)]
-
-
 def _fit_and_score(
     module: ModuleType, config: Any, dataset: Any, train_idx: np.ndarray, val_idx: np.ndarray,
     plan: TrainPlan,
 ) -> tuple[Any, np.ndarray]:  # fmt: skip
-    """Fit on (strided) ``train_idx`` rows, return the native model and its ``val_idx`` probs."""
-    train_set = dataset.subset(_strided(train_idx, fit_stride(config, plan), plan.seed))
+    """Fit on (thinned) ``train_idx`` rows, return the native model and its ``val_idx`` probs."""
+    train_set = dataset.subset(one_in(train_idx, fit_stride(config, plan), plan.seed))
     val_set = dataset.subset(val_idx)
     native = module.train(train_set, val_set, config, plan.seed)
     proba = np.asarray(module.predict_proba(native, model_input(val_set, module.INPUT)))
@@ -313,16 +175,11 @@ def walk_forward(
     return {"n_folds": len(folds), "mean": mean_fold_metrics(folds), "folds": folds}
 
 
-def _parity_rows(holdout: np.ndarray, n: int) -> np.ndarray:
-    """Up to ``n`` held-back rows spread evenly over the whole block (all symbols, all times)."""
-    if len(holdout) <= n:
-        return holdout
-    return holdout[np.linspace(0, len(holdout) - 1, n).round().astype(np.int64)]
-
-
 def train_model(spec: str, dataset: Any, split: Split, plan: TrainPlan, context: dict[str, Any]
                 ) -> ModelOutcome:  # fmt: skip
     """Walk-forward, final fit, export, parity, register (and promote) one model."""
+    import tempfile
+
     from models.parity import check_parity
     from models.registry import Manifest, promote, register
 
@@ -333,21 +190,20 @@ def train_model(spec: str, dataset: Any, split: Split, plan: TrainPlan, context:
     native, proba = _fit_and_score(module, config, dataset, split.dev, split.holdout, plan)
     holdout_metrics = classification_metrics(dataset.y[split.holdout], proba)
     x_all = model_input(dataset, module.INPUT)
-    shape_arg: Any = x_all.shape[1] if module.INPUT == "tabular" else tuple(x_all.shape[1:])
     with tempfile.TemporaryDirectory(prefix=f"qt-{name}-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        module.export_onnx(native, onnx_path, shape_arg)
-        rows = _parity_rows(split.holdout, plan.parity_rows)
+        module.export_onnx(native, onnx_path, export_shape(module, x_all))
+        rows = evenly_spread(split.holdout, plan.parity_rows)
         parity = check_parity(
             name, lambda x: module.predict_proba(native, x), onnx_path, x_all[rows]
         )
-        native_path = _save_native(module, native, Path(tmp)) if plan.keep_native else None
+        native_path = save_native(module, native, Path(tmp)) if plan.keep_native else None
         manifest = Manifest(
             model=name,
             version=plan.version,
             input=module.INPUT,
             input_shape=[None, *x_all.shape[1:]],
-            config=_config_dict(config),
+            config=config_dict(config),
             metrics={"walk_forward": wf, "holdout": holdout_metrics},
             parity=parity.to_dict(),
             train_range=time_range(dataset.time_ms[split.dev]),
@@ -363,37 +219,6 @@ def train_model(spec: str, dataset: Any, split: Split, plan: TrainPlan, context:
         promote(plan.registry, name, plan.version)
     return ModelOutcome(name, plan.version, registered.onnx_path.parent, wf, holdout_metrics,
                         parity.to_dict())  # fmt: skip
-
-
-def _save_native(module: ModuleType, native: Any, tmp: Path) -> Path | None:
-    """Native artifact for ``models export`` when the model module can save one."""
-    save = getattr(module, "save_native", None)
-    if save is None:
-        return None
-    path = tmp / f"native{getattr(module, 'NATIVE_SUFFIX', '.bin')}"
-    save(native, path)
-    return path
-
-
-def _config_dict(config: Any) -> dict[str, Any]:
-    """A JSON-able view of a config dataclass (tuples -> lists, nested dataclasses -> dicts)."""
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        raw = dataclasses.asdict(config)
-    else:
-        raw = dict(vars(config))
-    return {k: _jsonable(v) for k, v in raw.items()}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 # --------------------------------------------------------------------------- the run
@@ -480,43 +305,3 @@ def _summary_line(o: ModelOutcome) -> str:
         f"{o.holdout['balanced_accuracy']:.3f}, predicted balance "
         f"{o.holdout['prediction_balance']}; parity {o.parity['max_abs_diff']:.2e} -> {o.path}"
     )
-
-
-# --------------------------------------------------------------------------- re-export
-
-
-def reexport(
-    registry: Path, model: str, version: str, out: Path, data_dir: Path | None = None
-) -> Any:
-    """Re-export a registered version's kept native model to ``out`` and check parity.
-
-    Parity rows are rebuilt from the data over the manifest's held-back range. The registered
-    version is not modified. Returns the :class:`models.parity.ParityResult`.
-    """
-    from models.dataset import LabelSpec, build_dataset
-    from models.parity import check_parity
-    from models.registry import verify
-
-    registered = verify(registry, model, version)
-    manifest = registered.manifest
-    if manifest.native_file is None:
-        raise TrainingError(
-            f"{model} {version} keeps no native artifact (only ONNX); re-train to re-export"
-        )
-    _, module, _ = model_module(model.split("-")[0])
-    native = module.load_native(registered.onnx_path.parent / manifest.native_file)
-    label_fields = {f.name for f in dataclasses.fields(LabelSpec)}
-    spec = LabelSpec(**{k: v for k, v in manifest.label.items() if k in label_fields})
-    held = manifest.validation_range
-    dataset = build_dataset(
-        data_dir or Path(manifest.data_source["data_dir"]),
-        manifest.data_source.get("symbols"),
-        held["first_ms"],
-        held["last_ms"] + 60_000,
-        spec,
-    )
-    x_all = model_input(dataset, module.INPUT)
-    shape_arg: Any = x_all.shape[1] if module.INPUT == "tabular" else tuple(x_all.shape[1:])
-    module.export_onnx(native, out, shape_arg)
-    rows = _parity_rows(np.arange(len(dataset)), 20_000)
-    return check_parity(model, lambda x: module.predict_proba(native, x), out, x_all[rows])

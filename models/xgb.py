@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xgboost as xgb
 
+from models.fitting import TrainingError, balanced_sample_weights, training_progress
 from models.parity import finalize_onnx_probabilities, require_float32_2d
-from models.train import TrainingError, balanced_sample_weights, training_progress
 
 if TYPE_CHECKING:
     from models.dataset import Dataset
@@ -106,14 +106,14 @@ def train(
     weights = balanced_sample_weights(train.y, N_CLASSES) if config.balance_classes else None
     d_train = xgb.DMatrix(x_train, label=train.y, weight=weights, nthread=config.n_threads)
     d_val = xgb.DMatrix(x_val, label=val.y, nthread=config.n_threads)
-    with training_progress(f"{NAME} boosting", config.n_rounds) as advance:
+    with training_progress(f"{NAME} boosting", config.n_rounds) as bar:
         booster = xgb.train(
             _params(config, seed),
             d_train,
             num_boost_round=config.n_rounds,
             evals=[(d_val, "val")],
             verbose_eval=False,
-            callbacks=[_ProgressCallback(advance)],
+            callbacks=[_ProgressCallback(bar.advance)],
         )
     return booster
 

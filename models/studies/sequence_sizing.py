@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from models.sampling import sample_in_order, tail_split
+from models.studies.latency import ensemble_tick, measure
+from models.studies.sizing_report import to_markdown, verdict
+
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared/data/binance/um_futures_1m_2025"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "reports/sizing"
-BUDGET_NETWORKS_US = 120.0
-"""p50 budget for N-HiTS + PatchTST together (250 µs tick minus ~100 µs for the two GBDTs)."""
-ACCURACY_TOLERANCE = 0.005
-"""A small config "does not lose accuracy" if its mean fold accuracy and macro-F1 are at most
-this much below the large one's (fold-to-fold spread on these blocks is larger than that)."""
 
 
 @dataclass(frozen=True)
@@ -61,14 +58,6 @@ class StudyPlan:
     throughput_batches: int = 20
 
 
-@dataclass(frozen=True)
-class _Arrays:
-    """Minimal ``WindowDataset`` for the training loop."""
-
-    window: np.ndarray
-    y: np.ndarray
-
-
 def _variants() -> list[tuple[str, str, ModuleType, Any]]:
     from models import nhits, patchtst
 
@@ -78,28 +67,6 @@ def _variants() -> list[tuple[str, str, ModuleType, Any]]:
         ("patchtst", "small", patchtst, patchtst.DEFAULT_CONFIG),
         ("patchtst", "large", patchtst, patchtst.LARGE_CONFIG),
     ]
-
-
-def inner_split(time_ms: np.ndarray, fraction: float, gap_ms: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split training rows by time: fit on the early part, early-stop on the last ``fraction``.
-
-    Rows within ``gap_ms`` before the early-stopping block are dropped so no fitted label's
-    horizon overlaps it.
-    """
-    t_lo, t_hi = int(time_ms.min()), int(time_ms.max())
-    cut = t_hi - int((t_hi - t_lo) * fraction)
-    return np.flatnonzero(time_ms < cut - gap_ms), np.flatnonzero(time_ms >= cut)
-
-
-def sample_rows(idx: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """At most ``n`` of ``idx``: a seeded uniform sample kept in time order.
-
-    Not a fixed stride: rows are ordered by (time, symbol), so every k-th row would keep only
-    the symbols whose slot in the minute aligns with k (stride 2 over 16 symbols: 8 of them).
-    """
-    if len(idx) <= n:
-        return idx
-    return np.sort(np.random.default_rng(seed).choice(idx, size=n, replace=False))
 
 
 def momentum_proba(window: np.ndarray) -> np.ndarray:
@@ -116,52 +83,6 @@ def momentum_proba(window: np.ndarray) -> np.ndarray:
 def constant_proba(n: int, cls: int) -> np.ndarray:
     """Baseline: the same class for every row."""
     return np.tile(np.eye(3, dtype=np.float32)[cls], (n, 1))
-
-
-def latency_us(session: Any, rows: np.ndarray, runs: int) -> dict[str, float]:
-    """Batch-1 latency of ``session.run`` in µs, cycling through ``rows``; warm-up excluded."""
-    feeds = [{"window": rows[i : i + 1]} for i in range(len(rows))]
-    for i in range(min(200, runs)):
-        session.run(["probabilities"], feeds[i % len(feeds)])
-    samples = np.empty(runs, dtype=np.float64)
-    for i in range(runs):
-        start = time.perf_counter_ns()
-        session.run(["probabilities"], feeds[i % len(feeds)])
-        samples[i] = time.perf_counter_ns() - start
-    us = samples / 1e3
-    return {
-        "p50": float(np.percentile(us, 50)),
-        "p90": float(np.percentile(us, 90)),
-        "p99": float(np.percentile(us, 99)),
-        "min": float(us.min()),
-        "runs": runs,
-    }
-
-
-def torch_latency_us(net: Any, rows: np.ndarray, runs: int) -> float:
-    """Batch-1 p50 latency of the native torch module (eager, one thread), in µs."""
-    import torch
-
-    torch.set_num_threads(1)
-    xs = [torch.from_numpy(rows[i : i + 1]) for i in range(len(rows))]
-    samples = []
-    with torch.no_grad():
-        for i in range(runs + 50):
-            start = time.perf_counter_ns()
-            net.module(xs[i % len(xs)])
-            if i >= 50:
-                samples.append(time.perf_counter_ns() - start)
-    return float(np.median(samples) / 1e3)
-
-
-def throughput_rows_s(session: Any, rows: np.ndarray, batches: int) -> float:
-    """Rows per second at batch 256 (one thread)."""
-    batch = np.ascontiguousarray(np.resize(rows, (256, *rows.shape[1:])), dtype=np.float32)
-    session.run(["probabilities"], {"window": batch})
-    start = time.perf_counter_ns()
-    for _ in range(batches):
-        session.run(["probabilities"], {"window": batch})
-    return 256 * batches / ((time.perf_counter_ns() - start) / 1e9)
 
 
 def _training_config(config: Any, plan: StudyPlan) -> Any:
@@ -181,43 +102,19 @@ def _training_config(config: Any, plan: StudyPlan) -> Any:
 def _fit_fold(
     module: ModuleType, config: Any, ds: Any, train_idx: np.ndarray, plan: StudyPlan
 ) -> Any:
+    from models.sequence.training import Rows
+
     gap_ms = ds.label_spec.horizon_bars * 60_000
-    fit_rel, stop_rel = inner_split(ds.time_ms[train_idx], plan.inner_fraction, gap_ms)
+    fit_rel, stop_rel = tail_split(ds.time_ms[train_idx], plan.inner_fraction, gap_ms)
     fit_idx, stop_idx = train_idx[fit_rel], train_idx[stop_rel]
     # Spread the row budget over the whole training period (seeded, symbol-agnostic sample).
-    fit_idx = sample_rows(fit_idx, plan.max_train_rows, plan.seed)
+    fit_idx = sample_in_order(fit_idx, plan.max_train_rows, plan.seed)
     return module.train(
-        _Arrays(ds.window[fit_idx], ds.y[fit_idx]),
-        _Arrays(ds.window[stop_idx], ds.y[stop_idx]),
+        Rows(ds.window[fit_idx], ds.y[fit_idx]),
+        Rows(ds.window[stop_idx], ds.y[stop_idx]),
         config,
         plan.seed,
     )
-
-
-def _measure(
-    module: ModuleType, net: Any, val_window: np.ndarray, plan: StudyPlan
-) -> dict[str, Any]:
-    from models.parity import onnx_probabilities
-    from models.scorer import load_session
-
-    rows = np.ascontiguousarray(val_window[:: max(1, len(val_window) // 64)][:64])
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        module.export_onnx(net, path, tuple(val_window.shape[1:]))
-        parity_x = val_window[:: max(1, len(val_window) // 4096)]
-        parity = float(
-            np.abs(onnx_probabilities(path, parity_x) - module.predict_proba(net, parity_x)).max()
-        )
-        session = load_session(path)
-        return {
-            "parameters": net.n_parameters,
-            "onnx_bytes": path.stat().st_size,
-            "parity_max_abs_diff": parity,
-            "parity_rows": len(parity_x),
-            "ort_b1_us": latency_us(session, rows, plan.latency_runs),
-            "torch_b1_p50_us": torch_latency_us(net, rows, plan.latency_runs // 4),
-            "ort_b256_rows_per_s": throughput_rows_s(session, rows, plan.throughput_batches),
-        }
 
 
 def run_variant(
@@ -230,7 +127,7 @@ def run_variant(
     plan: StudyPlan,
 ) -> dict[str, Any]:
     """Walk-forward fits of one configuration, then latency of the last fold's model."""
-    from models.train import classification_metrics, mean_fold_metrics
+    from models.metrics import classification_metrics, mean_fold_metrics
 
     config = _training_config(config, plan)
     fold_metrics, net = [], None
@@ -257,13 +154,13 @@ def run_variant(
         "config": json.loads(json.dumps(dataclasses.asdict(config))),
         "folds": fold_metrics,
         "mean": mean_fold_metrics(fold_metrics),
-        "latency": _measure(module, net, last_val, plan),
+        "latency": measure(module, net, last_val, plan.latency_runs, plan.throughput_batches),
     }
 
 
 def baselines(ds: Any, folds: Sequence[Any], plan: StudyPlan) -> dict[str, Any]:
     """Always-HOLD and momentum on the same validation rows, for scale."""
-    from models.train import classification_metrics, mean_fold_metrics
+    from models.metrics import classification_metrics, mean_fold_metrics
 
     out: dict[str, Any] = {}
     for label, fn in (
@@ -276,102 +173,6 @@ def baselines(ds: Any, folds: Sequence[Any], plan: StudyPlan) -> dict[str, Any]:
             per_fold.append(classification_metrics(ds.y[val], fn(ds.window[val])))
         out[label] = {"mean": mean_fold_metrics(per_fold), "folds": per_fold}
     return out
-
-
-def verdict(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Budget and accuracy comparison small vs large per network, plus the combined p50."""
-    by = {(r["model"], r["size"]): r for r in results}
-    networks: dict[str, Any] = {}
-    for name in ("nhits", "patchtst"):
-        small, large = by[(name, "small")], by[(name, "large")]
-        d_acc = small["mean"]["accuracy"] - large["mean"]["accuracy"]
-        d_f1 = small["mean"]["macro_f1"] - large["mean"]["macro_f1"]
-        networks[name] = {
-            "delta_accuracy_small_minus_large": d_acc,
-            "delta_macro_f1_small_minus_large": d_f1,
-            "delta_log_loss_small_minus_large": small["mean"]["log_loss"]
-            - large["mean"]["log_loss"],
-            "small_not_worse": bool(d_acc >= -ACCURACY_TOLERANCE and d_f1 >= -ACCURACY_TOLERANCE),
-            "speedup_p50": large["latency"]["ort_b1_us"]["p50"]
-            / small["latency"]["ort_b1_us"]["p50"],
-        }
-    combined = {
-        s: sum(by[(n, s)]["latency"]["ort_b1_us"]["p50"] for n in ("nhits", "patchtst"))
-        for s in ("small", "large")
-    }
-    return {
-        "networks": networks,
-        "combined_p50_us": combined,
-        "budget_us": BUDGET_NETWORKS_US,
-        "small_within_budget": combined["small"] <= BUDGET_NETWORKS_US,
-        "tolerance": ACCURACY_TOLERANCE,
-    }
-
-
-def to_markdown(report: dict[str, Any]) -> str:
-    """Human-readable summary of the JSON report."""
-    lines = [
-        "# Sequence-model sizing study",
-        "",
-        f"Data: `{report['data']['data_source']}` rows {report['data']['row_time_range']}, "
-        f"{report['data']['rows']} rows (dataset stride {report['plan']['dataset_stride']}), "
-        f"{report['plan']['n_folds']} expanding walk-forward folds, 1 in "
-        f"{report['plan']['val_stride']} validation rows (seeded uniform sample). "
-        f"Training: {report['plan']['max_train_rows']} rows per "
-        "fold sampled uniformly (seeded) over the fold's training period, "
-        f"{report['plan']['epochs']} epochs max, early stopping on an "
-        f"inner block (last {report['plan']['inner_fraction']:.0%} of the fold's training time, "
-        "purged), seed "
-        f"{report['plan']['seed']}. Latency: ONNX Runtime, batch 1, one thread, worker session "
-        "options, real windows; the host is shared (other jobs running), trust min and p50.",
-        "",
-        "| model | size | params | acc | macro-F1 | log loss | pred. balance S/H/B "
-        "| ORT b1 p50 / min µs | torch b1 p50 µs | ORT b256 rows/s | parity |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in report["results"]:
-        lat, m = r["latency"], r["mean"]
-        balance = np.mean([f["prediction_balance"] for f in r["folds"]], axis=0)
-        lines.append(
-            f"| {r['model']} | {r['size']}{' (r)' if r.get('reused') else ''} "
-            f"| {lat['parameters']:,} | {m['accuracy']:.4f} "
-            f"| {m['macro_f1']:.4f} | {m['log_loss']:.4f} | "
-            f"{'/'.join(f'{b:.2f}' for b in balance)} | {lat['ort_b1_us']['p50']:.0f} / "
-            f"{lat['ort_b1_us']['min']:.0f} | {lat['torch_b1_p50_us']:.0f} | "
-            f"{lat['ort_b256_rows_per_s']:,.0f} | {lat['parity_max_abs_diff']:.1e} |"
-        )
-    for label, b in report["baselines"].items():
-        m = b["mean"]
-        # One-hot baselines have no meaningful log loss (it only measures the 1e-15 clip).
-        lines.append(
-            f"| {label} | baseline | | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | n/a | | | | | |"
-        )
-    v = report["verdict"]
-    lines += [
-        "",
-        f"Combined N-HiTS + PatchTST p50: small {v['combined_p50_us']['small']:.0f} µs, "
-        f"large {v['combined_p50_us']['large']:.0f} µs (budget {v['budget_us']:.0f} µs): "
-        f"small {'within' if v['small_within_budget'] else 'OVER'} budget.",
-        "",
-    ]
-    for name, n in v["networks"].items():
-        lines.append(
-            f"- {name}: small - large accuracy {n['delta_accuracy_small_minus_large']:+.4f}, "
-            f"macro-F1 {n['delta_macro_f1_small_minus_large']:+.4f}, log loss "
-            f"{n['delta_log_loss_small_minus_large']:+.4f}; small is {n['speedup_p50']:.1f}x "
-            f"faster; {'no' if n['small_not_worse'] else 'a'} loss beyond "
-            f"{v['tolerance']} accuracy/F1."
-        )
-    lines += _tick_markdown(report.get("ensemble_tick", {}))
-    lines += ["Per fold (accuracy / macro-F1 / log loss):", ""]
-    for r in report["results"]:
-        cells = ", ".join(
-            f"fold {f['fold']}: {f['accuracy']:.4f} / {f['macro_f1']:.4f} / {f['log_loss']:.4f}"
-            f" (best epoch {f['best_epoch']})"
-            for f in r["folds"]
-        )
-        lines.append(f"- {r['model']} {r['size']}: {cells}")
-    return "\n".join(lines) + "\n"
 
 
 def _reusable(previous: dict[str, Any] | None, plan: StudyPlan) -> dict[tuple[str, str], Any]:
@@ -402,7 +203,7 @@ def run(plan: StudyPlan, previous: dict[str, Any] | None = None) -> dict[str, An
     spec = LabelSpec()
     ds = build_dataset(plan.data_dir, None, None, EVAL_START, spec, stride=plan.dataset_stride)
     folds = [
-        f._replace(val=sample_rows(f.val, -(-len(f.val) // plan.val_stride), plan.seed))
+        f._replace(val=sample_in_order(f.val, -(-len(f.val) // plan.val_stride), plan.seed))
         for f in walk_forward_splits(ds.time_ms, plan.n_folds, spec.horizon_bars)
     ]
     reuse = _reusable(previous, plan)
@@ -432,92 +233,6 @@ def run(plan: StudyPlan, previous: dict[str, Any] | None = None) -> dict[str, An
     report["verdict"] = verdict(results)
     _write(report, plan.out)
     return report
-
-
-def _tick_rows(data_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Real feature rows (tabular, window) from the last development day, for latency inputs."""
-    from models.dataset import EVAL_START, build_dataset
-
-    ds = build_dataset(data_dir, ["BTCUSDT", "ETHUSDT"], "2025-05-20T00:00Z", EVAL_START)
-    pick = np.linspace(0, len(ds) - 1, n).round().astype(np.int64)
-    return np.ascontiguousarray(ds.tabular[pick]), np.ascontiguousarray(ds.window[pick])
-
-
-def ensemble_tick(registry: Path, data_dir: Path, runs: int) -> dict[str, Any]:
-    """Batch-1 p50 of one full tick: the registry's promoted GBDTs + both networks per size.
-
-    Network weights are freshly initialised (seeded): latency depends on the graph, not on the
-    weight values. Sessions are built once, with the workers' options, and called in sequence
-    like ``EnsembleScorer.score`` does.
-    """
-    from models.registry import read_index
-    from models.scorer import EnsembleScorer, load_session
-
-    promoted = read_index(registry)
-    gbdts: dict[str, str] = {k: promoted[k] for k in ("xgboost", "lightgbm") if k in promoted}
-    if len(gbdts) < 2:
-        return {"skipped": f"no promoted xgboost+lightgbm in {registry}"}
-    scorer = EnsembleScorer.from_registry(registry, gbdts)
-    tab, win = _tick_rows(data_dir, 64)
-    out: dict[str, Any] = {"gbdt_versions": gbdts, "runs": runs}
-    with tempfile.TemporaryDirectory() as tmp:
-        variants: dict[str, list[Any]] = {"small": [], "large": [], "gbdt_only": []}
-        for name, size, module, config in _variants():
-            net = _untrained(module, config)
-            path = Path(tmp) / f"{name}-{size}.onnx"
-            module.export_onnx(net, path, net.window_shape)
-            variants[size].append(load_session(path))
-        out.update(_tick_latency(scorer, variants, tab, win, runs))
-    return out
-
-
-def _untrained(module: ModuleType, config: Any) -> Any:
-    from models.torch_common import History, TrainedNetwork
-
-    net = module.build(config, 0)
-    net.eval()
-    return TrainedNetwork(module.NAME, net, config, 0, History(), (config.window, config.channels))
-
-
-def _tick_latency(
-    scorer: Any, variants: dict[str, list[Any]], tab: np.ndarray, win: np.ndarray, runs: int
-) -> dict[str, dict[str, float]]:
-    """p50/p90/min µs per variant of one tick: GBDT scorer call + each of its network sessions.
-
-    Variants are measured round-robin, tick by tick, so load from other jobs on the shared host
-    hits all of them alike.
-    """
-    samples = {name: np.empty(runs, dtype=np.float64) for name in variants}
-    for i in range(runs + 200):
-        j = i % len(tab)
-        for name, sessions in variants.items():
-            start = time.perf_counter_ns()
-            scorer.score(tab[j : j + 1], None)
-            for session in sessions:
-                session.run(["probabilities"], {"window": win[j : j + 1]})
-            if i >= 200:
-                samples[name][i - 200] = (time.perf_counter_ns() - start) / 1e3
-    return {
-        name: {
-            "p50": float(np.percentile(us, 50)),
-            "p90": float(np.percentile(us, 90)),
-            "min": float(us.min()),
-        }
-        for name, us in samples.items()
-    }
-
-
-def _tick_markdown(tick: dict[str, Any]) -> list[str]:
-    if not tick or "skipped" in tick:
-        return [f"Four-model tick: {tick.get('skipped', 'not measured')}.", ""] if tick else []
-    return [
-        f"Four-model tick (promoted GBDTs {tick['gbdt_versions']} + both networks, batch 1, one "
-        f"thread, {tick['runs']} ticks): small p50 {tick['small']['p50']:.0f} µs "
-        f"(min {tick['small']['min']:.0f}), large p50 {tick['large']['p50']:.0f} µs "
-        f"(min {tick['large']['min']:.0f}); GBDTs alone {tick['gbdt_only']['p50']:.0f} µs. "
-        "Target: <= 250 µs p50.",
-        "",
-    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -551,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"--tick-only needs an existing {existing}")
     reuse = previous if args_reuse else None
     report = previous if tick_only and previous is not None else run(plan, reuse)
-    report["ensemble_tick"] = ensemble_tick(registry, plan.data_dir, plan.latency_runs)
+    report["ensemble_tick"] = ensemble_tick(registry, plan.data_dir, plan.latency_runs, _variants())
     _write(report, plan.out)
     print(to_markdown(report))
 

@@ -57,10 +57,10 @@ def _csv(text: str) -> tuple[str, ...]:
 def _our_errors() -> Iterator[None]:
     """Print project errors (registry, parity, dataset, training, scorer) as one line, exit 1."""
     from models.dataset import DatasetError
+    from models.fitting import TrainingError
     from models.parity import ExportError, ParityError
     from models.registry import RegistryError
     from models.scorer import ScorerError
-    from models.train import TrainingError
 
     try:
         yield
@@ -180,7 +180,7 @@ def evaluate(
     registry: RegistryOpt = None,
 ) -> None:
     """Score the promoted models on the held-out window and write the report (JSON, md, PNG)."""
-    from models.evaluate import write_report
+    from models.evaluation.report import write_report
     from models.registry import read_index
     from streams.config import get_settings
 
@@ -191,7 +191,13 @@ def evaluate(
     out_dir = out or reg.parent / "reports" / label
     with _our_errors():
         write_report(
-            reg, data, out_dir, start, end, list(_csv(symbols)), get_settings().ensemble_weights
+            reg,
+            data,
+            out_dir,
+            start,
+            end,
+            list(_csv(symbols)),
+            ensemble_weights=get_settings().ensemble_weights,
         )
     _console().print(f"report written to {out_dir}")
 
@@ -279,7 +285,7 @@ def export(
     only ONNX (their native form is a torch module; re-train to change the export). The
     registered version itself is never modified (versions are immutable).
     """
-    from models.train import reexport
+    from models.reexport import reexport
 
     with _our_errors():
         result = reexport(_registry(registry), model, version, out, data)

@@ -13,17 +13,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from models.dataset import BUY, HOLD, SELL, LabelSpec, build_dataset, load_klines
-from models.evaluate import (
-    EvaluationError,
-    _symbol_pnl,
-    baseline_predictions,
-    calibration,
-    classification_metrics,
-    next_bar_returns,
-    weighted_ensemble,
-    write_report,
-)
+from models.evaluation.predictors import baseline_predictions, runtime_ensemble
+from models.evaluation.report import write_report
+from models.evaluation.scoring import EvaluationError
+from models.evaluation.trading import _symbol_pnl, horizon_trade_returns, next_bar_returns
 from models.features import BAR_MS, FEATURE_NAMES, FEATURE_VERSION, WINDOW
+from models.metrics import calibration
+from models.metrics import prediction_metrics as classification_metrics
 from models.registry import Manifest, promote, register
 from tests.shared_data import BINANCE
 
@@ -79,14 +75,19 @@ def test_next_bar_returns_stop_at_gaps_and_symbol_ends() -> None:
     np.testing.assert_allclose(r, [0.01, 0.1, 0.0, 0.0, 0.0])  # A: 1 -> 3 is a gap
 
 
-def test_weighted_ensemble_renormalizes_and_names_missing_members() -> None:
-    a = np.array([[0.2, 0.3, 0.5]], dtype=np.float32)
-    b = np.array([[0.6, 0.3, 0.1]], dtype=np.float32)
-    mix, used, missing = weighted_ensemble({"a": a, "b": b}, {"a": 0.25, "b": 0.25, "c": 0.5})
-    np.testing.assert_allclose(mix, [[0.4, 0.3, 0.3]], rtol=1e-6)
-    assert used == {"a": 0.5, "b": 0.5} and missing == ["c"]
+def test_ensemble_is_the_runtime_vote_renormalized_over_present_members() -> None:
+    a = np.array([[0.2, 0.3, 0.5], [0.4, 0.2, 0.4]], dtype=np.float32)
+    b = np.array([[0.6, 0.3, 0.1], [0.4, 0.2, 0.4]], dtype=np.float32)
+    t = np.array([0, BAR_MS], dtype=np.int64)
+    sym = np.array(["BTCUSDT", "BTCUSDT"])
+    versions = {"a": "v1", "b": "v1"}
+    ens = runtime_ensemble({"a": a, "b": b}, versions, {"a": 0.25, "b": 0.25, "c": 0.5}, t, sym)
+    np.testing.assert_allclose(ens.proba, [[0.4, 0.3, 0.3], [0.4, 0.2, 0.4]], rtol=1e-6)
+    assert ens.weights == {"a": 0.5, "b": 0.5} and ens.missing == ["c"]
+    # row 0: SELL wins; row 1: SELL and BUY tie exactly -> HOLD (the runtime rule, not arg-max)
+    assert ens.pred.tolist() == [SELL, HOLD]
     with pytest.raises(EvaluationError):
-        weighted_ensemble({"a": a}, {"z": 1.0})
+        runtime_ensemble({"a": a}, versions, {"z": 1.0}, t, sym)
 
 
 # ------------------------------------------------------------------------ end to end
@@ -230,12 +231,11 @@ def test_models_from_other_feature_code_are_refused(registry: Path, tmp_path: Pa
     manifest.update(feature_version="f0-old", sha256="", onnx_bytes=0)
     register(reg, Manifest(**manifest), path)
     with pytest.raises(EvaluationError, match="f0-old"):
-        write_report(reg, FUT, tmp_path / "out", symbols=SYMBOLS, measure_latency=False)
+        write_report(reg, FUT, tmp_path / "out", symbols=SYMBOLS, ensemble_weights={"xgboost": 1.0},
+                     measure_latency=False)  # fmt: skip
 
 
 def test_fixed_horizon_trades_do_not_overlap_by_hand() -> None:
-    from models.evaluate import horizon_trade_returns
-
     pred = np.array([BUY, BUY, SELL, HOLD, SELL, HOLD, BUY, BUY])
     fwd = np.array([0.01, 0.5, 0.5, 0.5, -0.02, 0.5, 0.03, 0.5])
     # horizon 3: BUY at 0 (rows 1-2 ignored), HOLD at 3, SELL at 4 (5-6 ignored), BUY at 7

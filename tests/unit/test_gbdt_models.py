@@ -14,9 +14,9 @@ pytest.importorskip("onnxmltools")
 
 from models import lgbm, xgb
 from models.dataset import Dataset, build_dataset
+from models.fitting import balanced_sample_weights
 from models.parity import PARITY_TOLERANCE, check_parity, onnx_probabilities
 from models.scorer import load_session
-from models.train import balanced_sample_weights
 
 pytestmark = pytest.mark.train
 
@@ -156,7 +156,7 @@ def test_balanced_weights_give_each_class_equal_total_weight(split: tuple) -> No
 
 
 def test_classification_metrics_hand_computed() -> None:
-    from models.train import classification_metrics
+    from models.metrics import classification_metrics
 
     y = np.array([0, 0, 1, 2, 2, 2])
     # predictions: 0, 1, 1, 2, 2, 0

@@ -18,16 +18,19 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 from models import nhits, patchtst  # noqa: E402
-from models import torch_common as tc  # noqa: E402
 from models.dataset import CLASSES, Dataset, build_dataset  # noqa: E402
+from models.fitting import class_weights  # noqa: E402
 from models.parity import PARITY_TOLERANCE, onnx_probabilities  # noqa: E402
 from models.scorer import load_session  # noqa: E402
+from models.sequence import network as sn  # noqa: E402
+from models.sequence import training as st  # noqa: E402
+from models.sequence.layers import InstanceNorm  # noqa: E402
 
 pytestmark = pytest.mark.train
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "binance" / "um_futures_1m_2025"
 MODULES: dict[str, ModuleType] = {"nhits": nhits, "patchtst": patchtst}
-QUICK = tc.TrainConfig(epochs=2, patience=1, train_stride=2, show_progress=False, num_threads=1)
+QUICK = st.TrainConfig(epochs=2, patience=1, train_stride=2, show_progress=False, num_threads=1)
 CONFIGS = {
     "nhits": dataclasses.replace(nhits.DEFAULT_CONFIG, train=QUICK),
     "patchtst": dataclasses.replace(patchtst.DEFAULT_CONFIG, train=QUICK),
@@ -46,13 +49,13 @@ def split() -> tuple[Dataset, Dataset]:
 
 
 @pytest.fixture(scope="module")
-def trained(split: tuple[Dataset, Dataset]) -> dict[str, tc.TrainedNetwork]:
+def trained(split: tuple[Dataset, Dataset]) -> dict[str, sn.TrainedNetwork]:
     train, val = split
     return {name: mod.train(train, val, CONFIGS[name], seed=11) for name, mod in MODULES.items()}
 
 
 @pytest.fixture(scope="module")
-def exported(trained: dict[str, tc.TrainedNetwork], tmp_path_factory: pytest.TempPathFactory
+def exported(trained: dict[str, sn.TrainedNetwork], tmp_path_factory: pytest.TempPathFactory
              ) -> dict[str, Path]:  # fmt: skip
     out = tmp_path_factory.mktemp("onnx")
     paths = {}
@@ -86,7 +89,7 @@ def test_patch_index_matches_unfold_with_end_replication(window: int, patch: int
 def test_instance_norm_standardises_and_keeps_scale_as_features() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(8, 64, 5, generator=g) * torch.tensor([0.1, 0.3, 1.0, 10.0, 0.5]) + 3.0
-    normalized, stats = tc.InstanceNorm(5)(x)
+    normalized, stats = InstanceNorm(5)(x)
     torch.testing.assert_close(normalized.mean(1), torch.zeros(8, 5), atol=1e-4, rtol=0)
     torch.testing.assert_close(normalized.std(1, unbiased=False), torch.ones(8, 5), atol=1e-3,
                                rtol=0)  # fmt: skip
@@ -94,19 +97,19 @@ def test_instance_norm_standardises_and_keeps_scale_as_features() -> None:
 
 
 def test_class_weights_inverse_frequency_and_absent_class() -> None:
-    w = tc.class_weights(np.array([0, 0, 0, 1, 2, 2]))
+    w = class_weights(np.array([0, 0, 0, 1, 2, 2]))
     np.testing.assert_allclose(w, [6 / 9, 6 / 3, 6 / 6], rtol=1e-6)
-    assert tc.class_weights(np.array([1, 1, 2]))[0] == 1.0
+    assert class_weights(np.array([1, 1, 2]))[0] == 1.0
 
 
 def test_training_rows_sample_every_symbol_slot_and_keep_the_most_recent() -> None:
     # 15 symbols per minute, (time, symbol) order: a fixed stride of 3 would hit 5 slots only.
-    rows = tc.select_training_rows(15 * 400, stride=3, max_rows=10_000, seed=1)
+    rows = st.select_training_rows(15 * 400, stride=3, max_rows=10_000, seed=1)
     assert len(rows) == 2000
     assert set(rows % 15) == set(range(15))
-    capped = tc.select_training_rows(1000, stride=1, max_rows=100, seed=1)
+    capped = st.select_training_rows(1000, stride=1, max_rows=100, seed=1)
     np.testing.assert_array_equal(capped, np.arange(900, 1000))
-    again = tc.select_training_rows(15 * 400, stride=3, max_rows=10_000, seed=1)
+    again = st.select_training_rows(15 * 400, stride=3, max_rows=10_000, seed=1)
     np.testing.assert_array_equal(rows, again)
 
 
@@ -151,9 +154,9 @@ def test_early_stopping_keeps_the_best_epoch_of_the_stopping_block(
     history = net.history
     assert history.early_stopping == "inner"
     assert history.best_epoch == int(np.argmin(history.val_loss))
-    _, stop = tc.early_stopping_split(train, val, CONFIGS[name].train, seed=11)
+    _, stop = st.early_stopping_split(train, val, CONFIGS[name].train, seed=11)
     weights = torch.tensor(history.class_weights)
-    logits = tc.logits(net.module, stop.window)
+    logits = sn.logits(net.module, stop.window)
     loss = float(
         torch.nn.functional.cross_entropy(logits, torch.from_numpy(stop.y), weight=weights)
     )
@@ -163,7 +166,7 @@ def test_early_stopping_keeps_the_best_epoch_of_the_stopping_block(
 def test_inner_stopping_block_is_purged_and_after_the_fitted_rows(split: tuple) -> None:
     train, _ = split
     config = QUICK
-    fit_idx, stop_idx = tc.inner_blocks(train, config)
+    fit_idx, stop_idx = st.inner_blocks(train, config)
     gap = train.time_ms[stop_idx].min() - train.time_ms[fit_idx].max()
     assert gap > config.purge_bars * 60_000
     assert len(stop_idx) > 0.1 * len(train)
@@ -185,8 +188,8 @@ def test_val_early_stopping_follows_the_validation_split(split: tuple) -> None:
     )
     net = nhits.train(train, val, config, seed=5)
     assert net.history.val_rows == len(val)
-    arrays = tc.Rows(train.window, train.y)  # no time_ms: inner mode must refuse, not guess
-    with pytest.raises(tc.NeuralModelError, match="time_ms"):
+    arrays = st.Rows(train.window, train.y)  # no time_ms: inner mode must refuse, not guess
+    with pytest.raises(sn.NeuralModelError, match="time_ms"):
         nhits.train(arrays, val, CONFIGS["nhits"], seed=5)
 
 
@@ -237,7 +240,7 @@ def test_bad_inputs_raise_our_error(name: str, trained: dict, split: tuple) -> N
     _, val = split
     bad = val.window[:4].copy()
     bad[2, 10, 1] = np.nan
-    with pytest.raises(tc.NeuralModelError, match="NaN"):
+    with pytest.raises(sn.NeuralModelError, match="NaN"):
         MODULES[name].predict_proba(trained[name], bad)
-    with pytest.raises(tc.NeuralModelError, match="trained on windows"):
+    with pytest.raises(sn.NeuralModelError, match="trained on windows"):
         MODULES[name].predict_proba(trained[name], val.window[:, 1:, :])

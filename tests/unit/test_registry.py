@@ -179,7 +179,7 @@ def test_cli_list_and_promote(registry: Path, tmp_path: Path) -> None:
 
 def test_reexport_from_kept_native_matches_registered(registry: Path, tmp_path: Path) -> None:
     from models.parity import onnx_probabilities
-    from models.train import reexport
+    from models.reexport import reexport
 
     out = tmp_path / "again.onnx"
     result = reexport(registry, "lightgbm", "v1", out, DATA)
