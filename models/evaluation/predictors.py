@@ -20,9 +20,9 @@ import numpy.typing as npt
 from models.dataset import BUY, HOLD, SELL, Dataset
 from models.evaluation.scoring import EvaluationError, Scored
 from models.features import FEATURE_NAMES
-from streams.logic.types import CLASSES as ACTIONS
 from streams.logic.voting import ModelVote, vote
 from streams.stages.ensemble import normalised
+from streams.vocabulary import CLASSES as ACTIONS
 
 BASELINES = ("always_hold", "momentum", "buy_and_hold")
 ENSEMBLE = "ensemble"
