@@ -26,7 +26,7 @@ from streams.contracts.base import AvroRecord
 from streams.contracts.codec import TopicCodec, topic_codec
 from streams.contracts.errors import ContractError
 from streams.contracts.records import DeadLettered
-from streams.logic.types import LogicError
+from streams.errors import LogicError
 from streams.observability import tracing
 from streams.observability.metrics import metrics
 from streams.ordering import (

@@ -28,7 +28,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from streams.config import ExitPolicy, ExitTuning
-from streams.logic.types import InvalidInputError, LogicError
+from streams.errors import InvalidInputError, LogicError
 from streams.vocabulary import Side
 
 

@@ -48,8 +48,8 @@ from enum import StrEnum
 from typing import Any
 
 from streams.config import PaperConfig
+from streams.ids import fill_id, order_id
 from streams.logic.exits import ExitPlan, anchor, split_ladder
-from streams.logic.ids import fill_id, order_id
 from streams.vocabulary import Side
 
 

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from streams.config import CorrelationConfig, RiskLimits
-from streams.logic.types import InvalidInputError
+from streams.errors import InvalidInputError
 from streams.vocabulary import CommandKind, RiskRule, Side
 
 DAY_MS = 86_400_000

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.config import MULTIPLIERS, SizingConfig
-from streams.logic.types import InvalidInputError
+from streams.errors import InvalidInputError
 from streams.vocabulary import Regime
 
 

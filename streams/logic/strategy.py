@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.config import SelectorConfig, StrategyConfig
-from streams.logic.types import InvalidInputError, MarketView
+from streams.errors import InvalidInputError
+from streams.logic.regime import MarketView
 from streams.vocabulary import Regime, Side
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.config import BiasConfig, SupervisorPolicy
-from streams.logic.types import InvalidInputError
+from streams.errors import InvalidInputError
 from streams.logic.voting import EnsembleSignal, opposition
 from streams.vocabulary import Side, VetoRule, side_of
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streams.logic.types import InvalidInputError
+from streams.errors import InvalidInputError
 from streams.vocabulary import CLASSES, Action, side_of
 
 _PROB_TOLERANCE = 1e-6

@@ -73,8 +73,8 @@ from __future__ import annotations
 
 from aiokafka.partitioner import murmur2
 
+from streams.errors import StageError
 from streams.stages.ensemble import EnsembleStage, Scorer
-from streams.stages.errors import StageError
 from streams.stages.execution import ExecutionStage, ExecutionState
 from streams.stages.exits import INSTRUMENTS, ExitPlannerStage
 from streams.stages.features import FeaturesStage

@@ -8,14 +8,13 @@ from typing import Protocol
 
 import numpy as np
 
+from streams import ids
 from streams.config import Settings
 from streams.contracts.records import FeaturesComputed, ModelVote, SignalScored
-from streams.logic import ids
-from streams.logic.types import InvalidInputError
+from streams.errors import InvalidInputError, StageError
 from streams.logic.voting import EnsembleSignal
 from streams.logic.voting import ModelVote as LogicVote
 from streams.logic.voting import vote as weighted_vote
-from streams.stages.errors import StageError
 from streams.stages.features import NAMES_HASH, tabular_of, window_of
 
 

@@ -19,6 +19,7 @@ from streams.contracts.records import (
     OrderLeg,
     OrderPlanned,
 )
+from streams.errors import InvalidInputError
 from streams.logic.exits import (
     ExitPlan,
     ExitPlanError,
@@ -27,7 +28,6 @@ from streams.logic.exits import (
     plan_exits,
     split_ladder,
 )
-from streams.logic.types import InvalidInputError
 
 #: Price tick and quantity step of the default symbols on Binance USD-M futures.
 INSTRUMENTS: dict[str, Instrument] = {

@@ -18,7 +18,7 @@ from models.features import (
     FeatureState,
 )
 from streams.contracts.records import FeaturesComputed, TickKind, TickReceived
-from streams.stages.errors import StageError
+from streams.errors import StageError
 
 #: sha256 of the ordered feature names (``FeaturesComputed.names_hash``).
 NAMES_HASH = hashlib.sha256(",".join(FEATURE_NAMES).encode()).hexdigest()

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams import ids
 from streams.config import CorrelationConfig, RiskLimits, Settings
 from streams.contracts.records import (
     CommandKind,
@@ -31,7 +32,6 @@ from streams.contracts.records import (
     TickReceived,
     TradeClosed,
 )
-from streams.logic import ids
 from streams.logic.risk import (
     Approved,
     PortfolioState,

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.features import FEATURE_NAMES
+from streams import ids
 from streams.config import (
     RegimeConfig,
     RiskLimits,
@@ -53,11 +54,9 @@ from streams.contracts.records import (
     Side,
     SignalSupervised,
 )
-from streams.logic import ids
-from streams.logic.regime import RegimeState, detect_regime
+from streams.logic.regime import MarketView, RegimeState, detect_regime
 from streams.logic.sizing import QTable, SizingState, size_position
 from streams.logic.strategy import STRATEGIES, MetaSelector, StrategyInput, choose_strategy
-from streams.logic.types import MarketView
 
 _IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from streams.logic.ids import decision_id, fill_id, order_id, rng_for, signal_id, stage_id
-from streams.logic.types import InvalidInputError
+from streams.errors import InvalidInputError
+from streams.ids import decision_id, fill_id, order_id, rng_for, signal_id, stage_id
 
 
 def test_lineage_is_readable_and_deterministic() -> None:
@@ -35,7 +35,7 @@ def test_malformed_parts_are_rejected(bad) -> None:
 
 def test_rng_for_is_stable_across_processes() -> None:
     # A fresh interpreter with a different hash seed draws the same numbers for the same key.
-    code = "from streams.logic.ids import rng_for; print(rng_for(7, 'BTCUSDT:0:decision').random())"
+    code = "from streams.ids import rng_for; print(rng_for(7, 'BTCUSDT:0:decision').random())"
     env = {"PYTHONHASHSEED": "123", "PATH": ""}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd="."

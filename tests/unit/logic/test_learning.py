@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from streams.config import RewardConfig, SelectorConfig, SizingConfig
+from streams.errors import InvalidInputError
 from streams.logic.learning import apply_reward, reward_from_trade
 from streams.logic.paper import ClosedTrade, TradeContext
 from streams.logic.sizing import QTable, SizingState
 from streams.logic.strategy import MetaSelector
-from streams.logic.types import InvalidInputError
 from streams.vocabulary import Regime, Side
 
 CTX = TradeContext(0.8, ("xgboost@3",), "trend_follow", "TREND", "c2/TREND/d0", 4)

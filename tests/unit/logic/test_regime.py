@@ -7,8 +7,8 @@ import gzip
 import pytest
 
 from streams.config import RegimeConfig
-from streams.logic.regime import RegimeState, detect_regime, fold_baseline
-from streams.logic.types import InvalidInputError, MarketView
+from streams.errors import InvalidInputError
+from streams.logic.regime import MarketView, RegimeState, detect_regime, fold_baseline
 from streams.vocabulary import Regime
 from tests.shared_data import BINANCE
 

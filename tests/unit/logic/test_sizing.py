@@ -7,8 +7,8 @@ import random
 import pytest
 
 from streams.config import SizingConfig
+from streams.errors import InvalidInputError
 from streams.logic.sizing import QTable, bucket, margin_for, size_position, sizing_state
-from streams.logic.types import InvalidInputError
 from streams.vocabulary import Regime
 
 CFG = SizingConfig()

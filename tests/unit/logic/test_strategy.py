@@ -7,6 +7,7 @@ import random
 import pytest
 
 from streams.config import SelectorConfig, StrategyConfig
+from streams.logic.regime import MarketView
 from streams.logic.strategy import (
     STANDING_ASIDE,
     STRATEGY_NAMES,
@@ -15,7 +16,6 @@ from streams.logic.strategy import (
     choose_strategy,
     evaluate_all,
 )
-from streams.logic.types import MarketView
 from streams.vocabulary import Regime, Side
 
 CFG = StrategyConfig()

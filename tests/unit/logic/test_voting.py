@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.logic.types import InvalidInputError
+from streams.errors import InvalidInputError
 from streams.logic.voting import EnsembleSignal, ModelVote, argmax_action, opposition, vote
 from streams.vocabulary import Action
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from streams.logic.types import InvalidInputError
+from streams.errors import InvalidInputError
 
 _SEP = ":"
 
