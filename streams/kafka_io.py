@@ -75,15 +75,15 @@ def _kafka_error_of(error: Any) -> Any:
 def describe(error: Any) -> str:
     """A librdkafka error (exception or ``KafkaError``) as one line: ``Local: ... (_TRANSPORT)``."""
     inner = _kafka_error_of(error)
-    if hasattr(inner, "str") and hasattr(inner, "name"):
+    if callable(getattr(inner, "str", None)) and callable(getattr(inner, "name", None)):
         return f"{inner.str()} ({inner.name()})"
     return str(error)
 
 
 def error_code(error: Any) -> str | None:
     """The librdkafka error name (``_TRANSPORT``, ``TOPIC_ALREADY_EXISTS``, ...), if any."""
-    inner = _kafka_error_of(error)
-    return str(inner.name()) if hasattr(inner, "name") else None
+    name = getattr(_kafka_error_of(error), "name", None)
+    return str(name()) if callable(name) else None
 
 
 def broker_error(bootstrap: str, action: str, exc: BaseException) -> KafkaIOError:
