@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import faust
 
+from streams import kafka_io
 from streams.agents.base import Decoder, Emitter, RawEvent, StageHandler, dispatch
 from streams.brokers.faust_settings import faust_app_settings, resolve_bootstrap
 from streams.config import Settings, get_settings
@@ -43,42 +44,13 @@ def ensure_topics(
 
     Faust only creates its internal topics; the topology's topics must exist with the right
     partition counts before a worker starts (auto-created topics get the broker default).
-    ``keep_forever`` disables time-based retention: a replay of recorded data stamps records
-    with their (old) event time, which a broker's time retention would delete within minutes.
+    ``keep_forever``: see :func:`streams.kafka_io.ensure_topics`.
     """
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = admin.list_topics(timeout=timeout_s).topics
     wanted = wanted_topics(settings.topic_prefix, settings.partitions)
-    wrong = {
-        name: len(existing[name].partitions)
-        for name, n in wanted.items()
-        if name in existing and len(existing[name].partitions) != n
-    }
-    if wrong:
-        raise RuntimeError(
-            "topics exist with the wrong partition count (delete them or use another "
-            f"QT_TOPIC_PREFIX): {wrong}; wanted {settings.partitions} for per-symbol topics"
-        )
-    missing = [
-        NewTopic(
-            name,
-            num_partitions=n,
-            replication_factor=settings.replication_factor,
-            config={"retention.ms": "-1"} if keep_forever else {},
-        )
-        for name, n in wanted.items()
-        if name not in existing
-    ]
-    if missing:
-        for future in admin.create_topics(missing, operation_timeout=timeout_s).values():
-            try:
-                future.result(timeout=timeout_s)
-            except Exception as exc:  # TOPIC_ALREADY_EXISTS from a concurrent creator is fine
-                if "already exists" not in str(exc).lower():
-                    raise
-    return [t.topic for t in missing]
+    return kafka_io.ensure_topics(
+        bootstrap, wanted, replication_factor=settings.replication_factor,
+        keep_forever=keep_forever, timeout_s=timeout_s,
+    )  # fmt: skip
 
 
 def _headers_of(message: Any) -> dict[str, bytes]:

@@ -28,6 +28,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from streams import kafka_io
 from streams.adapters.market_files import ALL_TIME, TimeWindow
 from streams.brokers.embedded import free_port
 from streams.config import PROJECT_ROOT, Settings, run_configuration, settings_env
@@ -138,17 +139,10 @@ def wait_until_drained(
     last_tick_ms: int,
 ) -> None:
     """Block until the last stages all announced the end of stream (see :func:`drain_marks`)."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
     marks = drain_marks(partitions)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"{prefix}demo-drain",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = kafka_io.consumer(kafka_io.ConsumerOptions(bootstrap, f"{prefix}demo-drain"))
     consumer.assign(
         [
             TopicPartition(topic_name(Topic(t), prefix), p, OFFSET_BEGINNING)
@@ -193,7 +187,7 @@ def wait_until_drained(
 
 def read_back(bootstrap: str, prefix: str, partitions: int) -> Iterator[Any]:
     """Every data record of the reported topics, decoded (watermarks skipped)."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
     from streams.contracts.codec import topic_codec
     from streams.contracts.errors import ContractError
@@ -201,15 +195,8 @@ def read_back(bootstrap: str, prefix: str, partitions: int) -> Iterator[Any]:
     for base in REPORTED_TOPICS:
         name = topic_name(base, prefix)
         codec = topic_codec(base)
-        consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"{prefix}demo-read",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-            }
-        )
+        options = kafka_io.ConsumerOptions(bootstrap, f"{prefix}demo-read", partition_eof=True)
+        consumer = kafka_io.consumer(options)
         try:
             n = partitions_of(base, partitions)
             ends = {
@@ -225,7 +212,7 @@ def read_back(bootstrap: str, prefix: str, partitions: int) -> Iterator[Any]:
                 partition, offset, error = msg.partition() or 0, msg.offset() or 0, msg.error()
                 if error is not None:
                     if error.code() != KafkaError._PARTITION_EOF:
-                        raise DemoError(f"reading {name}: {error}")
+                        raise DemoError(f"reading {name}: {kafka_io.describe(error)}")
                     if offset >= ends[partition]:
                         pending.discard(partition)
                     continue
@@ -294,23 +281,20 @@ def scrape_stage_latency(port: int) -> dict[str, dict[str, float]]:
 
 def send_end_of_stream(bootstrap: str, prefix: str, partitions: int, summary: Any) -> None:
     """The final watermark on every partition of ``market.ticks``: the topology drains."""
-    from confluent_kafka import Producer
+    from streams.adapters.replay.watermarks import WatermarkWriter
 
-    from streams.adapters.replay import KafkaTickSink
-
-    producer = Producer({"bootstrap.servers": bootstrap})
-    sink = KafkaTickSink(
-        producer, topic_name(Topic.MARKET_TICKS, prefix), topic_name(Topic.DEADLETTER, prefix),
-        lambda _r: b"", lambda _r: b"", partitions=partitions,
-    )  # fmt: skip
-    sink.send_watermark(summary.last_event_ms or 0)
-    sink.end_stream()
-    sink.flush()
+    # No idempotence: the demo's broker may be the embedded Tansu (bug TX).
+    producer = kafka_io.producer(kafka_io.ProducerOptions(bootstrap, idempotence=False))
+    tracker = kafka_io.DeliveryTracker()
+    writer = WatermarkWriter(producer, topic_name(Topic.MARKET_TICKS, prefix), partitions, tracker)
+    writer.send(summary.last_event_ms or 0)
+    writer.end_stream()
+    kafka_io.flush(producer, tracker, timeout_s=60.0)
 
 
 def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None) -> DemoResult:
     """Run the whole demo (see the module doc) and write its run folder."""
-    from streams.adapters.replay import ProducerOptions, replay_files
+    from streams.adapters.replay.files import replay_files
     from streams.app import ensure_topics
     from streams.brokers.faust_settings import resolve_bootstrap
     from streams.report import ReportBuilder, write_run
@@ -336,7 +320,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
                 prefix=prefix,
                 symbols=plan.symbols,
                 window=plan.window,
-                options=ProducerOptions(broker.bootstrap, idempotence=not embedded),
+                options=kafka_io.ProducerOptions(broker.bootstrap, idempotence=not embedded),
                 partitions=settings.partitions,
                 console=console,
             )

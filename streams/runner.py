@@ -22,18 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.features import FeatureState
-from streams.adapters.market_files import (
-    ALL_TIME,
-    MarketTick,
-    RejectedRow,
-    TimeWindow,
-    open_data_set,
-)
-from streams.adapters.replay import dead_letter_record, tick_record
+from streams.adapters.market_files import ALL_TIME, TimeWindow, open_data_set
+from streams.adapters.market_rows import RejectedRow, ReplayItem, dead_letter
 from streams.config import Settings
 from streams.contracts.base import AvroRecord
 from streams.contracts.records import (
-    DeadLettered,
     DecisionSized,
     FeaturesComputed,
     OrderApproved,
@@ -320,7 +313,7 @@ class TapStages:
 
 
 def ticks_by_minute(
-    items: Iterable[MarketTick | RejectedRow], on_dead: Sink
+    items: Iterable[ReplayItem], on_dead: Sink
 ) -> Iterator[tuple[int, list[TickReceived]]]:
     """Group merged file rows into minutes of klines (sorted by symbol); dead-letter bad rows.
 
@@ -330,9 +323,9 @@ def ticks_by_minute(
     batch: list[TickReceived] = []
     for item in items:
         if isinstance(item, RejectedRow):
-            on_dead(DeadLettered.from_avro(dead_letter_record(item)))
+            on_dead(dead_letter(item))
             continue
-        tick = TickReceived.from_avro(tick_record(item))
+        tick = item
         if tick.kind is not TickKind.KLINE_1M:
             on_dead(tick)
             continue

@@ -1,15 +1,10 @@
-"""Recorded market files: discovery, row validation and an event-time merge of several symbols.
+"""Recorded market files: discovery, lazy reading and an event-time merge of several symbols.
 
-Pure reading, no Kafka import. Two file kinds (format of ``../shared/data/binance``):
-
-* kline CSV(.gz), header ``open_time_ms,open,high,low,close,volume`` (one row per minute);
-* raw trade CSV(.gz), header ``trade_id,price,qty,trade_time_ms,event_time_ms,...``; a trade
-  becomes a tick with ``open = high = low = close = price``, ``volume = qty`` and the exchange
-  *trade* time as event time (the recorder's receive clock lags, see the data README).
-
-Every data line yields either a :class:`MarketTick` or a :class:`RejectedRow` carrying the
-reason, the file and the line, so a caller can dead-letter bad rows and go on. Files are read
-lazily and merged with :func:`heapq.merge`, so memory stays flat whatever the data set size.
+Pure reading, no Kafka import. A data set is a folder of one CSV(.gz) per symbol (format of
+``../shared/data/binance``: 1-minute klines or raw trades, told apart by the header); each data
+line becomes a contract ``TickReceived`` or a ``RejectedRow`` with its reason
+(:mod:`streams.adapters.market_rows`), so a caller can dead-letter bad rows and go on. Files are
+read lazily and merged with :func:`heapq.merge`, so memory stays flat whatever the data set size.
 """
 
 from __future__ import annotations
@@ -17,21 +12,22 @@ from __future__ import annotations
 import gzip
 import heapq
 import io
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from streams.contracts.records import TickKind  # the contract's enum, one definition
+from streams.adapters.market_rows import (
+    KLINE_HEADER,
+    TRADE_HEADER_PREFIX,
+    RejectedRow,
+    ReplayItem,
+    RowCursor,
+    validate_line,
+)
+from streams.contracts.records import TickKind, TickReceived
 
-KLINE_HEADER: Final = ("open_time_ms", "open", "high", "low", "close", "volume")
-TRADE_HEADER_PREFIX: Final = (
-    "trade_id", "price", "qty", "trade_time_ms", "event_time_ms", "is_buyer_maker",
-)  # fmt: skip
-_BOOLEANS: Final = {"true": True, "false": False}
 ONE_MINUTE_MS: Final = 60_000
 # Epoch-ms values below this (1973-03-03) are almost surely seconds typed by mistake.
 _MIN_EPOCH_MS: Final = 100_000_000_000
@@ -44,57 +40,6 @@ class MarketFileError(Exception):
     def __init__(self, message: str, path: Path | None = None) -> None:
         super().__init__(f"{path}: {message}" if path is not None else message)
         self.path = path
-
-
-class RejectReason(StrEnum):
-    """Why a row was not turned into a tick (the ``reason`` of its dead letter)."""
-
-    UNPARSABLE = "unparsable"
-    NAN = "nan"
-    NON_POSITIVE_PRICE = "non_positive_price"
-    NEGATIVE_VOLUME = "negative_volume"
-    HIGH_BELOW_LOW = "high_below_low"
-    OPEN_CLOSE_OUTSIDE_RANGE = "open_close_outside_range"
-    MISALIGNED_TIME = "misaligned_time"
-    DUPLICATE_TIME = "duplicate_time"
-    OUT_OF_ORDER_TIME = "out_of_order_time"
-    # Trades may share a millisecond; a repeated or decreasing trade id is the duplicate.
-    DUPLICATE_TRADE_ID = "duplicate_trade_id"
-
-
-@dataclass(frozen=True, slots=True)
-class MarketTick:
-    """One validated market event, ready to become a ``TickReceived`` record."""
-
-    symbol: str
-    event_time_ms: int
-    kind: TickKind
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    interval_ms: int
-    trade_id: int | None
-    source: str
-    line_no: int
-    is_buyer_maker: bool | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RejectedRow:
-    """A data line that failed validation; ``event_time_ms`` is ``None`` when unreadable."""
-
-    reason_code: RejectReason
-    detail: str
-    file: str
-    line_no: int
-    raw_line: bytes
-    symbol: str
-    event_time_ms: int | None
-
-
-ReplayItem = MarketTick | RejectedRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,137 +180,6 @@ def discover_files(data: Path, symbols: Sequence[str] = ()) -> list[MarketFileSp
     return specs
 
 
-class _RowError(Exception):
-    """Internal: a row failed one check; carries the reason and, when known, its time."""
-
-    def __init__(self, reason: RejectReason, detail: str, time_ms: int | None = None) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.time_ms = time_ms
-
-
-def _parse_fields(line: bytes, count: int) -> list[str]:
-    fields = line.decode("ascii").strip().split(",")
-    if len(fields) < count:
-        raise _RowError(RejectReason.UNPARSABLE, f"expected {count} columns, got {len(fields)}")
-    return fields
-
-
-def _to_int(text: str, column: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise _RowError(RejectReason.UNPARSABLE, f"{column}={text!r} is not an integer") from None
-
-
-def _to_floats(texts: Sequence[str], columns: Sequence[str], time_ms: int) -> list[float]:
-    values: list[float] = []
-    for text, column in zip(texts, columns, strict=True):
-        try:
-            value = float(text)
-        except ValueError:
-            detail = f"{column}={text!r} is not a number"
-            raise _RowError(RejectReason.UNPARSABLE, detail, time_ms) from None
-        if not math.isfinite(value):
-            raise _RowError(RejectReason.NAN, f"{column}={text!r} is not finite", time_ms)
-        values.append(value)
-    return values
-
-
-def check_prices(o: float, h: float, low: float, c: float, volume: float, time_ms: int) -> None:
-    """Raise the first failed bar check: positive prices, volume >= 0, low <= o,c <= high."""
-    if min(o, h, low, c) <= 0:
-        detail = f"prices must be > 0 (o={o} h={h} l={low} c={c})"
-        raise _RowError(RejectReason.NON_POSITIVE_PRICE, detail, time_ms)
-    if volume < 0:
-        raise _RowError(RejectReason.NEGATIVE_VOLUME, f"volume={volume} < 0", time_ms)
-    if h < low:
-        raise _RowError(RejectReason.HIGH_BELOW_LOW, f"high={h} < low={low}", time_ms)
-    if not (low <= o <= h and low <= c <= h):
-        detail = f"open={o}/close={c} outside [low={low}, high={h}]"
-        raise _RowError(RejectReason.OPEN_CLOSE_OUTSIDE_RANGE, detail, time_ms)
-
-
-@dataclass(slots=True)
-class _Cursor:
-    """Per-file ordering state: the last *accepted* time and trade id."""
-
-    last_time_ms: int | None = None
-    last_trade_id: int | None = None
-
-
-def parse_kline(
-    line: bytes, spec: MarketFileSpec, line_no: int, cursor: _Cursor, interval_ms: int
-) -> MarketTick:
-    """One kline row as a tick; raises ``_RowError`` and leaves ``cursor`` untouched on failure."""
-    fields = _parse_fields(line, len(KLINE_HEADER))
-    time_ms = _to_int(fields[0], "open_time_ms")
-    o, h, low, c, volume = _to_floats(fields[1:6], KLINE_HEADER[1:], time_ms)
-    check_prices(o, h, low, c, volume, time_ms)
-    if time_ms % interval_ms:
-        detail = f"open_time_ms={time_ms} not a multiple of {interval_ms}"
-        raise _RowError(RejectReason.MISALIGNED_TIME, detail, time_ms)
-    last = cursor.last_time_ms
-    if last is not None and time_ms == last:
-        raise _RowError(RejectReason.DUPLICATE_TIME, f"open_time_ms={time_ms} repeated", time_ms)
-    if last is not None and time_ms < last:
-        detail = f"open_time_ms={time_ms} before previous {last}"
-        raise _RowError(RejectReason.OUT_OF_ORDER_TIME, detail, time_ms)
-    cursor.last_time_ms = time_ms
-    return MarketTick(
-        spec.symbol, time_ms, TickKind.KLINE_1M, o, h, low, c, volume,
-        interval_ms, None, spec.source, line_no,
-    )  # fmt: skip
-
-
-def parse_trade(line: bytes, spec: MarketFileSpec, line_no: int, cursor: _Cursor) -> MarketTick:
-    """One raw trade as a tick (o=h=l=c=price, volume=qty, event time = trade time)."""
-    fields = _parse_fields(line, len(TRADE_HEADER_PREFIX))
-    trade_id = _to_int(fields[0], "trade_id")
-    time_ms = _to_int(fields[3], "trade_time_ms")
-    price, qty = _to_floats(fields[1:3], TRADE_HEADER_PREFIX[1:3], time_ms)
-    is_buyer_maker = _BOOLEANS.get(fields[5].strip().lower())
-    if is_buyer_maker is None:
-        detail = f"is_buyer_maker={fields[5]!r} is not true/false"
-        raise _RowError(RejectReason.UNPARSABLE, detail, time_ms)
-    check_prices(price, price, price, price, qty, time_ms)
-    if cursor.last_trade_id is not None and trade_id <= cursor.last_trade_id:
-        detail = f"trade_id={trade_id} not after previous {cursor.last_trade_id}"
-        raise _RowError(RejectReason.DUPLICATE_TRADE_ID, detail, time_ms)
-    if cursor.last_time_ms is not None and time_ms < cursor.last_time_ms:
-        detail = f"trade_time_ms={time_ms} before previous {cursor.last_time_ms}"
-        raise _RowError(RejectReason.OUT_OF_ORDER_TIME, detail, time_ms)
-    cursor.last_time_ms, cursor.last_trade_id = time_ms, trade_id
-    return MarketTick(
-        spec.symbol, time_ms, TickKind.TRADE, price, price, price, price, qty,
-        0, trade_id, spec.source, line_no, is_buyer_maker,
-    )  # fmt: skip
-
-
-def validate_line(
-    line: bytes, spec: MarketFileSpec, line_no: int, cursor: _Cursor, interval_ms: int
-) -> ReplayItem:
-    """A data line as a tick, or the reason it is rejected (never raises for bad content)."""
-    try:
-        if spec.kind is TickKind.KLINE_1M:
-            return parse_kline(line, spec, line_no, cursor, interval_ms)
-        return parse_trade(line, spec, line_no, cursor)
-    except UnicodeDecodeError:
-        error = _RowError(RejectReason.UNPARSABLE, "line is not ASCII text")
-    except _RowError as exc:
-        error = exc
-    return RejectedRow(
-        reason_code=error.reason,
-        detail=error.detail,
-        file=spec.source,
-        line_no=line_no,
-        raw_line=line.rstrip(b"\r\n"),
-        symbol=spec.symbol,
-        event_time_ms=error.time_ms,
-    )
-
-
 class MarketFileReader:
     """Lazy validated rows of one file inside a time window, in file order.
 
@@ -398,13 +212,13 @@ class MarketFileReader:
 
     def _rows(self, raw: BinaryIO, reader: io.BufferedReader) -> Iterator[ReplayItem]:
         _kind_of_header(reader.readline(), self.spec.path)
-        cursor = _Cursor()
+        cursor = RowCursor()
         for line_no, line in enumerate(reader, start=2):
             self.bytes_read = raw.tell()
             if not line.strip():
                 continue
             item = validate_line(line, self.spec, line_no, cursor, self.interval_ms)
-            if isinstance(item, MarketTick):
+            if isinstance(item, TickReceived):
                 if self.window.is_past(item.event_time_ms):
                     return
                 if self.window.contains(item.event_time_ms):
@@ -412,7 +226,7 @@ class MarketFileReader:
             elif self._keeps_rejected(item, cursor):
                 yield item
 
-    def _keeps_rejected(self, row: RejectedRow, cursor: _Cursor) -> bool:
+    def _keeps_rejected(self, row: RejectedRow, cursor: RowCursor) -> bool:
         if row.event_time_ms is not None:
             return self.window.contains(row.event_time_ms)
         return cursor.last_time_ms is None or self.window.contains(cursor.last_time_ms)
@@ -426,7 +240,7 @@ def _positioned(reader: Iterable[ReplayItem]) -> Iterator[tuple[int, str, Replay
     """
     position = -1
     for item in reader:
-        if isinstance(item, MarketTick):
+        if isinstance(item, TickReceived):
             position = item.event_time_ms
         yield (position, item.symbol, item)
 

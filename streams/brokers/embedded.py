@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from streams import kafka_io
+
 LOOPBACK = "127.0.0.1"
 #: Cluster id our embedded brokers announce; Tansu's own default is "tansu_cluster".
 EMBEDDED_CLUSTER_ID = "qt-embedded"
@@ -89,9 +91,8 @@ def ensure_port_free(host: str, port: int) -> None:
 def cluster_id(bootstrap: str, timeout_s: float = 5.0) -> str | None:
     """The cluster id the broker at ``bootstrap`` reports, ``None`` if it does not answer."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = kafka_io.admin_client(bootstrap)
     try:
         return admin.list_topics(timeout=timeout_s).cluster_id
     except KafkaException:
@@ -109,11 +110,8 @@ def metadata_answers(bootstrap: str, timeout_s: float) -> bool:
     An open port is not enough: a Kafka broker accepts connections before it can serve.
     """
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(
-        {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 1000}
-    )
+    admin = kafka_io.admin_client(bootstrap, connect_timeout_ms=1000)
     try:
         return bool(admin.list_topics(timeout=timeout_s).brokers)
     except KafkaException:

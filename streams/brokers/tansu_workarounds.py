@@ -29,6 +29,8 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+from streams.kafka_io import aiokafka_probe_config
+
 #: B4: fetch wait for Faust's worker consumer on Tansu (p50 0.27 s at 400 msg/s with 50 ms, vs
 #: 4.9 s). The topology's feedback loop (risk -> execution -> risk) crosses several hops per bar:
 #: the demo's 6-hour window drained in 38 s with 10 ms against 63 s with 50 ms.
@@ -147,12 +149,7 @@ async def fetch_high_watermarks(
     result = dict(listed)
     if not wanted:
         return result
-    probe = aiokafka.AIOKafkaConsumer(
-        bootstrap_servers=servers,
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-    )
+    probe = aiokafka.AIOKafkaConsumer(**aiokafka_probe_config(servers, FETCH_MAX_WAIT_MS))
     await probe.start()
     try:
         by_ak = {aiokafka.TopicPartition(tp[0], tp[1]): tp for tp in wanted}

@@ -14,8 +14,7 @@ def send_command(
     kind: str, reason: str, event_time_ms: int | None, symbol: str | None, bootstrap: str | None
 ) -> str:
     """Produce one ``ControlCommand`` to ``control.commands``; returns its id."""
-    from confluent_kafka import Producer
-
+    from streams import kafka_io
     from streams.config import get_settings
     from streams.contracts.codec import serializer_for
     from streams.contracts.records import CommandKind, ControlCommand
@@ -39,15 +38,19 @@ def send_command(
         reason=reason,
         symbol=symbol,
     )
-    producer = Producer({"bootstrap.servers": servers})
-    producer.produce(
-        topic_name(Topic.CONTROL_COMMANDS, settings.topic_prefix),
-        serializer_for(Topic.CONTROL_COMMANDS)(record),
-        command_id.encode(),
-        partition=0,
-    )
-    if producer.flush(15) != 0:
-        raise typer.BadParameter(f"the broker at {servers} did not acknowledge the command")
+    # No idempotence, as before: the worker's broker may be the embedded Tansu (bug TX).
+    producer = kafka_io.producer(kafka_io.ProducerOptions(servers, idempotence=False))
+    tracker = kafka_io.DeliveryTracker()
+    kafka_io.produce(
+        producer, topic_name(Topic.CONTROL_COMMANDS, settings.topic_prefix), command_id.encode(),
+        serializer_for(Topic.CONTROL_COMMANDS)(record), partition=0, on_delivery=tracker,
+    )  # fmt: skip
+    try:
+        kafka_io.flush(producer, tracker, timeout_s=15)
+    except kafka_io.KafkaIOError as exc:
+        raise typer.BadParameter(
+            f"the broker at {servers} did not acknowledge the command: {exc}"
+        ) from None
     return command_id
 
 

@@ -36,9 +36,11 @@ def command(
     from rich.console import Console
 
     from streams.adapters.market_files import MarketFileError, TimeWindow, parse_time_bound
+    from streams.adapters.replay import ReplayError
     from streams.brokers.embedded import BrokerError
     from streams.config import get_settings
     from streams.demo import SAMPLE_DATA, DemoError, DemoPlan, run_demo, with_min_confidence
+    from streams.kafka_io import KafkaIOError
     from streams.report import print_summary
 
     console = Console()
@@ -56,7 +58,7 @@ def command(
             timeout_s=timeout,
         )
         result = run_demo(settings, plan, console)
-    except (DemoError, BrokerError, MarketFileError, ValueError) as exc:
+    except (DemoError, BrokerError, KafkaIOError, ReplayError, MarketFileError, ValueError) as exc:
         console.print(f"[red]demo failed:[/] {exc}")
         raise typer.Exit(code=1) from exc
     print_summary(result.report, result.run_dir)

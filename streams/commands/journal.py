@@ -48,13 +48,9 @@ def command(
 
     from rich.console import Console
 
-    from streams.adapters.journal import (
-        JournalError,
-        JournalOptions,
-        journal_forever,
-        journal_run,
-        migrate_dsn,
-    )
+    from streams.adapters.journal import JournalError
+    from streams.adapters.journal.migrations import migrate_dsn
+    from streams.adapters.journal.sink import JournalOptions, journal_forever, journal_run
     from streams.config import get_settings
 
     console = Console()

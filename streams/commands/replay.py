@@ -11,7 +11,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from streams.adapters.market_files import TimeWindow
-    from streams.adapters.replay import ReplaySummary, TopicReplaySummary
+    from streams.adapters.replay.files import ReplaySummary
+    from streams.adapters.replay.topic import TopicReplaySummary
 
 
 def command(
@@ -81,6 +82,7 @@ def command(
     from streams.adapters.market_files import MarketFileError
     from streams.adapters.replay import ReplayError
     from streams.contracts.errors import ContractsError
+    from streams.kafka_io import KafkaIOError
 
     console = Console(stderr=True)
     try:
@@ -91,7 +93,7 @@ def command(
                          idempotence, progress, console)  # fmt: skip
         elif topic is not None:
             _replay_topic(topic, start, end, into, bootstrap, prefix, idempotence, console)
-    except (MarketFileError, ReplayError, ContractsError) as exc:
+    except (MarketFileError, ReplayError, KafkaIOError, ContractsError) as exc:
         console.print(f"[red]replay failed:[/red] {exc}")
         raise typer.Exit(code=1) from None
 
@@ -110,7 +112,7 @@ def _resolve(bootstrap: str | None, prefix: str | None) -> tuple[str | None, str
 
 def _need_bootstrap(bootstrap: str | None) -> str:
     if bootstrap is None:
-        from streams.adapters.replay import BrokerUnreachableError
+        from streams.kafka_io import BrokerUnreachableError
 
         raise BrokerUnreachableError(
             "no broker configured: pass --bootstrap HOST:PORT or set QT_KAFKA_BOOTSTRAP "
@@ -132,8 +134,9 @@ def _replay_data(
     progress: bool,
     console: Console,
 ) -> None:
-    from streams.adapters.replay import ProducerOptions, parse_speed, replay_files
+    from streams.adapters.replay.files import parse_speed, replay_files
     from streams.config import get_settings
+    from streams.kafka_io import ProducerOptions
 
     window = _window(start, end)
     chosen, chosen_prefix = _resolve(bootstrap, prefix)
@@ -165,8 +168,9 @@ def _replay_topic(
     idempotence: bool,
     console: Console,
 ) -> None:
-    from streams.adapters.replay import ProducerOptions, replay_topic, target_topic_for
+    from streams.adapters.replay.topic import replay_topic, target_topic_for
     from streams.config import get_settings
+    from streams.kafka_io import ProducerOptions
 
     window = _window(start, end)
     chosen, chosen_prefix = _resolve(bootstrap, prefix)

@@ -61,19 +61,18 @@ the decisions of bar ``t`` (made at ``t + 60 s``); one that exits on bar ``t`` (
 conservative by at most one bar and never looks ahead.
 
 Partitioning: only the supervisor's "overall" bias window depends on which symbols share a
-partition; :func:`partition_for` is the Java client's (and aiokafka's, so Faust's) default
-partitioner, murmur2 of the UTF-8 key, positive, modulo the partition count: the replay producer
-(``streams/adapters/replay.py``) uses librdkafka's ``murmur2_random``, the same hash, so the
-runner with ``partitions=N`` reproduces an N-partition topology. Everything else is keyed by
-symbol or global, and exploration draws come from ``ids.rng_for(seed, decision_id)``, so they do
-not depend on the partition count.
+partition; :func:`partition_for` (:mod:`streams.kafka_io`) is the Java client's (and aiokafka's,
+so Faust's) default partitioner, murmur2 of the UTF-8 key, positive, modulo the partition count:
+the replay producer uses librdkafka's ``murmur2_random``, the same hash, so the runner with
+``partitions=N`` reproduces an N-partition topology. Everything else is keyed by symbol or
+global, and exploration draws come from ``ids.rng_for(seed, decision_id)``, so they do not
+depend on the partition count.
 """
 
 from __future__ import annotations
 
-from aiokafka.partitioner import murmur2
-
 from streams.errors import StageError
+from streams.kafka_io import partition_for
 from streams.stages.ensemble import EnsembleStage, Scorer
 from streams.stages.execution import ExecutionStage, ExecutionState
 from streams.stages.exits import INSTRUMENTS, ExitPlannerStage
@@ -82,14 +81,6 @@ from streams.stages.learning import LearningStage
 from streams.stages.risk import RiskStage, RiskState
 from streams.stages.strategy import StrategyStage, StrategyState
 from streams.stages.supervisor import SupervisorStage
-
-
-def partition_for(key: str, partitions: int) -> int:
-    """Kafka's default partition of a keyed record: ``(murmur2(key) & 0x7fffffff) % n``."""
-    if partitions < 1:
-        raise StageError("partitioner", key, f"partitions must be >= 1, got {partitions}")
-    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
-
 
 __all__ = [
     "INSTRUMENTS",

@@ -32,7 +32,7 @@ BATCH = 500
 
 def encoded_ticks(n: int) -> list[Any]:
     """The first ``n`` ticks of the sample as raw events of ``market.ticks``."""
-    from streams.adapters.market_files import MarketTick, open_data_set
+    from streams.adapters.market_files import open_data_set
     from streams.agents.base import RawEvent
     from streams.contracts.codec import topic_codec
     from streams.contracts.records import TickReceived
@@ -45,16 +45,11 @@ def encoded_ticks(n: int) -> list[Any]:
     for t in rows:
         if len(events) >= n:
             break
-        if not isinstance(t, MarketTick):
+        if not isinstance(t, TickReceived):
             continue  # a rejected row of the file
         offset = len(events)
-        tick = TickReceived(
-            symbol=t.symbol, event_time_ms=t.event_time_ms, kind=t.kind, open=t.open,
-            high=t.high, low=t.low, close=t.close, volume=t.volume, interval_ms=t.interval_ms,
-            source=t.source, trade_id=t.trade_id, is_buyer_maker=t.is_buyer_maker,
-        )  # fmt: skip
         events.append(
-            RawEvent("market.ticks", 0, offset, t.symbol.encode(), codec.encode(tick),
+            RawEvent("market.ticks", 0, offset, t.symbol.encode(), codec.encode(t),
                      {SOURCE_HEADER: b"replay"})
         )  # fmt: skip
     return events

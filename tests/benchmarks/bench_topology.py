@@ -6,7 +6,7 @@ same data (the bundled sample ``data/sample/um_futures_1m_2025``, 5 symbols x 6,
 * **one hop** (the ceiling): :mod:`tests.benchmarks.apps.passthrough`, one Faust agent taking
   ``take_events`` batches from ``market.ticks`` and producing each record to one topic, with the
   topology's worker settings; records/s from the start of the replay
-  (:func:`streams.adapters.replay.replay_files`, the demo's producer) to the moment the
+  (:func:`streams.adapters.replay.files.replay_files`, the demo's producer) to the moment the
   end-of-stream watermark of every partition came out of the hop;
 * **full topology**: :func:`streams.demo.run_demo` itself, with two measuring hooks: its worker
   is :mod:`tests.benchmarks.apps.timed_worker` (the stock worker plus per-stage batch timers) and
@@ -291,14 +291,18 @@ def _worker_env(
 
 def one_hop(broker: Broker, partitions: int, work_dir: Path) -> dict[str, Any]:
     """The pass-through ceiling on ``broker`` (see the module doc)."""
-    from streams.adapters.replay import ProducerOptions, ensure_topics, replay_files
+    from streams.adapters.replay.files import replay_files
+    from streams.kafka_io import ProducerOptions, ensure_topics
     from streams.topics import Topic, topic_name
     from tests.benchmarks.apps.passthrough import OUTPUT_TOPIC
 
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     source, sink = topic_name(Topic.MARKET_TICKS, prefix), f"{prefix}{OUTPUT_TOPIC}"
     deadletter = topic_name(Topic.DEADLETTER, prefix)
-    ensure_topics(broker.bootstrap, [source, sink, deadletter], partitions, 1)
+    ensure_topics(
+        broker.bootstrap, dict.fromkeys((source, sink, deadletter), partitions),
+        replication_factor=1, exact_partitions=False,
+    )  # fmt: skip
     log_path = work_dir / f"hop-{broker.kind}.log"
     env = _worker_env(broker, prefix, partitions, {})
     spawned = time.perf_counter()
@@ -554,7 +558,7 @@ def topology(
 
     from rich.console import Console
 
-    import streams.adapters.replay as replay_module
+    import streams.adapters.replay.files as replay_module
     import streams.demo as demo
 
     tag = f"{broker.kind}{'-profile' if profile else ''}"

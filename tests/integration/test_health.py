@@ -101,8 +101,9 @@ def worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Iterator
 
 
 def replay(settings: Settings, window: TimeWindow) -> None:
-    from streams.adapters.replay import ProducerOptions, replay_files
+    from streams.adapters.replay.files import replay_files
     from streams.demo import SAMPLE_DATA
+    from streams.kafka_io import ProducerOptions
 
     assert settings.kafka_bootstrap
     replay_files(

@@ -21,18 +21,15 @@ from typing import Any
 
 import pytest
 
-from streams.adapters.journal import (
-    TABLES,
+from streams.adapters.journal import JournalWriteError, MigrationError
+from streams.adapters.journal.migrations import load_migrations, migrate, timescale_available
+from streams.adapters.journal.rows import TABLES
+from streams.adapters.journal.sink import (
     JournalOptions,
     JournalStats,
-    JournalWriteError,
-    MigrationError,
     default_group,
     journal_run,
     journal_topics,
-    load_migrations,
-    migrate,
-    timescale_available,
 )
 from streams.adapters.market_files import TimeWindow, parse_time_bound
 from streams.config import Settings

@@ -16,22 +16,23 @@ from typing import Any
 
 import pytest
 
-from streams.adapters.market_files import MarketTick, RejectReason, TickKind, TimeWindow
-from streams.adapters.replay import (
-    BrokerUnreachableError,
-    DeliveryFailedError,
+from streams.adapters.market_files import TimeWindow
+from streams.adapters.market_rows import RejectReason
+from streams.adapters.replay import ReplayError, SameTopicError
+from streams.adapters.replay.files import (
     Encode,
     Pacer,
-    ProducerOptions,
-    ReplayError,
-    SameTopicError,
-    base_topic_of,
     default_encoders,
     parse_speed,
     replay_files,
-    replay_topic,
-    target_topic_for,
-    tick_record,
+)
+from streams.adapters.replay.topic import base_topic_of, replay_topic, target_topic_for
+from streams.contracts.records import TickKind, TickReceived
+from streams.kafka_io import (
+    BrokerUnreachableError,
+    DeliveryFailedError,
+    ProducerOptions,
+    UnknownTopicError,
 )
 from streams.ordering import WATERMARK_HEADER
 from tests.shared_data import BINANCE
@@ -446,21 +447,28 @@ def test_pacer_spaces_events_by_event_time_over_speed() -> None:
     assert len(clock.sleeps) == 3
 
 
-def test_tick_record_is_a_valid_tick_received() -> None:
-    from streams.contracts.records import TickReceived
+def test_a_replayed_trade_tick_encodes_as_a_valid_tick_received(
+    registry_client: Any, encoders: Any
+) -> None:
+    encode_tick, _ = encoders
+    tick = TickReceived(
+        symbol="BTCUSDT", event_time_ms=DAY_START, kind=TickKind.TRADE, open=2.0, high=2.0,
+        low=2.0, close=2.0, volume=0.5, interval_ms=0,
+        source="replay-file:trades_spot/BTCUSDT.csv.gz", trade_id=7, is_buyer_maker=True,
+    )  # fmt: skip
+    decoded = decoder(registry_client, "market.ticks")(encode_tick(tick))
+    assert decoded == {**tick.to_avro(), "kind": "TRADE"}
 
-    tick = MarketTick("BTCUSDT", DAY_START, TickKind.TRADE, 2.0, 2.0, 2.0, 2.0, 0.5, 0, 7,
-                      "trades_spot/BTCUSDT.csv.gz", 2, True)  # fmt: skip
-    record = TickReceived.from_avro(tick_record(tick))
-    assert record.trade_id == 7 and record.is_buyer_maker is True
-    assert record.kind.value == "TRADE"
 
-
-def test_producer_options_match_faust_partitioning_and_allow_tansu() -> None:
-    config = ProducerOptions("h:1", idempotence=False).config()
-    assert config["partitioner"] == "murmur2_random"
-    assert config["enable.idempotence"] is False
-    assert ProducerOptions("h:1").config()["enable.idempotence"] is True
+@pytest.mark.kafka
+def test_topic_replay_of_a_missing_topic_is_a_clear_error(
+    kafka_bootstrap: str, unique_prefix: str
+) -> None:
+    source = f"{unique_prefix}missing.market.ticks"
+    with pytest.raises(UnknownTopicError, match=f"topic '{source}' does not exist"):
+        replay_topic(
+            source, f"{unique_prefix}copy.market.ticks", TimeWindow(), bootstrap=kafka_bootstrap
+        )
 
 
 @pytest.mark.kafka

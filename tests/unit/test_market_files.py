@@ -16,16 +16,14 @@ from hypothesis import strategies as st
 from streams.adapters.market_files import (
     MarketFileError,
     MarketFileReader,
-    MarketTick,
-    RejectedRow,
-    RejectReason,
-    TickKind,
     TimeWindow,
     discover_files,
     merge_in_event_time,
     open_data_set,
     parse_time_bound,
 )
+from streams.adapters.market_rows import RejectedRow, RejectReason, dead_letter
+from streams.contracts.records import DeadLettered, TickKind, TickReceived
 from tests.shared_data import BINANCE
 
 DATA = BINANCE
@@ -60,22 +58,22 @@ def test_one_day_of_btcusdt_matches_an_independent_read() -> None:
         if DAY_START <= int(row["open_time_ms"]) < DAY_END
     ]  # fmt: skip
     assert len(ticks) == len(expected) == 1440
-    assert all(isinstance(t, MarketTick) for t in ticks)
+    assert all(isinstance(t, TickReceived) for t in ticks)
     for tick, row in zip(ticks, expected, strict=True):
-        assert isinstance(tick, MarketTick)
+        assert isinstance(tick, TickReceived)
         assert tick.event_time_ms == int(row["open_time_ms"])
         assert (tick.open, tick.high, tick.low, tick.close, tick.volume) == tuple(
             float(row[c]) for c in ("open", "high", "low", "close", "volume")
         )
         assert tick.kind is TickKind.KLINE_1M and tick.interval_ms == 60_000
-        assert tick.source == "um_futures_1m_2025/BTCUSDT.csv.gz"
+        assert tick.source == "replay-file:um_futures_1m_2025/BTCUSDT.csv.gz"
+        assert tick.trade_id is None and tick.is_buyer_maker is None
     assert readers[0].bytes_read == readers[0].size  # progress reaches 100 % at the end
-    assert ticks[0].line_no > 2
 
 
 def test_whole_data_set_merges_every_row_in_time_then_symbol_order() -> None:
     readers, items = open_data_set(FUTURES, ["BTCUSDT", "ETHUSDT", "ADAUSDT"])
-    keys = [(t.event_time_ms, t.symbol) for t in items if isinstance(t, MarketTick)]
+    keys = [(t.event_time_ms, t.symbol) for t in items if isinstance(t, TickReceived)]
     expected = sum(len(read_csv_rows(FUTURES / f"{s}USDT.csv.gz")) for s in ("BTC", "ETH", "ADA"))
     assert len(keys) == expected == 30_027 + 30_027 + 22_662
     assert keys == sorted(keys)
@@ -91,7 +89,8 @@ def test_trades_become_ticks_with_trade_time_and_price_as_ohlc() -> None:
     rows = read_csv_rows(path)
     assert len(ticks) == len(rows) == 14_229
     for tick, row in zip(ticks, rows, strict=True):
-        assert isinstance(tick, MarketTick)
+        assert isinstance(tick, TickReceived)
+        assert tick.kind is TickKind.TRADE and tick.interval_ms == 0
         price = float(row["price"])
         assert (tick.open, tick.high, tick.low, tick.close) == (price, price, price, price)
         assert tick.volume == float(row["qty"])
@@ -102,7 +101,7 @@ def test_trades_become_ticks_with_trade_time_and_price_as_ohlc() -> None:
 
 def test_trades_of_two_symbols_merge_with_shared_milliseconds() -> None:
     _readers, items = open_data_set(DATA / "trades_spot")
-    ticks = [t for t in items if isinstance(t, MarketTick)]
+    ticks = [t for t in items if isinstance(t, TickReceived)]
     assert len(ticks) == 14_229 + 9_846
     keys = [(t.event_time_ms, t.symbol) for t in ticks]
     assert keys == sorted(keys)
@@ -150,7 +149,7 @@ def test_each_injected_bad_row_is_rejected_with_its_reason_and_good_rows_survive
 
     items = list(MarketFileReader(discover_files(path)[0]))
     rejected = {r.line_no: r for r in items if isinstance(r, RejectedRow)}
-    ticks = [t for t in items if isinstance(t, MarketTick)]
+    ticks = [t for t in items if isinstance(t, TickReceived)]
     assert {n: r.reason_code for n, r in rejected.items()} == expected
     for line_no, row in rejected.items():
         assert row.raw_line == lines[line_no - 1].encode()
@@ -178,8 +177,9 @@ def test_trade_file_rejects_repeated_ids_and_time_going_back(tmp_path: Path) -> 
         (9, RejectReason.DUPLICATE_TRADE_ID),
         (10, RejectReason.DUPLICATE_TRADE_ID),
     ]
-    ticks = [i for i in items if isinstance(i, MarketTick)]
-    assert [t.line_no for t in ticks] == [2, 3, 4, 7]
+    ticks = [i for i in items if isinstance(i, TickReceived)]
+    trade_ids = [int(line.split(",")[0]) for line in lines[1:]]
+    assert [t.trade_id for t in ticks] == [trade_ids[n - 2] for n in (2, 3, 4, 7)]  # by line
 
 
 def test_window_keeps_rejected_rows_by_their_time_or_their_position(tmp_path: Path) -> None:
@@ -193,7 +193,7 @@ def test_window_keeps_rejected_rows_by_their_time_or_their_position(tmp_path: Pa
     path = write_gz(tmp_path / "BTCUSDT.csv.gz", lines)
     window = TimeWindow(times[3], times[8])
     items = list(MarketFileReader(discover_files(path)[0], window))
-    ticks = [i.event_time_ms for i in items if isinstance(i, MarketTick)]
+    ticks = [i.event_time_ms for i in items if isinstance(i, TickReceived)]
     rejected = [(i.line_no, i.reason_code) for i in items if isinstance(i, RejectedRow)]
     assert ticks == times[3:8]
     assert rejected == [(9, RejectReason.UNPARSABLE), (10, RejectReason.HIGH_BELOW_LOW)]
@@ -208,19 +208,41 @@ def test_any_row_order_yields_strictly_increasing_ticks_and_accounts_for_every_r
     lines = [real[0], *(real[1 + p] for p in picks)]
     path = write_gz(tmp_path_factory.mktemp("h") / "ETHUSDT.csv.gz", lines)
     items = list(MarketFileReader(discover_files(path)[0]))
-    times = [i.event_time_ms for i in items if isinstance(i, MarketTick)]
+    times = [i.event_time_ms for i in items if isinstance(i, TickReceived)]
     assert len(items) == len(picks)
     assert all(a < b for a, b in itertools.pairwise(times))
     reasons = Counter(i.reason_code for i in items if isinstance(i, RejectedRow))
     assert set(reasons) <= {RejectReason.DUPLICATE_TIME, RejectReason.OUT_OF_ORDER_TIME}
 
 
+def kline(symbol: str, time_ms: int) -> TickReceived:
+    return TickReceived(
+        symbol=symbol, event_time_ms=time_ms, kind=TickKind.KLINE_1M, open=1, high=1, low=1,
+        close=1, volume=0, interval_ms=60_000, source="f",
+    )  # fmt: skip
+
+
 def test_merge_puts_a_rejected_row_after_the_ticks_preceding_it() -> None:
     bad = RejectedRow(RejectReason.NAN, "x", "f", 3, b"", "AAAUSDT", None)
-    tick = MarketTick("ZZZUSDT", 10, TickKind.KLINE_1M, 1, 1, 1, 1, 0, 60_000, None, "f", 2)
-    later = MarketTick("AAAUSDT", 20, TickKind.KLINE_1M, 1, 1, 1, 1, 0, 60_000, None, "f", 4)
+    tick = kline("ZZZUSDT", 10)
+    later = kline("AAAUSDT", 20)
     merged = list(merge_in_event_time([[bad, later], [tick]]))
     assert merged == [bad, tick, later]
+
+
+def test_a_rejected_row_becomes_a_deterministic_dead_letter(tmp_path: Path) -> None:
+    lines = [*first_lines(FUTURES / "BTCUSDT.csv.gz", 3), "1746372780000,NaN,1,1,1,1"]
+    path = write_gz(tmp_path / "BTCUSDT.csv.gz", lines)
+    (row,) = [i for i in MarketFileReader(discover_files(path)[0]) if isinstance(i, RejectedRow)]
+    letter = dead_letter(row)
+    assert isinstance(letter, DeadLettered)
+    assert letter.dead_letter_id == f"replay:{tmp_path.name}/BTCUSDT.csv.gz:4"
+    assert (letter.reason, letter.stage, letter.error_type) == ("nan", "replay", "RejectedRow")
+    assert letter.raw == lines[3].encode() and letter.detail == row.detail
+    assert (letter.source_file, letter.source_line) == (f"{tmp_path.name}/BTCUSDT.csv.gz", 4)
+    assert (letter.symbol, letter.event_time_ms) == ("BTCUSDT", 1746372780000)
+    assert letter.source_topic is None and letter.raw_key is None
+    assert DeadLettered.from_avro(letter.to_avro()) == letter
 
 
 def test_discovery_errors_are_clear(tmp_path: Path) -> None:
