@@ -31,6 +31,7 @@ from streams.adapters.market_files import (
     format_epoch_ms,
     open_data_set,
 )
+from streams.contracts.deadletters import bounded_payload
 from streams.ordering import (
     END_OF_STREAM,
     SOURCE_HEADER,
@@ -107,8 +108,6 @@ def dead_letter_record(row: RejectedRow) -> dict[str, Any]:
         "reason": row.reason_code.value,
         "error_type": "RejectedRow",
         "stage": STAGE,
-        "detail": row.detail,
-        "raw": row.raw_line,
         "symbol": row.symbol,
         "event_time_ms": row.event_time_ms,
         "source_topic": None,
@@ -116,7 +115,8 @@ def dead_letter_record(row: RejectedRow) -> dict[str, Any]:
         "source_offset": None,
         "source_file": row.file,
         "source_line": row.line_no,
-        "raw_key": None,
+        # A line can be megabytes (a file without newlines): cut, with its length and sha256.
+        **bounded_payload(row.raw_line, None, row.detail),
     }
 
 

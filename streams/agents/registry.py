@@ -60,15 +60,15 @@ def model_versions(handlers: list[StageHandler]) -> dict[str, str]:
 def build_handlers(settings: Settings) -> list[StageHandler]:
     """One handler per stage. Loads the promoted ONNX models (the only heavy step)."""
     scorer = load_scorer(settings)
-    n, lag = settings.partitions, settings.feedback_lag_ms
+    n, lag, skew = settings.partitions, settings.feedback_lag_ms, settings.max_event_skew_ms
     return [
-        FeaturesHandler(),
+        FeaturesHandler(skew),
         EnsembleHandler(EnsembleStage(scorer, settings.ensemble_weights)),
         SupervisorHandler(SupervisorStage(settings.supervisor, scorer.names)),
         StrategyHandler(StrategyStage(settings.risk, settings.seed), lag),
-        RiskHandler(RiskStage(settings.risk), n, lag),
+        RiskHandler(RiskStage(settings.risk), n, lag, skew),
         ExitPlannerHandler(ExitPlannerStage(settings.exits, settings.risk)),
-        ExecutionHandler(ExecutionStage()),
+        ExecutionHandler(ExecutionStage(), skew),
         LearningHandler(LearningStage(), n),
     ]
 

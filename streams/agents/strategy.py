@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.agents.base import Emitter, MergeHandler
+from streams.agents.base import Emitter, MergeHandler, Restore
 from streams.contracts.records import (
     DecisionSized,
     FeaturesComputed,
@@ -79,6 +79,20 @@ class StrategyHandler(MergeHandler):
         if state is None:
             state = self.states[symbol] = self.stage.new_state()
         return state
+
+    def checkpoint(self, topic: str, partition: int, record: Any) -> Restore:
+        """The symbol's state as it was (``to_dict``, ~15 µs), put back if ``process`` fails."""
+        symbol = record.symbol
+        state = self.states.get(symbol)
+        snapshot = None if state is None else state.to_dict()
+
+        def restore() -> None:
+            if snapshot is None:
+                self.states.pop(symbol, None)
+            else:
+                self.states[symbol] = StrategyState.from_dict(snapshot)
+
+        return restore
 
     def process(self, merge: int, topic: str, partition: int, record: Any, out: Emitter) -> None:
         """Apply a reward, fold a feature row, or decide on a signal."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.agents.base import Emitter, ForwardedWatermarks
+from streams.agents.base import Emitter, ForwardedWatermarks, Restore
 from streams.contracts.records import SignalScored, SignalSupervised
-from streams.logic.supervisor import SupervisorState
+from streams.logic.supervisor import BiasWindow, SupervisorState
 from streams.observability import tracing
 from streams.observability.metrics import metrics
 from streams.stages import SupervisorStage
@@ -35,6 +35,35 @@ class SupervisorHandler:
         self.stage = stage
         self.states: dict[int, SupervisorState] = {}
         self.progress = ForwardedWatermarks()
+
+    def checkpoint(self, topic: str, partition: int, record: Any) -> Restore | None:
+        """The two windows a signal moves (its symbol's, the partition's overall), as they were.
+
+        Copies of two ring buffers (the bias window, 200 signals by default), not the whole
+        partition state: that one holds every symbol's window.
+        """
+        state = self.states.get(partition)
+        if state is None:
+
+            def forget() -> None:
+                self.states.pop(partition, None)
+
+            return forget
+        symbol = record.symbol
+        mine = state.per_symbol.get(symbol)
+        saved = (
+            None if mine is None else mine.to_dict(),
+            None if state.overall is None else state.overall.to_dict(),
+        )
+
+        def restore() -> None:
+            if saved[0] is None:
+                state.per_symbol.pop(symbol, None)
+            else:
+                state.per_symbol[symbol] = BiasWindow.from_dict(saved[0])
+            state.overall = None if saved[1] is None else BiasWindow.from_dict(saved[1])
+
+        return restore
 
     def on_record(self, topic: str, partition: int, source: str, record: Any, out: Emitter) -> None:
         """Review one signal; only tradeable or vetoed ones travel on."""

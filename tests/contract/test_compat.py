@@ -114,14 +114,15 @@ def test_release_registers_new_version_with_fresh_id(tmp_schemas: Path) -> None:
     schema = json.loads(path.read_text())
     _field(schema, "source")["doc"] = "Origin of the tick (doc-only change)."
     path.write_text(json.dumps(schema, indent=2))
+    fresh = json.loads(registry_bytes(tmp_schemas))["next_id"]  # every id below is taken
     assert runner.invoke(app, ["check", "--schemas-dir", str(tmp_schemas)]).exit_code == 1
     released = runner.invoke(app, ["release", "--schemas-dir", str(tmp_schemas)])
     assert released.exit_code == 0, released.output
-    assert "released market.ticks-value v2 as schema id 16" in released.output
+    assert f"released market.ticks-value v2 as schema id {fresh}" in released.output
     assert runner.invoke(app, ["check", "--schemas-dir", str(tmp_schemas)]).exit_code == 0
     doc = json.loads(registry_bytes(tmp_schemas))
     ids = [e["id"] for entries in doc["subjects"].values() for e in entries]
-    assert len(ids) == len(set(ids)) == 16 and doc["next_id"] == 17
+    assert len(ids) == len(set(ids)) == fresh and doc["next_id"] == fresh + 1
     v1, v2 = doc["subjects"]["market.ticks-value"]
     assert v1["canonical_fingerprint"] == v2["canonical_fingerprint"]  # same wire format
     assert v1["fingerprint"] != v2["fingerprint"]
