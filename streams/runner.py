@@ -44,6 +44,7 @@ from streams.contracts.records import (
     TickReceived,
     TradeClosed,
 )
+from streams.contracts.ticks import DEFAULT_MAX_EVENT_SKEW_MS, TickHistory, TickRejected
 from streams.logic.paper import PaperConfig
 from streams.logic.supervisor import SupervisorState
 from streams.stages import (
@@ -84,6 +85,7 @@ class RunConfig:
     )
     paper: PaperConfig = field(default_factory=PaperConfig)
     measure_latency: bool = True
+    max_event_skew_ms: int = DEFAULT_MAX_EVENT_SKEW_MS
 
     @classmethod
     def from_settings(cls, s: Settings, **overrides: Any) -> RunConfig:
@@ -96,6 +98,7 @@ class RunConfig:
             "exits": s.exits,
             "supervisor": s.supervisor,
             "weights": dict(s.ensemble_weights),
+            "max_event_skew_ms": s.max_event_skew_ms,
         }
         base.update(overrides)
         return cls(**base)
@@ -110,6 +113,7 @@ class RunConfig:
             "exits": self.exits.model_dump(),
             "supervisor": self.supervisor.model_dump(),
             "weights": dict(self.weights),
+            "max_event_skew_ms": self.max_event_skew_ms,
             "paper": vars(self.paper) if hasattr(self.paper, "__dict__") else _slots(self.paper),
         }
 
@@ -308,11 +312,33 @@ class Pipeline:
         )
 
 
+def rejected_tick_letter(item: MarketTick, error: TickRejected) -> DeadLettered:
+    """The dead letter the topology's features stage writes for a tick the rule refuses."""
+    return DeadLettered(
+        dead_letter_id=f"features:{item.source}:{item.line_no}",
+        reason=error.reason.value,
+        error_type=type(error).__name__,
+        stage="features",
+        detail=error.detail,
+        raw=b"",
+        symbol=item.symbol,
+        event_time_ms=item.event_time_ms,
+        source_file=item.source,
+        source_line=item.line_no,
+    )
+
+
 def ticks_by_minute(
-    items: Iterable[MarketTick | RejectedRow], on_dead: Sink
+    items: Iterable[MarketTick | RejectedRow],
+    on_dead: Sink,
+    history: TickHistory | None = None,
+    partitions: int = 1,
 ) -> Iterator[tuple[int, list[TickReceived]]]:
     """Group merged file rows into minutes of klines (sorted by symbol); dead-letter bad rows.
 
+    ``history`` applies the tick rule of every ``market.ticks`` reader, per partition (the
+    file adapter already checked each row; what is left is the event-time skew between the
+    symbols of one partition), so the runner drops exactly the ticks the topology drops.
     TRADE ticks are counted through the sink but drive no stage yet (klines drive execution).
     """
     minute: int | None = None
@@ -322,6 +348,12 @@ def ticks_by_minute(
             on_dead(DeadLettered.from_avro(dead_letter_record(item)))
             continue
         tick = TickReceived.from_avro(tick_record(item))
+        if history is not None:
+            try:
+                history.admit(partition_for(tick.symbol, partitions), tick, tick.symbol.encode())
+            except TickRejected as exc:
+                on_dead(rejected_tick_letter(item, exc))
+                continue
         if tick.kind is not TickKind.KLINE_1M:
             on_dead(tick)
             continue
@@ -369,7 +401,8 @@ def run(
     pipeline = Pipeline(cfg, scorer, sink)
     _readers, items = open_data_set(data, symbols, window)
     started = time.perf_counter()
-    for block in blocks(ticks_by_minute(items, sink), block_minutes):
+    history = TickHistory(cfg.max_event_skew_ms)
+    for block in blocks(ticks_by_minute(items, sink, history, cfg.partitions), block_minutes):
         for (t, ticks), (rows, signals) in zip(block, pipeline.score_block(block), strict=True):
             pipeline.on_minute(t, ticks, rows, signals)
     pipeline.finish()
