@@ -348,22 +348,31 @@ def apply_isolated(
 
 
 def _handle(
-    handler: StageHandler, decoder: Decoder, event: RawEvent, topic: str, source: str, out: Emitter
+    handler: StageHandler,
+    decoder: Decoder,
+    event: RawEvent,
+    topic: str,
+    source: str,
+    out: Emitter,
+    decoded: list[Any],
 ) -> None:
     """Decode, admit and hand over one data record, inside its span.
 
     A stage that buffers records and acts on them later (``spans_at_release``) opens its span
     then; here it only gets the record's parent context as the current one, to keep with it.
+    The decoded record is put in ``decoded`` (for a dead letter's symbol and time).
     """
     parent = tracing.extract_context(event.headers) if tracing.enabled() else None
     if getattr(handler, "spans_at_release", False):
         with tracing.with_parent(parent):
             record = _admit(handler, decoder, event, topic)
+            decoded.append(record)
             handler.on_record(topic, event.partition, source, record, out)
         return
     attrs = position_attributes(handler.name, event) if tracing.enabled() else None
     with tracing.record_span(f"{handler.name} {topic}", parent, attrs) as span:
         record = _admit(handler, decoder, event, topic)
+        decoded.append(record)
         if span.is_recording():
             span.set_attributes(record_attributes(record))
         apply_isolated(
@@ -402,19 +411,21 @@ def dispatch(
         wm = event.headers.get(WATERMARK_HEADER)
         topic = decoder.base_topic(event.topic).value
         out.position = SourcePosition(event.topic, event.partition, event.offset, event.key)
+        decoded: list[Any] = []
         try:
             if wm is not None:
                 handler.on_watermark(topic, event.partition, source, parse_watermark(wm), out)
                 continue
             handled[topic] = handled.get(topic, 0) + 1
-            _handle(handler, decoder, event, topic, source, out)
+            _handle(handler, decoder, event, topic, source, out, decoded)
         except Exception as exc:
             dead += 1
             # A topic read by several stages (market.ticks) is dead-lettered once, by its
             # first reader; the others skip what every reader refuses (and count it).
             if topic in skipped and is_shared_verdict(exc):
                 continue
-            send_dead_letter(out, dead_letter(event, handler.name, exc), exc)
+            record = decoded[0] if decoded else None
+            send_dead_letter(out, dead_letter(event, handler.name, exc, record=record), exc)
         finally:
             out.position = None
     handler.end_batch(out)
