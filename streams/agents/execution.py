@@ -12,7 +12,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
-from streams.agents.base import Emitter, MergeHandler, Restore
+from streams.agents.base import Emitter, MergeHandler, Restore, freeze, thaw
 from streams.contracts.records import (
     FillExecuted,
     OrderPlanned,
@@ -117,7 +117,7 @@ class ExecutionHandler(MergeHandler):
         state = self.states.get(symbol)
         saved = None
         if state is not None:
-            positions = [p.to_dict() for ps in state.venue.positions.values() for p in ps]
+            positions = freeze([p.to_dict() for ps in state.venue.positions.values() for p in ps])
             saved = (positions, set(state.venue.known), dict(state.orders))
         had_context = getattr(record, "decision_id", None) in self.order_contexts
 
@@ -126,7 +126,7 @@ class ExecutionHandler(MergeHandler):
                 self.states.pop(symbol, None)
             else:
                 positions, known, orders = saved
-                empty = {"positions": positions, "known": (), "orders": {}}
+                empty = {"positions": thaw(positions), "known": (), "orders": {}}
                 state = self.states[symbol] = ExecutionState.from_dict(empty, self.stage.cfg)
                 state.venue.known, state.orders = known, orders
             if isinstance(record, OrderPlanned) and not had_context:

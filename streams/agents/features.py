@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from models.features import FeatureState
-from streams.agents.base import Emitter, ForwardedWatermarks, Restore
+from streams.agents.base import Emitter, ForwardedWatermarks, Restore, freeze, thaw
 from streams.contracts.records import TickReceived
 from streams.contracts.ticks import DEFAULT_MAX_EVENT_SKEW_MS, TickHistory
 from streams.observability import tracing
@@ -33,13 +33,13 @@ class FeaturesHandler:
         """
         symbol = record.symbol
         state = self.states.get(symbol)
-        snapshot = None if state is None else state.to_dict()
+        snapshot = None if state is None else freeze(state.to_dict())
 
         def restore() -> None:
             if snapshot is None:
                 self.states.pop(symbol, None)
             else:
-                self.states[symbol] = FeatureState.from_dict(snapshot)
+                self.states[symbol] = FeatureState.from_dict(thaw(snapshot))
 
         return restore
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.agents.base import Emitter, MergeHandler, Restore
+from streams.agents.base import Emitter, MergeHandler, Restore, freeze, thaw
 from streams.contracts.records import (
     ControlCommand,
     DecisionSized,
@@ -139,10 +139,10 @@ class RiskHandler(MergeHandler):
         """
         if isinstance(record, TickReceived) and self.state is not None:
             return None
-        snapshot = None if self.state is None else self.state.to_dict()
+        snapshot = None if self.state is None else freeze(self.state.to_dict())
 
         def restore() -> None:
-            self.state = None if snapshot is None else RiskState.from_dict(snapshot)
+            self.state = None if snapshot is None else RiskState.from_dict(thaw(snapshot))
 
         return restore
 

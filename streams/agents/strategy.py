@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.agents.base import Emitter, MergeHandler, Restore
+from streams.agents.base import Emitter, MergeHandler, Restore, freeze, thaw
 from streams.contracts.records import (
     DecisionSized,
     FeaturesComputed,
@@ -84,13 +84,13 @@ class StrategyHandler(MergeHandler):
         """The symbol's state as it was (``to_dict``, ~15 µs), put back if ``process`` fails."""
         symbol = record.symbol
         state = self.states.get(symbol)
-        snapshot = None if state is None else state.to_dict()
+        snapshot = None if state is None else freeze(state.to_dict())
 
         def restore() -> None:
             if snapshot is None:
                 self.states.pop(symbol, None)
             else:
-                self.states[symbol] = StrategyState.from_dict(snapshot)
+                self.states[symbol] = StrategyState.from_dict(thaw(snapshot))
 
         return restore
 

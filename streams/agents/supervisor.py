@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from streams.agents.base import Emitter, ForwardedWatermarks, Restore
-from streams.contracts.records import SignalScored, SignalSupervised
-from streams.logic.supervisor import BiasWindow, SupervisorState
+from streams.contracts.records import Action, SignalScored, SignalSupervised
+from streams.logic.supervisor import SupervisorState
 from streams.observability import tracing
 from streams.observability.metrics import metrics
 from streams.stages import SupervisorStage
@@ -39,9 +39,11 @@ class SupervisorHandler:
     def checkpoint(self, topic: str, partition: int, record: Any) -> Restore | None:
         """The two windows a signal moves (its symbol's, the partition's overall), as they were.
 
-        Copies of two ring buffers (the bias window, 200 signals by default), not the whole
-        partition state: that one holds every symbol's window.
+        A HOLD changes nothing (the stage returns before the windows); otherwise copies of two
+        ring buffers (~2 µs), not the whole partition state, which holds every symbol's window.
         """
+        if record.action is Action.HOLD:
+            return None
         state = self.states.get(partition)
         if state is None:
 
@@ -50,18 +52,15 @@ class SupervisorHandler:
 
             return forget
         symbol = record.symbol
-        mine = state.per_symbol.get(symbol)
-        saved = (
-            None if mine is None else mine.to_dict(),
-            None if state.overall is None else state.overall.to_dict(),
-        )
+        mine, overall = state.per_symbol.get(symbol), state.overall
+        mine, overall = mine and mine.copy(), overall and overall.copy()
 
         def restore() -> None:
-            if saved[0] is None:
+            if mine is None:
                 state.per_symbol.pop(symbol, None)
             else:
-                state.per_symbol[symbol] = BiasWindow.from_dict(saved[0])
-            state.overall = None if saved[1] is None else BiasWindow.from_dict(saved[1])
+                state.per_symbol[symbol] = mine
+            state.overall = overall
 
         return restore
 

@@ -113,9 +113,8 @@ def inject_poison(bootstrap: str, prefix: str) -> None:
     big = ConfigEntry("max.message.bytes", str(4 * HUGE_BYTES),
                       incremental_operation=AlterConfigOpType.SET)  # fmt: skip
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[big])
-    for future in (
-        AdminClient({"bootstrap.servers": bootstrap}).incremental_alter_configs([resource]).values()
-    ):
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # alive until the futures resolve
+    for future in admin.incremental_alter_configs([resource]).values():
         future.result(timeout=30)
     producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 4 * HUGE_BYTES})
     for _reason, key, value, headers in poison():

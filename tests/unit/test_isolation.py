@@ -215,3 +215,112 @@ def test_a_released_decision_that_fails_midway_leaves_the_portfolio_as_it_was(
     dispatch(alone, Decoder(""), events[:1] + marks, Emitter("risk"))
     assert risk.state is not None and alone.state is not None
     assert risk.state.to_dict() == alone.state.to_dict()  # no reservation, no id left behind
+
+
+def test_the_demo_watch_names_the_crashed_stage_and_the_dead_worker(tmp_path: Any) -> None:
+    import http.server
+    import json
+    import subprocess
+    import sys
+    import threading
+
+    from streams.demo import DemoError, WorkerWatch
+
+    body = {"status": "fail", "stages": {"risk": {"crashed": "ValueError: math domain error"},
+                                         "features": {"crashed": None}}}  # fmt: skip
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.end_headers()
+            self.wfile.write(json.dumps(body).encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    log = tmp_path / "worker.log"
+    log.write_text("Traceback ...\nValueError: math domain error\n")
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        watch = WorkerWatch(alive, server.server_address[1], log)
+        with pytest.raises(DemoError) as crashed:
+            watch.check()
+        assert "stage risk crashed: ValueError: math domain error" in str(crashed.value)
+        assert str(log) in str(crashed.value) and "features" not in str(crashed.value)
+    finally:
+        alive.kill()
+        alive.wait()
+        server.shutdown()
+    with pytest.raises(DemoError, match="exited with code -9") as died:
+        WorkerWatch(alive, 1, log).check()  # the process is gone: no need to ask /health
+    assert str(log) in str(died.value)
+
+
+def test_a_venue_bug_on_one_bar_leaves_the_open_position_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streams.agents.execution import ExecutionHandler
+    from streams.config import ExitPolicy
+    from streams.contracts.records import OrderApproved
+    from streams.ordering import END_OF_STREAM
+    from streams.stages import ExecutionStage, ExitPlannerStage
+
+    ticks = sample_klines(n=16)  # the position is still open at the end
+    at = ticks[5]
+    limits = RiskLimits(min_confidence=0.5)
+    risk = RiskStage(limits)
+    approved = risk.on_decision(risk.new_state(at.event_time_ms),
+                                decision("ETHUSDT", at.event_time_ms, price=at.close))  # fmt: skip
+    assert isinstance(approved, OrderApproved)
+    order = ExitPlannerStage(ExitPolicy(), limits).on_approved(approved)
+    exits = {SOURCE_HEADER: b"exits/0"}
+    order_event = RawEvent("orders.intents", 0, 0, b"ETHUSDT",
+                           topic_codec(Topic.ORDERS_INTENTS).encode(order), exits)  # fmt: skip
+    end = str(END_OF_STREAM).encode()
+    ends = [
+        RawEvent("orders.intents", 0, 1, None, b"", {**exits, WATERMARK_HEADER: end}),
+        RawEvent(TICKS, 0, 99, None, b"", {**REPLAY, WATERMARK_HEADER: end}),
+    ]
+
+    def run(handler: ExecutionHandler, bars: list[TickReceived]) -> Emitter:
+        out = Emitter("execution")
+        dispatch(handler, Decoder(""), [*tick_events(bars[:6]), order_event,
+                                        *tick_events(bars[6:], 6), *ends], out)  # fmt: skip
+        return out
+
+    def state_without(bar: TickReceived | None) -> tuple[ExecutionHandler, Emitter]:
+        handler = ExecutionHandler(ExecutionStage())
+        return handler, run(handler, [t for t in ticks if t is not bar])
+
+    whole, _ = state_without(None)
+    # A bar after the entry that moves the open position (its trailing mark, a partial exit):
+    # a failure there is the one that would leave a half-moved position behind.
+    poisoned = next(
+        t
+        for t in ticks[7:]
+        if state_without(t)[0].states["ETHUSDT"].to_dict() != whole.states["ETHUSDT"].to_dict()
+    )
+    reference, expected = state_without(poisoned)
+    handler = ExecutionHandler(ExecutionStage())
+    real = handler.stage.on_tick
+
+    def fill_then_fail(state: Any, tick: TickReceived) -> Any:
+        produced = real(state, tick)
+        if tick.event_time_ms == poisoned.event_time_ms:
+            raise KeyError("a bug after the venue moved")
+        return produced
+
+    monkeypatch.setattr(handler.stage, "on_tick", fill_then_fail)
+    out = run(handler, ticks)
+    (letter,) = letters(out)
+    assert letter.reason == "stage_error" and letter.error_type == "KeyError"
+    assert topic_codec(Topic.MARKET_TICKS).decode_record(letter.raw) == poisoned
+
+    def business(e: Emitter) -> list[Any]:
+        return [i.value for i in e.items if i.value is not None
+                and not isinstance(i.value, DeadLettered)]  # fmt: skip
+
+    assert business(out) == business(expected) and business(out), "same fills and closes"
+    assert handler.states["ETHUSDT"].to_dict() == reference.states["ETHUSDT"].to_dict()
