@@ -6,12 +6,12 @@ topic's Avro codec, hands data records and watermarks to the handler, and sends 
 handler emitted. Undecodable input becomes a ``deadletter`` record with the reason and the
 source topic/partition/offset and raw bytes; the stream goes on.
 
-No record can stop a stage (docs/determinism.md, "Bad input"): ticks pass the shared tick
-rule (:mod:`streams.contracts.ticks`) before any reader acts on them; any exception while one
-record is handled — on arrival, or when a merge releases it — dead-letters that record, puts
-back the state it touched (the handler's :meth:`StageHandler.checkpoint`) and drops what it
-emitted, and the batch goes on. An exception that is not a verdict on the input is our bug:
-it is dead-lettered as ``stage_error``, logged with its traceback and counted
+No record can stop a stage (docs/determinism.md, "Bad input decides nothing"): ticks pass
+the shared tick rule (:mod:`streams.contracts.ticks`) before any reader acts on them; any
+exception while one record is handled — on arrival, or when a merge releases it —
+dead-letters that record, puts back the state it touched (the handler's ``checkpoint``) and
+drops what it emitted, and the batch goes on. An exception that is not a verdict on the input
+is our bug: it is dead-lettered as ``stage_error``, logged with its traceback and counted
 (``qt_stage_errors_total``), never swallowed.
 
 Watermarks are empty records carrying the ``qt-watermark`` header (docs/determinism.md): the
@@ -332,6 +332,20 @@ def freeze(state: Any) -> bytes:
 def thaw(blob: bytes) -> Any:
     """The state :func:`freeze` copied."""
     return pickle.loads(blob)  # noqa: S301 - our own bytes, made by freeze() in this process
+
+
+def keyed_checkpoint(states: dict[Any, Any], key: Any, from_dict: Callable[[Any], Any]) -> Restore:
+    """Checkpoint of one entry of a stage's per-key states (``to_dict``/``from_dict``)."""
+    state = states.get(key)
+    snapshot = None if state is None else freeze(state.to_dict())
+
+    def restore() -> None:
+        if snapshot is None:
+            states.pop(key, None)
+        else:
+            states[key] = from_dict(thaw(snapshot))
+
+    return restore
 
 
 def _admit(handler: StageHandler, decoder: Decoder, event: RawEvent, topic: str) -> Any:

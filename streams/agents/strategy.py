@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.agents.base import Emitter, MergeHandler, Restore, freeze, thaw
+from streams.agents.base import Emitter, MergeHandler, Restore, keyed_checkpoint
 from streams.contracts.records import (
     DecisionSized,
     FeaturesComputed,
@@ -81,18 +81,8 @@ class StrategyHandler(MergeHandler):
         return state
 
     def checkpoint(self, topic: str, partition: int, record: Any) -> Restore:
-        """The symbol's state as it was (``to_dict``, ~15 µs), put back if ``process`` fails."""
-        symbol = record.symbol
-        state = self.states.get(symbol)
-        snapshot = None if state is None else freeze(state.to_dict())
-
-        def restore() -> None:
-            if snapshot is None:
-                self.states.pop(symbol, None)
-            else:
-                self.states[symbol] = StrategyState.from_dict(thaw(snapshot))
-
-        return restore
+        """The symbol's state as it was (``to_dict``, ~25 µs), put back if ``process`` fails."""
+        return keyed_checkpoint(self.states, record.symbol, StrategyState.from_dict)
 
     def process(self, merge: int, topic: str, partition: int, record: Any, out: Emitter) -> None:
         """Apply a reward, fold a feature row, or decide on a signal."""
