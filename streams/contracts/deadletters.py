@@ -24,13 +24,16 @@ DETAIL_LIMIT: Final = 2000
 def bounded_payload(raw: bytes, raw_key: bytes | None, detail: str) -> dict[str, Any]:
     """The ``raw``/``raw_key``/``detail`` fields of a ``DeadLettered``, cut to the limits.
 
-    ``raw_length``/``raw_sha256`` (and ``raw_key_length``, ``detail_length``) are set only when
+    ``raw_length``/``raw_sha256`` (and ``raw_key_length``, ``detail_length``) are None unless
     something was cut, so a complete dead letter reads as before.
     """
     raw = bytes(raw)
     # Avro strings are UTF-8: an error message quoting undecodable input must still encode.
     detail = detail.encode("utf-8", "replace").decode("utf-8")
-    fields: dict[str, Any] = {"raw": raw, "raw_key": raw_key, "detail": detail}
+    fields: dict[str, Any] = {
+        "raw": raw, "raw_key": raw_key, "detail": detail,
+        "raw_length": None, "raw_sha256": None, "raw_key_length": None, "detail_length": None,
+    }  # fmt: skip
     if len(raw) > RAW_LIMIT:
         fields["raw"] = raw[:RAW_LIMIT]
         fields["raw_length"] = len(raw)
