@@ -91,6 +91,8 @@ class Sender:
             if item.watermark is not None:
                 headers.append((WATERMARK_HEADER, str(item.watermark).encode()))
                 value = b""
+            elif item.encoded is not None:
+                value = item.encoded
             else:
                 value = self._encode(item.topic, item.value)
             if item.span_context is not None:

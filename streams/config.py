@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.contracts.ticks import DEFAULT_MAX_EVENT_SKEW_MS
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SYMBOLS = (
     "BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT",
@@ -188,6 +190,13 @@ class Settings(BaseSettings):
         ge=0,
         description="closed trades and rewards reach risk/strategy this much event time later "
         "(docs/determinism.md); larger values let the Kafka topology pipeline more bars",
+    )
+    max_event_skew_ms: int = Field(
+        DEFAULT_MAX_EVENT_SKEW_MS,
+        gt=0,
+        description="a tick this much event time ahead of its partition's newest accepted tick "
+        "is dead-lettered (a bad clock); must exceed any real gap in the data "
+        "(streams/contracts/ticks.py says why a week)",
     )
     web_host: str = Field(
         "127.0.0.1", description="worker web server bind address; 0.0.0.0 in containers"

@@ -7,7 +7,9 @@
 3. starts one Faust worker of the whole topology as a subprocess (``python -m streams.app``);
 4. replays the bundled real data into ``market.ticks``, ending with the end-of-stream watermark;
 5. waits until every execution partition has announced the end of stream on ``trades.closed``
-   (the topology has drained: every merge released everything), watching the worker;
+   (the topology has drained: every merge released everything), watching the worker: its
+   ``/health`` is polled every second, and a crashed stage or a dead worker stops the demo at
+   once with the stage's error and the worker log's path (:class:`WorkerWatch`);
 6. reads every output topic back, decodes it with the registry codec and builds the run folder
    (``report.json``, ``trades.csv``, ``equity.png``) with the same builder as the backtest.
 """
@@ -32,11 +34,15 @@ from streams import kafka_io
 from streams.adapters.market_files import ALL_TIME, TimeWindow
 from streams.brokers.embedded import free_port
 from streams.config import PROJECT_ROOT, Settings, run_configuration, settings_env
+from streams.contracts.records import TickReceived
+from streams.contracts.ticks import DEFAULT_MAX_EVENT_SKEW_MS, TickHistory, TickRejected
 from streams.ordering import END_OF_STREAM, SOURCE_HEADER, WATERMARK_HEADER, header_value
 from streams.topics import Topic, topic_name
 from streams.topology import drain_marks, partitions_of, reported_topics
 
 SAMPLE_DATA = PROJECT_ROOT / "data" / "sample" / "um_futures_1m_2025"
+#: ``python -m`` arguments of the worker subprocess: the whole topology.
+WORKER_COMMAND = ("streams.app", "--loglevel", "warning")
 #: Topics whose records make the report (in pipeline order).
 REPORTED_TOPICS = reported_topics()
 
@@ -57,6 +63,8 @@ class DemoPlan:
     #: Called with (bootstrap, topic prefix) after the data and before the end-of-stream
     #: watermark, while the topology is still busy (tests inject malformed records here).
     before_end: Callable[[str, str], None] | None = None
+    #: ``python -m`` arguments of the worker (tests run a harness app of the same topology).
+    worker_command: tuple[str, ...] = WORKER_COMMAND
 
 
 @dataclass
@@ -97,9 +105,7 @@ def worker_env(
 
 @contextlib.contextmanager
 def running_worker(
-    env: dict[str, str],
-    log_path: Path,
-    command: tuple[str, ...] = ("streams.app", "--loglevel", "warning"),
+    env: dict[str, str], log_path: Path, command: tuple[str, ...] = WORKER_COMMAND
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``python -m *command`` (a Faust worker) for the block (SIGTERM, then SIGKILL after 30 s)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,17 +134,84 @@ def _log_tail(path: Path, lines: int = 25) -> str:
     return ""
 
 
+def worker_health(port: int, timeout_s: float = 2.0) -> tuple[int, dict[str, Any]] | None:
+    """Status and JSON body of the worker's ``/health``; None while it does not answer."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=timeout_s) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:  # 503: the body says why
+        try:
+            return exc.code, json.loads(exc.read())
+        except ValueError:
+            return exc.code, {}
+    except (OSError, ValueError):  # not listening yet, or busy: not a verdict
+        return None
+
+
+def crashed_stages(body: dict[str, Any]) -> dict[str, str]:
+    """``{stage: error}`` of every crashed stage in a ``/health`` body."""
+    stages = body.get("stages") or {}
+    return {
+        name: str(stage["crashed"])
+        for name, stage in stages.items()
+        if isinstance(stage, dict) and stage.get("crashed")
+    }
+
+
+@dataclass
+class WorkerWatch:
+    """Fails fast while waiting on the topology: a dead worker or a crashed stage.
+
+    :meth:`check` is cheap to call in a loop: the process is polled every time, ``/health``
+    at most every ``every_s`` seconds.
+    """
+
+    worker: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    every_s: float = 1.0
+    _next_s: float = 0.0
+
+    def check(self) -> None:
+        """Raise :class:`DemoError` (with the error and the log's path) if the worker failed."""
+        if self.worker.poll() is not None:
+            raise DemoError(
+                f"the worker exited with code {self.worker.returncode}; worker log: "
+                f"{self.log_path}; it ends:\n{_log_tail(self.log_path)}"
+            )
+        now = time.monotonic()
+        if now < self._next_s:
+            return
+        self._next_s = now + self.every_s
+        health = worker_health(self.port)
+        if health is None or health[0] == 200:
+            return
+        crashed = crashed_stages(health[1])
+        if crashed:
+            what = "; ".join(f"stage {name} crashed: {error}" for name, error in crashed.items())
+            raise DemoError(
+                f"{what}; worker log: {self.log_path}; it ends:\n{_log_tail(self.log_path)}"
+            )
+
+
 def wait_until_drained(
     bootstrap: str,
     prefix: str,
     partitions: int,
-    worker: subprocess.Popen[bytes],
-    log_path: Path,
+    watch: WorkerWatch,
     timeout_s: float,
     progress: Progress,
     last_tick_ms: int,
 ) -> None:
-    """Block until the last stages all announced the end of stream (see :func:`drain_marks`)."""
+    """Block until the last stages all announced the end of stream (see :func:`drain_marks`).
+
+    ``watch`` is checked on every poll: a crashed stage or a dead worker ends the wait with
+    its error within about a second.
+    """
     from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
     marks = drain_marks(partitions)
@@ -155,15 +228,11 @@ def wait_until_drained(
     deadline = time.monotonic() + timeout_s
     try:
         while min(marks.values()) < END_OF_STREAM:
-            if worker.poll() is not None:
-                raise DemoError(
-                    f"the worker exited with code {worker.returncode}; its log ends:\n"
-                    f"{_log_tail(log_path)}"
-                )
+            watch.check()
             if time.monotonic() > deadline:
                 raise DemoError(
                     f"the topology did not drain within {timeout_s:.0f} s; watermarks {marks}; "
-                    f"worker log: {log_path}"
+                    f"worker log: {watch.log_path}"
                 )
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
@@ -185,47 +254,62 @@ def wait_until_drained(
         consumer.close()
 
 
-def read_back(bootstrap: str, prefix: str, partitions: int) -> Iterator[Any]:
-    """Every data record of the reported topics, decoded (watermarks skipped)."""
-    from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+def read_back(
+    bootstrap: str, prefix: str, partitions: int, max_event_skew_ms: int = DEFAULT_MAX_EVENT_SKEW_MS
+) -> Iterator[Any]:
+    """Every data record of the reported topics, decoded (watermarks skipped).
 
+    Ticks pass the same rule as in the topology (:class:`TickHistory`, per partition), so a
+    tick the stages dead-lettered is not counted as market data in the report either.
+    """
     from streams.contracts.codec import topic_codec
     from streams.contracts.errors import ContractError
 
+    ticks = TickHistory(max_event_skew_ms)
     for base in REPORTED_TOPICS:
-        name = topic_name(base, prefix)
         codec = topic_codec(base)
-        options = kafka_io.ConsumerOptions(bootstrap, f"{prefix}demo-read", partition_eof=True)
-        consumer = kafka_io.consumer(options)
-        try:
-            n = partitions_of(base, partitions)
-            ends = {
-                p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
-                for p in range(n)
-            }
-            consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in range(n)])
-            pending = {p for p, end in ends.items() if end > 0}
-            while pending:
-                msg = consumer.poll(1.0)
-                if msg is None:
-                    continue
-                partition, offset, error = msg.partition() or 0, msg.offset() or 0, msg.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        raise DemoError(f"reading {name}: {kafka_io.describe(error)}")
-                    if offset >= ends[partition]:
-                        pending.discard(partition)
-                    continue
-                if offset >= ends[partition] - 1:
+        for msg in topic_messages(
+            bootstrap, topic_name(base, prefix), partitions_of(base, partitions)
+        ):
+            try:
+                record = codec.decode_record(msg.value() or b"")
+                if isinstance(record, TickReceived):
+                    ticks.admit(msg.partition() or 0, record, msg.key())
+            except (ContractError, TickRejected):
+                continue  # the stage that read it dead-lettered it; counted from there
+            yield record
+
+
+def topic_messages(bootstrap: str, name: str, partitions: int) -> Iterator[Any]:
+    """Every data message (not watermarks) of ``name``'s ``partitions``, up to today's end."""
+    from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+
+    options = kafka_io.ConsumerOptions(bootstrap, f"{name}-demo-read", partition_eof=True)
+    consumer = kafka_io.consumer(options)
+    try:
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+            for p in range(partitions)
+        }
+        consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in range(partitions)])
+        pending = {p for p, end in ends.items() if end > 0}
+        while pending:
+            msg = consumer.poll(1.0)
+            if msg is None:
+                continue
+            partition, offset, error = msg.partition() or 0, msg.offset() or 0, msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise DemoError(f"reading {name}: {kafka_io.describe(error)}")
+                if offset >= ends[partition]:
                     pending.discard(partition)
-                if header_value(msg.headers(), WATERMARK_HEADER) is not None:
-                    continue
-                try:
-                    yield codec.decode_record(msg.value() or b"")
-                except ContractError:
-                    continue  # the stage that read it dead-lettered it; counted from there
-        finally:
-            consumer.close()
+                continue
+            if offset >= ends[partition] - 1:
+                pending.discard(partition)
+            if header_value(msg.headers(), WATERMARK_HEADER) is None:
+                yield msg
+    finally:
+        consumer.close()
 
 
 def histogram_quantiles(exposition: str, metric: str, label: str) -> dict[str, dict[str, float]]:
@@ -312,8 +396,9 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
         run_settings = settings.model_copy(update={"topic_prefix": prefix})
         ensure_topics(broker.bootstrap, run_settings, keep_forever=True)
         env = worker_env(settings, broker.bootstrap, prefix, embedded, run_dir / "traces.jsonl")
-        with running_worker(env, log_path) as worker:
+        with running_worker(env, log_path, plan.worker_command) as worker:
             console.print(f"[bold]worker[/] pid {worker.pid}, log {log_path}")
+            watch = WorkerWatch(worker, int(env["QT_WEB_PORT"]), log_path)
             summary = replay_files(
                 plan.data,
                 bootstrap=broker.bootstrap,
@@ -324,6 +409,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
                 partitions=settings.partitions,
                 console=console,
             )
+            watch.check()
             if plan.before_end is not None:
                 plan.before_end(broker.bootstrap, prefix)
             send_end_of_stream(broker.bootstrap, prefix, settings.partitions, summary)
@@ -334,13 +420,15 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
             )  # fmt: skip
             with Progress(*columns, console=console) as progress:
                 wait_until_drained(
-                    broker.bootstrap, prefix, settings.partitions, worker, log_path,
+                    broker.bootstrap, prefix, settings.partitions, watch,
                     plan.timeout_s, progress, last_tick,
                 )  # fmt: skip
             latency = scrape_stage_latency(int(env["QT_WEB_PORT"]))
         elapsed = time.perf_counter() - started
         builder = ReportBuilder(settings.risk.starting_equity_usd)
-        builder.add_all(read_back(broker.bootstrap, prefix, settings.partitions))
+        builder.add_all(
+            read_back(broker.bootstrap, prefix, settings.partitions, settings.max_event_skew_ms)
+        )
     from models.scorer import promoted_versions
 
     report = builder.build(

@@ -27,6 +27,7 @@ from streams.adapters.market_rows import RejectedRow, ReplayItem, dead_letter
 from streams.config import Settings
 from streams.contracts.base import AvroRecord
 from streams.contracts.records import (
+    DeadLettered,
     DecisionSized,
     FeaturesComputed,
     OrderApproved,
@@ -37,6 +38,7 @@ from streams.contracts.records import (
     TradeClosed,
     topic_of,
 )
+from streams.contracts.ticks import TickHistory, TickRejected
 from streams.logic.supervisor import SupervisorState
 from streams.stages import (
     EnsembleStage,
@@ -312,11 +314,32 @@ class TapStages:
                     self.send(item.value, item.topic)
 
 
+def rejected_tick_letter(tick: TickReceived, error: TickRejected) -> DeadLettered:
+    """The dead letter the topology's features stage writes for a tick the rule refuses."""
+    return DeadLettered(
+        dead_letter_id=f"features:{tick.source}:{tick.symbol}:{tick.event_time_ms}",
+        reason=error.reason.value,
+        error_type=type(error).__name__,
+        stage="features",
+        detail=error.detail,
+        raw=b"",
+        symbol=tick.symbol,
+        event_time_ms=tick.event_time_ms,
+        source_file=tick.source.removeprefix("replay-file:"),
+    )
+
+
 def ticks_by_minute(
-    items: Iterable[ReplayItem], on_dead: Sink
+    items: Iterable[ReplayItem],
+    on_dead: Sink,
+    history: TickHistory | None = None,
+    partitions: int = 1,
 ) -> Iterator[tuple[int, list[TickReceived]]]:
     """Group merged file rows into minutes of klines (sorted by symbol); dead-letter bad rows.
 
+    ``history`` applies the tick rule of every ``market.ticks`` reader, per partition (the
+    file adapter already checked each row; what is left is the event-time skew between the
+    symbols of one partition), so the runner drops exactly the ticks the topology drops.
     TRADE ticks are counted through the sink but drive no stage yet (klines drive execution).
     """
     minute: int | None = None
@@ -326,6 +349,12 @@ def ticks_by_minute(
             on_dead(dead_letter(item))
             continue
         tick = item
+        if history is not None:
+            try:
+                history.admit(partition_for(tick.symbol, partitions), tick, tick.symbol.encode())
+            except TickRejected as exc:
+                on_dead(rejected_tick_letter(tick, exc))
+                continue
         if tick.kind is not TickKind.KLINE_1M:
             on_dead(tick)
             continue
@@ -372,12 +401,12 @@ def run(
     :class:`~streams.adapters.market_files.MarketFileError` (unusable files) and
     :class:`~streams.stages.StageError` (a broken contract) through with their context.
     """
-    pipeline = Pipeline(
-        settings or Settings(), scorer, sink, measure_latency=measure_latency, stages=stages
-    )
+    cfg = settings or Settings()
+    pipeline = Pipeline(cfg, scorer, sink, measure_latency=measure_latency, stages=stages)
     _readers, items = open_data_set(data, symbols, window)
     started = time.perf_counter()
-    for block in blocks(ticks_by_minute(items, sink), block_minutes):
+    history = TickHistory(cfg.max_event_skew_ms)
+    for block in blocks(ticks_by_minute(items, sink, history, cfg.partitions), block_minutes):
         for (t, ticks), (rows, signals) in zip(block, pipeline.score_block(block), strict=True):
             pipeline.on_minute(t, ticks, rows, signals)
     pipeline.finish()

@@ -27,6 +27,7 @@ from streams.adapters.market_rows import (
     validate_line,
 )
 from streams.contracts.records import TickKind, TickReceived
+from streams.contracts.ticks import symbol_problem
 
 ONE_MINUTE_MS: Final = 60_000
 # Epoch-ms values below this (1973-03-03) are almost surely seconds typed by mistake.
@@ -141,6 +142,9 @@ def _spec_for(path: Path, root: Path) -> MarketFileSpec:
     symbol = _symbol_of(path)
     if symbol is None:
         raise MarketFileError("not a .csv or .csv.gz market file", path)
+    bad_symbol = symbol_problem(symbol)
+    if bad_symbol is not None:  # every stage would refuse its ticks: refuse the file
+        raise MarketFileError(f"file name gives no usable symbol: {bad_symbol[1]}", path)
     source = f"{root.name}/{path.name}" if root != path else f"{path.parent.name}/{path.name}"
     return MarketFileSpec(path=path, symbol=symbol, kind=read_header_kind(path), source=source)
 

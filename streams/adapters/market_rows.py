@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
+from streams.contracts.deadletters import bounded_payload
 from streams.contracts.records import DeadLettered, TickKind, TickReceived
+from streams.contracts.ticks import bar_problem, event_time_problem
 
 if TYPE_CHECKING:
     from streams.adapters.market_files import MarketFileSpec
@@ -52,6 +54,7 @@ class RejectReason(StrEnum):
     OUT_OF_ORDER_TIME = "out_of_order_time"
     # Trades may share a millisecond; a repeated or decreasing trade id is the duplicate.
     DUPLICATE_TRADE_ID = "duplicate_trade_id"
+    IMPLAUSIBLE_TIME = "implausible_time"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +85,12 @@ def dead_letter(row: RejectedRow) -> DeadLettered:
         reason=row.reason_code.value,
         error_type="RejectedRow",
         stage=DEAD_LETTER_STAGE,
-        detail=row.detail,
-        raw=row.raw_line,
         symbol=row.symbol,
         event_time_ms=row.event_time_ms,
         source_file=row.file,
         source_line=row.line_no,
+        # A line can be megabytes (a file without newlines): cut, with its length and sha256.
+        **bounded_payload(row.raw_line, None, row.detail),
     )
 
 
@@ -130,17 +133,17 @@ def _to_floats(texts: Sequence[str], columns: Sequence[str], time_ms: int) -> li
 
 
 def check_prices(o: float, h: float, low: float, c: float, volume: float, time_ms: int) -> None:
-    """Raise the first failed bar check: positive prices, volume >= 0, low <= o,c <= high."""
-    if min(o, h, low, c) <= 0:
-        detail = f"prices must be > 0 (o={o} h={h} l={low} c={c})"
-        raise _RowError(RejectReason.NON_POSITIVE_PRICE, detail, time_ms)
-    if volume < 0:
-        raise _RowError(RejectReason.NEGATIVE_VOLUME, f"volume={volume} < 0", time_ms)
-    if h < low:
-        raise _RowError(RejectReason.HIGH_BELOW_LOW, f"high={h} < low={low}", time_ms)
-    if not (low <= o <= h and low <= c <= h):
-        detail = f"open={o}/close={c} outside [low={low}, high={h}]"
-        raise _RowError(RejectReason.OPEN_CLOSE_OUTSIDE_RANGE, detail, time_ms)
+    """Raise the first failed bar check (the rule every stage applies to ticks, one home)."""
+    problem = bar_problem(o, h, low, c, volume)
+    if problem is not None:
+        raise _RowError(RejectReason(problem[0].value), problem[1], time_ms)
+
+
+def check_time(time_ms: int) -> None:
+    """Raise when the event time is implausible on its own (before 2017, after 2100)."""
+    problem = event_time_problem(time_ms)
+    if problem is not None:
+        raise _RowError(RejectReason(problem[0].value), problem[1], time_ms)
 
 
 @dataclass(slots=True)
@@ -159,6 +162,7 @@ def parse_kline(
     time_ms = _to_int(fields[0], "open_time_ms")
     o, h, low, c, volume = _to_floats(fields[1:6], KLINE_HEADER[1:], time_ms)
     check_prices(o, h, low, c, volume, time_ms)
+    check_time(time_ms)
     if time_ms % interval_ms:
         detail = f"open_time_ms={time_ms} not a multiple of {interval_ms}"
         raise _RowError(RejectReason.MISALIGNED_TIME, detail, time_ms)
@@ -187,6 +191,7 @@ def parse_trade(line: bytes, spec: MarketFileSpec, cursor: RowCursor) -> TickRec
         detail = f"is_buyer_maker={fields[5]!r} is not true/false"
         raise _RowError(RejectReason.UNPARSABLE, detail, time_ms)
     check_prices(price, price, price, price, qty, time_ms)
+    check_time(time_ms)
     if cursor.last_trade_id is not None and trade_id <= cursor.last_trade_id:
         detail = f"trade_id={trade_id} not after previous {cursor.last_trade_id}"
         raise _RowError(RejectReason.DUPLICATE_TRADE_ID, detail, time_ms)

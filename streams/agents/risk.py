@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.agents.base import Emitter, MergeHandler
+from streams.agents.base import Emitter, MergeHandler, Restore, freeze, thaw
 from streams.contracts.records import (
     ControlCommand,
     DecisionSized,
@@ -18,6 +18,7 @@ from streams.contracts.records import (
     TickReceived,
     TradeClosed,
 )
+from streams.contracts.ticks import DEFAULT_MAX_EVENT_SKEW_MS, TickHistory
 from streams.logic.risk import rules_passed
 from streams.observability import tracing
 from streams.observability.metrics import metrics
@@ -67,13 +68,21 @@ class RiskHandler(MergeHandler):
     #: Bars only feed the correlation rule's returns: no span per bar.
     untraced_topics = frozenset({Topic.MARKET_TICKS.value})
 
-    def __init__(self, stage: RiskStage, partitions: int, feedback_lag_ms: int) -> None:
+    def __init__(
+        self,
+        stage: RiskStage,
+        partitions: int,
+        feedback_lag_ms: int,
+        max_event_skew_ms: int = DEFAULT_MAX_EVENT_SKEW_MS,
+    ) -> None:
         super().__init__()
         self.stage = stage
         self.partitions = partitions
         self.lag = feedback_lag_ms
         self.shifts = {Shift.FEEDBACK_LAG: feedback_lag_ms}
         self.state: RiskState | None = None
+        #: Same tick rule as the features stage, so both act on the same ticks.
+        self.tick_history = TickHistory(max_event_skew_ms)
 
     def merge_of(self, topic: str, partition: int) -> int:
         """One merge for the whole portfolio."""
@@ -96,6 +105,22 @@ class RiskHandler(MergeHandler):
         if self.state is None:
             self.state = self.stage.new_state(time_ms)
         return self.state
+
+    def checkpoint(self, topic: str, partition: int, record: Any) -> Restore | None:
+        """The portfolio as it was before a decision, a closed trade or a command.
+
+        A snapshot (``to_dict``) costs about 0.5 ms with a day of history, paid only for
+        those records (a few hundred a day). A bar needs none: ``on_tick`` computes its return
+        before it changes anything, and the tick rule admits only positive prices.
+        """
+        if isinstance(record, TickReceived) and self.state is not None:
+            return None
+        snapshot = None if self.state is None else freeze(self.state.to_dict())
+
+        def restore() -> None:
+            self.state = None if snapshot is None else RiskState.from_dict(thaw(snapshot))
+
+        return restore
 
     def process(self, merge: int, topic: str, partition: int, record: Any, out: Emitter) -> None:
         """Apply feedback, a command or a bar; approve or reject a decision."""
@@ -126,4 +151,6 @@ class RiskHandler(MergeHandler):
 def build(context: BuildContext) -> RiskHandler:
     """The stage from the settings (``streams/topology.py`` names this factory)."""
     s = context.settings
-    return RiskHandler(RiskStage.from_settings(s), s.partitions, s.feedback_lag_ms)
+    return RiskHandler(
+        RiskStage.from_settings(s), s.partitions, s.feedback_lag_ms, s.max_event_skew_ms
+    )

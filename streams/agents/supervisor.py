@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.agents.base import Emitter, ForwardedWatermarks
-from streams.contracts.records import SignalScored, SignalSupervised
+from streams.agents.base import Emitter, ForwardedWatermarks, Restore
+from streams.contracts.records import Action, SignalScored, SignalSupervised
 from streams.logic.supervisor import SupervisorState
 from streams.observability import tracing
 from streams.observability.metrics import metrics
@@ -36,6 +36,34 @@ class SupervisorHandler:
         self.stage = stage
         self.states: dict[int, SupervisorState] = {}
         self.progress = ForwardedWatermarks()
+
+    def checkpoint(self, topic: str, partition: int, record: Any) -> Restore | None:
+        """The two windows a signal moves (its symbol's, the partition's overall), as they were.
+
+        A HOLD changes nothing (the stage returns before the windows); otherwise copies of two
+        ring buffers (~2 µs), not the whole partition state, which holds every symbol's window.
+        """
+        if record.action is Action.HOLD:
+            return None
+        state = self.states.get(partition)
+        if state is None:
+
+            def forget() -> None:
+                self.states.pop(partition, None)
+
+            return forget
+        symbol = record.symbol
+        mine, overall = state.per_symbol.get(symbol), state.overall
+        mine, overall = mine and mine.copy(), overall and overall.copy()
+
+        def restore() -> None:
+            if mine is None:
+                state.per_symbol.pop(symbol, None)
+            else:
+                state.per_symbol[symbol] = mine
+            state.overall = overall
+
+        return restore
 
     def on_record(self, topic: str, partition: int, source: str, record: Any, out: Emitter) -> None:
         """Review one signal; only tradeable or vetoed ones travel on."""

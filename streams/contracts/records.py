@@ -367,6 +367,10 @@ class DeadLettered(AvroRecord):
     source_file: str | None = None
     source_line: int | None = None
     raw_key: bytes | None = None
+    raw_length: int | None = None
+    raw_sha256: str | None = None
+    raw_key_length: int | None = None
+    detail_length: int | None = None
 
 
 #: The value record of every topic (subject ``<topic>-value``).

@@ -10,7 +10,7 @@ the 90th percentile of ATR% is 1.7-2.9x its median, so the default 1.8 flags rou
 volatile tenth of bars.
 
 Otherwise a bar is TREND when ``|trend|`` (EMA spread in ATR units, see
-:class:`~streams.logic.types.MarketView`) is at least ``trend_threshold``; the default 1.5 sits
+:class:`~streams.logic.regime.MarketView`) is at least ``trend_threshold``; the default 1.5 sits
 between the 70th and 80th percentile of ``|EMA12 - EMA48| / ATR14`` on the same data. Else RANGE.
 The current bar is classified against the baseline *before* it is folded in, so a spike does
 not dilute its own detection.

@@ -100,6 +100,13 @@ class BiasWindow:
         bits = [self._buf[(start + i) % self._capacity] for i in range(self._size)]
         return [Side.LONG if b else Side.SHORT for b in bits]
 
+    def copy(self) -> BiasWindow:
+        """An independent copy (~1 µs; a checkpoint to put back if a signal fails)."""
+        other = BiasWindow.__new__(BiasWindow)
+        other._capacity, other._buf, other._next = self._capacity, list(self._buf), self._next
+        other._size, other._longs = self._size, self._longs
+        return other
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (oldest first) for a Faust table."""
         return {"capacity": self._capacity, "sides": [s.value for s in self.sides()]}

@@ -64,6 +64,10 @@ AGREED: tuple[MetricSpec, ...] = (
     ),
     MetricSpec("qt_consumer_lag", "gauge", ("topic", "partition"), "records not yet processed"),
     MetricSpec("qt_deadletters_total", "counter", ("stage", "reason"), "records dead-lettered"),
+    MetricSpec(
+        "qt_stage_errors_total", "counter", ("stage", "error_type"),
+        "records a stage failed on by its own fault (dead-lettered as stage_error)",
+    ),
     MetricSpec("qt_signals_total", "counter", ("symbol", "action"), "ensemble signals"),
     MetricSpec(
         "qt_signal_side_share", "gauge", ("scope", "side"),
@@ -170,7 +174,12 @@ class Metrics:
         """One record dead-lettered by ``stage`` for ``reason``."""
         self._c["qt_deadletters_total"].labels(stage, reason).inc()
 
+    def stage_error(self, stage: str, error_type: str) -> None:
+        """``stage`` raised ``error_type`` on a record: a bug, dead-lettered as stage_error."""
+        self._c["qt_stage_errors_total"].labels(stage, error_type).inc()
+
     # -- trading ----------------------------------------------------------------------------
+
     def signal(self, symbol: str, action: str) -> None:
         """One ensemble signal; BUY/SELL also move the symbol's and the overall side shares."""
         self._c["qt_signals_total"].labels(symbol, action).inc()

@@ -97,11 +97,13 @@ class RiskStage:
         if tick.kind is not TickKind.KLINE_1M:
             return
         prev = state.last_close.get(tick.symbol)
+        # The return first: a bar that cannot give one (a bad price) changes nothing.
+        ret = None if prev is None else math.log(tick.close / prev)
         state.last_close[tick.symbol] = tick.close
-        if prev is None:
+        if ret is None:
             return
         returns = state.portfolio.returns.setdefault(tick.symbol, [])
-        returns.append(math.log(tick.close / prev))
+        returns.append(ret)
         if len(returns) > self.corr.max_returns:
             del returns[0]
 

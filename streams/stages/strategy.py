@@ -9,7 +9,7 @@ Inputs, in event-time order per symbol:
 
 ``on_features``
     Every feature row (``market.features``, co-partitioned by symbol) folds the regime baseline
-    and becomes the :class:`~streams.logic.types.MarketView` for the signal of the same bar.
+    and becomes the :class:`~streams.logic.regime.MarketView` for the signal of the same bar.
     ``SignalScored`` does not carry the indicators the strategies read (trend, momentum, RSI,
     band position), and folding the baseline on every bar (not only on tradeable signals)
     keeps the regime independent of the vetoes.

@@ -450,7 +450,7 @@ class DemoHooks:
     metrics_text: str | None = None
 
     def running_worker(
-        self, env: dict[str, str], log_path: Path
+        self, env: dict[str, str], log_path: Path, _command: tuple[str, ...] = ()
     ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
         """Stands in for :func:`streams.demo.running_worker`: the timed worker, ready before use."""
         extra = {"QTBENCH_STATS": str(self.stats_path), "PYTHONPATH": str(ROOT)}

@@ -114,6 +114,7 @@ def test_release_registers_new_version_with_fresh_id(tmp_schemas: Path) -> None:
     schema = json.loads(path.read_text())
     _field(schema, "source")["doc"] = "Origin of the tick (doc-only change)."
     path.write_text(json.dumps(schema, indent=2))
+    fresh = json.loads(registry_bytes(tmp_schemas))["next_id"]  # every id below is taken
     assert runner.invoke(app, ["check", "--schemas-dir", str(tmp_schemas)]).exit_code == 1
     before = json.loads(registry_bytes(tmp_schemas))
     fresh = before["next_id"]

@@ -3,19 +3,29 @@
 The Kafka runs use a real Faust worker subprocess of ``streams.app`` (every stage as an agent),
 the real bundled data and the registered ONNX models. Determinism across runs and across the two
 execution paths is the contract of docs/determinism.md: all three must produce byte-identical
-trades. The second Kafka run also gets malformed records injected into ``market.ticks`` while
-the topology is busy; they must be dead-lettered with their reason and change no trade.
+trades. The second Kafka run also gets bad records of every kind a foreign producer can write
+injected into ``market.ticks`` while the topology is busy (garbage, broken wire format, valid
+Avro with impossible values, a bad clock, a wrong key, another topic's record, a record over
+1 MB, a broken watermark): each must be dead-lettered once, by the first stage that reads
+ticks, with its reason, and change no trade.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from streams.adapters.market_files import TimeWindow, parse_time_bound
 from streams.config import Settings
+from streams.contracts.codec import topic_codec
+from streams.contracts.deadletters import RAW_LIMIT
+from streams.contracts.examples import load_example
+from streams.contracts.records import DeadLettered, TickKind, TickReceived
 from streams.demo import SAMPLE_DATA, DemoPlan, read_back, run_demo
+from streams.stages import partition_for
 from streams.topics import Topic, topic_name
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -29,6 +39,89 @@ MALFORMED = (
     b"\x00\x00\x00\x27\x0f" + b"\x02" * 40,  # unknown schema id 9999
     b"\x00\x00\x00\x00\x01\x0eBTCUSDT\xff\xff",  # truncated body
 )
+
+
+LAST_MINUTE = WINDOW.end_ms - 60_000  # type: ignore[operator]
+#: Over the broker's default 1 MB limit (the injector raises the topic's limit for it).
+HUGE_BYTES = 1_500_000
+
+
+def _tick(**changes: object) -> TickReceived:
+    base = TickReceived(
+        symbol="BTCUSDT", event_time_ms=LAST_MINUTE, kind=TickKind.KLINE_1M, open=100_000.0,
+        high=100_100.0, low=99_900.0, close=100_050.0, volume=12.5, interval_ms=60_000,
+        source="another-client",
+    )  # fmt: skip
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _unvalidated(tick: TickReceived) -> bytes:
+    """Valid Avro the project's codec would refuse to write (NaN): a foreign producer's."""
+    import io
+
+    from fastavro import schemaless_writer
+
+    from streams.contracts.codec import wire_header
+
+    codec = topic_codec(Topic.MARKET_TICKS)
+    body = io.BytesIO()
+    schemaless_writer(body, codec.reader_schema, tick.to_avro())
+    return wire_header(codec.schema_id) + body.getvalue()
+
+
+def poison() -> list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]:
+    """(expected reason, key, value, headers) of every bad record the dirty run gets."""
+    ticks = topic_codec(Topic.MARKET_TICKS)
+    btc = b"BTCUSDT"
+    command = topic_codec(Topic.CONTROL_COMMANDS).encode(load_example(Topic.CONTROL_COMMANDS))
+    bad_ticks = [
+        ("non_positive_price", btc, _tick(low=-5.0, open=-5.0)),
+        ("non_positive_price", btc, _tick(open=0.0, low=0.0)),
+        ("high_below_low", btc, _tick(high=99_000.0)),
+        ("open_close_outside_range", btc, _tick(close=101_000.0)),
+        ("negative_volume", btc, _tick(volume=-1.0)),
+        ("misaligned_time", btc, _tick(event_time_ms=LAST_MINUTE + 30_000)),
+        ("implausible_time", btc, _tick(event_time_ms=7_258_118_400_000)),  # year 2200
+        ("event_time_skew", btc, _tick(event_time_ms=LAST_MINUTE + 30 * 86_400_000)),
+        ("out_of_order_time", btc, _tick(event_time_ms=WINDOW.start_ms + 600_000)),
+        ("duplicate_time", btc, _tick()),  # BTCUSDT's last minute, again
+        ("key_mismatch", None, _tick()),
+        ("key_mismatch", b"ETHUSDT", _tick()),
+        ("bad_symbol", b"btcusdt", _tick(symbol="btcusdt")),
+        ("bad_kind_fields", btc, _tick(kind=TickKind.TRADE, trade_id=7)),
+        ("bad_symbol", btc, _tick(symbol="X" * HUGE_BYTES)),
+    ]
+    out: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = [
+        ("contract_violation", btc, value, []) for value in MALFORMED
+    ]
+    out += [(reason, key, ticks.encode(t), []) for reason, key, t in bad_ticks]
+    out += [
+        ("contract_violation", btc, b"\x01" + ticks.encode(_tick())[1:], []),  # wrong magic byte
+        ("contract_violation", btc, _unvalidated(_tick(close=float("nan"))), []),
+        ("contract_violation", btc, command, []),  # another topic's record
+        ("invalid_watermark", None, b"", [("qt-watermark", b"soon"), ("qt-source", b"replay")]),
+    ]
+    return out
+
+
+def inject_poison(bootstrap: str, prefix: str) -> None:
+    """A plain confluent-kafka producer writes every :func:`poison` record mid-run."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+    topic = topic_name(Topic.MARKET_TICKS, prefix)
+    big = ConfigEntry("max.message.bytes", str(4 * HUGE_BYTES),
+                      incremental_operation=AlterConfigOpType.SET)  # fmt: skip
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[big])
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # alive until the futures resolve
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+    producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 4 * HUGE_BYTES})
+    for _reason, key, value, headers in poison():
+        # The symbol's own partition where the key is one (the first reader sees its history).
+        partition = partition_for(key.decode(), 2) if key else 0
+        producer.produce(topic, value, key, partition=partition, headers=headers)
+    assert producer.flush(60) == 0
 
 
 def settings_for(bootstrap: str, runs_dir: Path) -> Settings:
@@ -68,9 +161,13 @@ def test_kafka_runs_match_each_other_and_the_in_process_runner(
 ) -> None:
     settings = settings_for(kafka_bootstrap, tmp_path)
     clean = run_demo(settings, DemoPlan(window=WINDOW, timeout_s=900)).report
-    dirty = run_demo(
-        settings, DemoPlan(window=WINDOW, timeout_s=900, before_end=inject_malformed)
-    ).report
+    prefixes: list[str] = []
+
+    def inject(bootstrap: str, prefix: str) -> None:
+        prefixes.append(prefix)
+        inject_poison(bootstrap, prefix)
+
+    dirty = run_demo(settings, DemoPlan(window=WINDOW, timeout_s=900, before_end=inject)).report
 
     assert runner_report["counts"]["closed_trades"] >= 5, "the window must trade to be a test"
     assert clean["counts"]["closed_trades"] == runner_report["counts"]["closed_trades"]
@@ -80,8 +177,20 @@ def test_kafka_runs_match_each_other_and_the_in_process_runner(
     for key in ("signals_by_action", "vetoes_by_reason", "decisions", "rejections_by_rule"):
         assert clean["counts"][key] == runner_report["counts"][key], key
     assert clean["counts"]["dead_letters"] == 0
-    assert dirty["counts"]["dead_letters"] == len(MALFORMED)
-    assert dirty["counts"]["dead_letters_by_reason"] == {"contract_violation": len(MALFORMED)}
+    expected = Counter(reason for reason, *_ in poison())
+    assert dirty["counts"]["dead_letters_by_reason"] == dict(sorted(expected.items()))
+    assert dirty["counts"]["dead_letters"] == len(poison())
+    assert dirty["counts"]["ticks"] == clean["counts"]["ticks"]  # no bad tick counts as data
+
+    letters = [
+        r for r in read_back(kafka_bootstrap, prefixes[0], settings.partitions)
+        if isinstance(r, DeadLettered)
+    ]  # fmt: skip
+    assert {r.stage for r in letters} == {"features"}  # once, by the first reader of ticks
+    (huge,) = [r for r in letters if r.raw_length is not None]
+    assert huge.reason == "bad_symbol" and len(huge.raw) == RAW_LIMIT
+    assert huge.raw_length is not None and huge.raw_length > HUGE_BYTES
+    assert huge.raw_sha256 is not None and len(huge.raw_sha256) == 64
 
 
 def test_dead_letters_keep_the_raw_bytes_and_source_position(

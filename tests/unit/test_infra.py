@@ -44,6 +44,7 @@ AGREED: dict[str, frozenset[str]] = {
     "qt_stage_stalled": frozenset({"stage"}),
     "qt_consumer_lag": frozenset({"topic", "partition"}),
     "qt_deadletters_total": frozenset({"stage", "reason"}),
+    "qt_stage_errors_total": frozenset({"stage", "error_type"}),
     "qt_signals_total": frozenset({"symbol", "action"}),
     "qt_signal_side_share": frozenset({"scope", "side"}),
     "qt_vetoes_total": frozenset({"rule"}),

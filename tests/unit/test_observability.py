@@ -45,6 +45,7 @@ AGREED_IN_THE_ISSUE = (
     "qt_stage_stalled",
     "qt_consumer_lag",
     "qt_deadletters_total",
+    "qt_stage_errors_total",  # issue 9: a stage's own failures, dead-lettered as stage_error
     "qt_signals_total",
     "qt_signal_side_share",
     "qt_vetoes_total",
@@ -212,7 +213,7 @@ class _Echo(MergeHandler):
         return SortKey(record.event_time_ms, 0, record.symbol)
 
     def process(self, merge: int, topic: str, partition: int, record: Any, out: Emitter) -> None:
-        out.record(Topic.SIGNALS_SUPERVISED, record.symbol, record, record.event_time_ms, 0)
+        out.record(Topic.SIGNALS_ENSEMBLE, record.symbol, record, record.event_time_ms, 0)
 
     def emit_progress(self, merge: int, watermark: int, out: Emitter) -> None:
         pass
