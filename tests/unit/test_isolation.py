@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from streams.agents.base import Decoder, Emitter, RawEvent, dispatch
+from streams.agents.base import Decoder, Emitter, MergeHandler, RawEvent, dispatch
+from streams.agents.execution import ExecutionHandler
 from streams.agents.features import FeaturesHandler
 from streams.agents.risk import RiskHandler
 from streams.config import RiskLimits
@@ -21,7 +22,7 @@ from streams.contracts.codec import topic_codec
 from streams.contracts.records import DeadLettered, FeaturesComputed, TickReceived
 from streams.observability.metrics import Metrics, install_metrics
 from streams.ordering import SOURCE_HEADER, WATERMARK_HEADER
-from streams.stages import RiskStage
+from streams.stages import ExecutionStage, RiskStage
 from streams.topics import Topic
 from tests.unit.stages.factories import T0, decision, kline
 from tests.unit.stages.sample import SAMPLE
@@ -151,19 +152,23 @@ def test_bad_ticks_are_dead_lettered_by_features_and_skipped_by_the_other_reader
     marks = [i.watermark for i in features_out.items if i.watermark is not None]
     assert max(marks, default=good[2].event_time_ms) == good[2].event_time_ms
 
-    risk = RiskHandler(RiskStage(RiskLimits()), partitions=1, feedback_lag_ms=0)
-    risk_out = Emitter("risk")
-    assert dispatch(risk, Decoder(""), batch, risk_out) == 4
-    assert letters(risk_out) == []  # the first reader wrote them; risk only skips
-    buffered = sorted(t for (t, *_rest) in _buffered_times(risk))
+    # Only the good klines are forwarded to the portfolio stages' single-partition bars.
+    bars = [i.value for i in features_out.items if i.topic is Topic.MARKET_BARS and i.value]
+    assert bars == good
+
+    execution = ExecutionHandler(ExecutionStage(), partitions=1)
+    execution_out = Emitter("execution")
+    assert dispatch(execution, Decoder(""), batch, execution_out) == 4
+    assert letters(execution_out) == []  # the first reader wrote them; execution only skips
+    buffered = sorted(t for (t, *_rest) in _buffered_times(execution))
     assert buffered == [t.event_time_ms for t in good], "only the good ticks reach the merge"
 
 
-def _buffered_times(handler: RiskHandler) -> list[tuple[int]]:
+def _buffered_times(handler: MergeHandler) -> list[tuple[int]]:
     return [(entry["time"],) for entry in _entries(handler)]
 
 
-def _entries(handler: RiskHandler) -> list[dict[str, int]]:
+def _entries(handler: MergeHandler) -> list[dict[str, int]]:
     out = []
     for merge in handler.merges.values():
         for time, *_ in merge.to_dict()["buffer"]:
@@ -185,7 +190,8 @@ def test_a_released_decision_that_fails_midway_leaves_the_portfolio_as_it_was(
     later = str(T0 + 60_000).encode()
     marks = [
         RawEvent("decisions.sized", 0, 9, None, b"", {**strategy, WATERMARK_HEADER: later}),
-        RawEvent(TICKS, 0, 3, None, b"", {**REPLAY, WATERMARK_HEADER: later}),
+        RawEvent("market.bars", 0, 3, None, b"",
+                 {SOURCE_HEADER: b"features/0", WATERMARK_HEADER: later}),
         RawEvent("trades.closed", 0, 1, None, b"",
                  {SOURCE_HEADER: b"execution/0", WATERMARK_HEADER: later}),
     ]  # fmt: skip
