@@ -38,7 +38,7 @@ from streams.contracts.records import TickReceived
 from streams.contracts.ticks import DEFAULT_MAX_EVENT_SKEW_MS, TickHistory, TickRejected
 from streams.ordering import END_OF_STREAM, SOURCE_HEADER, WATERMARK_HEADER, header_value
 from streams.topics import Topic, topic_name
-from streams.topology import drain_marks, partitions_of, reported_topics
+from streams.topology import STAGES, drain_marks, partitions_of, reported_topics
 
 SAMPLE_DATA = PROJECT_ROOT / "data" / "sample" / "um_futures_1m_2025"
 #: ``python -m`` arguments of the worker subprocess: the whole topology.
@@ -65,6 +65,10 @@ class DemoPlan:
     before_end: Callable[[str, str], None] | None = None
     #: ``python -m`` arguments of the worker (tests run a harness app of the same topology).
     worker_command: tuple[str, ...] = WORKER_COMMAND
+    #: Faust workers of the topology; the replay starts once they have split the partitions.
+    workers: int = 1
+    #: How long the workers may take to start and split the partitions.
+    start_timeout_s: float = 180.0
 
 
 @dataclass
@@ -76,7 +80,7 @@ class DemoResult:
 
 
 def with_min_confidence(settings: Settings, gate: float) -> Settings:
-    """``settings`` with the supervisor's and the risk stage's confidence gate set to ``gate``."""
+    """``settings`` with the supervisor's confidence gate (the only one) set to ``gate``."""
     return settings.model_copy(
         update={
             "supervisor": settings.supervisor.model_copy(update={"min_confidence": gate}),
@@ -198,11 +202,66 @@ class WorkerWatch:
             )
 
 
+@dataclass
+class Fleet:
+    """The run's workers, watched together (the first one's log names the run)."""
+
+    watches: list[WorkerWatch]
+
+    @property
+    def log_path(self) -> Path:
+        """The first worker's log (each worker's log sits next to it)."""
+        return self.watches[0].log_path
+
+    def check(self) -> None:
+        """Raise :class:`DemoError` if any worker died or any stage crashed."""
+        for watch in self.watches:
+            watch.check()
+
+    def wait_until_assigned(self, expected: set[str], timeout_s: float) -> None:
+        """Block until the workers hold every input partition of the topology between them,
+        each partition once (a rebalance has settled), and each worker holds some.
+
+        Only then is input produced: no record can arrive while a worker is still starting.
+        """
+        deadline = time.monotonic() + timeout_s
+        held: list[set[str]] = []
+        while True:
+            self.check()
+            bodies = [worker_health(w.port) for w in self.watches]
+            if all(b is not None for b in bodies):
+                held = [set(b[1].get("assignment") or ()) & expected for b in bodies if b]
+                if (
+                    all(held)
+                    and set().union(*held) == expected
+                    and sum(map(len, held)) == len(expected)
+                ):
+                    return
+            if time.monotonic() > deadline:
+                split = [len(h) for h in held] or "no answer"
+                raise DemoError(
+                    f"{len(self.watches)} worker(s) did not take the topology's "
+                    f"{len(expected)} input partitions within {timeout_s:.0f} s (held: {split}); "
+                    f"worker log: {self.log_path}"
+                )
+            time.sleep(0.5)
+
+
+def input_partitions(prefix: str, partitions: int) -> set[str]:
+    """``topic/partition`` of every partition some stage of the topology reads."""
+    return {
+        f"{topic_name(topic, prefix)}/{p}"
+        for stage in STAGES
+        for topic in stage.input_topics
+        for p in range(partitions_of(topic, partitions))
+    }
+
+
 def wait_until_drained(
     bootstrap: str,
     prefix: str,
     partitions: int,
-    watch: WorkerWatch,
+    watch: WorkerWatch | Fleet,
     timeout_s: float,
     progress: Progress,
     last_tick_ms: int,
@@ -395,10 +454,19 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
         console.print(f"[bold]broker[/] {where} at {broker.bootstrap}; topics under '{prefix}'")
         run_settings = settings.model_copy(update={"topic_prefix": prefix})
         ensure_topics(broker.bootstrap, run_settings, keep_forever=True)
-        env = worker_env(settings, broker.bootstrap, prefix, embedded, run_dir / "traces.jsonl")
-        with running_worker(env, log_path, plan.worker_command) as worker:
-            console.print(f"[bold]worker[/] pid {worker.pid}, log {log_path}")
-            watch = WorkerWatch(worker, int(env["QT_WEB_PORT"]), log_path)
+        trace_file = run_dir / "traces.jsonl"
+        with contextlib.ExitStack() as stack:
+            watches: list[WorkerWatch] = []
+            for i in range(plan.workers):
+                env = worker_env(settings, broker.bootstrap, prefix, embedded, trace_file)
+                log = log_path if i == 0 else run_dir / f"worker-{i + 1}.log"
+                worker = stack.enter_context(running_worker(env, log, plan.worker_command))
+                console.print(f"[bold]worker[/] pid {worker.pid}, log {log}")
+                watches.append(WorkerWatch(worker, int(env["QT_WEB_PORT"]), log))
+            watch = Fleet(watches)
+            watch.wait_until_assigned(
+                input_partitions(prefix, settings.partitions), plan.start_timeout_s
+            )
             summary = replay_files(
                 plan.data,
                 bootstrap=broker.bootstrap,
@@ -423,7 +491,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
                     broker.bootstrap, prefix, settings.partitions, watch,
                     plan.timeout_s, progress, last_tick,
                 )  # fmt: skip
-            latency = scrape_stage_latency(int(env["QT_WEB_PORT"]))
+            latency = scrape_stage_latency(watches[0].port)
         elapsed = time.perf_counter() - started
         builder = ReportBuilder(settings.risk.starting_equity_usd)
         builder.add_all(
@@ -440,6 +508,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
             "mode": "kafka",
             "broker": "embedded-tansu" if embedded else "kafka",
             "topic_prefix": prefix,
+            "workers": plan.workers,
             "config": run_configuration(settings),
             "data_path": str(plan.data),
         },

@@ -114,6 +114,8 @@ class HealthRegistry:
         self.model_error: str | None = None
         self.models_expected = False
         self.assigned = False
+        #: ``topic/partition`` of every partition this worker holds (a fleet checks coverage).
+        self.assignment: list[str] = []
 
     @property
     def sink(self) -> Metrics:
@@ -166,6 +168,7 @@ class HealthRegistry:
         """Re-evaluate every stage against the consumer's log end offsets (its assignment)."""
         now = self.clock()
         self.assigned = bool(highwaters)
+        self.assignment = sorted(f"{t}/{p}" for t, p in highwaters)
         self._forget_unassigned(set(highwaters))
         for s in self.stages.values():
             s.pending = pending_records(s, highwaters)
@@ -190,6 +193,7 @@ class HealthRegistry:
             "models": self.models,
             "model_error": self.model_error,
             "assigned": self.assigned,
+            "assignment": self.assignment,
             "stall_after_s": self.stall_after_s,
         }
 
