@@ -1,4 +1,10 @@
-"""Strategy + sizing stage: regime, meta-strategy and RL sizing -> ``DecisionSized``.
+"""Strategy + sizing stage: features, supervised signals and rewards -> ``DecisionSized``.
+
+Where its rules are: the regime detector and the mapping of a feature row to the indicators it
+reads in :mod:`streams.stages.regime`; the nine strategies and the meta selector (a bandit per
+regime) in :mod:`streams.stages.strategies`; the Q-learning sizing in :mod:`streams.stages.sizing`;
+the reward they learn from in :mod:`streams.stages.learning`. This module keeps the per-symbol
+state, turns records into rule inputs and back, and applies the rewards.
 
 State is per *symbol* (:class:`StrategyState`): the regime baseline, the latest market view, the
 strategy selector, the sizing Q-table and the symbol's realised equity track. Keying by symbol
@@ -9,7 +15,7 @@ Inputs, in event-time order per symbol:
 
 ``on_features``
     Every feature row (``market.features``, co-partitioned by symbol) folds the regime baseline
-    and becomes the :class:`~streams.logic.regime.MarketView` for the signal of the same bar.
+    and becomes the :class:`~streams.stages.regime.MarketView` for the signal of the same bar.
     ``SignalScored`` does not carry the indicators the strategies read (trend, momentum, RSI,
     band position), and folding the baseline on every bar (not only on tradeable signals)
     keeps the regime independent of the vetoes.
@@ -21,7 +27,7 @@ Inputs, in event-time order per symbol:
     ``SIZING`` rewards update the Q-table (with the state key recorded at decision time: the
     drawdown bucket is only known here) and the realised equity track; ``STRATEGY`` rewards
     update the selector arm. A reward for an unknown or already rewarded decision is ignored, so
-    at-least-once redelivery never learns twice.
+    at-least-once redelivery never learns twice; a strategy unknown to this build teaches nothing.
 
 Drawdown for the sizing state is the symbol's own realised drawdown: ``(peak - equity) / peak``
 of ``starting equity + net PnL of this symbol's closed trades``. Portfolio equity is the risk
@@ -34,7 +40,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.features import FEATURE_NAMES
 from streams import ids
 from streams.config import (
     RegimeConfig,
@@ -54,31 +59,9 @@ from streams.contracts.records import (
     Side,
     SignalSupervised,
 )
-from streams.logic.regime import MarketView, RegimeState, detect_regime
-from streams.logic.sizing import QTable, SizingState, size_position
-from streams.logic.strategy import STRATEGIES, MetaSelector, StrategyInput, choose_strategy
-
-_IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
-
-
-def market_view(f: FeaturesComputed) -> MarketView:
-    """The strategies' view of one feature row.
-
-    ``trend`` = (EMA12 - EMA26) / ATR14 (``macd / atr_pct``), ``momentum`` = 5-bar log return,
-    ``rsi`` back on [0, 100], ``band_position`` = Bollinger position mapped to 0 (lower band) ..
-    1 (upper band).
-    """
-    v = f.values
-    macd = v[_IDX["macd"]]
-    return MarketView(
-        close=f.close,
-        atr_pct=f.atr_pct,
-        volatility=f.volatility,
-        trend=macd / f.atr_pct if f.atr_pct > 0.0 else 0.0,
-        momentum=v[_IDX["ret_5"]],
-        rsi=50.0 + 50.0 * v[_IDX["rsi_14"]],
-        band_position=(v[_IDX["bb_pos_20"]] + 1.0) / 2.0,
-    )
+from streams.stages.regime import MarketView, RegimeState, detect_regime, market_view
+from streams.stages.sizing import QTable, SizingState, size_position
+from streams.stages.strategies import STRATEGIES, MetaSelector, StrategyInput, choose_strategy
 
 
 @dataclass(slots=True)
@@ -145,7 +128,7 @@ def model_versions(s: SignalSupervised) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class StrategyTuning:
-    """The logic configs of this stage (defaults are the logic modules' measured defaults)."""
+    """The tunables of this stage (``Settings`` fields; their defaults are the measured ones)."""
 
     regime: RegimeConfig = field(default_factory=RegimeConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
@@ -232,6 +215,5 @@ class StrategyStage:
             return False
         state.pending_strategy.discard(r.decision_id)
         if r.strategy in STRATEGIES:
-            arm_regime = r.regime
-            state.selector.update(arm_regime, r.strategy, r.reward, self.tuning.selector)
+            state.selector.update(r.regime, r.strategy, r.reward, self.tuning.selector)
         return True

@@ -6,6 +6,7 @@ from streams.contracts.records import (
     Action,
     BiasShares,
     DecisionSized,
+    ExitReason,
     ModelVote,
     Regime,
     Side,
@@ -13,10 +14,12 @@ from streams.contracts.records import (
     SignalSupervised,
     TickKind,
     TickReceived,
+    TradeClosed,
 )
 
 T0 = 1_747_785_600_000  # 2025-05-21 00:00 UTC, first bar of the bundled sample
 MODELS = {"xgboost": "v1", "lightgbm": "v1"}
+MIN = 60_000
 
 
 def scored(
@@ -74,4 +77,19 @@ def kline(
     return TickReceived(
         symbol=symbol, event_time_ms=t, kind=TickKind.KLINE_1M, open=o, high=h, low=low,
         close=c, volume=v, interval_ms=60_000, source="test",
+    )  # fmt: skip
+
+
+def trade_closed(
+    decision_id: str, net_pnl: float, t: int, qty: float = 1.0, strategy: str = "trend_follow"
+) -> TradeClosed:
+    """A long stopped out at ``t`` after two bars, on 250 USDT of margin at 1.25x, conf 0.85."""
+    return TradeClosed(
+        trade_id=decision_id, decision_id=decision_id, order_id=f"{decision_id}:entry",
+        symbol=decision_id.split(":")[0], event_time_ms=t, opened_ms=t - 2 * MIN,
+        side=Side.LONG, entry_price=2500.0, exit_price=2490.0, qty=qty, leverage=10.0,
+        margin_usd=250.0, gross_pnl=net_pnl + 2.0, fees=2.0, net_pnl=net_pnl,
+        return_pct=net_pnl / 250.0, holding_ms=2 * MIN, exit_reason=ExitReason.STOP_LOSS,
+        strategy=strategy, regime=Regime.TREND, size_multiplier=1.25, confidence=0.85,
+        model_versions=dict(MODELS),
     )  # fmt: skip

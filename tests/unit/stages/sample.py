@@ -9,9 +9,9 @@ from pathlib import Path
 from models.features import FEATURE_NAMES
 from streams.config import StrategyConfig
 from streams.contracts.records import FeaturesComputed, SignalSupervised
-from streams.logic.strategy import momentum_scalp
 from streams.stages import FeaturesStage
-from streams.stages.strategy import market_view
+from streams.stages.regime import market_view
+from streams.stages.strategies import StrategyInput, momentum_scalp
 from streams.vocabulary import Regime, Side
 from tests.unit.stages.factories import kline, scored, supervised
 
@@ -35,8 +35,6 @@ def feature_rows(symbol: str, bars: int = 400) -> tuple[FeaturesComputed, ...]:
 
 def tradeable_signal(symbol: str = "ETHUSDT") -> tuple[FeaturesComputed, SignalSupervised]:
     """The first real row whose 5-bar momentum a confident signal can follow (momentum_scalp)."""
-    from streams.logic.strategy import StrategyInput
-
     ret5 = FEATURE_NAMES.index("ret_5")
     for row in feature_rows(symbol):
         side = Side.LONG if row.values[ret5] > 0 else Side.SHORT

@@ -9,26 +9,23 @@ from streams.contracts.records import (
     Action,
     ExitReason,
     FillExecuted,
-    Learner,
     LegKind,
     OrderApproved,
     OrderRejected,
     RiskRule,
-    Side,
     TradeClosed,
     VetoRule,
 )
 from streams.stages import (
     ExecutionStage,
     ExitPlannerStage,
-    LearningStage,
     RiskStage,
     StrategyStage,
     SupervisorStage,
     partition_for,
 )
 from streams.stages.exits import plan_from_order
-from tests.unit.stages.factories import MODELS, T0, decision, kline, scored, supervised
+from tests.unit.stages.factories import MODELS, T0, decision, kline, scored, trade_closed
 
 MIN = 60_000
 
@@ -80,7 +77,7 @@ def test_decision_is_rejected_at_max_positions_and_released_by_the_trade() -> No
     assert isinstance(second, OrderRejected)
     assert second.rule is RiskRule.MAX_CONCURRENT_POSITIONS
     assert second.detail == "1 positions open"
-    closed = _trade(first.decision_id, net_pnl=-100.0, t=T0 + 5 * MIN)
+    closed = trade_closed(first.decision_id, net_pnl=-100.0, t=T0 + 5 * MIN)
     assert stage.on_trade_closed(state, closed)
     assert not stage.on_trade_closed(state, closed)  # redelivery books nothing twice
     assert state.portfolio.equity == pytest.approx(9_900.0)
@@ -146,62 +143,3 @@ def test_execution_fills_after_the_decision_bar_and_closes_with_the_decisions_co
     assert trade.model_versions == MODELS and trade.strategy == "trend_follow"
     assert trade.opened_ms == T0 + MIN and trade.event_time_ms == T0 + 3 * MIN
     assert state.orders == {} and state.venue.positions["ETHUSDT"] == []
-
-
-# ----------------------------------------------------------------------------- learning + strategy
-
-
-def _trade(decision_id: str, net_pnl: float, t: int) -> TradeClosed:
-    from streams.contracts.records import Regime
-
-    return TradeClosed(
-        trade_id=decision_id, decision_id=decision_id, order_id=f"{decision_id}:entry",
-        symbol=decision_id.split(":")[0], event_time_ms=t, opened_ms=t - 2 * MIN,
-        side=Side.LONG, entry_price=2500.0, exit_price=2490.0, qty=1.0, leverage=10.0,
-        margin_usd=250.0, gross_pnl=net_pnl + 2.0, fees=2.0, net_pnl=net_pnl,
-        return_pct=net_pnl / 250.0, holding_ms=2 * MIN, exit_reason=ExitReason.STOP_LOSS,
-        strategy="trend_follow", regime=Regime.TREND, size_multiplier=1.25, confidence=0.85,
-        model_versions=dict(MODELS),
-    )  # fmt: skip
-
-
-def test_learning_emits_one_clipped_reward_per_learner() -> None:
-    rewards = LearningStage().on_trade_closed(_trade("ETHUSDT:1:decision", -500.0, T0))
-    assert [r.learner for r in rewards] == [Learner.SIZING, Learner.STRATEGY]
-    assert all(r.reward == -1.0 and r.return_pct == -2.0 for r in rewards)  # clipped at 1
-    assert rewards[0].state == "c2/TREND" and rewards[0].action == "1.25"
-    assert rewards[1].action == "trend_follow"
-
-
-def test_strategy_decides_deterministically_and_learns_each_reward_once() -> None:
-    from tests.unit.stages.sample import tradeable_signal
-
-    row, signal = tradeable_signal()
-    results = []
-    for _ in range(2):
-        stage = StrategyStage(RiskLimits(), seed=7)
-        state = stage.new_state()
-        stage.on_features(state, row)
-        results.append((stage.on_signal(state, signal), state))
-    (d1, state), (d2, _) = results
-    assert d1 is not None and d1 == d2
-    assert d1.decision_id == f"{signal.signal_id}:decision"
-    assert d1.event_time_ms == row.event_time_ms and d1.price == row.close
-    stage = StrategyStage(RiskLimits(), seed=7)
-    trade = _trade(d1.decision_id, -50.0, row.event_time_ms + 10 * MIN)
-    sizing, strat = LearningStage().on_trade_closed(trade)
-    assert stage.on_reward(state, sizing) and not stage.on_reward(state, sizing)
-    assert stage.on_reward(state, strat) and not stage.on_reward(state, strat)
-    assert state.equity == pytest.approx(10_000.0 - 50.0)
-    assert sum(sum(v) for v in state.qtable.visits.values()) == 1
-
-
-def test_strategy_never_trades_a_signal_without_its_own_bars_features() -> None:
-    from tests.unit.stages.sample import tradeable_signal
-
-    row, signal = tradeable_signal()
-    stage = StrategyStage(RiskLimits(), seed=7)
-    state = stage.new_state()
-    stage.on_features(state, row)
-    later = supervised(scored(symbol=signal.symbol, t=row.event_time_ms + MIN))
-    assert stage.on_signal(state, later) is None

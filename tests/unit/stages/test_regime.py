@@ -8,7 +8,7 @@ import pytest
 
 from streams.config import RegimeConfig
 from streams.errors import InvalidInputError
-from streams.logic.regime import MarketView, RegimeState, detect_regime, fold_baseline
+from streams.stages.regime import MarketView, RegimeState, detect_regime, fold_baseline
 from streams.vocabulary import Regime
 from tests.shared_data import BINANCE
 

@@ -1,4 +1,9 @@
-"""Regime detector: trend / range / high-volatility from the features, per symbol.
+"""Regime detector of the strategy stage: trend / range / high-volatility per symbol.
+
+Part of the strategy stage (:mod:`streams.stages.strategy`, which calls :func:`detect_regime`
+on every feature row, in event-time order per symbol). It also holds the one mapping from the
+``FeaturesComputed`` record to the few indicators the regime and the strategies read
+(:func:`market_view`).
 
 Volatility is judged *relative to the symbol's own baseline*: on the development data the
 median 1-minute ATR% is 0.05 % for BTCUSDT futures (2025) but 0.42 % for DOGEUSDT spot (2021), so
@@ -9,11 +14,10 @@ BTCUSDT/DOGEUSDT spot 2021, BTCUSDT/SOLUSDT futures 2025 and ETHUSDT spot 2026 (
 the 90th percentile of ATR% is 1.7-2.9x its median, so the default 1.8 flags roughly the most
 volatile tenth of bars.
 
-Otherwise a bar is TREND when ``|trend|`` (EMA spread in ATR units, see
-:class:`~streams.logic.regime.MarketView`) is at least ``trend_threshold``; the default 1.5 sits
-between the 70th and 80th percentile of ``|EMA12 - EMA48| / ATR14`` on the same data. Else RANGE.
-The current bar is classified against the baseline *before* it is folded in, so a spike does
-not dilute its own detection.
+Otherwise a bar is TREND when ``|trend|`` (EMA spread in ATR units, see :class:`MarketView`) is
+at least ``trend_threshold``; the default 1.5 sits between the 70th and 80th percentile of
+``|EMA12 - EMA48| / ATR14`` on the same data. Else RANGE. The current bar is classified against
+the baseline *before* it is folded in, so a spike does not dilute its own detection.
 """
 
 from __future__ import annotations
@@ -22,16 +26,21 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from models.features import FEATURE_NAMES
 from streams.config import RegimeConfig
+from streams.contracts.records import FeaturesComputed
 from streams.errors import InvalidInputError
 from streams.vocabulary import Regime
+
+_IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 
 @dataclass(frozen=True, slots=True)
 class MarketView:
     """The few features the regime detector and the strategies read.
 
-    The ``features`` stage emits many more; the agent maps ``FeaturesComputed`` onto this view.
+    The ``features`` stage emits many more; :func:`market_view` maps ``FeaturesComputed`` onto
+    this view.
     All values are unitless so one set of thresholds serves every symbol:
 
     - ``close``: last close price (quote currency).
@@ -60,6 +69,26 @@ class MarketView:
     def from_dict(cls, data: dict[str, Any]) -> MarketView:
         """Inverse of :meth:`to_dict`."""
         return cls(**data)
+
+
+def market_view(f: FeaturesComputed) -> MarketView:
+    """The strategies' view of one feature row.
+
+    ``trend`` = (EMA12 - EMA26) / ATR14 (``macd / atr_pct``), ``momentum`` = 5-bar log return,
+    ``rsi`` back on [0, 100], ``band_position`` = Bollinger position mapped to 0 (lower band) ..
+    1 (upper band).
+    """
+    v = f.values
+    macd = v[_IDX["macd"]]
+    return MarketView(
+        close=f.close,
+        atr_pct=f.atr_pct,
+        volatility=f.volatility,
+        trend=macd / f.atr_pct if f.atr_pct > 0.0 else 0.0,
+        momentum=v[_IDX["ret_5"]],
+        rsi=50.0 + 50.0 * v[_IDX["rsi_14"]],
+        band_position=(v[_IDX["bb_pos_20"]] + 1.0) / 2.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,14 @@ import pytest
 
 from streams.config import SizingConfig
 from streams.errors import InvalidInputError
-from streams.logic.sizing import QTable, bucket, margin_for, size_position, sizing_state
+from streams.stages.sizing import (
+    QTable,
+    SizingState,
+    bucket,
+    margin_for,
+    size_position,
+    sizing_state,
+)
 from streams.vocabulary import Regime
 
 CFG = SizingConfig()
@@ -44,6 +51,14 @@ def test_q_update_and_greedy_tie_break_towards_neutral() -> None:
 def test_invalid_action_raises() -> None:
     with pytest.raises(InvalidInputError):
         QTable().update(sizing_state(0.9, Regime.TREND, 0.0, CFG), 5, 1.0, CFG)
+
+
+def test_state_key_round_trips_and_a_malformed_key_raises() -> None:
+    s = sizing_state(0.75, Regime.HIGH_VOLATILITY, 0.2, CFG)
+    assert SizingState.from_key(s.key) == s
+    for bad in ("garbage", "c1/NOT_A_REGIME/d0", "cx/TREND/d0"):
+        with pytest.raises(InvalidInputError):
+            SizingState.from_key(bad)
 
 
 def test_margin_cap_and_base() -> None:

@@ -1,4 +1,7 @@
-"""Nine named strategies and the meta-strategy selector (the ``strategy`` half of strategy+sizing).
+"""The nine strategies and the meta selector of the strategy stage: which strategy to follow.
+
+Part of the strategy stage (:mod:`streams.stages.strategy` offers every tradeable signal to
+:func:`choose_strategy` and applies ``STRATEGY`` rewards with :meth:`MetaSelector.update`).
 
 A strategy is a pure rule: given the supervised signal's side and confidence, the regime and
 the market view, it *takes* the signal or *skips* it. Strategies never invert the models'
@@ -24,7 +27,7 @@ from typing import Any
 
 from streams.config import SelectorConfig, StrategyConfig
 from streams.errors import InvalidInputError
-from streams.logic.regime import MarketView
+from streams.stages.regime import MarketView
 from streams.vocabulary import Regime, Side
 
 

@@ -1,4 +1,9 @@
-"""RL position sizing: tabular Q-learning over size multipliers (the ``sizing`` half).
+"""RL position sizing of the strategy stage: tabular Q-learning over size multipliers.
+
+Part of the strategy stage (:mod:`streams.stages.strategy` sizes every decision it takes with
+:func:`size_position` and applies the ``SIZING`` rewards of :mod:`streams.stages.learning` with
+:meth:`QTable.update`). The learning stage names the state a reward belongs to with
+:func:`confidence_key`, the part of :attr:`SizingState.key` it can know at trade close.
 
 Actions are multipliers of the base risk (10 % of equity as margin by default):
 ``0.5, 0.75, 1.0, 1.25, 1.5``. The state is ``(confidence bucket, regime, drawdown bucket)``.
@@ -34,7 +39,7 @@ class SizingState:
     @property
     def key(self) -> str:
         """Table key, e.g. ``"c2/TREND/d0"``."""
-        return f"c{self.confidence_bucket}/{self.regime.value}/d{self.drawdown_bucket}"
+        return f"{_confidence_part(self.confidence_bucket, self.regime)}/d{self.drawdown_bucket}"
 
     @classmethod
     def from_key(cls, key: str) -> SizingState:
@@ -44,6 +49,20 @@ class SizingState:
             return cls(int(conf.removeprefix("c")), Regime(regime), int(dd.removeprefix("d")))
         except ValueError as exc:
             raise InvalidInputError("sizing state key", key, "c<int>/<REGIME>/d<int>") from exc
+
+
+def _confidence_part(confidence_bucket: int, regime: Regime) -> str:
+    return f"c{confidence_bucket}/{regime.value}"
+
+
+def confidence_key(confidence: float, regime: Regime, cfg: SizingConfig) -> str:
+    """``c<confidence bucket>/<REGIME>``: the sizing state without its drawdown bucket.
+
+    A closed trade knows its confidence and regime but not the drawdown at decision time, so the
+    ``SIZING`` reward's ``state`` is this prefix; the strategy stage completes it from what it
+    recorded when it sized the decision.
+    """
+    return _confidence_part(bucket(confidence, cfg.confidence_edges), regime)
 
 
 def bucket(value: float, edges: tuple[float, ...]) -> int:

@@ -1,4 +1,4 @@
-"""Nine strategy rules and the seeded meta selector."""
+"""The strategy stage: nine strategy rules, the seeded meta selector, decisions and rewards."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import random
 
 import pytest
 
-from streams.config import SelectorConfig, StrategyConfig
-from streams.logic.regime import MarketView
-from streams.logic.strategy import (
+from streams.config import RiskLimits, SelectorConfig, StrategyConfig
+from streams.stages import LearningStage, StrategyStage, StrategyState
+from streams.stages.regime import MarketView
+from streams.stages.strategies import (
     STANDING_ASIDE,
     STRATEGY_NAMES,
     MetaSelector,
@@ -17,6 +18,8 @@ from streams.logic.strategy import (
     evaluate_all,
 )
 from streams.vocabulary import Regime, Side
+from tests.unit.stages.factories import MIN, scored, supervised, trade_closed
+from tests.unit.stages.sample import tradeable_signal
 
 CFG = StrategyConfig()
 
@@ -101,3 +104,37 @@ def test_exploration_is_seeded_and_covers_candidates() -> None:
     ]
     assert picks_a == picks_b
     assert set(picks_a) == {"trend_follow", "trend_pullback", STANDING_ASIDE}
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def test_strategy_decides_deterministically_and_learns_each_reward_once() -> None:
+    row, signal = tradeable_signal()
+    results = []
+    for _ in range(2):
+        stage = StrategyStage(RiskLimits(), seed=7)
+        state = stage.new_state()
+        stage.on_features(state, row)
+        results.append((stage.on_signal(state, signal), state))
+    (d1, state), (d2, _) = results
+    assert d1 is not None and d1 == d2
+    assert d1.decision_id == f"{signal.signal_id}:decision"
+    assert d1.event_time_ms == row.event_time_ms and d1.price == row.close
+    assert StrategyState.from_dict(state.to_dict()) == state
+    stage = StrategyStage(RiskLimits(), seed=7)
+    trade = trade_closed(d1.decision_id, -50.0, row.event_time_ms + 10 * MIN)
+    sizing, strat = LearningStage().on_trade_closed(trade)
+    assert stage.on_reward(state, sizing) and not stage.on_reward(state, sizing)
+    assert stage.on_reward(state, strat) and not stage.on_reward(state, strat)
+    assert state.equity == pytest.approx(10_000.0 - 50.0)
+    assert sum(sum(v) for v in state.qtable.visits.values()) == 1
+
+
+def test_strategy_never_trades_a_signal_without_its_own_bars_features() -> None:
+    row, signal = tradeable_signal()
+    stage = StrategyStage(RiskLimits(), seed=7)
+    state = stage.new_state()
+    stage.on_features(state, row)
+    later = supervised(scored(symbol=signal.symbol, t=row.event_time_ms + MIN))
+    assert stage.on_signal(state, later) is None
