@@ -37,9 +37,10 @@ def command(
     """Replay real market data through every stage on Kafka and write a run report.
 
     Starts the embedded broker unless QT_KAFKA_BOOTSTRAP is set, starts Faust workers of the
-    whole topology (one by default; --workers N to split it), replays the data (default: 5 symbols x 4.5 days of Binance futures
-    1-minute klines, bundled), waits until the pipeline has drained, reads every output topic
-    back and writes report.json, trades.csv and equity.png. Live trading is never involved.
+    whole topology (one by default; --workers N to split it), replays the data (default: 5
+    symbols x 4.5 days of Binance futures 1-minute klines, bundled), waits until the pipeline
+    has drained, reads every output topic back and writes report.json, trades.csv and
+    equity.png. Live trading is never involved.
     """
     from rich.console import Console
 
