@@ -19,7 +19,8 @@ from typing import Any, cast
 import faust
 
 from streams import kafka_io
-from streams.agents.base import Decoder, Emitter, RawEvent, StageHandler, dispatch
+from streams.agents.base import Decoder, Emitter, RawEvent, StageHandler
+from streams.agents.dispatch import dispatch
 from streams.brokers.faust_settings import faust_app_settings, resolve_bootstrap
 from streams.config import Settings, get_settings
 from streams.contracts.codec import TopicCodec, topic_codec

@@ -9,13 +9,9 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
-from streams.agents.base import (
-    Emitter,
-    ForwardedWatermarks,
-    SourcePosition,
-    released_dead_letter,
-    send_dead_letter,
-)
+from streams.agents.base import Emitter, SourcePosition
+from streams.agents.dead_letters import released_dead_letter, send_dead_letter
+from streams.agents.merging import ForwardedWatermarks
 from streams.contracts.records import Action, FeaturesComputed, SignalScored
 from streams.observability import tracing
 from streams.observability.metrics import metrics

@@ -12,7 +12,8 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
-from streams.agents.base import Emitter, MergeHandler, Restore, freeze, thaw
+from streams.agents.base import Emitter, Restore, freeze, thaw
+from streams.agents.merging import MergeHandler
 from streams.contracts.records import (
     FillExecuted,
     OrderPlanned,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.agents.base import Emitter, ForwardedWatermarks
+from streams.agents.base import Emitter
+from streams.agents.merging import ForwardedWatermarks
 from streams.contracts.records import OrderApproved, OrderPlanned
 from streams.observability import tracing
 from streams.observability.metrics import metrics

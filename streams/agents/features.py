@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from models.features import FeatureState
-from streams.agents.base import Emitter, ForwardedWatermarks, Restore, keyed_checkpoint
+from streams.agents.base import Emitter, Restore, keyed_checkpoint
+from streams.agents.merging import ForwardedWatermarks
 from streams.contracts.records import TickKind, TickReceived
 from streams.contracts.ticks import DEFAULT_MAX_EVENT_SKEW_MS, TickHistory
 from streams.observability import tracing

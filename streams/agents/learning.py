@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.agents.base import Emitter, source_id
+from streams.agents.base import Emitter
+from streams.agents.merging import source_id
 from streams.contracts.records import TradeClosed
 from streams.observability import tracing
 from streams.stages import LearningStage

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.agents.base import Emitter, MergeHandler, Restore, freeze, thaw
+from streams.agents.base import Emitter, Restore, freeze, thaw
+from streams.agents.merging import MergeHandler
 from streams.contracts.records import (
     ControlCommand,
     DecisionSized,

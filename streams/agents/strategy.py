@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.agents.base import Emitter, MergeHandler, Restore, keyed_checkpoint
+from streams.agents.base import Emitter, Restore, keyed_checkpoint
+from streams.agents.merging import MergeHandler
 from streams.contracts.records import (
     DecisionSized,
     FeaturesComputed,

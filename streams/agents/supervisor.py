@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.agents.base import Emitter, ForwardedWatermarks, Restore
+from streams.agents.base import Emitter, Restore
+from streams.agents.merging import ForwardedWatermarks
 from streams.contracts.records import Action, SignalScored, SignalSupervised
 from streams.logic.supervisor import SupervisorState
 from streams.observability import tracing

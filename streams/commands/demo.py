@@ -48,9 +48,10 @@ def command(
     from streams.adapters.replay import ReplayError
     from streams.brokers.embedded import BrokerError
     from streams.config import get_settings
-    from streams.demo import SAMPLE_DATA, DemoError, DemoPlan, run_demo, with_min_confidence
+    from streams.demo import SAMPLE_DATA, DemoPlan, run_demo, with_min_confidence
     from streams.kafka_io import KafkaIOError
     from streams.report import print_summary
+    from streams.workers import WorkerError  # DemoError is one
 
     console = Console()
     try:
@@ -68,7 +69,14 @@ def command(
             workers=workers,
         )
         result = run_demo(settings, plan, console)
-    except (DemoError, BrokerError, KafkaIOError, ReplayError, MarketFileError, ValueError) as exc:
+    except (
+        WorkerError,
+        BrokerError,
+        KafkaIOError,
+        ReplayError,
+        MarketFileError,
+        ValueError,
+    ) as exc:
         console.print(f"[red]demo failed:[/] {exc}")
         raise typer.Exit(code=1) from exc
     print_summary(result.report, result.run_dir)

@@ -29,19 +29,19 @@ def command(
     from rich.console import Console
     from rich.table import Table
 
-    from streams import topology
+    from streams import topology, topology_docs
 
     if write_readme is not None:
         text = write_readme.read_text(encoding="utf-8")
         try:
-            write_readme.write_text(topology.render_readme(text), encoding="utf-8")
+            write_readme.write_text(topology_docs.render_readme(text), encoding="utf-8")
         except ValueError as exc:
             typer.secho(f"cannot update {write_readme}: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from exc
         typer.echo(f"updated the topology sections of {write_readme}")
         return
     if markdown:
-        for body in topology.readme_sections().values():
+        for body in topology_docs.readme_sections().values():
             typer.echo(body + "\n")
         return
     table = Table("stage", "consumes", "produces", "instances", "state", title="topology")

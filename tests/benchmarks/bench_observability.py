@@ -57,7 +57,8 @@ def encoded_ticks(n: int) -> list[Any]:
 
 def run_once(events: list[Any], sample: str | None) -> float:
     """Seconds to dispatch ``events`` (mark every trace ``sample``; None: no tracer)."""
-    from streams.agents.base import Decoder, Emitter, dispatch
+    from streams.agents.base import Decoder, Emitter
+    from streams.agents.dispatch import dispatch
     from streams.agents.features import FeaturesHandler
     from streams.observability import tracing
 

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 # Bound at import, before run() patches streams.demo.running_worker with the timed worker.
-from streams.demo import running_worker as start_worker
+from streams.workers import running_worker as start_worker
 
 if TYPE_CHECKING:
     from streams.config import Settings

@@ -15,7 +15,8 @@ import pytest
 
 from streams.adapters.market_files import TimeWindow, parse_time_bound
 from streams.config import Settings
-from streams.demo import DemoError, DemoPlan, run_demo
+from streams.demo import DemoPlan, run_demo
+from streams.workers import WorkerError
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -43,7 +44,7 @@ def test_the_demo_stops_within_seconds_with_the_error_and_the_log(
     plan = DemoPlan(window=WINDOW, run_dir=tmp_path / "run", timeout_s=600,
                     worker_command=HARNESS)  # fmt: skip
 
-    with pytest.raises(DemoError) as caught:
+    with pytest.raises(WorkerError) as caught:
         run_demo(settings, plan)
     noticed = time.time()
 

@@ -2,7 +2,7 @@
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from streams.demo import histogram_quantiles
+from streams.workers import histogram_quantiles
 
 
 def test_quantiles_interpolate_inside_the_bucket_like_promql():

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
-from streams.agents.base import Decoder, Emitter, MergeHandler, RawEvent, dispatch
+from streams.agents.base import Decoder, Emitter, RawEvent
+from streams.agents.dispatch import dispatch
 from streams.agents.execution import ExecutionHandler
 from streams.agents.features import FeaturesHandler
+from streams.agents.merging import MergeHandler
 from streams.agents.risk import RiskHandler
 from streams.config import RiskLimits
 from streams.contracts.codec import topic_codec
@@ -230,7 +232,7 @@ def test_the_demo_watch_names_the_crashed_stage_and_the_dead_worker(tmp_path: An
     import sys
     import threading
 
-    from streams.demo import DemoError, WorkerWatch
+    from streams.workers import WorkerError, WorkerWatch
 
     body = {"status": "fail", "stages": {"risk": {"crashed": "ValueError: math domain error"},
                                          "features": {"crashed": None}}}  # fmt: skip
@@ -251,7 +253,7 @@ def test_the_demo_watch_names_the_crashed_stage_and_the_dead_worker(tmp_path: An
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         watch = WorkerWatch(alive, server.server_address[1], log)
-        with pytest.raises(DemoError) as crashed:
+        with pytest.raises(WorkerError) as crashed:
             watch.check()
         assert "stage risk crashed: ValueError: math domain error" in str(crashed.value)
         assert str(log) in str(crashed.value) and "features" not in str(crashed.value)
@@ -259,7 +261,7 @@ def test_the_demo_watch_names_the_crashed_stage_and_the_dead_worker(tmp_path: An
         alive.kill()
         alive.wait()
         server.shutdown()
-    with pytest.raises(DemoError, match="exited with code -9") as died:
+    with pytest.raises(WorkerError, match="exited with code -9") as died:
         WorkerWatch(alive, 1, log).check()  # the process is gone: no need to ask /health
     assert str(log) in str(died.value)
 

@@ -14,7 +14,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from streams.agents.base import Decoder, Emitter, MergeHandler, RawEvent, dispatch
+from streams.agents.base import Decoder, Emitter, RawEvent
+from streams.agents.dispatch import dispatch
+from streams.agents.merging import MergeHandler
 from streams.agents.supervisor import SupervisorHandler
 from streams.config import SupervisorPolicy
 from streams.contracts.codec import topic_codec

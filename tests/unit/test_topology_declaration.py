@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from streams import topology
+from streams import topology, topology_docs
 from streams.agents.base import Emitter
 from streams.config import PROJECT_ROOT, Settings, SupervisorPolicy
 from streams.contracts.records import ModelEventKind, ModelEventRecorded, TradeClosed
@@ -130,22 +130,22 @@ def test_portfolio_stages_read_only_single_partition_inputs() -> None:
 # -- docs ----------------------------------------------------------------------------------------
 def test_readme_topology_sections_are_generated_from_the_declaration() -> None:
     readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
-    assert topology.render_readme(readme) == readme, (
+    assert topology_docs.render_readme(readme) == readme, (
         "README's topology drifted: run `quantum-trader topology --write-readme README.md`"
     )
 
 
 def test_a_new_stage_shows_up_in_the_docs(with_audit: tuple[StageSpec, ...]) -> None:
-    table = topology.markdown_table()
+    table = topology_docs.markdown_table()
     assert "| audit | `trades.closed` | `models.events` | **one partition** | none |" in table
-    assert "execution -->|trades.closed| audit" in topology.mermaid()
+    assert "execution -->|trades.closed| audit" in topology_docs.mermaid()
     readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
-    assert topology.render_readme(readme) != readme  # the drift test would now fail
+    assert topology_docs.render_readme(readme) != readme  # the drift test would now fail
 
 
 def test_render_readme_refuses_a_readme_without_markers(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="marker"):
-        topology.render_readme("# no markers here\n")
+        topology_docs.render_readme("# no markers here\n")
 
 
 # -- the app and the runner pick a new stage up ---------------------------------------------------
