@@ -6,10 +6,10 @@ from typing import Any
 
 from streams.agents.base import Emitter, ForwardedWatermarks, Restore
 from streams.contracts.records import Action, SignalScored, SignalSupervised
-from streams.logic.supervisor import SupervisorState
 from streams.observability import tracing
 from streams.observability.metrics import metrics
 from streams.stages import SupervisorStage
+from streams.stages.supervisor import SupervisorState
 from streams.topics import Topic
 from streams.topology import BuildContext, stage_spec
 
