@@ -8,8 +8,7 @@ from streams.agents.base import Emitter, ForwardedWatermarks, Restore
 from streams.contracts.records import Action, SignalScored, SignalSupervised
 from streams.observability import tracing
 from streams.observability.metrics import metrics
-from streams.stages import SupervisorStage
-from streams.stages.supervisor import SupervisorState
+from streams.stages.supervisor import SupervisorStage, SupervisorState
 from streams.topics import Topic
 from streams.topology import BuildContext, stage_spec
 

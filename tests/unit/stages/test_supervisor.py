@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from streams.config import BiasConfig, SupervisorPolicy
 from streams.contracts.records import SignalScored, SignalSupervised, VetoReason
 from streams.stages import SupervisorStage
-from streams.stages.ensemble import model_vote, vote
+from streams.stages.ensemble import Probs, model_vote, vote
 from streams.stages.supervisor import BiasWindow, SupervisorState, opposition, supervise
 from streams.vocabulary import Action, Side
 from tests.unit.stages.factories import scored
@@ -20,7 +20,6 @@ SMALL = BiasConfig(min_samples=10)
 
 SELL_STRONG = (0.9, 0.05, 0.05)
 BUY_STRONG = (0.05, 0.05, 0.9)
-Probs = tuple[float, float, float]
 
 
 def _voted(
