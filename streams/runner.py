@@ -39,7 +39,6 @@ from streams.contracts.records import (
     topic_of,
 )
 from streams.contracts.ticks import TickHistory, TickRejected
-from streams.logic.supervisor import SupervisorState
 from streams.stages import (
     EnsembleStage,
     ExecutionStage,
@@ -55,6 +54,7 @@ from streams.stages import (
     SupervisorStage,
     partition_for,
 )
+from streams.stages.supervisor import SupervisorState
 from streams.topics import Topic
 from streams.topology import STAGES, BuildContext, StageSpec, partitions_of
 

@@ -28,7 +28,7 @@ BUY/SELL opens a position at the signal bar's close and closes it ``horizon`` ba
 during an open trade are ignored; each trade pays the round-trip fee. Reported: trade count, win
 rate, mean and summed net return per trade (equal notional, not compounded).
 
-Ensemble: the runtime's own vote (``streams.logic.voting.vote``, the function the ``ensemble``
+Ensemble: the runtime's own vote (``streams.stages.ensemble.vote``, the function the ``ensemble``
 stage calls) on every row: the members' probabilities weighted with the configured weights,
 renormalized over the members present (missing members are listed in the report), action =
 arg-max with an exact tie resolved to HOLD. The streaming supervisor may add confidence gates

@@ -1,7 +1,7 @@
 """The predictors a report compares: each model, the runtime's ensemble vote, three baselines.
 
 * models: arg-max of their own probabilities;
-* ``ensemble``: :func:`streams.logic.voting.vote` on every row, the function the streaming
+* ``ensemble``: :func:`streams.stages.ensemble.vote` on every row, the function the streaming
   ``ensemble`` stage calls, fed the same way (each member's row renormalized to sum 1 by the
   stage's :func:`streams.stages.ensemble.normalised`, members in the scorer's order);
 * baselines: ``always_hold`` (never trades), ``momentum`` (sign of the row's own ``ret_1``: BUY
@@ -20,8 +20,7 @@ import numpy.typing as npt
 from models.dataset import BUY, HOLD, SELL, Dataset
 from models.evaluation.scoring import EvaluationError, Scored
 from models.features import FEATURE_NAMES
-from streams.logic.voting import ModelVote, vote
-from streams.stages.ensemble import normalised
+from streams.stages.ensemble import normalised, vote
 from streams.vocabulary import CLASSES as ACTIONS
 
 BASELINES = ("always_hold", "momentum", "buy_and_hold")
@@ -66,35 +65,29 @@ class EnsembleVotes:
     """Members with a positive weight that are not among the scored models."""
 
 
-def runtime_ensemble(
-    probs: Mapping[str, Proba],
-    versions: Mapping[str, str],
-    weights: Mapping[str, float],
-    time_ms: npt.NDArray[np.int64],
-    symbol: npt.NDArray[np.str_],
-) -> EnsembleVotes:
-    """:func:`streams.logic.voting.vote` on each row (``time_ms``, ``symbol``) over the members.
+def runtime_ensemble(probs: Mapping[str, Proba], weights: Mapping[str, float]) -> EnsembleVotes:
+    """:func:`streams.stages.ensemble.vote` on each row over the members.
 
-    ``probs`` are (N, 3) per model, rows aligned with ``time_ms``; members are the models with a
-    positive weight, voting in the scorer's (sorted) order.
+    ``probs`` are (N, 3) per model, rows aligned; members are the models with a positive
+    weight, voting in the scorer's (sorted) order.
     """
     members = sorted(k for k, w in weights.items() if w > 0 and k in probs)  # scorer's order
     missing = sorted(k for k, w in weights.items() if w > 0 and k not in probs)
     if not members:
         raise EvaluationError(f"no ensemble member among the loaded models {sorted(probs)}")
-    if not len(time_ms):
+    rows = {m: np.asarray(probs[m]) for m in members}
+    n = len(rows[members[0]])
+    if not n:
         raise EvaluationError("no evaluation rows to vote on")
     member_weights = {m: float(weights[m]) for m in members}
-    rows = {m: np.asarray(probs[m]) for m in members}
-    pred = np.empty(len(time_ms), dtype=np.int64)
-    proba = np.empty((len(time_ms), 3), dtype=np.float64)
+    pred = np.empty(n, dtype=np.int64)
+    proba = np.empty((n, 3), dtype=np.float64)
     norm: tuple[float, ...] = ()
-    for i, (t, sym) in enumerate(zip(time_ms.tolist(), symbol.tolist(), strict=True)):
-        votes = [ModelVote(m, versions[m], normalised(rows[m][i]), t) for m in members]
-        signal = vote(f"{sym}:{t}", sym, t, votes, member_weights)
-        pred[i] = ACTIONS.index(signal.action)
-        proba[i] = signal.probs
-        norm = signal.weights
+    for i in range(n):
+        ballot = vote({m: normalised(rows[m][i]) for m in members}, member_weights)
+        pred[i] = ACTIONS.index(ballot.action)
+        proba[i] = ballot.probs
+        norm = ballot.weights
     used = dict(zip(members, norm, strict=True))
     return EnsembleVotes(pred, proba, {k: used[k] for k in weights if k in used}, missing)
 
@@ -108,7 +101,7 @@ def collect_signals(
         for n, p in sorted(scored.probs.items())
     ]
     ds = scored.ds
-    ens = runtime_ensemble(scored.probs, scored.versions, weights, ds.time_ms, ds.symbol)
+    ens = runtime_ensemble(scored.probs, weights)
     sigs.append(Signals(ENSEMBLE, "ensemble", ens.pred, ens.proba))
     sigs += [Signals(n, "baseline", p) for n, p in baseline_predictions(ds).items()]
     return sigs, {"weights": ens.weights, "missing": ens.missing}

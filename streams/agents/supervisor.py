@@ -7,10 +7,9 @@ from typing import Any
 from streams.agents.base import Emitter, Restore
 from streams.agents.merging import ForwardedWatermarks
 from streams.contracts.records import Action, SignalScored, SignalSupervised
-from streams.logic.supervisor import SupervisorState
 from streams.observability import tracing
 from streams.observability.metrics import metrics
-from streams.stages import SupervisorStage
+from streams.stages.supervisor import SupervisorStage, SupervisorState
 from streams.topics import Topic
 from streams.topology import BuildContext, stage_spec
 

@@ -17,11 +17,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from streams.stages.ensemble import Scorer
 
 #: Exposition content type for the ``/metrics`` view.
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -270,36 +272,17 @@ def install_metrics(m: Metrics | None) -> Metrics | None:
     return previous
 
 
-class ModelScorer(Protocol):
-    """What :class:`TimedScorer` wraps: one scorer per model (``models.scorer.EnsembleScorer``)."""
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """Model names in scoring order."""
-        ...
-
-    @property
-    def versions(self) -> dict[str, str]:
-        """Loaded version per model."""
-        ...
-
-    feature_version: str
-
-    def score(self, tabular: np.ndarray | None, window: np.ndarray | None) -> dict[str, np.ndarray]:
-        """(N, 3) probabilities per model."""
-        ...
-
-
 class TimedScorer:
     """An ensemble scorer made of single-model scorers, timing each (``qt_model_scoring_seconds``).
 
-    Scores are exactly those of the one-scorer-for-all ensemble: the same ONNX sessions see the
-    same inputs in the same order; only the call is split per model to time it.
+    Each member is a :class:`~streams.stages.ensemble.Scorer` (one ``models.scorer.EnsembleScorer``
+    per model). Scores are exactly those of the one-scorer-for-all ensemble: the same ONNX
+    sessions see the same inputs in the same order; only the call is split per model to time it.
     """
 
     def __init__(
         self,
-        members: Mapping[str, ModelScorer],
+        members: Mapping[str, Scorer],
         sink: Callable[[str, float], None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:

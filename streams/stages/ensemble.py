@@ -1,10 +1,26 @@
-"""Ensemble stage: one batched scorer call per batch of feature rows -> ``SignalScored``."""
+"""Ensemble stage: ``FeaturesComputed`` rows -> one ``SignalScored`` each (the weighted vote).
+
+What it does: every loaded model scores the rows (one batched scorer call per batch, row order
+kept), each model's probability row is renormalised to sum 1 (:func:`normalised`) and the models
+vote (:func:`vote`). Each model contributes its probability vector ``(p_sell, p_hold, p_buy)``
+times its weight; the ensemble's distribution is the weight-normalised sum over the models that
+voted, its action the arg-max and its confidence the winning probability. An exact tie between
+the top classes resolves to HOLD (never trade on a coin flip). Weights are renormalised over the
+models present, so a missing model does not silently drag every class down; the supervisor
+reports the missing model separately. The offline evaluation (``models/evaluation``) calls the
+same :func:`vote`, so its ensemble row is the runtime's.
+
+Event time: a signal carries its feature row's event time (the bar's open time), and every vote
+is ``as_of_ms`` that same time: the stage holds no state, so a model can never score an older
+row than the one in hand. HOLD signals are emitted too (the supervisor stops them).
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -12,10 +28,12 @@ from streams import ids
 from streams.config import Settings
 from streams.contracts.records import FeaturesComputed, ModelVote, SignalScored
 from streams.errors import InvalidInputError, StageError
-from streams.logic.voting import EnsembleSignal
-from streams.logic.voting import ModelVote as LogicVote
-from streams.logic.voting import vote as weighted_vote
 from streams.stages.features import NAMES_HASH, tabular_of, window_of
+from streams.vocabulary import CLASSES, Action
+
+_PROB_TOLERANCE = 1e-6
+
+Probs = tuple[float, float, float]
 
 
 class Scorer(Protocol):
@@ -38,7 +56,39 @@ class Scorer(Protocol):
         ...
 
 
-def normalised(row: np.ndarray) -> tuple[float, float, float]:
+class Ballot(NamedTuple):
+    """The outcome of one weighted vote."""
+
+    weights: tuple[float, ...]
+    """Each voting model's weight renormalised over the voters (sum 1), in voting order."""
+    probs: Probs
+    action: Action
+    confidence: float
+    """Probability of ``action``."""
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+def argmax_action(probs: Sequence[float]) -> Action:
+    """Arg-max class of ``probs``; an exact tie for the top resolves to HOLD."""
+    top = max(probs)
+    winners = [cls for cls, p in zip(CLASSES, probs, strict=True) if p == top]
+    return winners[0] if len(winners) == 1 else Action.HOLD
+
+
+def validate_probs(what: str, probs: Sequence[float]) -> Probs:
+    """``probs`` as a checked 3-tuple: finite, non-negative, summing to 1 (within 1e-6)."""
+    if len(probs) != len(CLASSES):
+        raise InvalidInputError(what, probs, "3 probabilities (SELL, HOLD, BUY)")
+    if not all(math.isfinite(p) and p >= 0.0 for p in probs):
+        raise InvalidInputError(what, probs, "finite non-negative probabilities")
+    if abs(sum(probs) - 1.0) > _PROB_TOLERANCE:
+        raise InvalidInputError(what, probs, "probabilities summing to 1")
+    return (float(probs[0]), float(probs[1]), float(probs[2]))
+
+
+def normalised(row: np.ndarray) -> Probs:
     """A float32 probability row as float64 summing to 1 (ONNX softmax sums are off by ~1e-7)."""
     p0, p1, p2 = (float(x) for x in row)
     total = p0 + p1 + p2
@@ -47,36 +97,88 @@ def normalised(row: np.ndarray) -> tuple[float, float, float]:
     return (p0 / total, p1 / total, p2 / total)
 
 
+def _vote_weights(models: Sequence[str], weights: Mapping[str, float]) -> tuple[float, ...]:
+    raw: list[float] = []
+    for model in models:
+        if model not in weights:
+            raise InvalidInputError("model", model, f"one of {sorted(weights)}")
+        raw.append(weights[model])
+    total = sum(raw)
+    if total <= 0.0 or any(w < 0.0 for w in raw):
+        raise InvalidInputError("ensemble weights", raw, "non-negative with a positive sum")
+    return tuple(w / total for w in raw)
+
+
+def vote(probs: Mapping[str, Sequence[float]], weights: Mapping[str, float]) -> Ballot:
+    """Combine each model's ``probs`` (in voting order) with ``weights`` into one ballot.
+
+    ``weights`` is ``Settings.ensemble_weights``. Raises :class:`InvalidInputError` for no
+    votes, an unknown model, weights without a positive sum, or a malformed probability vector.
+    The sum runs in voting order in float64, so one order always gives the same bits.
+    """
+    if not probs:
+        raise InvalidInputError("votes", probs, "at least one model vote")
+    checked = [validate_probs(f"probabilities of {m}", p) for m, p in probs.items()]
+    norm = _vote_weights(list(probs), weights)
+    combined = [0.0, 0.0, 0.0]
+    for p, w in zip(checked, norm, strict=True):
+        for i in range(3):
+            combined[i] += w * p[i]
+    total: Probs = (combined[0], combined[1], combined[2])
+    action = argmax_action(total)
+    return Ballot(norm, total, action, total[CLASSES.index(action)])
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def model_vote(
+    model: str, version: str, probs: Probs, weight: float, latency_us: int, as_of_ms: int
+) -> ModelVote:
+    """One model's vote record: its own arg-max action (ties -> HOLD) and that probability."""
+    action = argmax_action(probs)
+    return ModelVote(
+        model=model,
+        version=version,
+        action=action,
+        confidence=probs[CLASSES.index(action)],
+        probabilities=probs,
+        weight=weight,
+        latency_us=latency_us,
+        as_of_ms=as_of_ms,
+    )
+
+
 def signal_record(
-    signal: EnsembleSignal, features: FeaturesComputed, latency_us: int
+    signal_id: str,
+    features: FeaturesComputed,
+    probs: Mapping[str, Probs],
+    versions: Mapping[str, str],
+    ballot: Ballot,
+    latency_us: int,
 ) -> SignalScored:
-    """The contract record of a combined vote (votes in scoring order)."""
+    """The contract record of a ballot on ``features`` (votes in voting order)."""
+    t = features.event_time_ms
     votes = tuple(
-        ModelVote(
-            model=v.model,
-            version=v.version,
-            action=v.action,
-            confidence=v.confidence,
-            probabilities=v.probs,
-            weight=w,
-            latency_us=latency_us,
-            as_of_ms=v.as_of_ms,
-        )
-        for v, w in zip(signal.votes, signal.weights, strict=True)
+        model_vote(m, versions[m], p, w, latency_us, t)
+        for (m, p), w in zip(probs.items(), ballot.weights, strict=True)
     )
     return SignalScored(
-        signal_id=signal.signal_id,
-        symbol=signal.symbol,
-        event_time_ms=signal.event_time_ms,
+        signal_id=signal_id,
+        symbol=features.symbol,
+        event_time_ms=t,
         feature_version=features.feature_version,
         votes=votes,
-        action=signal.action,
-        confidence=signal.confidence,
-        probabilities=signal.probs,
+        action=ballot.action,
+        confidence=ballot.confidence,
+        probabilities=ballot.probs,
         close=features.close,
         atr_pct=features.atr_pct,
         volatility=features.volatility,
     )
+
+
+# ----------------------------------------------------------------------------- stage
 
 
 class EnsembleStage:
@@ -93,11 +195,14 @@ class EnsembleStage:
     def __init__(
         self, scorer: Scorer, weights: Mapping[str, float], *, measure_latency: bool = False
     ) -> None:
-        missing = [m for m in scorer.names if m not in weights]
+        names = scorer.names
+        if len(set(names)) != len(names):
+            raise StageError(self.stage, ",".join(names), "one vote per model")
+        missing = [m for m in names if m not in weights]
         if missing:
             raise StageError(self.stage, ",".join(missing), "loaded models without a weight")
         self.scorer = scorer
-        self.weights = {m: float(weights[m]) for m in scorer.names}
+        self.weights = {m: float(weights[m]) for m in names}
         self.versions = dict(scorer.versions)
         self.measure_latency = measure_latency
 
@@ -123,19 +228,16 @@ class EnsembleStage:
         self._check(batch)
         rows = list(batch)
         started = time.perf_counter_ns()
-        probs = self.scorer.score(tabular_of(rows), window_of(rows))
+        scores = self.scorer.score(tabular_of(rows), window_of(rows))
         elapsed_us = (time.perf_counter_ns() - started) // 1000
         latency = int(elapsed_us // len(rows)) if self.measure_latency else 0
         out: list[SignalScored] = []
         for i, f in enumerate(rows):
-            votes = [
-                LogicVote(m, self.versions[m], normalised(probs[m][i]), f.event_time_ms)
-                for m in self.scorer.names
-            ]
+            probs = {m: normalised(scores[m][i]) for m in self.scorer.names}
             sid = ids.signal_id(f.symbol, f.event_time_ms)
             try:
-                signal = weighted_vote(sid, f.symbol, f.event_time_ms, votes, self.weights)
+                ballot = vote(probs, self.weights)
             except InvalidInputError as exc:
                 raise StageError(self.stage, sid, str(exc)) from exc
-            out.append(signal_record(signal, f, latency))
+            out.append(signal_record(sid, f, probs, self.versions, ballot, latency))
         return out

@@ -1,4 +1,15 @@
-"""Features stage: closed klines -> ``FeaturesComputed`` (per-symbol ``FeatureState``)."""
+"""Features stage: closed 1-minute klines -> ``FeaturesComputed`` (per-symbol ``FeatureState``).
+
+What it does: each symbol's closed klines are folded into its rolling ``FeatureState``; once
+warmed up, every bar yields one row (16 tabular indicators and the normalised OHLCV window).
+TRADE ticks pass through untouched. Its rules, the one feature definition shared with training
+(batch/stream parity by construction), live in :mod:`models.features`; this module maps ticks
+to bars and rows to records, and builds the scorer's matrices from a batch of records.
+
+Event time: a row carries its bar's *open* time; it depends on bars at or before it only. A bar
+at or before the symbol's last one is ignored (redelivery is idempotent), a gap longer than
+``max_gap_bars`` restarts the warm-up.
+"""
 
 from __future__ import annotations
 

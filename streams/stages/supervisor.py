@@ -1,56 +1,260 @@
 """Supervisor stage: veto rules over ``SignalScored`` -> ``SignalSupervised``.
 
-The state (:class:`~streams.logic.supervisor.SupervisorState`) holds the per-symbol windows and
-one "overall" window per *partition*: in Kafka each supervisor worker sees the symbols of its
-partitions, so the runner keeps one state per partition index (see
-:func:`streams.stages.partition_for`) and 1 and N partitions are both reproduced exactly.
+What it does: a veto is data. :func:`supervise` evaluates *every* rule and returns all the
+reasons a signal must not be traded (possibly none); the stage emits a vetoed signal with its
+reasons and ``final_action=HOLD``, so vetoes stay visible on ``signals.supervised``. The strategy
+stage skips vetoed signals and the report counts them. HOLD signals stop here.
+
+Rules (each a pure function of the record returning ``VetoReason | None``), in report order:
+
+``ONE_SIDED_SYMBOL`` / ``ONE_SIDED_OVERALL``
+    More than ``bias_threshold`` (70 %) of the last ``bias_window`` non-HOLD ensemble signals
+    (the current one included) are on the current signal's side, per symbol and across all
+    symbols. Only the dominant side is vetoed: a BUY arriving in a 99 % SELL stream works
+    against the bias. Needs ``BiasConfig.min_samples`` signals before it can fire, so the first
+    signals of a run are not vetoed at "100 %" of one sample.
+``LOW_CONFIDENCE``
+    A BUY/SELL whose ensemble confidence is under ``min_confidence`` (65 %).
+``MISSING_MODEL``
+    An expected model did not vote.
+``STALE_MODEL``
+    A model's vote scored an input older than ``max_model_staleness_ms`` before the signal.
+``MODEL_DISAGREEMENT``
+    At least ``max_disagreement`` of the ensemble weight voted the opposite side
+    (:func:`opposition`); ``>=`` because a 2-against-2 split is exactly the "strong
+    disagreement" the rule exists for.
+
+HOLD signals are not trades: :func:`supervise` applies only the model-health rules to them, and
+the stage does not even ask (it returns None for a HOLD).
+
+Event time and state: the rules compare event times only (a vote's ``as_of_ms`` with its
+signal's; a vote without one is as old as the signal). The windows
+(:class:`SupervisorState`) record the *model output* (every non-HOLD ensemble signal, vetoed or
+not), since the bias being detected is the models'. "Overall" is across the symbols one worker
+sees: in Kafka each supervisor worker reads the symbols of its partitions, so the runner keeps
+one state per partition index (see :func:`streams.stages.partition_for`) and 1 and N
+partitions are both reproduced exactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from streams.config import BiasConfig, Settings, SupervisorPolicy
 from streams.contracts.records import (
-    Action,
     BiasShares,
-    Side,
+    ModelVote,
     SignalScored,
     SignalSupervised,
     VetoReason,
 )
-from streams.logic.supervisor import SupervisorState, Veto, supervise
-from streams.logic.voting import EnsembleSignal
-from streams.logic.voting import ModelVote as LogicVote
+from streams.errors import InvalidInputError
+from streams.vocabulary import Action, Side, VetoRule, side_of
+
+# ----------------------------------------------------------------------------- state
 
 
-def ensemble_signal(s: SignalScored) -> EnsembleSignal:
-    """The logic view of a scored signal (a vote without ``as_of_ms`` is as old as the signal)."""
-    votes = tuple(
-        LogicVote(
-            v.model,
-            v.version,
-            (v.probabilities[0], v.probabilities[1], v.probabilities[2]),
-            s.event_time_ms if v.as_of_ms is None else v.as_of_ms,
+class BiasWindow:
+    """Ring buffer of the sides of the last ``capacity`` non-HOLD signals, with running counts.
+
+    ``push`` is O(1); the long count is kept incrementally so the share never needs a scan.
+    """
+
+    __slots__ = ("_buf", "_capacity", "_longs", "_next", "_size")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise InvalidInputError("bias window capacity", capacity, ">= 1")
+        self._capacity = capacity
+        self._buf: list[int] = [0] * capacity  # 1 = long, 0 = short
+        self._next = 0
+        self._size = 0
+        self._longs = 0
+
+    @property
+    def size(self) -> int:
+        """Signals currently in the window (<= capacity)."""
+        return self._size
+
+    def push(self, side: Side) -> None:
+        """Record one non-HOLD signal, evicting the oldest when full."""
+        bit = 1 if side is Side.LONG else 0
+        if self._size == self._capacity:
+            self._longs -= self._buf[self._next]
+        else:
+            self._size += 1
+        self._buf[self._next] = bit
+        self._longs += bit
+        self._next = (self._next + 1) % self._capacity
+
+    def share(self, side: Side) -> float:
+        """Share of the window on ``side`` (0.0 for an empty window)."""
+        if self._size == 0:
+            return 0.0
+        longs = self._longs / self._size
+        return longs if side is Side.LONG else 1.0 - longs
+
+    def sides(self) -> list[Side]:
+        """Window contents, oldest first."""
+        start = (self._next - self._size) % self._capacity
+        bits = [self._buf[(start + i) % self._capacity] for i in range(self._size)]
+        return [Side.LONG if b else Side.SHORT for b in bits]
+
+    def copy(self) -> BiasWindow:
+        """An independent copy (~1 µs; a checkpoint to put back if a signal fails)."""
+        other = BiasWindow.__new__(BiasWindow)
+        other._capacity, other._buf, other._next = self._capacity, list(self._buf), self._next
+        other._size, other._longs = self._size, self._longs
+        return other
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (oldest first) for a Faust table."""
+        return {"capacity": self._capacity, "sides": [s.value for s in self.sides()]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BiasWindow:
+        """Inverse of :meth:`to_dict`."""
+        window = cls(int(data["capacity"]))
+        for s in data["sides"]:
+            window.push(Side(s))
+        return window
+
+
+@dataclass(slots=True)
+class SupervisorState:
+    """Per-symbol and overall bias windows of one supervisor worker (one partition)."""
+
+    capacity: int
+    per_symbol: dict[str, BiasWindow] = field(default_factory=dict)
+    overall: BiasWindow | None = None
+
+    def window(self, symbol: str) -> BiasWindow:
+        """The symbol's window, created empty on first use."""
+        w = self.per_symbol.get(symbol)
+        if w is None:
+            w = self.per_symbol[symbol] = BiasWindow(self.capacity)
+        return w
+
+    def overall_window(self) -> BiasWindow:
+        """The all-symbols window, created empty on first use."""
+        if self.overall is None:
+            self.overall = BiasWindow(self.capacity)
+        return self.overall
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for a Faust table."""
+        return {
+            "capacity": self.capacity,
+            "per_symbol": {s: w.to_dict() for s, w in self.per_symbol.items()},
+            "overall": self.overall_window().to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SupervisorState:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            capacity=int(data["capacity"]),
+            per_symbol={s: BiasWindow.from_dict(w) for s, w in data["per_symbol"].items()},
+            overall=BiasWindow.from_dict(data["overall"]),
         )
-        for v in s.votes
-    )
-    p = s.probabilities
-    return EnsembleSignal(
-        signal_id=s.signal_id,
-        symbol=s.symbol,
-        event_time_ms=s.event_time_ms,
-        votes=votes,
-        weights=tuple(v.weight for v in s.votes),
-        probs=(p[0], p[1], p[2]),
-        action=s.action,
-        confidence=s.confidence,
-    )
 
 
-def veto_reason(v: Veto) -> VetoReason:
-    """Contract form of a logic veto."""
-    return VetoReason(rule=v.rule, detail=v.detail)
+# ----------------------------------------------------------------------------- rules
+
+
+def opposition(signal: SignalScored) -> float:
+    """Weight share of the models whose own vote opposes the ensemble's side.
+
+    0 for a HOLD ensemble (nothing to oppose). A BUY ensemble with two of four equally weighted
+    models voting SELL has opposition 0.5.
+    """
+    side = side_of(signal.action)
+    if side is None:
+        return 0.0
+    return sum(v.weight for v in signal.votes if side_of(v.action) is side.opposite)
+
+
+def vote_age_ms(signal: SignalScored, v: ModelVote) -> int:
+    """How much older the vote's input is than the signal (0 for a vote without ``as_of_ms``)."""
+    return 0 if v.as_of_ms is None else signal.event_time_ms - v.as_of_ms
+
+
+def bias_veto(
+    rule: VetoRule, window: BiasWindow, side: Side, threshold: float, min_samples: int
+) -> VetoReason | None:
+    """Veto when ``side`` holds more than ``threshold`` of a window of >= ``min_samples``."""
+    if window.size < min_samples:
+        return None
+    share = window.share(side)
+    if share <= threshold:
+        return None
+    detail = f"{share:.1%} of last {window.size} signals {side.value} > {threshold:.0%}"
+    return VetoReason(rule=rule, detail=detail)
+
+
+def confidence_veto(signal: SignalScored, min_confidence: float) -> VetoReason | None:
+    """Veto a BUY/SELL under the minimum confidence."""
+    if side_of(signal.action) is None or signal.confidence >= min_confidence:
+        return None
+    detail = f"confidence {signal.confidence:.4f} < minimum {min_confidence:.4f}"
+    return VetoReason(rule=VetoRule.LOW_CONFIDENCE, detail=detail)
+
+
+def missing_model_veto(signal: SignalScored, expected: Iterable[str]) -> VetoReason | None:
+    """Veto when an expected model has no vote in the signal."""
+    present = {v.model for v in signal.votes}
+    missing = sorted(set(expected) - present)
+    if not missing:
+        return None
+    return VetoReason(rule=VetoRule.MISSING_MODEL, detail=f"no vote from {', '.join(missing)}")
+
+
+def stale_model_veto(signal: SignalScored, max_staleness_ms: int) -> VetoReason | None:
+    """Veto when a vote scored an input more than ``max_staleness_ms`` older than the signal."""
+    stale = [
+        f"{v.model}@{v.version} {vote_age_ms(signal, v)} ms old"
+        for v in signal.votes
+        if vote_age_ms(signal, v) > max_staleness_ms
+    ]
+    if not stale:
+        return None
+    detail = f"{'; '.join(stale)} > {max_staleness_ms} ms"
+    return VetoReason(rule=VetoRule.STALE_MODEL, detail=detail)
+
+
+def disagreement_veto(signal: SignalScored, max_disagreement: float) -> VetoReason | None:
+    """Veto when at least ``max_disagreement`` of the weight votes against the ensemble side."""
+    against = opposition(signal)
+    if side_of(signal.action) is None or against < max_disagreement:
+        return None
+    detail = f"{against:.0%} of weight opposes {signal.action.value} >= {max_disagreement:.0%}"
+    return VetoReason(rule=VetoRule.MODEL_DISAGREEMENT, detail=detail)
+
+
+def supervise(
+    signal: SignalScored,
+    state: SupervisorState,
+    policy: SupervisorPolicy,
+    expected_models: Iterable[str],
+    bias: BiasConfig = BiasConfig(),
+) -> tuple[VetoReason, ...]:
+    """Record ``signal`` in the bias windows (mutates ``state``); every veto, in rule order."""
+    side = side_of(signal.action)
+    vetoes: list[VetoReason | None] = []
+    if side is not None:
+        sym_w, all_w = state.window(signal.symbol), state.overall_window()
+        sym_w.push(side)
+        all_w.push(side)
+        th, n = policy.bias_threshold, bias.min_samples
+        vetoes.append(bias_veto(VetoRule.ONE_SIDED_SYMBOL, sym_w, side, th, n))
+        vetoes.append(bias_veto(VetoRule.ONE_SIDED_OVERALL, all_w, side, th, n))
+        vetoes.append(confidence_veto(signal, policy.min_confidence))
+    vetoes.append(missing_model_veto(signal, expected_models))
+    vetoes.append(stale_model_veto(signal, policy.max_model_staleness_ms))
+    vetoes.append(disagreement_veto(signal, policy.max_disagreement))
+    return tuple(v for v in vetoes if v is not None)
 
 
 def bias_shares(state: SupervisorState, symbol: str) -> BiasShares:
@@ -64,6 +268,9 @@ def bias_shares(state: SupervisorState, symbol: str) -> BiasShares:
         overall_sell_share=overall.share(Side.SHORT),
         overall_window=overall.size,
     )
+
+
+# ----------------------------------------------------------------------------- stage
 
 
 class SupervisorStage:
@@ -99,8 +306,7 @@ class SupervisorStage:
         """Record ``s`` in the windows (mutates ``state``) and return it with its vetoes."""
         if s.action is Action.HOLD:
             return None
-        result = supervise(ensemble_signal(s), state, self.policy, self.expected_models, self.bias)
-        reasons = tuple(veto_reason(v) for v in result.vetoes)
+        reasons = supervise(s, state, self.policy, self.expected_models, self.bias)
         return SignalSupervised(
             signal_id=s.signal_id,
             symbol=s.symbol,

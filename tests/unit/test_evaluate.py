@@ -78,16 +78,15 @@ def test_next_bar_returns_stop_at_gaps_and_symbol_ends() -> None:
 def test_ensemble_is_the_runtime_vote_renormalized_over_present_members() -> None:
     a = np.array([[0.2, 0.3, 0.5], [0.4, 0.2, 0.4]], dtype=np.float32)
     b = np.array([[0.6, 0.3, 0.1], [0.4, 0.2, 0.4]], dtype=np.float32)
-    t = np.array([0, BAR_MS], dtype=np.int64)
-    sym = np.array(["BTCUSDT", "BTCUSDT"])
-    versions = {"a": "v1", "b": "v1"}
-    ens = runtime_ensemble({"a": a, "b": b}, versions, {"a": 0.25, "b": 0.25, "c": 0.5}, t, sym)
+    ens = runtime_ensemble({"a": a, "b": b}, {"a": 0.25, "b": 0.25, "c": 0.5})
     np.testing.assert_allclose(ens.proba, [[0.4, 0.3, 0.3], [0.4, 0.2, 0.4]], rtol=1e-6)
     assert ens.weights == {"a": 0.5, "b": 0.5} and ens.missing == ["c"]
     # row 0: SELL wins; row 1: SELL and BUY tie exactly -> HOLD (the runtime rule, not arg-max)
     assert ens.pred.tolist() == [SELL, HOLD]
     with pytest.raises(EvaluationError):
-        runtime_ensemble({"a": a}, versions, {"z": 1.0}, t, sym)
+        runtime_ensemble({"a": a}, {"z": 1.0})
+    with pytest.raises(EvaluationError, match="no evaluation rows"):
+        runtime_ensemble({"a": a[:0]}, {"a": 1.0})
 
 
 # ------------------------------------------------------------------------ end to end

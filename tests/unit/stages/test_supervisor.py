@@ -1,4 +1,4 @@
-"""Supervisor veto rules: every rule evaluated, every reason reported."""
+"""Supervisor veto rules on ``SignalScored``: every rule evaluated, every reason reported."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.config import BiasConfig, SupervisorPolicy
-from streams.logic.supervisor import BiasWindow, SupervisorState, supervise
-from streams.logic.voting import EnsembleSignal, ModelVote, vote
-from streams.vocabulary import Side
+from streams.contracts.records import SignalScored, SignalSupervised, VetoReason
+from streams.stages import SupervisorStage
+from streams.stages.ensemble import Probs, model_vote, vote
+from streams.stages.supervisor import BiasWindow, SupervisorState, opposition, supervise
+from streams.vocabulary import Action, Side
+from tests.unit.stages.factories import scored
 
 MODELS = ("xgboost", "lightgbm", "nhits", "patchtst")
 EQUAL = dict.fromkeys(MODELS, 0.25)
@@ -19,13 +22,32 @@ SELL_STRONG = (0.9, 0.05, 0.05)
 BUY_STRONG = (0.05, 0.05, 0.9)
 
 
-def _signal(symbol: str, t: int, probs: tuple[float, float, float], models=MODELS, as_of=None):
-    votes = [ModelVote(m, "v1", probs, t if as_of is None else as_of) for m in models]
-    return vote(f"{symbol}:{t}", symbol, t, votes, EQUAL)
+def _voted(
+    symbol: str,
+    t: int,
+    probs: dict[str, Probs],
+    as_of: dict[str, int] | None = None,
+    versions: dict[str, str] | None = None,
+) -> SignalScored:
+    """The ensemble's record of ``probs`` (per model, equal weights) voting at ``t``."""
+    ballot = vote(probs, EQUAL)
+    votes = tuple(
+        model_vote(m, (versions or {}).get(m, "v1"), p, w, 0, (as_of or {}).get(m, t))
+        for (m, p), w in zip(probs.items(), ballot.weights, strict=True)
+    )
+    return SignalScored(
+        signal_id=f"{symbol}:{t}", symbol=symbol, event_time_ms=t, feature_version="f1",
+        votes=votes, action=ballot.action, confidence=ballot.confidence,
+        probabilities=ballot.probs, close=100.0, atr_pct=0.002, volatility=0.001,
+    )  # fmt: skip
 
 
-def _rules(result) -> list[str]:
-    return [v.rule for v in result.vetoes]
+def _signal(symbol: str, t: int, probs: Probs, models: tuple[str, ...] = MODELS) -> SignalScored:
+    return _voted(symbol, t, dict.fromkeys(models, probs))
+
+
+def _rules(vetoes: tuple[VetoReason, ...]) -> list[str]:
+    return [v.rule for v in vetoes]
 
 
 def test_ring_buffer_counts_and_eviction() -> None:
@@ -41,8 +63,7 @@ def test_ring_buffer_counts_and_eviction() -> None:
 
 def test_clean_signal_passes() -> None:
     state = SupervisorState(POLICY.bias_window)
-    out = supervise(_signal("BTCUSDT", 1000, BUY_STRONG), state, POLICY, MODELS, SMALL)
-    assert out.approved and out.vetoes == ()
+    assert supervise(_signal("BTCUSDT", 1000, BUY_STRONG), state, POLICY, MODELS, SMALL) == ()
 
 
 def test_seed_sell_bias_is_caught_per_symbol_and_overall() -> None:
@@ -56,28 +77,27 @@ def test_seed_sell_bias_is_caught_per_symbol_and_overall() -> None:
         supervise(_signal("BTCUSDT", 7 + t, BUY_STRONG), state, POLICY, MODELS, SMALL)
         for t in range(3)
     ]
-    assert all(o.approved for o in outs)
+    assert all(o == () for o in outs)
     # 11th signal (t=10) SELL: window t=1..10 = 6 S + 3 B + this S = 7/10 = 70 % -> still ok
-    out = supervise(_signal("BTCUSDT", 10, SELL_STRONG), state, POLICY, MODELS, SMALL)
-    assert out.approved
+    assert supervise(_signal("BTCUSDT", 10, SELL_STRONG), state, POLICY, MODELS, SMALL) == ()
     # t=11..16 SELL: each window still holds the 3 BUYs (t=7,8,9), so 7 S of 10 -> ok.
     # t=17: window t=8..17 = B B + 8 S = 80 % SELL -> veto.
     for t in range(11, 17):
         supervise(_signal("BTCUSDT", t, SELL_STRONG), state, POLICY, MODELS, SMALL)
     out = supervise(_signal("BTCUSDT", 17, SELL_STRONG), state, POLICY, MODELS, SMALL)
     assert _rules(out) == ["ONE_SIDED_SYMBOL", "ONE_SIDED_OVERALL"]
-    assert "80.0% of last 10 signals SHORT" in out.vetoes[0].detail
+    assert "80.0% of last 10 signals SHORT" in out[0].detail
     # A BUY works against the bias and is not vetoed for it.
-    assert supervise(_signal("BTCUSDT", 18, BUY_STRONG), state, POLICY, MODELS, SMALL).approved
+    assert supervise(_signal("BTCUSDT", 18, BUY_STRONG), state, POLICY, MODELS, SMALL) == ()
 
 
 def test_overall_bias_across_symbols_without_symbol_bias() -> None:
     state = SupervisorState(POLICY.bias_window)
-    last = None
+    last: tuple[VetoReason, ...] = ()
     # 10 symbols, one SELL each: every symbol window holds 1 signal (< min_samples), overall 10/10.
     for i in range(10):
         last = supervise(_signal(f"S{i}USDT", i, SELL_STRONG), state, POLICY, MODELS, SMALL)
-    assert last is not None and _rules(last) == ["ONE_SIDED_OVERALL"]
+    assert _rules(last) == ["ONE_SIDED_OVERALL"]
 
 
 def test_bias_needs_min_samples() -> None:
@@ -85,7 +105,7 @@ def test_bias_needs_min_samples() -> None:
     out = supervise(
         _signal("BTCUSDT", 0, SELL_STRONG), state, POLICY, MODELS, BiasConfig(min_samples=2)
     )
-    assert out.approved  # 1 sample at 100 % is not evidence of bias
+    assert out == ()  # 1 sample at 100 % is not evidence of bias
 
 
 def test_all_rules_reported_together() -> None:
@@ -93,27 +113,45 @@ def test_all_rules_reported_together() -> None:
     t = 1_000_000
     # Three models vote, one of them scored an input 301 s old (> 300 000 ms); weak BUY.
     weak_buy = (0.30, 0.10, 0.60)
-    votes = [
-        ModelVote("xgboost", "x1", weak_buy, t),
-        ModelVote("lightgbm", "l1", weak_buy, t),
-        ModelVote("nhits", "n7", (0.8, 0.1, 0.1), t - 301_000),
-    ]
-    sig = vote("BTCUSDT:t", "BTCUSDT", t, votes, EQUAL)
+    sig = _voted(
+        "BTCUSDT", t, {"xgboost": weak_buy, "lightgbm": weak_buy, "nhits": (0.8, 0.1, 0.1)},
+        as_of={"nhits": t - 301_000}, versions={"xgboost": "x1", "lightgbm": "l1", "nhits": "n7"},
+    )  # fmt: skip
     # BUY = (0.6+0.6+0.1)/3 = 0.4333 ; SELL = (0.3+0.3+0.8)/3 = 0.4667 -> SELL 0.4667
     assert sig.action.value == "SELL"
     out = supervise(sig, state, POLICY, MODELS, SMALL)
     # SELL confidence 0.4667 < 0.65; patchtst missing; nhits stale; 2/3 of weight votes BUY >= 0.5
     assert _rules(out) == ["LOW_CONFIDENCE", "MISSING_MODEL", "STALE_MODEL", "MODEL_DISAGREEMENT"]
-    assert "patchtst" in out.vetoes[1].detail
-    assert "nhits@n7 301000 ms old" in out.vetoes[2].detail
-    assert "67% of weight opposes SELL" in out.vetoes[3].detail
+    assert "patchtst" in out[1].detail
+    assert "nhits@n7 301000 ms old" in out[2].detail
+    assert "67% of weight opposes SELL" in out[3].detail
+
+
+def test_a_vote_without_as_of_is_as_old_as_its_signal() -> None:
+    # factories.scored writes votes without as_of_ms (the field is optional in the contract).
+    sig = scored(probs=(0.05, 0.05, 0.9))
+    assert all(v.as_of_ms is None for v in sig.votes)
+    state = SupervisorState(POLICY.bias_window)
+    policy = SupervisorPolicy(bias_window=10, max_model_staleness_ms=1)
+    assert supervise(sig, state, policy, ("xgboost", "lightgbm"), SMALL) == ()
+
+
+def test_opposition_two_against_two() -> None:
+    sig = _voted(
+        "BTCUSDT", 1, {"xgboost": (0.0, 0.1, 0.9), "lightgbm": (0.0, 0.1, 0.9),
+                       "nhits": (0.6, 0.1, 0.3), "patchtst": (0.6, 0.1, 0.3)},
+    )  # fmt: skip
+    # BUY = (0.9+0.9+0.3+0.3)/4 = 0.6 -> BUY; two SELL voters hold 0.5 of the weight
+    assert sig.action is Action.BUY
+    assert opposition(sig) == 0.5
+    assert opposition(_signal("BTCUSDT", 1, (0.3, 0.4, 0.3))) == 0.0  # HOLD opposes nothing
 
 
 def test_confidence_exactly_at_minimum_passes() -> None:
     state = SupervisorState(POLICY.bias_window)
     # 0.65 exactly for BUY from every model -> ensemble 0.65 (>= minimum)
-    out = supervise(_signal("ETHUSDT", 1, (0.15, 0.20, 0.65)), state, POLICY, MODELS, SMALL)
-    assert out.approved
+    sig = _signal("ETHUSDT", 1, (0.15, 0.20, 0.65))
+    assert supervise(sig, state, POLICY, MODELS, SMALL) == ()
 
 
 def test_hold_only_gets_model_health_rules() -> None:
@@ -145,6 +183,14 @@ def test_window_matches_naive_tail(bits: list[bool], cap: int) -> None:
     assert abs(w.share(Side.LONG) - expected) < 1e-12
 
 
-def test_signal_round_trip_keeps_vote_details() -> None:
-    sig = _signal("BTCUSDT", 3, BUY_STRONG)
-    assert EnsembleSignal.from_dict(sig.to_dict()).votes[0].version == "v1"
+def test_stage_emits_the_vetoes_and_bias_shares_as_a_record_that_round_trips() -> None:
+    stage = SupervisorStage(POLICY, MODELS, SMALL)
+    state = stage.new_state()
+    sig = _signal("BTCUSDT", 3, (0.2, 0.2, 0.6), models=MODELS[:3])
+    out = stage.on_signal(state, sig)
+    assert out is not None and out.signal is sig and out.vetoed
+    assert _rules(out.veto_reasons) == ["LOW_CONFIDENCE", "MISSING_MODEL"]
+    assert out.final_action is Action.HOLD
+    assert (out.bias.symbol_buy_share, out.bias.overall_window) == (1.0, 1)
+    assert SignalSupervised.from_avro(out.to_avro()) == out
+    assert out.signal.votes[0].version == "v1"
