@@ -8,7 +8,7 @@ ladder a full stop-out costs about 32 % of margin plus fees and a full ladder ea
 50-70 %, so ``clip = 1`` only bites on gaps.
 
 A reward is routed back to exactly what produced it, carried in the trade's
-:class:`~streams.logic.paper.TradeContext`: the sizing state key and action, and the
+:class:`~streams.adapters.venues.interface.TradeContext`: the sizing state key and action, and the
 (regime, strategy) arm of the meta selector. Unfilled entries (quantity 0) teach nothing and
 yield no reward.
 """
@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from streams.adapters.venues.interface import ClosedTrade
 from streams.config import RewardConfig, SelectorConfig, SizingConfig
-from streams.logic.paper import ClosedTrade
 from streams.logic.sizing import QTable, SizingState
 from streams.logic.strategy import STRATEGIES, MetaSelector
 from streams.vocabulary import Regime

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from streams.adapters.venues.interface import ClosedTrade, TradeContext
 from streams.config import RewardConfig, SelectorConfig, SizingConfig
 from streams.errors import InvalidInputError
 from streams.logic.learning import apply_reward, reward_from_trade
-from streams.logic.paper import ClosedTrade, TradeContext
 from streams.logic.sizing import QTable, SizingState
 from streams.logic.strategy import MetaSelector
 from streams.vocabulary import Regime, Side

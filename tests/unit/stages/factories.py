@@ -7,6 +7,7 @@ from streams.contracts.records import (
     BiasShares,
     DecisionSized,
     ModelVote,
+    OrderApproved,
     Regime,
     Side,
     SignalScored,
@@ -74,4 +75,15 @@ def kline(
     return TickReceived(
         symbol=symbol, event_time_ms=t, kind=TickKind.KLINE_1M, open=o, high=h, low=low,
         close=c, volume=v, interval_ms=60_000, source="test",
+    )  # fmt: skip
+
+
+def approved(
+    d: DecisionSized, margin: float, max_leverage: float = 30.0, equity: float = 10_000.0
+) -> OrderApproved:
+    """``d`` as the risk stage approves it, with ``margin`` reserved."""
+    return OrderApproved(
+        order_id=f"{d.decision_id}:entry", decision_id=d.decision_id, symbol=d.symbol,
+        event_time_ms=d.event_time_ms, decision=d, approved_margin_usd=margin,
+        max_leverage=max_leverage, equity_usd=equity, open_positions=1,
     )  # fmt: skip

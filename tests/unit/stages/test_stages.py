@@ -27,7 +27,7 @@ from streams.stages import (
     SupervisorStage,
     partition_for,
 )
-from streams.stages.exits import plan_from_order
+from streams.stages.execution import plan_from_order
 from tests.unit.stages.factories import MODELS, T0, decision, kline, scored, supervised
 
 MIN = 60_000
