@@ -142,29 +142,36 @@ def check_kill_switch(
     )
 
 
+def _period_drawdown(
+    p: Proposal, rule: RiskRule, new_period: bool, start_equity: float, equity: float, limit: float
+) -> OrderRejected | None:
+    """Refuse once the period's drawdown reached ``limit`` (at the limit included).
+
+    A decision in a later period than the marks starts that period at the current equity.
+    """
+    dd = drawdown(equity if new_period else start_equity, equity)
+    if dd < limit - _EPS:
+        return None
+    period = "daily" if rule is RiskRule.DAILY_DRAWDOWN else "weekly"
+    return _reject(p, rule, f"{period} drawdown limit reached", dd, limit)
+
+
 def check_daily_drawdown(
     p: Proposal, s: PortfolioState, lim: RiskLimits, c: CorrelationConfig
 ) -> OrderRejected | None:
-    """Refuse once today's drawdown reached the daily limit (at the limit included)."""
-    start = s.equity if day_index(p.decision.event_time_ms) > s.day else s.day_start_equity
-    dd = drawdown(start, s.equity)
-    if dd < lim.max_daily_drawdown - _EPS:
-        return None
-    limit = lim.max_daily_drawdown
-    return _reject(p, RiskRule.DAILY_DRAWDOWN, "daily drawdown limit reached", dd, limit)
+    """Refuse once today's drawdown reached the daily limit."""
+    new_day = day_index(p.decision.event_time_ms) > s.day
+    rule, limit = RiskRule.DAILY_DRAWDOWN, lim.max_daily_drawdown
+    return _period_drawdown(p, rule, new_day, s.day_start_equity, s.equity, limit)
 
 
 def check_weekly_drawdown(
     p: Proposal, s: PortfolioState, lim: RiskLimits, c: CorrelationConfig
 ) -> OrderRejected | None:
     """Refuse once this ISO week's drawdown reached the weekly limit."""
-    week = iso_week_index(p.decision.event_time_ms)
-    start = s.equity if week > s.week else s.week_start_equity
-    dd = drawdown(start, s.equity)
-    if dd < lim.max_weekly_drawdown - _EPS:
-        return None
-    limit = lim.max_weekly_drawdown
-    return _reject(p, RiskRule.WEEKLY_DRAWDOWN, "weekly drawdown limit reached", dd, limit)
+    new_week = iso_week_index(p.decision.event_time_ms) > s.week
+    rule, limit = RiskRule.WEEKLY_DRAWDOWN, lim.max_weekly_drawdown
+    return _period_drawdown(p, rule, new_week, s.week_start_equity, s.equity, limit)
 
 
 def check_max_positions(
