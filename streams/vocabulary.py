@@ -1,7 +1,7 @@
 """The domain vocabulary: every enum of the contracts and of the trading logic, defined once.
 
 A member *is* its Avro symbol (``StrEnum``), so the contracts (``streams/contracts/records.py``)
-and the pure rules (``streams/logic``) share these types with no mapping between them. This
+and the stages' rules (``streams/stages``) share these types with no mapping between them. This
 module imports nothing of the project; ``schemas/*.avsc`` is the source of truth for the
 symbols and ``quantum-trader schemas check`` fails when an enum here and its schema drift.
 

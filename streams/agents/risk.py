@@ -19,11 +19,11 @@ from streams.contracts.records import (
     TickReceived,
     TradeClosed,
 )
-from streams.logic.risk import rules_passed
 from streams.observability import tracing
 from streams.observability.metrics import metrics
 from streams.ordering import SortKey
 from streams.stages import RiskStage, RiskState
+from streams.stages.risk import rules_passed
 from streams.topics import Topic
 from streams.topology import BuildContext, Shift, stage_spec
 

@@ -72,10 +72,11 @@ depend on the partition count.
 from __future__ import annotations
 
 from streams.errors import StageError
+from streams.instruments import INSTRUMENTS
 from streams.kafka_io import partition_for
 from streams.stages.ensemble import EnsembleStage, Scorer
 from streams.stages.execution import ExecutionStage, ExecutionState
-from streams.stages.exits import INSTRUMENTS, ExitPlannerStage
+from streams.stages.exits import ExitPlannerStage
 from streams.stages.features import FeaturesStage
 from streams.stages.learning import LearningStage
 from streams.stages.risk import RiskStage, RiskState

@@ -1,10 +1,16 @@
 """Execution stage: ``OrderPlanned`` + market ticks -> fills, position changes, closed trades.
 
-One :class:`ExecutionState` per symbol wraps a :class:`~streams.logic.paper.PaperVenue` and the
-order records it works on (the trade record needs the decision's strategy, regime, sizing and
-model versions). Timing: an order of the decision on bar ``t`` (open time ``t``) is placed at
-the bar's close, ``t + bar_ms``, so it can fill from bar ``t + bar_ms`` on, never on the bar that
-produced the signal. Only closed klines drive the venue; TRADE ticks are not simulated yet.
+The stage maps records to the venue and back; the fill and exit rules are the venue's
+(:mod:`streams.adapters.venues.paper`, behind :mod:`streams.adapters.venues.interface`). One
+:class:`ExecutionState` per symbol wraps a :class:`~streams.adapters.venues.paper.PaperVenue`
+and the order records it works on (the trade record needs the decision's strategy, regime,
+sizing and model versions). An order reaches the venue as the plan rebuilt from its record
+alone (:func:`plan_from_order`), so the Faust topology and the runner trade exactly the same
+plan.
+
+Event time: an order of the decision on bar ``t`` (open time ``t``) is placed at the bar's
+close, ``t + bar_ms``, so it can fill from bar ``t + bar_ms`` on, never on the bar that produced
+the signal. Only closed klines drive the venue; TRADE ticks are not simulated yet.
 """
 
 from __future__ import annotations
@@ -13,6 +19,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.adapters.venues.interface import (
+    Bar,
+    ClosedTrade,
+    ExitPlan,
+    Fill,
+    OrderIntent,
+    PositionEventKind,
+    TradeContext,
+)
+from streams.adapters.venues.interface import PositionEvent as VenuePositionEvent
+from streams.adapters.venues.paper import PaperPosition, PaperVenue
 from streams.config import PaperConfig, Settings
 from streams.contracts.records import (
     ExitReason,
@@ -27,19 +44,7 @@ from streams.contracts.records import (
     TickReceived,
     TradeClosed,
 )
-from streams.logic.exits import Instrument
-from streams.logic.paper import (
-    Bar,
-    ClosedTrade,
-    Fill,
-    OrderIntent,
-    PaperPosition,
-    PaperVenue,
-    PositionEventKind,
-    TradeContext,
-)
-from streams.logic.paper import PositionEvent as LogicPositionEvent
-from streams.stages.exits import INSTRUMENTS, fallback_instrument, plan_from_order
+from streams.instruments import INSTRUMENTS, Instrument, fallback_instrument, split_ladder
 
 ExecutionRecord = FillExecuted | PositionChanged | TradeClosed
 
@@ -83,6 +88,33 @@ class ExecutionState:
         return cls(venue, orders)
 
 
+def plan_from_order(o: OrderPlanned, instrument: Instrument) -> ExitPlan:
+    """Rebuild the exit plan from its record: offsets are the legs' distances to the entry."""
+    tps = [leg for leg in o.legs if leg.kind is LegKind.TP]
+    sl = next((leg for leg in o.legs if leg.kind is LegKind.SL), None)
+    trail = next((leg for leg in o.legs if leg.kind is LegKind.TRAIL), None)
+    ref = o.entry_price
+    steps = round(o.qty / instrument.step_size)
+    fractions = tuple(leg.fraction for leg in tps) or (1.0,)
+    return ExitPlan(
+        decision_id=o.decision_id,
+        symbol=o.symbol,
+        side=o.side,
+        reference_price=ref,
+        margin=o.margin_usd,
+        leverage=max(1, round(o.leverage)),
+        quantity_steps=steps,
+        tp_fractions=fractions,
+        tp_steps=split_ladder(steps, fractions),
+        tp_offsets=tuple(abs((leg.price or ref) - ref) for leg in tps) or (0.0,),
+        tp_prices=tuple(leg.price or ref for leg in tps) or (ref,),
+        sl_offset=abs((sl.price if sl and sl.price else ref) - ref),
+        sl_price=sl.price if sl and sl.price else ref,
+        trailing_callback=trail.callback if trail and trail.callback else 0.0,
+        instrument=instrument,
+    )
+
+
 def _leg_kind(leg: str) -> LegKind:
     if leg.startswith("tp"):
         return LegKind.TP
@@ -113,7 +145,7 @@ def fill_record(f: Fill, o: OrderPlanned, cfg: PaperConfig) -> FillExecuted:
 
 
 def position_record(
-    e: LogicPositionEvent, pos: PaperPosition, o: OrderPlanned
+    e: VenuePositionEvent, pos: PaperPosition, o: OrderPlanned
 ) -> PositionChanged | None:
     """Contract form of a quantity change (acceptance, trailing and stop events map to none:
     the stop's quantity change is the CLOSED record of the trade)."""
@@ -233,7 +265,7 @@ class ExecutionStage:
         for e in events:
             if isinstance(e, Fill):
                 out.append(fill_record(e, state.orders[e.decision_id], self.cfg))
-            elif isinstance(e, LogicPositionEvent):
+            elif isinstance(e, VenuePositionEvent):
                 pos = book[e.position_id]
                 rec = position_record(e, pos, state.orders[e.position_id])
                 if rec is not None:

@@ -1,21 +1,42 @@
 """Risk stage (one partition, portfolio-wide): ``DecisionSized`` -> approved or rejected.
 
 The stage turns the sizing decision into dollars against the *portfolio's* realised equity
-(``risk_fraction * equity``, capped per position), then runs the rules of
-:mod:`streams.logic.risk` in their fixed order. An approval reserves its margin at once, so two
-decisions of the same minute (processed in symbol order) cannot both take the last slot. The
-reservation holds the approved margin until the trade closes (a partial entry fill still counts
-in full: conservative), and ``on_trade_closed`` releases it and books the net PnL.
+(:func:`margin_for`: ``risk_fraction * equity``, capped per position), then runs the rules below
+on that :class:`Proposal` and the :class:`~streams.stages.portfolio.PortfolioState`, in this
+fixed order, and returns the first rejection (an ``OrderRejected`` naming the rule, the observed
+value and the limit):
 
-For the correlation rule the stage keeps the last returns of every symbol from the market ticks
-(``on_tick``); the decision's own recent returns come from the same store, so a decision at bar
-``t`` (made at the bar's close) sees returns up to bar ``t`` and nothing later.
+1. ``kill_switch`` - trading halted by a ``control.commands`` HALT (open positions keep being
+   managed by the position monitor; only new entries are refused).
+2. ``daily_drawdown`` - (day-start equity - equity) / day-start equity >= ``max_daily_drawdown``;
+   *at* the limit is already refused.
+3. ``weekly_drawdown`` - the same against the ISO-week start equity.
+4. ``max_positions`` - open (or reserved) positions >= ``max_concurrent_positions``.
+5. ``opposite_position`` - a position on the other side of the same symbol is open (one-way
+   mode: no hedged books).
+6. ``max_margin`` - margin > ``max_margin_per_position_usd``.
+7. ``max_leverage`` - leverage > ``max_leverage``.
+8. ``symbol_concentration`` - (open margin on the symbol + this margin) / equity >
+   ``max_symbol_concentration``.
+9. ``correlation`` - the direction-signed correlation of this symbol's recent returns with an
+    open position's symbol > ``max_open_correlation`` (long A + long B with correlation 0.9 is
+    one bet twice; long A + short B is a hedge, signed correlation -0.9).
+
+The confidence gate is the supervisor's (``QT_SUPERVISOR__MIN_CONFIDENCE``, one home): a
+decision carries its signal's confidence, which the supervisor already held to that minimum.
+
+An approval reserves its margin at once, so two decisions of the same minute (processed in
+symbol order) cannot both take the last slot; ``on_trade_closed`` releases it and books the net
+PnL. Event time: day and week marks roll with the decisions' and closed trades' event times
+(:mod:`streams.stages.portfolio`). For the correlation rule the stage keeps the last returns of
+every symbol from the market ticks (``on_tick``), so a decision at bar ``t`` (made at the bar's
+close) sees returns up to bar ``t`` and nothing later.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,17 +53,235 @@ from streams.contracts.records import (
     TickReceived,
     TradeClosed,
 )
-from streams.logic.risk import (
-    Approved,
+from streams.stages.portfolio import (
     PortfolioState,
-    Rejected,
-    SizedDecision,
     apply_close,
     apply_command,
-    evaluate,
+    day_index,
+    drawdown,
+    iso_week_index,
+    remember_return,
     reserve,
     roll_periods,
 )
+
+_EPS = 1e-12  # float slack so "exactly at the limit" compares as at the limit
+
+
+def margin_for(equity: float, risk_fraction: float, max_margin: float) -> float:
+    """Margin of a position: ``risk_fraction`` of ``equity``, capped at ``max_margin``.
+
+    10 000 USD equity at 15 % -> 1 500 USD; 20 000 USD at 15 % -> 3 000, capped to 2 000; no
+    equity, no margin.
+    """
+    return min(risk_fraction * equity, max_margin) if equity > 0.0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A decision as the rules weigh it: the record plus the margin and leverage it would take."""
+
+    decision: DecisionSized
+    margin: float
+    leverage: float
+
+
+def rejection(
+    d: DecisionSized,
+    margin: float,
+    rule: RiskRule,
+    detail: str,
+    observed: float | None = None,
+    limit: float | None = None,
+) -> OrderRejected:
+    """The ``risk.rejections`` record of ``d``: the rule, and the observed value vs the limit."""
+    return OrderRejected(
+        decision_id=d.decision_id,
+        symbol=d.symbol,
+        event_time_ms=d.event_time_ms,
+        side=d.side,
+        margin_usd=margin,
+        confidence=d.confidence,
+        rule=rule,
+        detail=detail,
+        observed=observed,
+        limit=limit,
+    )
+
+
+def correlation(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Pearson correlation of the aligned tails of ``a`` and ``b``; None if undefined."""
+    n = min(len(a), len(b))
+    if n < 2:
+        return None
+    xs, ys = a[len(a) - n :], b[len(b) - n :]
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    if sxx <= 0.0 or syy <= 0.0:
+        return None
+    return sxy / math.sqrt(sxx * syy)
+
+
+Check = Callable[[Proposal, PortfolioState, RiskLimits, CorrelationConfig], OrderRejected | None]
+
+
+def _reject(
+    p: Proposal, rule: RiskRule, detail: str, observed: float, limit: float
+) -> OrderRejected:
+    return rejection(p.decision, p.margin, rule, detail, observed, limit)
+
+
+def check_kill_switch(
+    p: Proposal, s: PortfolioState, lim: RiskLimits, c: CorrelationConfig
+) -> OrderRejected | None:
+    """Refuse everything while halted."""
+    return (
+        _reject(p, RiskRule.KILL_SWITCH, f"halted: {s.halt_reason}", 1.0, 0.0) if s.halted else None
+    )
+
+
+def _period_drawdown(
+    p: Proposal, rule: RiskRule, new_period: bool, start_equity: float, equity: float, limit: float
+) -> OrderRejected | None:
+    """Refuse once the period's drawdown reached ``limit`` (at the limit included).
+
+    A decision in a later period than the marks starts that period at the current equity.
+    """
+    dd = drawdown(equity if new_period else start_equity, equity)
+    if dd < limit - _EPS:
+        return None
+    period = "daily" if rule is RiskRule.DAILY_DRAWDOWN else "weekly"
+    return _reject(p, rule, f"{period} drawdown limit reached", dd, limit)
+
+
+def check_daily_drawdown(
+    p: Proposal, s: PortfolioState, lim: RiskLimits, c: CorrelationConfig
+) -> OrderRejected | None:
+    """Refuse once today's drawdown reached the daily limit."""
+    new_day = day_index(p.decision.event_time_ms) > s.day
+    rule, limit = RiskRule.DAILY_DRAWDOWN, lim.max_daily_drawdown
+    return _period_drawdown(p, rule, new_day, s.day_start_equity, s.equity, limit)
+
+
+def check_weekly_drawdown(
+    p: Proposal, s: PortfolioState, lim: RiskLimits, c: CorrelationConfig
+) -> OrderRejected | None:
+    """Refuse once this ISO week's drawdown reached the weekly limit."""
+    new_week = iso_week_index(p.decision.event_time_ms) > s.week
+    rule, limit = RiskRule.WEEKLY_DRAWDOWN, lim.max_weekly_drawdown
+    return _period_drawdown(p, rule, new_week, s.week_start_equity, s.equity, limit)
+
+
+def check_max_positions(
+    p: Proposal, s: PortfolioState, lim: RiskLimits, c: CorrelationConfig
+) -> OrderRejected | None:
+    """Refuse a new position when the concurrent-position limit is used up."""
+    n = len(s.positions)
+    if n < lim.max_concurrent_positions:
+        return None
+    limit = float(lim.max_concurrent_positions)
+    return _reject(p, RiskRule.MAX_CONCURRENT_POSITIONS, f"{n} positions open", float(n), limit)
+
+
+def check_opposite_position(
+    p: Proposal, s: PortfolioState, lim: RiskLimits, c: CorrelationConfig
+) -> OrderRejected | None:
+    """Refuse opening against an open position on the same symbol."""
+    d = p.decision
+    for open_ in s.positions.values():
+        if open_.symbol == d.symbol and open_.side is not d.side:
+            detail = f"{open_.side.value} {open_.symbol} open"
+            return _reject(p, RiskRule.OPPOSITE_POSITION, detail, 1.0, 0.0)
+    return None
+
+
+def check_max_margin(
+    p: Proposal, s: PortfolioState, lim: RiskLimits, c: CorrelationConfig
+) -> OrderRejected | None:
+    """Refuse margin over the per-position cap."""
+    cap = lim.max_margin_per_position_usd
+    if p.margin <= cap + _EPS:
+        return None
+    return _reject(p, RiskRule.MAX_MARGIN, "margin over per-position cap", p.margin, cap)
+
+
+def check_max_leverage(
+    p: Proposal, s: PortfolioState, lim: RiskLimits, c: CorrelationConfig
+) -> OrderRejected | None:
+    """Refuse leverage over the cap."""
+    if p.leverage <= lim.max_leverage:
+        return None
+    return _reject(p, RiskRule.MAX_LEVERAGE, "leverage over cap", p.leverage, lim.max_leverage)
+
+
+def check_symbol_concentration(
+    p: Proposal, s: PortfolioState, lim: RiskLimits, c: CorrelationConfig
+) -> OrderRejected | None:
+    """Refuse when the symbol's margin would exceed its share of equity."""
+    symbol = p.decision.symbol
+    on_symbol = sum(e.margin for e in s.positions.values() if e.symbol == symbol)
+    share = (on_symbol + p.margin) / s.equity if s.equity > 0 else math.inf
+    if share <= lim.max_symbol_concentration + _EPS:
+        return None
+    limit = lim.max_symbol_concentration
+    return _reject(p, RiskRule.SYMBOL_CONCENTRATION, f"{symbol} margin share", share, limit)
+
+
+def check_correlation(
+    p: Proposal, s: PortfolioState, lim: RiskLimits, c: CorrelationConfig
+) -> OrderRejected | None:
+    """Refuse when direction-signed correlation with an open position's symbol is too high."""
+    d = p.decision
+    mine = s.returns.get(d.symbol, [])
+    worst, worst_symbol = -math.inf, ""
+    for open_ in s.positions.values():
+        other = s.returns.get(open_.symbol, [])
+        if open_.symbol == d.symbol or min(len(other), len(mine)) < c.min_observations:
+            continue  # too few aligned returns: abstain rather than guess
+        rho = correlation(mine, other)
+        signed = -math.inf if rho is None else rho * d.side.sign * open_.side.sign
+        if signed > worst:
+            worst, worst_symbol = signed, open_.symbol
+    if worst <= lim.max_open_correlation:
+        return None
+    detail = f"signed correlation with open {worst_symbol}"
+    return _reject(p, RiskRule.CORRELATION, detail, worst, lim.max_open_correlation)
+
+
+#: The fixed evaluation order (see the module docstring), each rule with its contract symbol.
+RULES: tuple[tuple[RiskRule, Check], ...] = (
+    (RiskRule.KILL_SWITCH, check_kill_switch),
+    (RiskRule.DAILY_DRAWDOWN, check_daily_drawdown),
+    (RiskRule.WEEKLY_DRAWDOWN, check_weekly_drawdown),
+    (RiskRule.MAX_CONCURRENT_POSITIONS, check_max_positions),
+    (RiskRule.OPPOSITE_POSITION, check_opposite_position),
+    (RiskRule.MAX_MARGIN, check_max_margin),
+    (RiskRule.MAX_LEVERAGE, check_max_leverage),
+    (RiskRule.SYMBOL_CONCENTRATION, check_symbol_concentration),
+    (RiskRule.CORRELATION, check_correlation),
+)
+
+
+def rules_passed(rejected_by: RiskRule | None) -> list[RiskRule]:
+    """The rules a decision passed: all of them, or those evaluated before ``rejected_by``."""
+    order = [rule for rule, _check in RULES]
+    return order if rejected_by not in order else order[: order.index(rejected_by)]
+
+
+def evaluate(
+    proposal: Proposal,
+    state: PortfolioState,
+    limits: RiskLimits,
+    corr: CorrelationConfig = CorrelationConfig(),
+) -> OrderRejected | None:
+    """First rejection in :data:`RULES` order, or None (approved). Does not mutate ``state``."""
+    for _rule, check in RULES:
+        rejected = check(proposal, state, limits, corr)
+        if rejected is not None:
+            return rejected
+    return None
 
 
 @dataclass(slots=True)
@@ -100,42 +339,23 @@ class RiskStage:
         # The return first: a bar that cannot give one (a bad price) changes nothing.
         ret = None if prev is None else math.log(tick.close / prev)
         state.last_close[tick.symbol] = tick.close
-        if ret is None:
-            return
-        returns = state.portfolio.returns.setdefault(tick.symbol, [])
-        returns.append(ret)
-        if len(returns) > self.corr.max_returns:
-            del returns[0]
-
-    def margin_for(self, state: RiskState, d: DecisionSized) -> float:
-        """The decision's risk fraction of portfolio equity, capped per position."""
-        equity = state.portfolio.equity
-        cap = self.limits.max_margin_per_position_usd
-        return min(d.risk_fraction * equity, cap) if equity > 0.0 else 0.0
+        if ret is not None:
+            remember_return(state.portfolio, tick.symbol, ret, self.corr.max_returns)
 
     def on_decision(self, state: RiskState, d: DecisionSized) -> OrderApproved | OrderRejected:
         """Approve (and reserve) or reject one decision."""
         if d.decision_id in state.decided:
-            return self._rejected(d, d.margin_usd, RiskRule.DUPLICATE_DECISION, "already evaluated")
+            return rejection(d, d.margin_usd, RiskRule.DUPLICATE_DECISION, "already evaluated")
         state.decided.add(d.decision_id)
         p = state.portfolio
         roll_periods(p, d.event_time_ms)
-        margin = self.margin_for(state, d)
-        sized = SizedDecision(
-            decision_id=d.decision_id,
-            symbol=d.symbol,
-            side=d.side,
-            confidence=d.confidence,
-            margin=margin,
-            leverage=self.limits.max_leverage,  # the exit planner picks <= this cap
-            event_time_ms=d.event_time_ms,
-            recent_returns=tuple(p.returns.get(d.symbol, ())),
-        )
-        verdict = evaluate(sized, p, self.limits, self.corr)
-        if isinstance(verdict, Rejected):
-            return self._from_logic(d, margin, verdict)
-        assert isinstance(verdict, Approved)
-        reserve(p, sized)
+        margin = margin_for(p.equity, d.risk_fraction, self.limits.max_margin_per_position_usd)
+        # The exit planner picks a leverage <= this cap.
+        proposal = Proposal(d, margin, self.limits.max_leverage)
+        rejected = evaluate(proposal, p, self.limits, self.corr)
+        if rejected is not None:
+            return rejected
+        reserve(p, d.decision_id, d.symbol, d.side, margin)
         return OrderApproved(
             order_id=ids.order_id(d.decision_id, "entry"),
             decision_id=d.decision_id,
@@ -160,28 +380,3 @@ class RiskStage:
         """HALT / RESUME the kill switch (PROMOTE is the ensemble's business)."""
         if c.command in (CommandKind.HALT, CommandKind.RESUME):
             apply_command(state.portfolio, c.command, c.reason)
-
-    def _from_logic(self, d: DecisionSized, margin: float, r: Rejected) -> OrderRejected:
-        return self._rejected(d, margin, r.rule, r.detail, r.observed, r.limit)
-
-    @staticmethod
-    def _rejected(
-        d: DecisionSized,
-        margin: float,
-        rule: RiskRule,
-        detail: str,
-        observed: float | None = None,
-        limit: float | None = None,
-    ) -> OrderRejected:
-        return OrderRejected(
-            decision_id=d.decision_id,
-            symbol=d.symbol,
-            event_time_ms=d.event_time_ms,
-            side=d.side,
-            margin_usd=margin,
-            confidence=d.confidence,
-            rule=rule,
-            detail=detail,
-            observed=observed,
-            limit=limit,
-        )

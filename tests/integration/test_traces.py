@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 from streams.adapters.market_files import TimeWindow, parse_time_bound
 from streams.config import Settings
 from streams.demo import SAMPLE_DATA, DemoPlan, read_back, run_demo
-from streams.logic.risk import rules_passed
 from streams.observability.tracing import DECISION_ID, build_tree, decision_trace, read_spans
+from streams.stages.risk import rules_passed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

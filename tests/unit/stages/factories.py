@@ -8,6 +8,7 @@ from streams.contracts.records import (
     DecisionSized,
     ExitReason,
     ModelVote,
+    OrderApproved,
     Regime,
     Side,
     SignalScored,
@@ -85,11 +86,38 @@ def trade_closed(
 ) -> TradeClosed:
     """A long stopped out at ``t`` after two bars, on 250 USDT of margin at 1.25x, conf 0.85."""
     return TradeClosed(
-        trade_id=decision_id, decision_id=decision_id, order_id=f"{decision_id}:entry",
-        symbol=decision_id.split(":")[0], event_time_ms=t, opened_ms=t - 2 * MIN,
-        side=Side.LONG, entry_price=2500.0, exit_price=2490.0, qty=qty, leverage=10.0,
-        margin_usd=250.0, gross_pnl=net_pnl + 2.0, fees=2.0, net_pnl=net_pnl,
-        return_pct=net_pnl / 250.0, holding_ms=2 * MIN, exit_reason=ExitReason.STOP_LOSS,
-        strategy=strategy, regime=Regime.TREND, size_multiplier=1.25, confidence=0.85,
+        trade_id=decision_id,
+        decision_id=decision_id,
+        order_id=f"{decision_id}:entry",
+        symbol=decision_id.split(":")[0],
+        event_time_ms=t,
+        opened_ms=t - 2 * MIN,
+        side=Side.LONG,
+        entry_price=2500.0,
+        exit_price=2490.0,
+        qty=qty,
+        leverage=10.0,
+        margin_usd=250.0,
+        gross_pnl=net_pnl + 2.0,
+        fees=2.0,
+        net_pnl=net_pnl,
+        return_pct=net_pnl / 250.0,
+        holding_ms=2 * MIN,
+        exit_reason=ExitReason.STOP_LOSS,
+        strategy=strategy,
+        regime=Regime.TREND,
+        size_multiplier=1.25,
+        confidence=0.85,
         model_versions=dict(MODELS),
+    )
+
+
+def approved(
+    d: DecisionSized, margin: float, max_leverage: float = 30.0, equity: float = 10_000.0
+) -> OrderApproved:
+    """``d`` as the risk stage approves it, with ``margin`` reserved."""
+    return OrderApproved(
+        order_id=f"{d.decision_id}:entry", decision_id=d.decision_id, symbol=d.symbol,
+        event_time_ms=d.event_time_ms, decision=d, approved_margin_usd=margin,
+        max_leverage=max_leverage, equity_usd=equity, open_positions=1,
     )  # fmt: skip

@@ -24,8 +24,15 @@ from streams.stages import (
     SupervisorStage,
     partition_for,
 )
-from streams.stages.exits import plan_from_order
-from tests.unit.stages.factories import MODELS, T0, decision, kline, scored, trade_closed
+from streams.stages.execution import plan_from_order
+from tests.unit.stages.factories import (
+    MODELS,
+    T0,
+    decision,
+    kline,
+    scored,
+    trade_closed,
+)
 
 MIN = 60_000
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -10,22 +11,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.config import CorrelationConfig, RiskLimits
-from streams.logic.risk import (
-    RULES,
-    Approved,
+from streams.contracts.records import OrderRejected
+from streams.stages.portfolio import (
     PortfolioState,
-    Rejected,
-    SizedDecision,
     apply_close,
     apply_command,
-    apply_fill,
-    correlation,
-    evaluate,
     iso_week_index,
-    record_returns,
+    remember_return,
     reserve,
 )
+from streams.stages.risk import RULES, Proposal, correlation, evaluate, margin_for
 from streams.vocabulary import CommandKind, RiskRule, Side
+from tests.unit.stages.factories import decision
 
 LIMITS = RiskLimits()
 MON = 1_747_612_800_000  # 2025-05-19 00:00 UTC, a Monday
@@ -41,19 +38,34 @@ def _d(
     margin=1_000.0,
     lev=10.0,
     t=MON + HOUR,
-    rets=(),
-):
-    return SizedDecision(
-        f"{symbol}:{t}:{i}:decision", symbol, side, conf, margin, lev, t, tuple(rets)
-    )
+) -> Proposal:
+    d = decision(symbol, t, side)
+    d = dataclasses.replace(d, decision_id=f"{symbol}:{t}:{i}:decision", confidence=conf)
+    return Proposal(d, margin, lev)
+
+
+def _reserve(s: PortfolioState, p: Proposal) -> None:
+    d = p.decision
+    reserve(s, d.decision_id, d.symbol, d.side, p.margin)
+
+
+def _returns(s: PortfolioState, symbol: str, returns: list[float]) -> None:
+    for r in returns:
+        remember_return(s, symbol, r, CorrelationConfig().max_returns)
 
 
 def _fresh() -> PortfolioState:
     return PortfolioState.start(10_000.0, MON)
 
 
-def _rule(result: Approved | Rejected) -> str:
-    return "approved" if isinstance(result, Approved) else result.rule
+def _rule(result: OrderRejected | None) -> str:
+    return "approved" if result is None else result.rule
+
+
+def test_margin_is_the_risk_fraction_of_equity_capped_per_position() -> None:
+    assert margin_for(10_000.0, 0.15, 2_000.0) == pytest.approx(1_500.0)
+    assert margin_for(20_000.0, 0.15, 2_000.0) == 2_000.0  # 3 000 capped
+    assert margin_for(0.0, 0.15, 2_000.0) == 0.0 and margin_for(-5.0, 0.15, 2_000.0) == 0.0
 
 
 def test_iso_week_starts_monday() -> None:
@@ -65,7 +77,7 @@ def test_iso_week_starts_monday() -> None:
 
 
 def test_clean_decision_is_approved() -> None:
-    assert isinstance(evaluate(_d(), _fresh(), LIMITS), Approved)
+    assert evaluate(_d(), _fresh(), LIMITS) is None
 
 
 def test_daily_drawdown_exactly_at_the_limit_is_refused_then_resets_next_day() -> None:
@@ -74,7 +86,7 @@ def test_daily_drawdown_exactly_at_the_limit_is_refused_then_resets_next_day() -
     assert _rule(evaluate(_d(t=MON + 2 * HOUR), s, LIMITS)) == "approved"
     apply_close(s, "p2", -1.0, MON + 2 * HOUR)  # 1 500 / 10 000 = 15 % -> at the limit
     r = evaluate(_d(t=MON + 3 * HOUR), s, LIMITS)
-    assert isinstance(r, Rejected) and r.rule == RiskRule.DAILY_DRAWDOWN
+    assert r is not None and r.rule == RiskRule.DAILY_DRAWDOWN
     assert (r.observed, r.limit) == (pytest.approx(0.15), 0.15)
     # The next UTC day starts from 8 500: daily drawdown 0, weekly 15 % < 25 %.
     assert _rule(evaluate(_d(t=MON + DAY), s, LIMITS)) == "approved"
@@ -88,7 +100,7 @@ def test_weekly_drawdown_accumulates_across_days() -> None:
     assert _rule(evaluate(_d(t=MON + DAY + 2 * HOUR), s, LIMITS)) == "approved"
     apply_close(s, "c", -100.0, MON + DAY + 2 * HOUR)  # 7 500: weekly 25 % at the limit
     r = evaluate(_d(t=MON + DAY + 3 * HOUR), s, LIMITS)
-    assert isinstance(r, Rejected) and r.rule == RiskRule.WEEKLY_DRAWDOWN
+    assert r is not None and r.rule == RiskRule.WEEKLY_DRAWDOWN
     assert r.observed == pytest.approx(0.25)
     # Next Monday: the week restarts from 7 500.
     assert _rule(evaluate(_d(t=MON + 7 * DAY), s, LIMITS)) == "approved"
@@ -97,14 +109,15 @@ def test_weekly_drawdown_accumulates_across_days() -> None:
 def test_kill_switch_mid_position() -> None:
     s = _fresh()
     first = _d(0)
-    assert isinstance(evaluate(first, s, LIMITS), Approved)
-    reserve(s, first)
-    apply_fill(s, first.decision_id, "BTCUSDT", Side.LONG, 600.0)  # partial fill: 600 of 1 000
+    assert evaluate(first, s, LIMITS) is None
+    _reserve(s, first)
     apply_command(s, CommandKind.HALT, "operator")
     r = evaluate(_d(1, symbol="ETHUSDT"), s, LIMITS)
-    assert isinstance(r, Rejected) and r.rule == RiskRule.KILL_SWITCH and "operator" in r.detail
+    assert r is not None and r.rule == RiskRule.KILL_SWITCH and "operator" in r.detail
+    assert (r.decision_id, r.symbol, r.margin_usd) == ("ETHUSDT:1747616400000:1:decision",
+                                                        "ETHUSDT", 1_000.0)  # fmt: skip
     # The open position still closes normally and books its PnL while halted.
-    apply_close(s, first.decision_id, 120.0, MON + 2 * HOUR)
+    apply_close(s, first.decision.decision_id, 120.0, MON + 2 * HOUR)
     assert s.positions == {} and s.equity == 10_120.0
     apply_command(s, CommandKind.RESUME)
     assert _rule(evaluate(_d(2, symbol="ETHUSDT"), s, LIMITS)) == "approved"
@@ -126,9 +139,9 @@ def test_max_concurrent_positions() -> None:
     s = _fresh()
     s.equity = 1_000_000.0  # keep concentration out of the way
     for i in range(20):
-        reserve(s, _d(i, symbol=f"S{i}USDT", margin=100.0))
+        _reserve(s, _d(i, symbol=f"S{i}USDT", margin=100.0))
     r = evaluate(_d(99, symbol="NEWUSDT"), s, LIMITS)
-    assert isinstance(r, Rejected) and (r.rule, r.observed, r.limit) == (
+    assert r is not None and (r.rule, r.observed, r.limit) == (
         RiskRule.MAX_CONCURRENT_POSITIONS,
         20.0,
         20.0,
@@ -137,17 +150,17 @@ def test_max_concurrent_positions() -> None:
 
 def test_opposite_side_on_same_symbol_refused() -> None:
     s = _fresh()
-    reserve(s, _d(0, side=Side.LONG))
+    _reserve(s, _d(0, side=Side.LONG))
     assert _rule(evaluate(_d(1, side=Side.SHORT), s, LIMITS)) == RiskRule.OPPOSITE_POSITION
 
 
 def test_symbol_concentration_at_and_over_the_limit() -> None:
     s = _fresh()
-    reserve(s, _d(0, margin=1_500.0))
+    _reserve(s, _d(0, margin=1_500.0))
     # (1 500 + 1 000) / 10 000 = 25 % -> at the limit, allowed
     assert _rule(evaluate(_d(1, margin=1_000.0), s, LIMITS)) == "approved"
     r = evaluate(_d(1, margin=1_010.0), s, LIMITS)  # 25.1 %
-    assert isinstance(r, Rejected) and r.rule == RiskRule.SYMBOL_CONCENTRATION
+    assert r is not None and r.rule == RiskRule.SYMBOL_CONCENTRATION
     assert r.observed == pytest.approx(0.251)
 
 
@@ -157,14 +170,24 @@ def test_correlation_is_signed_by_direction() -> None:
     # BTC returns = ETH returns * 2 + tiny noise: correlation ~ 0.99
     btc = [2 * x + rng.gauss(0, 0.0001) for x in eth]
     s = _fresh()
-    record_returns(s, "ETHUSDT", eth, CorrelationConfig())
-    reserve(s, _d(0, symbol="ETHUSDT", side=Side.LONG))
-    r = evaluate(_d(1, side=Side.LONG, rets=btc), s, LIMITS)
-    assert isinstance(r, Rejected) and r.rule == RiskRule.CORRELATION and r.observed > 0.98
-    # Short BTC against long ETH is a hedge: signed correlation ~ -0.99.
-    assert _rule(evaluate(_d(1, side=Side.SHORT, rets=btc), s, LIMITS)) == "approved"
+    _returns(s, "ETHUSDT", eth)
+    _reserve(s, _d(0, symbol="ETHUSDT", side=Side.LONG))
+    _returns(s, "BTCUSDT", btc[-10:])
     # Too few aligned returns: the rule abstains.
-    assert _rule(evaluate(_d(1, side=Side.LONG, rets=btc[-10:]), s, LIMITS)) == "approved"
+    assert _rule(evaluate(_d(1, side=Side.LONG), s, LIMITS)) == "approved"
+    _returns(s, "BTCUSDT", btc)
+    r = evaluate(_d(1, side=Side.LONG), s, LIMITS)
+    assert r is not None and r.rule == RiskRule.CORRELATION and r.observed is not None
+    assert r.observed > 0.98 and r.detail == "signed correlation with open ETHUSDT"
+    # Short BTC against long ETH is a hedge: signed correlation ~ -0.99.
+    assert _rule(evaluate(_d(1, side=Side.SHORT), s, LIMITS)) == "approved"
+
+
+def test_only_the_latest_returns_are_kept() -> None:
+    s = _fresh()
+    for r in (0.1, 0.2, 0.3, 0.4):
+        remember_return(s, "BTCUSDT", r, 3)
+    assert s.returns["BTCUSDT"] == [0.2, 0.3, 0.4]
 
 
 def test_correlation_hand_computed() -> None:
@@ -178,8 +201,8 @@ def test_correlation_hand_computed() -> None:
 
 def test_state_round_trip() -> None:
     s = _fresh()
-    reserve(s, _d(0))
-    record_returns(s, "BTCUSDT", [0.1, -0.2], CorrelationConfig())
+    _reserve(s, _d(0))
+    _returns(s, "BTCUSDT", [0.1, -0.2])
     apply_command(s, CommandKind.HALT, "x")
     assert PortfolioState.from_dict(s.to_dict()) == s
 

@@ -1,4 +1,7 @@
-"""Paper venue and position monitor (the ``execution`` stage), bar by bar or tick by tick.
+"""Paper venue and position monitor: fills and exits simulated bar by bar (or tick by tick).
+
+The ``execution`` stage (:mod:`streams.stages.execution`) drives it through the venue interface
+(:mod:`streams.adapters.venues.interface`).
 
 Fill model
     An order placed at decision time ``t`` is eligible on the first bar whose open time is
@@ -44,124 +47,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from streams.adapters.venues.interface import (
+    Bar,
+    ClosedTrade,
+    Event,
+    ExitPlan,
+    Fill,
+    OrderIntent,
+    PositionEvent,
+    PositionEventKind,
+    TradeContext,
+)
 from streams.config import PaperConfig
 from streams.ids import fill_id, order_id
-from streams.logic.exits import ExitPlan, anchor, split_ladder
-from streams.vocabulary import Side
+from streams.instruments import anchor, split_ladder
 
-
-@dataclass(frozen=True, slots=True)
-class Bar:
-    """One kline (or one trade, see :meth:`tick`) of one symbol."""
-
-    symbol: str
-    time_ms: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-
-    @classmethod
-    def tick(cls, symbol: str, time_ms: int, price: float, quantity: float) -> Bar:
-        """A trade as a degenerate bar."""
-        return cls(symbol, time_ms, price, price, price, price, quantity)
-
-
-@dataclass(frozen=True, slots=True)
-class TradeContext:
-    """Why a position exists: what the learner and the journal need from the decision."""
-
-    confidence: float = 0.0
-    model_versions: tuple[str, ...] = ()  # e.g. ("xgboost@3", "lightgbm@2", ...)
-    strategy: str = ""
-    regime: str = ""
-    sizing_state: str = ""
-    sizing_action: int = -1
-
-
-@dataclass(frozen=True, slots=True)
-class OrderIntent:
-    """An exit plan placed at decision time ``placed_ms``."""
-
-    plan: ExitPlan
-    placed_ms: int
-    context: TradeContext = TradeContext()
-
-
-@dataclass(frozen=True, slots=True)
-class Fill:
-    """One execution (``execution.fills``); ``side`` is the order's BUY/SELL direction."""
-
-    fill_id: str
-    order_id: str
-    decision_id: str
-    symbol: str
-    side: str
-    price: float
-    quantity: float
-    fee: float
-    liquidity: str
-    time_ms: int
-
-
-class PositionEventKind(StrEnum):
-    """What happened to a position (``positions.events``)."""
-
-    ACCEPTED = "ACCEPTED"
-    ENTRY_PARTIAL = "ENTRY_PARTIAL"
-    OPENED = "OPENED"
-    TP_FILLED = "TP_FILLED"
-    TRAILING_ACTIVATED = "TRAILING_ACTIVATED"
-    STOPPED = "STOPPED"
-    CLOSED = "CLOSED"
-
-
-@dataclass(frozen=True, slots=True)
-class PositionEvent:
-    """A position state change; ``open_quantity`` is what remains open after it."""
-
-    position_id: str
-    symbol: str
-    kind: PositionEventKind
-    time_ms: int
-    price: float
-    open_quantity: float
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ClosedTrade:
-    """A flat position with its economics (``trades.closed``); ``trade_id`` = decision id."""
-
-    trade_id: str
-    symbol: str
-    side: Side
-    quantity: float
-    entry_price: float
-    exit_price: float
-    gross_pnl: float
-    fees: float
-    net_pnl: float
-    margin: float
-    leverage: int
-    opened_ms: int
-    closed_ms: int
-    holding_ms: int
-    exit_reason: str
-    context: TradeContext
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict for a record."""
-        data = asdict(self)
-        data["side"] = self.side.value
-        return data
-
-
-Event = Fill | PositionEvent | ClosedTrade
 _NONE: tuple[Event, ...] = ()
 
 

@@ -7,24 +7,28 @@ Fees: taker 0.04 %, maker 0.02 %; slippage 0 unless stated.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.config import ExitPolicy, PaperConfig
-from streams.logic.exits import Instrument, PlanRequest, plan_exits
-from streams.logic.paper import (
+from streams.adapters.venues.interface import (
     Bar,
     ClosedTrade,
     Fill,
     OrderIntent,
-    PaperPosition,
-    PaperVenue,
     PositionEvent,
     PositionEventKind,
     TradeContext,
 )
+from streams.adapters.venues.paper import PaperPosition, PaperVenue
+from streams.config import ExitPolicy, PaperConfig
+from streams.instruments import Instrument
+from streams.stages.execution import plan_from_order
+from streams.stages.exits import plan_exits
 from streams.vocabulary import Side
+from tests.unit.stages.factories import approved, decision
 
 M = 60_000
 CFG = PaperConfig(slippage_bps=0.0, participation=0.0, latency_ms=0)  # participation 0 = unlimited
@@ -33,8 +37,12 @@ DEC = "BTCUSDT:0:decision"
 
 
 def _intent(side: Side = Side.LONG, placed: int = 0) -> OrderIntent:
-    req = PlanRequest(DEC, "BTCUSDT", side, 100.0, 1_000.0, 0.75, 0.01)
-    return OrderIntent(plan_exits(req, ExitPolicy(), 30.0, Instrument(0.01, 1.0)), placed, CTX)
+    """The common plan as the runtime makes it: planned, then rebuilt from its record."""
+    d = decision("BTCUSDT", 0, side, price=100.0)
+    d = dataclasses.replace(d, decision_id=DEC, confidence=0.75, atr_pct=0.01)
+    instrument = Instrument(0.01, 1.0)
+    planned = plan_exits(approved(d, 1_000.0), ExitPolicy(), 30.0, instrument)
+    return OrderIntent(plan_from_order(planned, instrument), placed, CTX)
 
 
 def _bar(i: int, o: float, h: float, low: float, c: float, v: float = 1_000.0) -> Bar:
