@@ -64,17 +64,9 @@ from streams.stages.portfolio import (
     reserve,
     roll_periods,
 )
+from streams.stages.sizing import margin_for
 
 _EPS = 1e-12  # float slack so "exactly at the limit" compares as at the limit
-
-
-def margin_for(equity: float, risk_fraction: float, max_margin: float) -> float:
-    """Margin of a position: ``risk_fraction`` of ``equity``, capped at ``max_margin``.
-
-    10 000 USD equity at 15 % -> 1 500 USD; 20 000 USD at 15 % -> 3 000, capped to 2 000; no
-    equity, no margin.
-    """
-    return min(risk_fraction * equity, max_margin) if equity > 0.0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)

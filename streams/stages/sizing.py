@@ -134,15 +134,14 @@ class QTable:
         )
 
 
-def margin_for(equity: float, base_risk: float, multiplier: float, max_margin: float) -> float:
-    """Margin of a position: ``equity * base_risk * multiplier``, capped at ``max_margin``.
+def margin_for(equity: float, risk_fraction: float, max_margin: float) -> float:
+    """Margin of a position: ``risk_fraction`` of ``equity``, capped at ``max_margin``.
 
-    10 000 USD equity, 10 % base risk, 1.5x -> 1 500 USD;
-    20 000 USD equity -> 3 000, capped to 2 000.
+    The one sizing rule in dollars: the strategy stage sizes its decision with it and the risk
+    stage re-sizes the decision against the portfolio's equity with it. 10 000 USD equity at
+    15 % -> 1 500 USD; 20 000 USD at 15 % -> 3 000, capped to 2 000; no equity, no margin.
     """
-    if equity <= 0.0:
-        return 0.0
-    return min(equity * base_risk * multiplier, max_margin)
+    return min(risk_fraction * equity, max_margin) if equity > 0.0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,4 +171,4 @@ def size_position(
     state = sizing_state(confidence, regime, drawdown, cfg)
     action = table.choose(state, rng, cfg)
     mult = cfg.multipliers[action]
-    return SizeChoice(state, action, mult, margin_for(equity, limits[0], mult, limits[1]))
+    return SizeChoice(state, action, mult, margin_for(equity, limits[0] * mult, limits[1]))

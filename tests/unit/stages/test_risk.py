@@ -20,7 +20,7 @@ from streams.stages.portfolio import (
     remember_return,
     reserve,
 )
-from streams.stages.risk import RULES, Proposal, correlation, evaluate, margin_for
+from streams.stages.risk import RULES, Proposal, correlation, evaluate
 from streams.vocabulary import CommandKind, RiskRule, Side
 from tests.unit.stages.factories import decision
 
@@ -60,12 +60,6 @@ def _fresh() -> PortfolioState:
 
 def _rule(result: OrderRejected | None) -> str:
     return "approved" if result is None else result.rule
-
-
-def test_margin_is_the_risk_fraction_of_equity_capped_per_position() -> None:
-    assert margin_for(10_000.0, 0.15, 2_000.0) == pytest.approx(1_500.0)
-    assert margin_for(20_000.0, 0.15, 2_000.0) == 2_000.0  # 3 000 capped
-    assert margin_for(0.0, 0.15, 2_000.0) == 0.0 and margin_for(-5.0, 0.15, 2_000.0) == 0.0
 
 
 def test_iso_week_starts_monday() -> None:

@@ -62,9 +62,9 @@ def test_state_key_round_trips_and_a_malformed_key_raises() -> None:
 
 
 def test_margin_cap_and_base() -> None:
-    assert margin_for(10_000.0, 0.10, 1.5, 2_000.0) == pytest.approx(1_500.0)  # 10k * 10% * 1.5
-    assert margin_for(20_000.0, 0.10, 1.5, 2_000.0) == 2_000.0  # 3 000 capped
-    assert margin_for(-5.0, 0.10, 1.0, 2_000.0) == 0.0
+    assert margin_for(10_000.0, 0.10 * 1.5, 2_000.0) == pytest.approx(1_500.0)  # 10k * 15%
+    assert margin_for(20_000.0, 0.10 * 1.5, 2_000.0) == 2_000.0  # 3 000 capped
+    assert margin_for(0.0, 0.15, 2_000.0) == 0.0 and margin_for(-5.0, 0.15, 2_000.0) == 0.0
 
 
 def test_size_position_seeded_and_explores_all_actions() -> None:
