@@ -19,12 +19,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
 from streams.contracts.deadletters import bounded_payload
 from streams.contracts.records import DeadLettered, TickKind, TickReceived
-from streams.contracts.ticks import bar_problem, event_time_problem
+from streams.contracts.ticks import TickReason, bar_problem, event_time_problem
 
 if TYPE_CHECKING:
     from streams.adapters.market_files import MarketFileSpec
@@ -40,28 +39,11 @@ DEAD_LETTER_STAGE: Final = "replay"
 _BOOLEANS: Final = {"true": True, "false": False}
 
 
-class RejectReason(StrEnum):
-    """Why a row was not turned into a tick (the ``reason`` of its dead letter)."""
-
-    UNPARSABLE = "unparsable"
-    NAN = "nan"
-    NON_POSITIVE_PRICE = "non_positive_price"
-    NEGATIVE_VOLUME = "negative_volume"
-    HIGH_BELOW_LOW = "high_below_low"
-    OPEN_CLOSE_OUTSIDE_RANGE = "open_close_outside_range"
-    MISALIGNED_TIME = "misaligned_time"
-    DUPLICATE_TIME = "duplicate_time"
-    OUT_OF_ORDER_TIME = "out_of_order_time"
-    # Trades may share a millisecond; a repeated or decreasing trade id is the duplicate.
-    DUPLICATE_TRADE_ID = "duplicate_trade_id"
-    IMPLAUSIBLE_TIME = "implausible_time"
-
-
 @dataclass(frozen=True, slots=True)
 class RejectedRow:
     """A data line that failed validation; ``event_time_ms`` is ``None`` when unreadable."""
 
-    reason_code: RejectReason
+    reason_code: TickReason
     detail: str
     file: str
     line_no: int
@@ -97,7 +79,7 @@ def dead_letter(row: RejectedRow) -> DeadLettered:
 class _RowError(Exception):
     """Internal: a row failed one check; carries the reason and, when known, its time."""
 
-    def __init__(self, reason: RejectReason, detail: str, time_ms: int | None = None) -> None:
+    def __init__(self, reason: TickReason, detail: str, time_ms: int | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
@@ -107,7 +89,7 @@ class _RowError(Exception):
 def _parse_fields(line: bytes, count: int) -> list[str]:
     fields = line.decode("ascii").strip().split(",")
     if len(fields) < count:
-        raise _RowError(RejectReason.UNPARSABLE, f"expected {count} columns, got {len(fields)}")
+        raise _RowError(TickReason.UNPARSABLE, f"expected {count} columns, got {len(fields)}")
     return fields
 
 
@@ -115,7 +97,7 @@ def _to_int(text: str, column: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise _RowError(RejectReason.UNPARSABLE, f"{column}={text!r} is not an integer") from None
+        raise _RowError(TickReason.UNPARSABLE, f"{column}={text!r} is not an integer") from None
 
 
 def _to_floats(texts: Sequence[str], columns: Sequence[str], time_ms: int) -> list[float]:
@@ -125,9 +107,9 @@ def _to_floats(texts: Sequence[str], columns: Sequence[str], time_ms: int) -> li
             value = float(text)
         except ValueError:
             detail = f"{column}={text!r} is not a number"
-            raise _RowError(RejectReason.UNPARSABLE, detail, time_ms) from None
+            raise _RowError(TickReason.UNPARSABLE, detail, time_ms) from None
         if not math.isfinite(value):
-            raise _RowError(RejectReason.NAN, f"{column}={text!r} is not finite", time_ms)
+            raise _RowError(TickReason.NAN, f"{column}={text!r} is not finite", time_ms)
         values.append(value)
     return values
 
@@ -136,14 +118,14 @@ def check_prices(o: float, h: float, low: float, c: float, volume: float, time_m
     """Raise the first failed bar check (the rule every stage applies to ticks, one home)."""
     problem = bar_problem(o, h, low, c, volume)
     if problem is not None:
-        raise _RowError(RejectReason(problem[0].value), problem[1], time_ms)
+        raise _RowError(problem[0], problem[1], time_ms)
 
 
 def check_time(time_ms: int) -> None:
     """Raise when the event time is implausible on its own (before 2017, after 2100)."""
     problem = event_time_problem(time_ms)
     if problem is not None:
-        raise _RowError(RejectReason(problem[0].value), problem[1], time_ms)
+        raise _RowError(problem[0], problem[1], time_ms)
 
 
 @dataclass(slots=True)
@@ -165,13 +147,13 @@ def parse_kline(
     check_time(time_ms)
     if time_ms % interval_ms:
         detail = f"open_time_ms={time_ms} not a multiple of {interval_ms}"
-        raise _RowError(RejectReason.MISALIGNED_TIME, detail, time_ms)
+        raise _RowError(TickReason.MISALIGNED_TIME, detail, time_ms)
     last = cursor.last_time_ms
     if last is not None and time_ms == last:
-        raise _RowError(RejectReason.DUPLICATE_TIME, f"open_time_ms={time_ms} repeated", time_ms)
+        raise _RowError(TickReason.DUPLICATE_TIME, f"open_time_ms={time_ms} repeated", time_ms)
     if last is not None and time_ms < last:
         detail = f"open_time_ms={time_ms} before previous {last}"
-        raise _RowError(RejectReason.OUT_OF_ORDER_TIME, detail, time_ms)
+        raise _RowError(TickReason.OUT_OF_ORDER_TIME, detail, time_ms)
     cursor.last_time_ms = time_ms
     return TickReceived(
         symbol=spec.symbol, event_time_ms=time_ms, kind=TickKind.KLINE_1M, open=o, high=h,
@@ -189,15 +171,15 @@ def parse_trade(line: bytes, spec: MarketFileSpec, cursor: RowCursor) -> TickRec
     is_buyer_maker = _BOOLEANS.get(fields[5].strip().lower())
     if is_buyer_maker is None:
         detail = f"is_buyer_maker={fields[5]!r} is not true/false"
-        raise _RowError(RejectReason.UNPARSABLE, detail, time_ms)
+        raise _RowError(TickReason.UNPARSABLE, detail, time_ms)
     check_prices(price, price, price, price, qty, time_ms)
     check_time(time_ms)
     if cursor.last_trade_id is not None and trade_id <= cursor.last_trade_id:
         detail = f"trade_id={trade_id} not after previous {cursor.last_trade_id}"
-        raise _RowError(RejectReason.DUPLICATE_TRADE_ID, detail, time_ms)
+        raise _RowError(TickReason.DUPLICATE_TRADE_ID, detail, time_ms)
     if cursor.last_time_ms is not None and time_ms < cursor.last_time_ms:
         detail = f"trade_time_ms={time_ms} before previous {cursor.last_time_ms}"
-        raise _RowError(RejectReason.OUT_OF_ORDER_TIME, detail, time_ms)
+        raise _RowError(TickReason.OUT_OF_ORDER_TIME, detail, time_ms)
     cursor.last_time_ms, cursor.last_trade_id = time_ms, trade_id
     return TickReceived(
         symbol=spec.symbol, event_time_ms=time_ms, kind=TickKind.TRADE, open=price, high=price,
@@ -216,7 +198,7 @@ def validate_line(
             return parse_kline(line, spec, cursor, interval_ms)
         return parse_trade(line, spec, cursor)
     except UnicodeDecodeError:
-        error = _RowError(RejectReason.UNPARSABLE, "line is not ASCII text")
+        error = _RowError(TickReason.UNPARSABLE, "line is not ASCII text")
     except _RowError as exc:
         error = exc
     return RejectedRow(

@@ -48,8 +48,9 @@ _SYMBOL: Final = re.compile(r"[A-Z0-9][A-Z0-9_-]{0,31}")
 
 
 class TickReason(StrEnum):
-    """Why a tick is refused (the ``reason`` of its dead letter; file rows share the codes)."""
+    """Why a tick or a market-file row is refused (the ``reason`` of its dead letter)."""
 
+    UNPARSABLE = "unparsable"  # a file row that is not a row
     NAN = "nan"
     NON_POSITIVE_PRICE = "non_positive_price"
     NEGATIVE_VOLUME = "negative_volume"
@@ -62,6 +63,7 @@ class TickReason(StrEnum):
     BAD_KIND_FIELDS = "bad_kind_fields"
     OUT_OF_ORDER_TIME = "out_of_order_time"
     DUPLICATE_TIME = "duplicate_time"
+    # Trades may share a millisecond; a repeated or decreasing trade id is the duplicate.
     DUPLICATE_TRADE_ID = "duplicate_trade_id"
     EVENT_TIME_SKEW = "event_time_skew"
 

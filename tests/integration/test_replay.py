@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from streams.adapters.market_files import TimeWindow
-from streams.adapters.market_rows import RejectReason
 from streams.adapters.replay import ReplayError, SameTopicError
 from streams.adapters.replay.files import (
     Encode,
@@ -28,6 +27,7 @@ from streams.adapters.replay.files import (
 )
 from streams.adapters.replay.topic import base_topic_of, replay_topic, target_topic_for
 from streams.contracts.records import TickKind, TickReceived
+from streams.contracts.ticks import TickReason
 from streams.kafka_io import (
     BrokerUnreachableError,
     DeliveryFailedError,
@@ -212,21 +212,21 @@ def test_symbols_land_where_faust_hashes_them_and_each_partition_is_time_ordered
         assert in_order(stamps)
 
 
-def write_with_bad_rows(tmp_path: Path) -> tuple[Path, dict[int, RejectReason], list[str]]:
+def write_with_bad_rows(tmp_path: Path) -> tuple[Path, dict[int, TickReason], list[str]]:
     """A real file's first rows with one bad row per reason injected; returns line -> reason."""
     real = first_lines(FUTURES / "ETHUSDT.csv.gz", 61)
     header, good = real[0], real[1:]
     t0 = int(good[0].split(",")[0])
     bad_rows = [
-        ("not,a,row", RejectReason.UNPARSABLE),
-        ("{t},NaN,1,1,1,1", RejectReason.NAN),
-        ("{t},1,1,0,1,1", RejectReason.NON_POSITIVE_PRICE),
-        ("{t},1,1,1,1,-3", RejectReason.NEGATIVE_VOLUME),
-        ("{t},1,1,2,1,1", RejectReason.HIGH_BELOW_LOW),
-        ("{t},3,2,1,1,1", RejectReason.OPEN_CLOSE_OUTSIDE_RANGE),
-        ("{t_odd},1,1,1,1,1", RejectReason.MISALIGNED_TIME),
-        ("{t_same},1,1,1,1,1", RejectReason.DUPLICATE_TIME),
-        ("{t0},1,1,1,1,1", RejectReason.OUT_OF_ORDER_TIME),
+        ("not,a,row", TickReason.UNPARSABLE),
+        ("{t},NaN,1,1,1,1", TickReason.NAN),
+        ("{t},1,1,0,1,1", TickReason.NON_POSITIVE_PRICE),
+        ("{t},1,1,1,1,-3", TickReason.NEGATIVE_VOLUME),
+        ("{t},1,1,2,1,1", TickReason.HIGH_BELOW_LOW),
+        ("{t},3,2,1,1,1", TickReason.OPEN_CLOSE_OUTSIDE_RANGE),
+        ("{t_odd},1,1,1,1,1", TickReason.MISALIGNED_TIME),
+        ("{t_same},1,1,1,1,1", TickReason.DUPLICATE_TIME),
+        ("{t0},1,1,1,1,1", TickReason.OUT_OF_ORDER_TIME),
     ]
     lines, expected = [header], {}
     for index, (template, reason) in enumerate(bad_rows):
@@ -262,7 +262,7 @@ def test_each_bad_row_becomes_one_dead_letter_and_every_good_row_is_delivered(
         value = decode_dead(record.value)
         assert record.key == value["source_file"].encode()
         letters[value["source_line"]] = value
-    assert {line: RejectReason(v["reason"]) for line, v in letters.items()} == expected
+    assert {line: TickReason(v["reason"]) for line, v in letters.items()} == expected
     for line_no, value in letters.items():
         assert value["raw"] == lines[line_no - 1].encode()
         assert value["source_file"] == f"{tmp_path.name}/ETHUSDT.csv.gz"

@@ -22,7 +22,7 @@ from streams.adapters.market_files import (
     open_data_set,
     parse_time_bound,
 )
-from streams.adapters.market_rows import RejectedRow, RejectReason, dead_letter
+from streams.adapters.market_rows import RejectedRow, TickReason, dead_letter
 from streams.contracts.records import DeadLettered, TickKind, TickReceived
 from tests.shared_data import BINANCE
 
@@ -112,19 +112,19 @@ def test_trades_of_two_symbols_merge_with_shared_milliseconds() -> None:
 
 
 KLINE_BAD_ROWS = {
-    "1746372780000,95505.4,95505.5": RejectReason.UNPARSABLE,
-    "1746372780000,abc,95505.5,95502.7,95502.7,16.5": RejectReason.UNPARSABLE,
-    "noon,95505.4,95505.5,95502.7,95502.7,16.5": RejectReason.UNPARSABLE,
-    "{t},NaN,95505.5,95502.7,95502.7,16.5": RejectReason.NAN,
-    "{t},95505.4,inf,95502.7,95502.7,16.5": RejectReason.NAN,
-    "{t},0,95505.5,95502.7,95502.7,16.5": RejectReason.NON_POSITIVE_PRICE,
-    "{t},95505.4,95505.5,-1,95502.7,16.5": RejectReason.NON_POSITIVE_PRICE,
-    "{t},95505.4,95505.5,95502.7,95502.7,-0.1": RejectReason.NEGATIVE_VOLUME,
-    "{t},95505.4,95500,95502.7,95502.7,16.5": RejectReason.HIGH_BELOW_LOW,
-    "{t},95509,95505.5,95502.7,95502.7,16.5": RejectReason.OPEN_CLOSE_OUTSIDE_RANGE,
-    "{t_misaligned},95505.4,95505.5,95502.7,95502.7,16.5": RejectReason.MISALIGNED_TIME,
-    "{t_dup},95505.4,95505.5,95502.7,95502.7,16.5": RejectReason.DUPLICATE_TIME,
-    "{t_old},95505.4,95505.5,95502.7,95502.7,16.5": RejectReason.OUT_OF_ORDER_TIME,
+    "1746372780000,95505.4,95505.5": TickReason.UNPARSABLE,
+    "1746372780000,abc,95505.5,95502.7,95502.7,16.5": TickReason.UNPARSABLE,
+    "noon,95505.4,95505.5,95502.7,95502.7,16.5": TickReason.UNPARSABLE,
+    "{t},NaN,95505.5,95502.7,95502.7,16.5": TickReason.NAN,
+    "{t},95505.4,inf,95502.7,95502.7,16.5": TickReason.NAN,
+    "{t},0,95505.5,95502.7,95502.7,16.5": TickReason.NON_POSITIVE_PRICE,
+    "{t},95505.4,95505.5,-1,95502.7,16.5": TickReason.NON_POSITIVE_PRICE,
+    "{t},95505.4,95505.5,95502.7,95502.7,-0.1": TickReason.NEGATIVE_VOLUME,
+    "{t},95505.4,95500,95502.7,95502.7,16.5": TickReason.HIGH_BELOW_LOW,
+    "{t},95509,95505.5,95502.7,95502.7,16.5": TickReason.OPEN_CLOSE_OUTSIDE_RANGE,
+    "{t_misaligned},95505.4,95505.5,95502.7,95502.7,16.5": TickReason.MISALIGNED_TIME,
+    "{t_dup},95505.4,95505.5,95502.7,95502.7,16.5": TickReason.DUPLICATE_TIME,
+    "{t_old},95505.4,95505.5,95502.7,95502.7,16.5": TickReason.OUT_OF_ORDER_TIME,
 }
 
 
@@ -134,7 +134,7 @@ def test_each_injected_bad_row_is_rejected_with_its_reason_and_good_rows_survive
     real = first_lines(FUTURES / "BTCUSDT.csv.gz", 41)
     header, good = real[0], real[1:]
     lines = [header]
-    expected: dict[int, RejectReason] = {}
+    expected: dict[int, TickReason] = {}
     for index, (template, reason) in enumerate(KLINE_BAD_ROWS.items()):
         lines.extend(good[index * 3 : index * 3 + 3])
         last_good = int(lines[-1].split(",")[0])
@@ -170,12 +170,12 @@ def test_trade_file_rejects_repeated_ids_and_time_going_back(tmp_path: Path) -> 
     items = list(MarketFileReader(discover_files(path)[0]))
     reasons = [(i.line_no, i.reason_code) for i in items if isinstance(i, RejectedRow)]
     assert reasons == [
-        (5, RejectReason.DUPLICATE_TRADE_ID),
-        (6, RejectReason.OUT_OF_ORDER_TIME),
-        (8, RejectReason.NEGATIVE_VOLUME),
+        (5, TickReason.DUPLICATE_TRADE_ID),
+        (6, TickReason.OUT_OF_ORDER_TIME),
+        (8, TickReason.NEGATIVE_VOLUME),
         # rows[3:] have ids below the accepted zero-qty trade's id: duplicates too.
-        (9, RejectReason.DUPLICATE_TRADE_ID),
-        (10, RejectReason.DUPLICATE_TRADE_ID),
+        (9, TickReason.DUPLICATE_TRADE_ID),
+        (10, TickReason.DUPLICATE_TRADE_ID),
     ]
     ticks = [i for i in items if isinstance(i, TickReceived)]
     trade_ids = [int(line.split(",")[0]) for line in lines[1:]]
@@ -196,7 +196,7 @@ def test_window_keeps_rejected_rows_by_their_time_or_their_position(tmp_path: Pa
     ticks = [i.event_time_ms for i in items if isinstance(i, TickReceived)]
     rejected = [(i.line_no, i.reason_code) for i in items if isinstance(i, RejectedRow)]
     assert ticks == times[3:8]
-    assert rejected == [(9, RejectReason.UNPARSABLE), (10, RejectReason.HIGH_BELOW_LOW)]
+    assert rejected == [(9, TickReason.UNPARSABLE), (10, TickReason.HIGH_BELOW_LOW)]
 
 
 @settings(max_examples=30, deadline=None)
@@ -212,7 +212,7 @@ def test_any_row_order_yields_strictly_increasing_ticks_and_accounts_for_every_r
     assert len(items) == len(picks)
     assert all(a < b for a, b in itertools.pairwise(times))
     reasons = Counter(i.reason_code for i in items if isinstance(i, RejectedRow))
-    assert set(reasons) <= {RejectReason.DUPLICATE_TIME, RejectReason.OUT_OF_ORDER_TIME}
+    assert set(reasons) <= {TickReason.DUPLICATE_TIME, TickReason.OUT_OF_ORDER_TIME}
 
 
 def kline(symbol: str, time_ms: int) -> TickReceived:
@@ -223,7 +223,7 @@ def kline(symbol: str, time_ms: int) -> TickReceived:
 
 
 def test_merge_puts_a_rejected_row_after_the_ticks_preceding_it() -> None:
-    bad = RejectedRow(RejectReason.NAN, "x", "f", 3, b"", "AAAUSDT", None)
+    bad = RejectedRow(TickReason.NAN, "x", "f", 3, b"", "AAAUSDT", None)
     tick = kline("ZZZUSDT", 10)
     later = kline("AAAUSDT", 20)
     merged = list(merge_in_event_time([[bad, later], [tick]]))
