@@ -54,3 +54,63 @@ def rng_for(seed: int, key: str) -> random.Random:
     which is stable across processes (unlike ``hash()``).
     """
     return random.Random(f"{seed}{_SEP}{key}")
+
+
+#: Default memory of :class:`SeenIds`: 30 days of event time.
+DEDUPE_WINDOW_MS = 30 * 86_400_000
+
+
+class SeenIds:
+    """Ids already handled, each remembered for ``window_ms`` of event time after its own.
+
+    Makes a stage idempotent against redelivery (at-least-once Kafka, a replayed intent) without
+    growing forever: an id is forgotten once the newest event seen is ``window_ms`` past it.
+    Redelivery arrives within seconds or minutes of the original; a window of days clears it
+    many times over. Pruning depends on event times only, so a replay forgets exactly the same.
+    """
+
+    __slots__ = ("_latest", "_times", "window_ms")
+
+    def __init__(self, window_ms: int = DEDUPE_WINDOW_MS) -> None:
+        if window_ms <= 0:
+            raise InvalidInputError("dedupe window", window_ms, "> 0 ms")
+        self.window_ms = window_ms
+        self._times: dict[str, int] = {}
+        self._latest = -(2**62)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._times
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def add(self, key: str, event_time_ms: int) -> None:
+        """Remember ``key`` (handled at ``event_time_ms``); forget what fell out of the window."""
+        self._times[key] = event_time_ms
+        if event_time_ms > self._latest:
+            self._latest = event_time_ms
+            cutoff = event_time_ms - self.window_ms
+            # Ids arrive roughly in event-time order: drop from the oldest inserted.
+            while self._times:
+                first = next(iter(self._times))
+                if self._times[first] >= cutoff:
+                    break
+                del self._times[first]
+
+    def copy(self) -> SeenIds:
+        """An independent copy (a checkpoint)."""
+        twin = SeenIds(self.window_ms)
+        twin._times, twin._latest = dict(self._times), self._latest
+        return twin
+
+    def to_dict(self) -> dict[str, int]:
+        """``{id: event time}`` in insertion order (a Faust table value)."""
+        return dict(self._times)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, int], window_ms: int = DEDUPE_WINDOW_MS) -> SeenIds:
+        """Inverse of :meth:`to_dict`."""
+        seen = cls(window_ms)
+        for key, t in data.items():
+            seen.add(key, int(t))
+        return seen

@@ -44,6 +44,7 @@ from streams.contracts.records import (
     TickReceived,
     TradeClosed,
 )
+from streams.ids import SeenIds
 from streams.instruments import INSTRUMENTS, Instrument, fallback_instrument, split_ladder
 
 ExecutionRecord = FillExecuted | PositionChanged | TradeClosed
@@ -72,7 +73,7 @@ class ExecutionState:
         """Plain dict for a Faust table."""
         return {
             "positions": [p.to_dict() for ps in self.venue.positions.values() for p in ps],
-            "known": sorted(self.venue.known),
+            "known": self.venue.known.to_dict(),
             "orders": {k: o.to_avro() for k, o in self.orders.items()},
         }
 
@@ -83,7 +84,7 @@ class ExecutionState:
         for raw in data["positions"]:
             pos = PaperPosition.from_dict(raw)
             venue.positions.setdefault(pos.intent.plan.symbol, []).append(pos)
-        venue.known = set(data["known"])
+        venue.known = SeenIds.from_dict(data["known"])
         orders = {k: OrderPlanned.from_avro(v) for k, v in data["orders"].items()}
         return cls(venue, orders)
 

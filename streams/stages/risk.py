@@ -53,6 +53,7 @@ from streams.contracts.records import (
     TickReceived,
     TradeClosed,
 )
+from streams.ids import DEDUPE_WINDOW_MS, SeenIds
 from streams.stages.portfolio import (
     PortfolioState,
     apply_close,
@@ -282,26 +283,26 @@ class RiskState:
 
     portfolio: PortfolioState
     last_close: dict[str, float] = field(default_factory=dict)
-    decided: set[str] = field(default_factory=set)  # decision ids already evaluated
-    closed: set[str] = field(default_factory=set)  # trade ids already booked
+    decided: SeenIds = field(default_factory=SeenIds)  # decision ids already evaluated
+    closed: SeenIds = field(default_factory=SeenIds)  # trade ids already booked
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for a Faust table."""
         return {
             "portfolio": self.portfolio.to_dict(),
             "last_close": dict(self.last_close),
-            "decided": sorted(self.decided),
-            "closed": sorted(self.closed),
+            "decided": self.decided.to_dict(),
+            "closed": self.closed.to_dict(),
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RiskState:
+    def from_dict(cls, data: Mapping[str, Any], window_ms: int = DEDUPE_WINDOW_MS) -> RiskState:
         """Inverse of :meth:`to_dict`."""
         return cls(
             portfolio=PortfolioState.from_dict(data["portfolio"]),
             last_close={k: float(v) for k, v in data["last_close"].items()},
-            decided=set(data["decided"]),
-            closed=set(data["closed"]),
+            decided=SeenIds.from_dict(data["decided"], window_ms),
+            closed=SeenIds.from_dict(data["closed"], window_ms),
         )
 
 
@@ -338,7 +339,7 @@ class RiskStage:
         """Approve (and reserve) or reject one decision."""
         if d.decision_id in state.decided:
             return rejection(d, d.margin_usd, RiskRule.DUPLICATE_DECISION, "already evaluated")
-        state.decided.add(d.decision_id)
+        state.decided.add(d.decision_id, d.event_time_ms)
         p = state.portfolio
         roll_periods(p, d.event_time_ms)
         margin = margin_for(p.equity, d.risk_fraction, self.limits.max_margin_per_position_usd)
@@ -364,7 +365,7 @@ class RiskStage:
         """Release the position and book its net PnL once; False for a repeated trade."""
         if t.trade_id in state.closed:
             return False
-        state.closed.add(t.trade_id)
+        state.closed.add(t.trade_id, t.event_time_ms)
         apply_close(state.portfolio, t.trade_id, t.net_pnl, t.event_time_ms)
         return True
 

@@ -42,3 +42,51 @@ def test_rng_for_is_stable_across_processes() -> None:
     )
     assert float(out.stdout) == rng_for(7, "BTCUSDT:0:decision").random()
     assert rng_for(7, "a").random() != rng_for(8, "a").random()
+
+
+# -- SeenIds: idempotency that does not grow forever ---------------------------------------------
+DAY = 86_400_000
+
+
+def test_seen_ids_remember_within_the_window_and_forget_after() -> None:
+    from streams.ids import SeenIds
+
+    seen = SeenIds(window_ms=2 * DAY)
+    seen.add("a", 0)
+    seen.add("b", DAY)
+    assert "a" in seen and "b" in seen
+    seen.add("c", 2 * DAY)  # "a" is exactly at the edge: still remembered
+    assert "a" in seen
+    seen.add("d", 2 * DAY + 1)
+    assert "a" not in seen and {"b", "c", "d"} <= {k for k in ("b", "c", "d") if k in seen}
+    assert len(seen) == 3
+
+
+def test_seen_ids_stay_bounded_over_a_long_stream() -> None:
+    from streams.ids import SeenIds
+
+    seen = SeenIds(window_ms=DAY)
+    for minute in range(60 * 24 * 30):  # 30 days, one id a minute
+        seen.add(f"id{minute}", minute * 60_000)
+    assert len(seen) == 60 * 24 + 1  # one day of ids, both edges included
+
+
+def test_seen_ids_round_trip_and_copy_are_independent() -> None:
+    from streams.ids import SeenIds
+
+    seen = SeenIds(window_ms=DAY)
+    for i, t in enumerate((0, 10, 5)):  # slightly out of order, as redelivery may be
+        seen.add(f"k{i}", t)
+    again = SeenIds.from_dict(seen.to_dict(), DAY)
+    assert again.to_dict() == seen.to_dict()
+    twin = seen.copy()
+    twin.add("new", 20)
+    assert "new" in twin and "new" not in seen
+
+
+def test_seen_ids_refuse_a_useless_window() -> None:
+    from streams.errors import InvalidInputError
+    from streams.ids import SeenIds
+
+    with pytest.raises(InvalidInputError):
+        SeenIds(window_ms=0)

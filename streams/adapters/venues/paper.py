@@ -61,7 +61,7 @@ from streams.adapters.venues.interface import (
     TradeContext,
 )
 from streams.config import PaperConfig
-from streams.ids import fill_id, order_id
+from streams.ids import SeenIds, fill_id, order_id
 from streams.instruments import anchor, split_ladder
 
 _NONE: tuple[Event, ...] = ()
@@ -140,7 +140,7 @@ class PaperVenue:
     def __init__(self, cfg: PaperConfig = PaperConfig()) -> None:
         self.cfg = cfg
         self.positions: dict[str, list[PaperPosition]] = {}
-        self.known: set[str] = set()  # decision ids ever accepted (idempotent submit)
+        self.known = SeenIds()  # decision ids accepted lately (idempotent submit)
         self._slip = cfg.slippage_bps / 10_000.0
 
     # ---------------------------------------------------------------- intake
@@ -149,7 +149,7 @@ class PaperVenue:
         plan = intent.plan
         if plan.decision_id in self.known:
             return _NONE
-        self.known.add(plan.decision_id)
+        self.known.add(plan.decision_id, intent.placed_ms)
         pos = PaperPosition(intent, intent.placed_ms + self.cfg.latency_ms)
         pos.target_steps = plan.quantity_steps
         self.positions.setdefault(plan.symbol, []).append(pos)
