@@ -71,6 +71,7 @@ class DemoPlan:
     #: ``python -m`` arguments of the worker (tests run a harness app of the same topology).
     worker_command: tuple[str, ...] = WORKER_COMMAND
     #: Faust workers of the topology; the replay starts once they have split the partitions.
+    #: More than one does not trade yet: risk reads every market.ticks partition (issue 9).
     workers: int = 1
     #: How long the workers may take to start and split the partitions.
     start_timeout_s: float = 180.0

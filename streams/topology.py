@@ -126,14 +126,6 @@ _PS, _SINGLE = Partitioning.PER_SYMBOL, Partitioning.SINGLE
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.MARKET_TICKS, "symbol", _PS, "closed 1-minute klines and trades"),
-    TopicSpec(
-        Topic.MARKET_BARS,
-        "symbol",
-        _SINGLE,
-        "validated klines of every symbol (risk's bars)",
-        journaled=False,
-        reported=False,
-    ),
     TopicSpec(Topic.MARKET_FEATURES, "symbol", _PS, "feature rows", journaled=False),
     TopicSpec(Topic.SIGNALS_ENSEMBLE, "symbol", _PS, "each model's vote", journaled=False),
     TopicSpec(Topic.SIGNALS_SUPERVISED, "symbol", _PS, "vetoed or passed BUY/SELL signals"),
@@ -154,7 +146,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="features",
         inputs=(InputSpec(Topic.MARKET_TICKS),),
-        outputs=(Topic.MARKET_FEATURES, Topic.MARKET_BARS),
+        outputs=(Topic.MARKET_FEATURES,),
         partitioning=_PS,
         state="rolling feature window per symbol",
         doc="ticks -> feature rows (once warmed up)",
@@ -197,7 +189,7 @@ STAGES: tuple[StageSpec, ...] = (
             InputSpec(Topic.DECISIONS_SIZED),
             InputSpec(Topic.TRADES_CLOSED, Shift.FEEDBACK_LAG),
             InputSpec(Topic.CONTROL_COMMANDS, gates=False),
-            InputSpec(Topic.MARKET_BARS),
+            InputSpec(Topic.MARKET_TICKS),
         ),
         outputs=(Topic.ORDERS_APPROVED, Topic.RISK_REJECTIONS),
         partitioning=_SINGLE,

@@ -1,9 +1,4 @@
-"""features: ``market.ticks`` -> ``market.features`` (+ ``market.bars``), one state per symbol.
-
-Every kline that passes the tick rule is also forwarded, unchanged, to the single-partition
-``market.bars``: the portfolio-wide risk stage reads its bars there, so it never needs the
-per-symbol partitions that other workers may hold.
-"""
+"""features: ``market.ticks`` -> ``market.features``, one rolling state per symbol."""
 
 from __future__ import annotations
 
@@ -12,7 +7,7 @@ from typing import Any
 from models.features import FeatureState
 from streams.agents.base import Emitter, Restore, keyed_checkpoint
 from streams.agents.merging import ForwardedWatermarks
-from streams.contracts.records import TickKind, TickReceived
+from streams.contracts.records import TickReceived
 from streams.contracts.ticks import DEFAULT_MAX_EVENT_SKEW_MS, TickHistory
 from streams.observability import tracing
 from streams.stages import FeaturesStage
@@ -30,7 +25,6 @@ class FeaturesHandler:
         self.stage = FeaturesStage()
         self.states: dict[str, FeatureState | None] = {}
         self.progress = ForwardedWatermarks()
-        self.bars_progress = ForwardedWatermarks()
         #: The first reader of market.ticks: its verdicts become the dead letters.
         self.tick_history = TickHistory(max_event_skew_ms)
 
@@ -47,11 +41,6 @@ class FeaturesHandler:
         state, row = self.stage.on_tick(self.states.get(tick.symbol), tick)
         self.states[tick.symbol] = state
         self.progress.note(partition, tick.event_time_ms)
-        self.bars_progress.note(partition, tick.event_time_ms)
-        if tick.kind is TickKind.KLINE_1M:
-            source = f"{self.name}/{partition}"
-            out.record_to(Topic.MARKET_BARS, 0, tick.symbol, tick, tick.event_time_ms, source)
-            self.bars_progress.sent(partition, tick.event_time_ms)
         if row is None:
             tracing.mark(tracing.DROP)  # warming up: this tick's trace ends here
         else:
@@ -61,12 +50,10 @@ class FeaturesHandler:
     def on_watermark(self, topic: str, partition: int, source: str, wm: int, out: Emitter) -> None:
         """The replay promised nothing earlier than ``wm`` on this partition."""
         self.progress.note(partition, wm)
-        self.bars_progress.note(partition, wm)
 
     def end_batch(self, out: Emitter) -> None:
         """Forward the partitions' progress."""
         self.progress.emit(out, Topic.MARKET_FEATURES, self.name)
-        self.bars_progress.emit(out, Topic.MARKET_BARS, self.name, to_partition=0)
 
 
 def build(context: BuildContext) -> FeaturesHandler:

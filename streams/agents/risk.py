@@ -19,6 +19,7 @@ from streams.contracts.records import (
     TickReceived,
     TradeClosed,
 )
+from streams.contracts.ticks import DEFAULT_MAX_EVENT_SKEW_MS, TickHistory
 from streams.observability import tracing
 from streams.observability.metrics import metrics
 from streams.ordering import SortKey
@@ -30,7 +31,7 @@ from streams.topology import BuildContext, Shift, stage_spec
 _RANK = {
     Topic.TRADES_CLOSED.value: 0,
     Topic.CONTROL_COMMANDS.value: 1,
-    Topic.MARKET_BARS.value: 2,
+    Topic.MARKET_TICKS.value: 2,
     Topic.DECISIONS_SIZED.value: 3,
 }
 
@@ -63,15 +64,17 @@ class RiskHandler(MergeHandler):
     name = "risk"
     inputs = stage_spec("risk").input_topics
 
-    #: Bars only feed the correlation rule's returns: no span per bar. They come validated
-    #: from the features stage (market.bars), which applied the tick rule to market.ticks.
-    untraced_topics = frozenset({Topic.MARKET_BARS.value})
+    #: The features stage dead-letters bad ticks; this stage only skips them.
+    dead_letters_skipped = frozenset({Topic.MARKET_TICKS.value})
+    #: Bars only feed the correlation rule's returns: no span per bar.
+    untraced_topics = frozenset({Topic.MARKET_TICKS.value})
 
     def __init__(
         self,
         stage: RiskStage,
         partitions: int,
         feedback_lag_ms: int,
+        max_event_skew_ms: int = DEFAULT_MAX_EVENT_SKEW_MS,
     ) -> None:
         super().__init__()
         self.stage = stage
@@ -79,6 +82,8 @@ class RiskHandler(MergeHandler):
         self.lag = feedback_lag_ms
         self.shifts = {Shift.FEEDBACK_LAG: feedback_lag_ms}
         self.state: RiskState | None = None
+        #: Same tick rule as the features stage, so both act on the same ticks.
+        self.tick_history = TickHistory(max_event_skew_ms)
 
     def merge_of(self, topic: str, partition: int) -> int:
         """One merge for the whole portfolio."""
@@ -147,4 +152,6 @@ class RiskHandler(MergeHandler):
 def build(context: BuildContext) -> RiskHandler:
     """The stage from the settings (``streams/topology.py`` names this factory)."""
     s = context.settings
-    return RiskHandler(RiskStage.from_settings(s), s.partitions, s.feedback_lag_ms)
+    return RiskHandler(
+        RiskStage.from_settings(s), s.partitions, s.feedback_lag_ms, s.max_event_skew_ms
+    )

@@ -376,7 +376,6 @@ class DeadLettered(AvroRecord):
 #: The value record of every topic (subject ``<topic>-value``).
 RECORD_TYPES: Mapping[Topic, type[AvroRecord]] = {
     Topic.MARKET_TICKS: TickReceived,
-    Topic.MARKET_BARS: TickReceived,
     Topic.MARKET_FEATURES: FeaturesComputed,
     Topic.SIGNALS_ENSEMBLE: SignalScored,
     Topic.SIGNALS_SUPERVISED: SignalSupervised,
@@ -399,10 +398,7 @@ def record_type(topic: Topic | str) -> type[AvroRecord]:
     return RECORD_TYPES[Topic(topic)]
 
 
-# The first topic of a record class is its home (market.bars re-publishes market.ticks records).
-_TOPIC_OF: Mapping[type[AvroRecord], Topic] = {
-    cls: t for t, cls in reversed(list(RECORD_TYPES.items()))
-}
+_TOPIC_OF: Mapping[type[AvroRecord], Topic] = {cls: t for t, cls in RECORD_TYPES.items()}
 
 
 def topic_of(record_class: type[AvroRecord]) -> Topic | None:

@@ -125,7 +125,7 @@ def test_release_registers_new_version_with_fresh_id(tmp_schemas: Path) -> None:
     assert runner.invoke(app, ["check", "--schemas-dir", str(tmp_schemas)]).exit_code == 0
     doc = json.loads(registry_bytes(tmp_schemas))
     ids = [e["id"] for entries in doc["subjects"].values() for e in entries]
-    assert len(ids) == len(set(ids)) == fresh and doc["next_id"] == fresh + 1
+    assert len(ids) == len(set(ids)) and fresh in ids and doc["next_id"] == fresh + 1
     v1, v2 = doc["subjects"]["market.ticks-value"]
     assert v1["canonical_fingerprint"] == v2["canonical_fingerprint"]  # same wire format
     assert v1["fingerprint"] != v2["fingerprint"]
