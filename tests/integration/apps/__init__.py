@@ -9,6 +9,8 @@ topic prefix (never through QT_* variables, which the project's settings reserve
 - ``QTTEST_PREFIX``     topic prefix and app-id suffix of this test, e.g. ``t3f9a0c1b2d.``
 - ``QTTEST_DATADIR``    the worker's local data directory
 - ``QTTEST_PARTITIONS`` partitions of the app's input topic and table, where the app says so
+- ``QTTEST_FAUST_PATCHES`` "off" runs the worker on unpatched Faust (to see what
+  ``streams.brokers.faust_patches`` fixes); anything else, or unset, keeps the patches
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 
 import faust
 
-from streams.brokers import faust_app_settings
+from streams.brokers import faust_app_settings, faust_patches
 
 
 def partitions_from_env(default: int = 2) -> int:
@@ -37,6 +39,8 @@ def app_from_env(name: str, **overrides: object) -> faust.App:
         **faust_app_settings(bootstrap, embedded=os.environ.get("QTTEST_EMBEDDED") == "1"),
         **overrides,
     }
+    if os.environ.get("QTTEST_FAUST_PATCHES") == "off":
+        faust_patches.remove()
     return faust.App(f"{prefix}{name}", **settings)
 
 
