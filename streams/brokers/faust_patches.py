@@ -47,6 +47,12 @@ F2  A commit past a record still being processed (faust-streaming #606, fix prop
     F1. :func:`agents_with_concurrency` finds agents that break the precondition; the patched
     hand-over raises :class:`FaustPreconditionError` naming them, so a worker with such an
     agent stops at start-up instead of risking the commit.
+
+    Not covered, and not a Faust bug: ``take_events`` acknowledges a batch in a ``finally``,
+    so a batch whose handler *raised* is acknowledged as well (when the abandoned generator is
+    closed) and can be committed although it was never applied. A stage must therefore not let
+    an exception escape its batch (isolate the record, dead-letter it) rather than rely on a
+    crash to have the batch redelivered.
 """
 
 from __future__ import annotations
