@@ -148,33 +148,30 @@ def run_startup_scenario(
     )
 
 
-@pytest.mark.kafka
-@pytest.mark.slow
-def test_records_produced_during_recovery_are_counted_on_kafka(
-    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
-) -> None:
-    # 32 partitions: a topology worker holds about as many input and changelog partitions.
-    run_startup_scenario(
-        kafka_bootstrap,
-        embedded=False,
-        prefix=unique_prefix,
-        tmp_path=tmp_path,
-        partitions=32,
-        restarts=8,
-    )
+#: Per broker: partitions (Kafka: about as many input and changelog partitions as a topology
+#: worker holds, a wider window; embedded: QT_PARTITIONS' default, its 10 ms fetch wait exposes
+#: every hand-over) and restarts.
+BROKERS = [
+    pytest.param("kafka", 32, 8, marks=pytest.mark.kafka, id="kafka"),
+    pytest.param("embedded", 4, 4, marks=pytest.mark.embedded, id="embedded"),
+]
 
 
-@pytest.mark.embedded
 @pytest.mark.slow
-def test_records_produced_during_recovery_are_counted_on_embedded_broker(
-    embedded_bootstrap: str, unique_prefix: str, tmp_path: Path
+@pytest.mark.parametrize(("broker", "partitions", "restarts"), BROKERS)
+def test_records_produced_during_recovery_are_counted(
+    request: pytest.FixtureRequest,
+    unique_prefix: str,
+    tmp_path: Path,
+    broker: str,
+    partitions: int,
+    restarts: int,
 ) -> None:
-    # QT_PARTITIONS' default; the embedded broker's 10 ms fetch wait exposes every hand-over.
     run_startup_scenario(
-        embedded_bootstrap,
-        embedded=True,
+        request.getfixturevalue(f"{broker}_bootstrap"),
+        embedded=broker == "embedded",
         prefix=unique_prefix,
         tmp_path=tmp_path,
-        partitions=4,
-        restarts=4,
+        partitions=partitions,
+        restarts=restarts,
     )
