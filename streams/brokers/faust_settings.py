@@ -15,7 +15,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol
 
-from streams.brokers import tansu_workarounds
+from streams.brokers import faust_patches, tansu_workarounds
 from streams.brokers.embedded import BrokerError, EmbeddedBroker, is_tansu
 
 #: Real Kafka: notice a SIGKILLed worker in 10 s instead of Faust's 60 s (faster failover in
@@ -46,7 +46,11 @@ def faust_app_settings(bootstrap: str, *, embedded: bool) -> dict[str, object]:
     but only for apps connecting to it) and merges the settings they need: a short session
     timeout and at-least-once processing (Tansu has no transactions). On real Kafka,
     ``processing_guarantee`` is left to the caller, so exactly-once stays possible.
+
+    Every call also makes sure :mod:`streams.brokers.faust_patches` is installed (the Faust
+    fixes every broker needs; it refuses a Faust version it was not written for).
     """
+    faust_patches.apply()
     settings: dict[str, object] = {
         "broker": broker_urls(bootstrap),
         "broker_session_timeout": SESSION_TIMEOUT_S,

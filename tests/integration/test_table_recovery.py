@@ -9,11 +9,9 @@ totals must equal the totals computed here from the same files, exactly.
 On the embedded broker this needs the B1 workaround (Tansu's ListOffsets answers short, so an
 unpatched Faust stops recovery early and the totals come out low).
 
-Known Faust 0.15.3 problem, kept out of this test on purpose: records that are already in the
-input topic while a restarted worker finishes table recovery are sometimes never processed
-(2 of 3 runs lost 1-10 records when the second half was produced during start-up; 0 of 4 when
-produced after "Worker ready"). Here, records re-read at start-up are ones the worker had
-already counted (the table skips them by offset), so the loss cannot hide or fake a result.
+Input is produced once a worker is ready, so this test is about the table alone. Input that
+arrives during start-up and recovery (which unpatched Faust 0.15.3 can lose, faust-streaming
+#596) is tested by test_startup_recovery.py.
 """
 
 from __future__ import annotations
@@ -83,8 +81,7 @@ def run_restart_scenario(
     watcher = TopicWatcher(bootstrap, out_topic)
     w1, w2 = worker(1), worker(2)
     try:
-        # Input is produced once the worker is ready: Faust 0.15.3 can drop records that are
-        # fetched while a worker finishes recovery (see the module docstring).
+        # Input is produced once the worker is ready (see the module docstring).
         w1.start()
         w1.wait_ready()
         produce_klines(bootstrap, in_topic, first)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from tests.integration.apps import app_from_env
+from tests.integration.apps import add_kline, app_from_env
 
 app = app_from_env("counter")
 _prefix = os.environ["QTTEST_PREFIX"]
@@ -21,17 +21,6 @@ totals_out = app.topic(f"{_prefix}totals", key_serializer="raw", value_serialize
 # str keys: Faust decodes changelog keys as JSON on recovery, so raw bytes keys would not
 # survive a restart (recovery logs "Expecting value" per record and never completes).
 totals = app.Table("totals", default=dict, partitions=2, key_type=str)
-
-
-def add_kline(state: dict[str, float], offset: int, volume: float) -> dict[str, float] | None:
-    """The new total after one kline, or None when this offset was already counted."""
-    if offset <= state.get("offset", -1):
-        return None
-    return {
-        "n": state.get("n", 0) + 1,
-        "volume": state.get("volume", 0.0) + volume,
-        "offset": offset,
-    }
 
 
 @app.agent(klines)

@@ -18,6 +18,11 @@ ROOT = Path(__file__).resolve().parents[3]
 SHARED_DATA = Path(os.environ.get("QTTEST_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+#: --without-web: the CLI would override the apps' web_enabled=False and bind port 6066, which
+#: two workers (or two test sessions) cannot share.
+WORKER_ARGS = ("--without-web", "-l", "info")
+
+
 class WorkerError(RuntimeError):
     """A worker subprocess died, or its output never reached the expected state."""
 
@@ -73,6 +78,55 @@ def produce_klines(bootstrap: str, topic: str, klines: Iterable[Kline]) -> int:
     return sent
 
 
+class TrickleProducer:
+    """Produces klines in small acknowledged chunks from a thread until stopped or out of data.
+
+    For tests that need input to keep arriving while something else happens (a worker
+    starting, recovering, rebalancing). :attr:`sent` is exactly what the broker acknowledged,
+    in order, once :meth:`stop` returned.
+    """
+
+    def __init__(
+        self, bootstrap: str, topic: str, klines: list[Kline], *, chunk: int, every_s: float
+    ) -> None:
+        import threading
+
+        self.sent: list[Kline] = []
+        self._args = (bootstrap, topic, klines, chunk, every_s)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"trickle-{topic}", daemon=True)
+
+    def start(self) -> None:
+        """Start producing."""
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 60.0) -> list[Kline]:
+        """Stop after the chunk in flight; returns what was sent. Raises what the thread hit."""
+        self._stop.set()
+        if self._thread.ident is None:  # never started
+            return self.sent
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise WorkerError(f"producer thread still running after {timeout_s} s")
+        if self._error is not None:
+            raise WorkerError(f"producer failed after {len(self.sent)} klines") from self._error
+        return self.sent
+
+    def _run(self) -> None:
+        bootstrap, topic, klines, chunk, every_s = self._args
+        try:
+            for start in range(0, len(klines), chunk):
+                if self._stop.is_set():
+                    return
+                part = klines[start : start + chunk]
+                produce_klines(bootstrap, topic, part)
+                self.sent.extend(part)
+                self._stop.wait(every_s)
+        except BaseException as exc:  # reported by stop()
+            self._error = exc
+
+
 class FaustWorker:
     """``python -m faust -A <module> worker`` with the QTTEST_* environment of one test."""
 
@@ -85,10 +139,12 @@ class FaustWorker:
         prefix: str,
         datadir: Path,
         log_path: Path,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.module = module
         self.log_path = log_path
         self._env = {
+            **(env or {}),
             **{k: v for k, v in os.environ.items() if not k.startswith("QT_")},
             "QTTEST_BOOTSTRAP": bootstrap,
             "QTTEST_EMBEDDED": "1" if embedded else "0",
@@ -102,7 +158,7 @@ class FaustWorker:
         """Start the worker process (output appended to ``log_path``)."""
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "faust", "-A", self.module, "worker", "-l", "info"],
+                [sys.executable, "-m", "faust", "-A", self.module, "worker", *WORKER_ARGS],
                 cwd=ROOT,
                 env=self._env,
                 stdin=subprocess.DEVNULL,
