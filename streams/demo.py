@@ -70,8 +70,9 @@ class DemoPlan:
     before_end: Callable[[str, str], None] | None = None
     #: ``python -m`` arguments of the worker (tests run a harness app of the same topology).
     worker_command: tuple[str, ...] = WORKER_COMMAND
-    #: Faust workers of the topology; the replay starts once they have split the partitions.
-    #: More than one does not trade yet: risk reads every market.ticks partition (issue 9).
+    #: Faust workers of the topology; with more than one, the replay starts once they have split
+    #: the partitions. More than one does not trade yet: risk reads every market.ticks
+    #: partition (issue 9).
     workers: int = 1
     #: How long the workers may take to start and split the partitions.
     start_timeout_s: float = 180.0
@@ -250,9 +251,10 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
                 console.print(f"[bold]worker[/] pid {worker.pid}, log {log}")
                 watches.append(WorkerWatch(worker, int(env["QT_WEB_PORT"]), log))
             watch = Fleet(watches)
-            watch.wait_until_assigned(
-                input_partitions(prefix, settings.partitions), plan.start_timeout_s
-            )
+            if plan.workers > 1:  # they must split the partitions before any input arrives
+                watch.wait_until_assigned(
+                    input_partitions(prefix, settings.partitions), plan.start_timeout_s
+                )
             summary = replay_files(
                 plan.data,
                 bootstrap=broker.bootstrap,
