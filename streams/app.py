@@ -19,7 +19,14 @@ from typing import Any, cast
 import faust
 
 from streams import kafka_io
-from streams.agents.base import Decoder, Emitter, RawEvent, StageHandler
+from streams.agents.base import (
+    Decoder,
+    Emitter,
+    InvalidWatermarkError,
+    RawEvent,
+    StageHandler,
+    parse_watermark,
+)
 from streams.agents.dispatch import dispatch
 from streams.brokers.faust_settings import faust_app_settings, resolve_bootstrap
 from streams.config import Settings, get_settings
@@ -116,9 +123,15 @@ def batch_progress(raw: Sequence[RawEvent]) -> tuple[dict[TP, int], int | None]:
         tp = (e.topic, e.partition)
         if e.offset > positions.get(tp, -1):
             positions[tp] = e.offset
-        wm = e.headers.get(WATERMARK_HEADER)
-        if wm is not None and int(wm) < END_OF_STREAM:
-            watermark = max(watermark or int(wm), int(wm))
+        header = e.headers.get(WATERMARK_HEADER)
+        if header is None:
+            continue
+        try:
+            wm = parse_watermark(header)
+        except InvalidWatermarkError:
+            continue  # dispatch dead-lettered it; it says nothing about progress
+        if wm < END_OF_STREAM:
+            watermark = wm if watermark is None else max(watermark, wm)
     return positions, watermark
 
 
@@ -143,6 +156,7 @@ def _agent_for(
             try:
                 dispatch(handler, decoder, raw, out)
                 await sender.send_all(out)
+                progress = batch_progress(raw)
             except Exception as exc:
                 # Faust would restart the agent with its state half-applied: report the crash
                 # (liveness fails, the process gets replaced) and let Faust see it as before.
@@ -152,7 +166,7 @@ def _agent_for(
             if raw:
                 elapsed = time.perf_counter() - started
                 metrics().stage_latency(handler.name, elapsed / len(raw), len(raw))
-                health.processed(handler.name, *batch_progress(raw))
+                health.processed(handler.name, *progress)
 
     agent.__name__ = handler.name
     return agent

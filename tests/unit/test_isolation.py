@@ -327,3 +327,16 @@ def test_a_venue_bug_on_one_bar_leaves_the_open_position_as_it_was(
 
     assert business(out) == business(expected) and business(out), "same fills and closes"
     assert handler.states["ETHUSDT"].to_dict() == reference.states["ETHUSDT"].to_dict()
+
+
+def test_batch_progress_ignores_a_broken_watermark_header() -> None:
+    # A foreign watermark is dead-lettered by dispatch; the agent's progress bookkeeping must
+    # not then crash on it (it did: the stage died after the batch, outside its isolation).
+    from streams.app import batch_progress
+
+    batch = [
+        RawEvent(TICKS, 0, 5, None, b"", {**REPLAY, WATERMARK_HEADER: b"soon"}),
+        RawEvent(TICKS, 0, 6, None, b"", {**REPLAY, WATERMARK_HEADER: str(T0).encode()}),
+    ]
+    positions, watermark = batch_progress(batch)
+    assert positions == {(TICKS, 0): 6} and watermark == T0
