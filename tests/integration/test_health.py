@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.error
@@ -25,7 +24,8 @@ from typing import Any
 import pytest
 
 from streams.adapters.market_files import TimeWindow, parse_time_bound
-from streams.config import PROJECT_ROOT, Settings, settings_env
+from streams.config import Settings, settings_env
+from streams.workers import running_worker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -83,21 +83,8 @@ def worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Iterator
     ensure_topics(kafka_bootstrap, settings, keep_forever=True)  # old event-time stamps
     env = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
     env.update(settings_env(settings))
-    log = (tmp_path / "worker.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.test_health"],
-        env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
+    with running_worker(env, tmp_path / "worker.log", ("tests.integration.test_health",)) as proc:
         yield {"settings": settings, "proc": proc, "port": settings.web_port, "log": tmp_path}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def replay(settings: Settings, window: TimeWindow) -> None:
