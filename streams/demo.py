@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,10 +36,8 @@ from streams.topics import Topic, topic_name
 from streams.topology import drain_marks, partitions_of, reported_topics
 from streams.workers import (
     WORKER_COMMAND,
-    Fleet,
     WorkerError,
     WorkerWatch,
-    input_partitions,
     running_worker,
     scrape_stage_latency,
     worker_env,
@@ -70,12 +67,6 @@ class DemoPlan:
     before_end: Callable[[str, str], None] | None = None
     #: ``python -m`` arguments of the worker (tests run a harness app of the same topology).
     worker_command: tuple[str, ...] = WORKER_COMMAND
-    #: Faust workers of the topology; with more than one, the replay starts once they have split
-    #: the partitions. More than one does not trade yet: risk reads every market.ticks
-    #: partition (issue 9).
-    workers: int = 1
-    #: How long the workers may take to start and split the partitions.
-    start_timeout_s: float = 180.0
 
 
 @dataclass
@@ -99,7 +90,7 @@ def wait_until_drained(
     bootstrap: str,
     prefix: str,
     partitions: int,
-    watch: WorkerWatch | Fleet,
+    watch: WorkerWatch,
     timeout_s: float,
     progress: Progress,
     last_tick_ms: int,
@@ -244,20 +235,10 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
         console.print(f"[bold]broker[/] {where} at {broker.bootstrap}; topics under '{prefix}'")
         run_settings = settings.model_copy(update={"topic_prefix": prefix})
         ensure_topics(broker.bootstrap, run_settings, keep_forever=True)
-        trace_file = run_dir / "traces.jsonl"
-        with contextlib.ExitStack() as stack:
-            watches: list[WorkerWatch] = []
-            for i in range(plan.workers):
-                env = worker_env(settings, broker.bootstrap, prefix, embedded, trace_file)
-                log = log_path if i == 0 else run_dir / f"worker-{i + 1}.log"
-                worker = stack.enter_context(running_worker(env, log, plan.worker_command))
-                console.print(f"[bold]worker[/] pid {worker.pid}, log {log}")
-                watches.append(WorkerWatch(worker, int(env["QT_WEB_PORT"]), log))
-            watch = Fleet(watches)
-            if plan.workers > 1:  # they must split the partitions before any input arrives
-                watch.wait_until_assigned(
-                    input_partitions(prefix, settings.partitions), plan.start_timeout_s
-                )
+        env = worker_env(settings, broker.bootstrap, prefix, embedded, run_dir / "traces.jsonl")
+        with running_worker(env, log_path, plan.worker_command) as worker:
+            console.print(f"[bold]worker[/] pid {worker.pid}, log {log_path}")
+            watch = WorkerWatch(worker, int(env["QT_WEB_PORT"]), log_path)
             summary = replay_files(
                 plan.data,
                 bootstrap=broker.bootstrap,
@@ -282,7 +263,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
                     broker.bootstrap, prefix, settings.partitions, watch,
                     plan.timeout_s, progress, last_tick,
                 )  # fmt: skip
-            latency = scrape_stage_latency(watches[0].port)
+            latency = scrape_stage_latency(watch.port)
         elapsed = time.perf_counter() - started
         builder = ReportBuilder(settings.risk.starting_equity_usd)
         builder.add_all(
@@ -299,7 +280,6 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
             "mode": "kafka",
             "broker": "embedded-tansu" if embedded else "kafka",
             "topic_prefix": prefix,
-            "workers": plan.workers,
             "config": run_configuration(settings),
             "data_path": str(plan.data),
         },

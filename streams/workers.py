@@ -1,9 +1,9 @@
 """The topology's worker processes: start them, watch them, read their metrics.
 
 ``quantum-trader demo`` (and the benchmarks and tests that run the topology) start Faust workers
-of ``streams.app`` as subprocesses. A :class:`Fleet` watches them while the caller waits on the
+of ``streams.app`` as subprocesses, watched while the caller waits on the
 topology: a worker that exits or a stage that crashes ends the wait within about a second, with
-the error and the worker's log (``/health`` of each worker's web port).
+the error and the worker's log (:class:`WorkerWatch`, ``/health`` of the worker's web port).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from typing import Any
 
 from streams.brokers.embedded import free_port
 from streams.config import PROJECT_ROOT, Settings, settings_env
-from streams.topics import topic_name
-from streams.topology import STAGES, partitions_of
 
 #: ``python -m`` arguments of a worker of the whole topology.
 WORKER_COMMAND = ("streams.app", "--loglevel", "warning")
@@ -143,61 +141,6 @@ class WorkerWatch:
             raise WorkerError(
                 f"{what}; worker log: {self.log_path}; it ends:\n{_log_tail(self.log_path)}"
             )
-
-
-@dataclass
-class Fleet:
-    """The run's workers, watched together (the first one's log names the run)."""
-
-    watches: list[WorkerWatch]
-
-    @property
-    def log_path(self) -> Path:
-        """The first worker's log (each worker's log sits next to it)."""
-        return self.watches[0].log_path
-
-    def check(self) -> None:
-        """Raise :class:`WorkerError` if any worker died or any stage crashed."""
-        for watch in self.watches:
-            watch.check()
-
-    def wait_until_assigned(self, expected: set[str], timeout_s: float) -> None:
-        """Block until the workers hold every input partition of the topology between them,
-        each partition once (a rebalance has settled), and each worker holds some.
-
-        Only then is input produced: no record can arrive while a worker is still starting.
-        """
-        deadline = time.monotonic() + timeout_s
-        held: list[set[str]] = []
-        while True:
-            self.check()
-            bodies = [worker_health(w.port) for w in self.watches]
-            if all(b is not None for b in bodies):
-                held = [set(b[1].get("assignment") or ()) & expected for b in bodies if b]
-                if (
-                    all(held)
-                    and set().union(*held) == expected
-                    and sum(map(len, held)) == len(expected)
-                ):
-                    return
-            if time.monotonic() > deadline:
-                split = [len(h) for h in held] or "no answer"
-                raise WorkerError(
-                    f"{len(self.watches)} worker(s) did not take the topology's "
-                    f"{len(expected)} input partitions within {timeout_s:.0f} s (held: {split}); "
-                    f"worker log: {self.log_path}"
-                )
-            time.sleep(0.5)
-
-
-def input_partitions(prefix: str, partitions: int) -> set[str]:
-    """``topic/partition`` of every partition some stage of the topology reads."""
-    return {
-        f"{topic_name(topic, prefix)}/{p}"
-        for stage in STAGES
-        for topic in stage.input_topics
-        for p in range(partitions_of(topic, partitions))
-    }
 
 
 def histogram_quantiles(exposition: str, metric: str, label: str) -> dict[str, dict[str, float]]:
