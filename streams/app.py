@@ -10,10 +10,11 @@ Topics, their partition counts and the stages come from the declaration in
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import faust
@@ -24,19 +25,25 @@ from streams.agents.base import (
     Emitter,
     InvalidWatermarkError,
     RawEvent,
-    StageHandler,
     parse_watermark,
 )
-from streams.agents.dispatch import dispatch
+from streams.agents.durable import StageRuntime, assemble_state, state_head_key, state_parts
 from streams.brokers.faust_settings import faust_app_settings, resolve_bootstrap
 from streams.config import Settings, get_settings
 from streams.contracts.codec import TopicCodec, topic_codec
 from streams.observability.health import TP, HealthRegistry
 from streams.observability.metrics import CONTENT_TYPE, metrics
 from streams.observability.tracing import trace_headers
-from streams.ordering import END_OF_STREAM, SOURCE_HEADER, WATERMARK_HEADER
+from streams.ordering import END_OF_STREAM, SEQ_HEADER, SOURCE_HEADER, WATERMARK_HEADER
 from streams.topics import Topic, topic_name
-from streams.topology import STAGES, TOPICS, StageSpec, partitions_of, wanted_topics
+from streams.topology import (
+    STAGES,
+    TOPICS,
+    Partitioning,
+    StageSpec,
+    partitions_of,
+    wanted_topics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +99,12 @@ class Sender:
             codec = self._codecs[topic] = topic_codec(topic)
         return codec.encode(value)
 
-    async def send_all(self, out: Emitter) -> None:
-        """Send every record and watermark of ``out`` in order (at-least-once)."""
+    async def send_all(self, out: Emitter) -> list[Awaitable[Any]]:
+        """Send every record and watermark of ``out`` in order (at-least-once).
+
+        Returns the sends' delivery futures (done when the broker acknowledged each).
+        """
+        deliveries: list[Awaitable[Any]] = []
         for item in out.items:
             headers = [(SOURCE_HEADER, item.source.encode())]
             if item.watermark is not None:
@@ -103,16 +114,20 @@ class Sender:
                 value = item.encoded
             else:
                 value = self._encode(item.topic, item.value)
+            if item.seq is not None:
+                headers.append((SEQ_HEADER, str(item.seq).encode()))
             if item.span_context is not None:
                 headers.extend(trace_headers(item.span_context))
             ts = item.timestamp_ms / 1000.0 if item.timestamp_ms is not None else None
-            await self._topics[item.topic].send(
+            delivery = await self._topics[item.topic].send(
                 key=item.key.encode() if item.key else None,
                 value=value,
                 partition=item.partition,
                 timestamp=ts,
                 headers=headers,
             )
+            deliveries.append(delivery)
+        return deliveries
 
 
 def batch_progress(raw: Sequence[RawEvent]) -> tuple[dict[TP, int], int | None]:
@@ -135,10 +150,69 @@ def batch_progress(raw: Sequence[RawEvent]) -> tuple[dict[TP, int], int | None]:
     return positions, watermark
 
 
-def _agent_for(
-    handler: StageHandler, decoder: Decoder, sender: Sender, health: HealthRegistry
-) -> Callable[..., Any]:
-    async def agent(stream: Any) -> None:
+class TableStore:
+    """A stage's :class:`~streams.agents.durable.StateStore`: its Faust table.
+
+    Each instance's document is written under its own partition's keys with an explicit
+    changelog partition, so partition ``p``'s state recovers wherever partition ``p`` of the
+    inputs goes. Documents are split into parts (:func:`~streams.agents.durable.state_parts`)
+    below the brokers' 1 MB message limit.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def load(self, partition: int) -> bytes | None:
+        """The document recovered (or last written) for ``partition``."""
+        data = self._table.data
+        return assemble_state(partition, lambda key: _bytes_or_none(data.get(key)))
+
+    def save(self, partition: int, blob: bytes) -> None:
+        """Write ``blob`` locally and to the changelog (sent with the producer's next flush)."""
+        data = self._table.data
+        current = _bytes_or_none(data.get(state_head_key(partition)))
+        for key, value in state_parts(partition, blob, current):
+            data[key] = value
+            self._table.send_changelog(partition, key, value)
+
+
+def _bytes_or_none(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+class DurableAgent:
+    """One stage's agent: batches through its :class:`StageRuntime`, state flushed on time.
+
+    A batch's input events are acked only at the flush that stores the state they produced,
+    and that flush first waits for the batch's outputs to reach the broker: Faust's commit
+    (which flushes the producer, so the changelog write lands first) can then only commit
+    offsets whose effects are in the table. ``QT_STATE_FLUSH_MS`` trades changelog volume
+    against how much a restart re-reads.
+    """
+
+    def __init__(
+        self,
+        app: faust.App,
+        runtime: StageRuntime,
+        sender: Sender,
+        health: HealthRegistry,
+        flush_every_s: float,
+        prefix: str,
+    ) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.sender = sender
+        self.health = health
+        self.flush_every_s = flush_every_s
+        self.inputs = {topic_name(t, prefix) for t in runtime.spec.input_topics}
+        self.lock = asyncio.Lock()
+        self._held: list[Any] = []
+        self._deliveries: list[Awaitable[Any]] = []
+        self._last_flush = time.monotonic()
+
+    async def run(self, stream: Any) -> None:
+        """The agent body: every batch handled, sent and held for the next flush."""
+        name = self.runtime.name
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
             started = time.perf_counter()
             raw = [
@@ -152,24 +226,63 @@ def _agent_for(
                 )
                 for e in events
             ]
-            out = Emitter(handler.name)
-            try:
-                dispatch(handler, decoder, raw, out)
-                await sender.send_all(out)
-                progress = batch_progress(raw)
-            except Exception as exc:
-                # Faust would restart the agent with its state half-applied: report the crash
-                # (liveness fails, the process gets replaced) and let Faust see it as before.
-                health.crashed(handler.name, exc)
-                log.exception("stage %s crashed handling a batch of %d", handler.name, len(raw))
-                raise
+            async with self.lock:
+                try:
+                    for out in self.runtime.handle(raw):
+                        self._deliveries.extend(await self.sender.send_all(out))
+                    progress = batch_progress(raw)
+                except Exception as exc:
+                    # Faust would restart the agent with its state half-applied: report the
+                    # crash (liveness fails, the process gets replaced) and re-raise.
+                    self.health.crashed(name, exc)
+                    log.exception("stage %s crashed handling a batch of %d", name, len(raw))
+                    raise
+                for event in events:
+                    event.message.incref()  # acked by the flush that stores its effects
+                self._held.extend(events)
+                if time.monotonic() - self._last_flush >= self.flush_every_s:
+                    await self._flush_locked()
             if raw:
                 elapsed = time.perf_counter() - started
-                metrics().stage_latency(handler.name, elapsed / len(raw), len(raw))
-                health.processed(handler.name, *progress)
+                metrics().stage_latency(name, elapsed / len(raw), len(raw))
+                self.health.processed(name, *progress)
 
-    agent.__name__ = handler.name
-    return agent
+    def flush_due(self) -> bool:
+        """Whether held events wait longer than the flush interval (an idle stage's last batch)."""
+        return bool(self._held) and time.monotonic() - self._last_flush >= self.flush_every_s
+
+    async def flush(self) -> None:
+        """Store the changed state and ack what it covers (the flush timer, a rebalance)."""
+        async with self.lock:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._held:
+            return
+        started = time.perf_counter()
+        # Outputs first: a state that says "sent" must never outlive outputs that were not.
+        deliveries, self._deliveries = self._deliveries, []
+        await asyncio.gather(*deliveries)
+        self.runtime.flush()
+        held, self._held = self._held, []
+        consumer = self.app.consumer
+        for event in held:
+            event.message.ack(consumer)
+        metrics().state_flush(self.runtime.name, time.perf_counter() - started)
+
+    async def on_revoked(self, revoked: Iterable[Any]) -> None:
+        """Store what this worker has, then drop the instances of partitions it lost.
+
+        Faust seeks every partition it assigns back to its committed offset; the instance
+        restored from the table skips what it had already applied.
+        """
+        async with self.lock:
+            await self._flush_locked()
+            lost = {
+                self.runtime.instance_of(tp.partition) for tp in revoked if tp.topic in self.inputs
+            }
+            self.runtime.forget(lost)
 
 
 def consumer_highwaters(app: faust.App) -> dict[TP, int | None]:
@@ -234,7 +347,7 @@ def build_app(
         topic_replication_factor=settings.replication_factor,
         stream_wait_empty=False,
     )
-    from streams.agents.registry import build_handlers, model_versions
+    from streams.agents.registry import model_versions, stage_builders
 
     health = HealthRegistry(settings.stall_after_s)
     health.expect_models()
@@ -242,11 +355,23 @@ def build_app(
     add_observability_views(app, health)
     sender = Sender(app, settings)
     decoder = Decoder(settings.topic_prefix)
-    handlers = build_handlers(settings, stages)
-    health.models_loaded(model_versions(handlers))
-    for handler in handlers:
-        inputs = handler.inputs
-        health.register(handler.name, (topic_name(t, settings.topic_prefix) for t in inputs))
+    builders = stage_builders(settings, stages)
+    # One instance of each stage now: a stage that cannot be built fails the start, not a record.
+    health.models_loaded(model_versions([builders[spec.name]() for spec in stages]))
+    agents: list[DurableAgent] = []
+    for spec in stages:
+        inputs = spec.input_topics
+        health.register(spec.name, (topic_name(t, settings.topic_prefix) for t in inputs))
+        table = app.Table(
+            f"state-{spec.name}",
+            partitions=1 if spec.partitioning is Partitioning.SINGLE else settings.partitions,
+            key_type=bytes,
+            value_type=bytes,
+        )
+        runtime = StageRuntime(spec, builders[spec.name], TableStore(table), decoder)
+        flush_s = settings.state_flush_ms / 1000
+        agent = DurableAgent(app, runtime, sender, health, flush_s, settings.topic_prefix)
+        agents.append(agent)
         channel = (
             sender.topic(inputs[0])
             if len(inputs) == 1
@@ -256,8 +381,35 @@ def build_app(
                 value_serializer="raw",
             )
         )
-        app.agent(channel, name=handler.name)(_agent_for(handler, decoder, sender, health))
+        app.agent(channel, name=spec.name)(_named(agent.run, spec.name))
+    add_state_flushing(app, agents, settings.state_flush_ms / 1000)
     return app
+
+
+def _named(run: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
+    """``run`` as a function named ``name`` (Faust names an agent after its function)."""
+
+    async def agent(stream: Any) -> None:
+        await run(stream)
+
+    agent.__name__ = name
+    return agent
+
+
+def add_state_flushing(app: faust.App, agents: Sequence[DurableAgent], every_s: float) -> None:
+    """A timer that flushes idle stages' state, and the flush-then-forget of a rebalance."""
+
+    @app.timer(interval=every_s)
+    async def flush_state() -> None:
+        # A busy stage flushes after its batches; this catches the ones that went quiet.
+        for agent in agents:
+            if agent.flush_due():
+                await agent.flush()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_partitions_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        for agent in agents:
+            await agent.on_revoked(revoked)
 
 
 def run_worker(loglevel: str = "info", web_port: int | None = None) -> None:

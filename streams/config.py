@@ -198,6 +198,12 @@ class Settings(BaseSettings):
         "is dead-lettered (a bad clock); must exceed any real gap in the data "
         "(streams/contracts/ticks.py says why a week)",
     )
+    state_flush_ms: int = Field(
+        1_000,
+        gt=0,
+        description="a worker stores each stage's changed state (Faust table) at most this often; "
+        "inputs are committed only once their effects are stored (docs/determinism.md)",
+    )
     web_host: str = Field(
         "127.0.0.1", description="worker web server bind address; 0.0.0.0 in containers"
     )

@@ -31,7 +31,14 @@ from streams.adapters.market_files import ALL_TIME, TimeWindow
 from streams.config import PROJECT_ROOT, Settings, run_configuration
 from streams.contracts.records import TickReceived
 from streams.contracts.ticks import DEFAULT_MAX_EVENT_SKEW_MS, TickHistory, TickRejected
-from streams.ordering import END_OF_STREAM, SOURCE_HEADER, WATERMARK_HEADER, header_value
+from streams.ordering import (
+    END_OF_STREAM,
+    SEQ_HEADER,
+    SOURCE_HEADER,
+    WATERMARK_HEADER,
+    Redeliveries,
+    header_value,
+)
 from streams.topics import Topic, topic_name
 from streams.topology import drain_marks, partitions_of, reported_topics
 from streams.workers import (
@@ -168,8 +175,12 @@ def read_back(
             yield record
 
 
-def topic_messages(bootstrap: str, name: str, partitions: int) -> Iterator[Any]:
+def topic_messages(
+    bootstrap: str, name: str, partitions: int, *, copies: bool = False
+) -> Iterator[Any]:
     """Every data message (not watermarks) of ``name``'s ``partitions``, up to today's end.
+
+    A record a worker re-sent after a crash (same ``qt-seq``) is read once, unless ``copies``.
 
     A partition is done at its end-of-partition event, whose offset is the end the broker's
     Fetch reports: the embedded Tansu broker's ListOffsets answers the newest *batch's* base
@@ -186,6 +197,7 @@ def topic_messages(bootstrap: str, name: str, partitions: int) -> Iterator[Any]:
         }
         consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in range(partitions)])
         pending = {p for p, end in ends.items() if end > 0}
+        seen = Redeliveries()
         while pending:
             msg = consumer.poll(1.0)
             if msg is None:
@@ -197,7 +209,12 @@ def topic_messages(bootstrap: str, name: str, partitions: int) -> Iterator[Any]:
                 if offset >= ends[partition]:
                     pending.discard(partition)
                 continue
-            if header_value(msg.headers(), WATERMARK_HEADER) is None:
+            headers = msg.headers() or []
+            if header_value(headers, WATERMARK_HEADER) is not None:
+                continue
+            # A worker that crashed after sending re-sends with the same numbers: one copy.
+            source, seq = header_value(headers, SOURCE_HEADER), header_value(headers, SEQ_HEADER)
+            if copies or seen.fresh(name, partition, source, seq):
                 yield msg
     finally:
         consumer.close()

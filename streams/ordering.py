@@ -14,7 +14,7 @@ and this class is unit-tested on its own.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -22,6 +22,9 @@ from typing import Any, Generic, TypeVar
 WATERMARK_HEADER = "qt-watermark"
 #: Header naming the stage partition that produced a record or watermark (``stage/partition``).
 SOURCE_HEADER = "qt-source"
+#: Header numbering a source's data records per output topic (1, 2, ...): a record re-sent after
+#: a crash repeats its number, so readers drop the copy (:mod:`streams.agents.durable`).
+SEQ_HEADER = "qt-seq"
 #: Exclusive watermark that ends a bounded replay: every merge downstream drains.
 END_OF_STREAM = 2**62
 #: A source sends a watermark at most this often in event time (records imply one anyway).
@@ -36,6 +39,34 @@ def header_value(headers: Any, name: str) -> bytes | None:
         if key == name:
             return value if isinstance(value, bytes) else str(value).encode()
     return None
+
+
+class Redeliveries:
+    """The last sequence number handled per (topic, partition, source): drops re-sent copies.
+
+    A source numbers its data records 1, 2, 3... per output topic (``qt-seq``); on any one
+    partition they arrive in increasing order, so a number at or below the last one seen is a
+    copy. Records without a number (another client's, the replay's) always pass.
+    """
+
+    __slots__ = ("last",)
+
+    def __init__(self, last: Mapping[str, int] | None = None) -> None:
+        self.last: dict[str, int] = dict(last or {})
+
+    def fresh(self, topic: str, partition: int, source: bytes | None, seq: bytes | None) -> bool:
+        """Whether the record with these ``qt-source``/``qt-seq`` headers is new (remembered)."""
+        if seq is None:
+            return True
+        try:
+            number = int(seq)
+        except ValueError:
+            return True  # not ours: the reader judges the record itself
+        key = f"{topic}/{partition}:{(source or b'?').decode(errors='replace')}"
+        if number <= self.last.get(key, 0):
+            return False
+        self.last[key] = number
+        return True
 
 
 class OrderingError(ValueError):

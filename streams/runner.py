@@ -27,6 +27,7 @@ from streams.adapters.market_rows import RejectedRow, ReplayItem, dead_letter
 from streams.config import Settings
 from streams.contracts.base import AvroRecord
 from streams.contracts.records import (
+    ControlCommand,
     DeadLettered,
     DecisionSized,
     FeaturesComputed,
@@ -106,6 +107,7 @@ class Pipeline:
         *,
         measure_latency: bool = True,
         stages: Sequence[StageSpec] = STAGES,
+        commands: Sequence[ControlCommand] = (),
     ) -> None:
         missing = [name for name in BUILT_IN if name not in {s.name for s in stages}]
         if missing:
@@ -127,6 +129,8 @@ class Pipeline:
         self.execution_states: dict[str, ExecutionState] = {}
         self.risk_state: RiskState | None = None
         self.feedback: list[tuple[int, int, str, str, AvroRecord]] = []
+        #: Operator commands in the risk merge's order: event time, then id.
+        self.commands = sorted(commands, key=lambda c: (c.event_time_ms, c.command_id))
         self.stats = RunStats(model_versions=dict(scorer.versions))
         self._timed = measure_latency
 
@@ -190,7 +194,10 @@ class Pipeline:
         """Steps 0-2 of the semantics for minute ``t`` (klines, rows and signals by symbol)."""
         if self.risk_state is None:
             self.risk_state = self.risk.new_state(t)
+        # Risk's merge order at time t: feedback, then commands, then bars (streams.agents.risk).
+        self.apply_commands(self.risk_state, t - 1)
         self.apply_feedback(t - self.cfg.feedback_lag_ms)
+        self.apply_commands(self.risk_state, t)
         for tick in ticks:
             self.sink(tick)
             self._execute_bar(self.risk_state, tick)
@@ -212,6 +219,12 @@ class Pipeline:
                     self.risk.on_trade_closed(risk, record)
             elif isinstance(record, RewardComputed):
                 self.strategy.on_reward(self._strategy_state(record.symbol), record)
+
+    def apply_commands(self, risk: RiskState, until_ms: int) -> None:
+        """Apply the operator commands stamped ``<= until_ms`` (halt, resume)."""
+        while self.commands and self.commands[0].event_time_ms <= until_ms:
+            # Not sunk: control.commands is no reported topic (the demo's report has none).
+            self.risk.on_command(risk, self.commands.pop(0))
 
     def _execute_bar(self, risk: RiskState, tick: TickReceived) -> None:
         self.risk.on_tick(risk, tick)
@@ -394,15 +407,20 @@ def run(
     *,
     measure_latency: bool = True,
     stages: Sequence[StageSpec] = STAGES,
+    commands: Sequence[ControlCommand] = (),
 ) -> RunStats:
     """Run the whole topology in-process over ``data``; every record goes to ``sink``.
+
+    ``commands`` are operator commands (halt, resume) as ``control.commands`` would carry them.
 
     Raises :class:`RunError` when the range holds no kline, and lets
     :class:`~streams.adapters.market_files.MarketFileError` (unusable files) and
     :class:`~streams.stages.StageError` (a broken contract) through with their context.
     """
     cfg = settings or Settings()
-    pipeline = Pipeline(cfg, scorer, sink, measure_latency=measure_latency, stages=stages)
+    pipeline = Pipeline(
+        cfg, scorer, sink, measure_latency=measure_latency, stages=stages, commands=commands
+    )
     _readers, items = open_data_set(data, symbols, window)
     started = time.perf_counter()
     history = TickHistory(cfg.max_event_skew_ms)

@@ -60,6 +60,8 @@ class Outgoing:
     span_context: SpanContext | None = None
     #: The value's wire bytes, once encoded (:meth:`Emitter.seal`); the sender encodes if not.
     encoded: bytes | None = None
+    #: The ``qt-seq`` header: the record's number among its source's records of ``topic``.
+    seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

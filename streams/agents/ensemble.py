@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -88,6 +89,14 @@ class EnsembleHandler:
             else:
                 self._emit(batch, signals, started, out)
         self.progress.emit(out, Topic.SIGNALS_ENSEMBLE, self.name)
+
+    def to_state(self) -> dict[str, Any]:
+        """The progress forwarded (rows are never pending between batches)."""
+        return {"progress": self.progress.to_state()}
+
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`to_state`."""
+        self.progress.load_state(data["progress"])
 
     def _score_each(self, batch: list[Pending], out: Emitter) -> None:
         for item in batch:

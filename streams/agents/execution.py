@@ -7,12 +7,14 @@ broker first.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
 from streams.agents.base import Emitter, Restore, freeze, thaw
+from streams.agents.durable import context_from_state, context_to_state
 from streams.agents.merging import MergeHandler
 from streams.contracts.records import (
     FillExecuted,
@@ -164,6 +166,24 @@ class ExecutionHandler(MergeHandler):
             out.record(Topic.EXECUTION_FILLS, r.symbol, r, r.event_time_ms, merge)
         else:
             out.record(Topic.POSITIONS_EVENTS, r.symbol, r, r.event_time_ms, merge)
+
+    def to_state(self) -> dict[str, Any]:
+        """The merges, each symbol's venue, the tick rule's history, open orders' traces."""
+        return super().to_state() | {
+            "venues": {s: v.to_dict() for s, v in self.states.items()},
+            "ticks": self.tick_history.to_dict(),
+            "order_traces": {d: context_to_state(c) for d, c in self.order_contexts.items()},
+        }
+
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`to_state`."""
+        super().load_state(data)
+        cfg = self.stage.cfg
+        self.states = {s: ExecutionState.from_dict(v, cfg) for s, v in data["venues"].items()}
+        self.tick_history = TickHistory.from_dict(data["ticks"])
+        self.order_contexts = {
+            d: ctx for d, t in data["order_traces"].items() if (ctx := context_from_state(t))
+        }
 
 
 def build(context: BuildContext) -> ExecutionHandler:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from streams.agents.base import Emitter
@@ -56,6 +57,14 @@ class ExitPlannerHandler:
     def end_batch(self, out: Emitter) -> None:
         """Forward progress."""
         self.progress.emit(out, Topic.ORDERS_INTENTS, self.name)
+
+    def to_state(self) -> dict[str, Any]:
+        """The progress forwarded."""
+        return {"progress": self.progress.to_state()}
+
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`to_state`."""
+        self.progress.load_state(data["progress"])
 
 
 def build(context: BuildContext) -> ExitPlannerHandler:

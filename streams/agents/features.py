@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from models.features import FeatureState
@@ -54,6 +55,22 @@ class FeaturesHandler:
     def end_batch(self, out: Emitter) -> None:
         """Forward the partitions' progress."""
         self.progress.emit(out, Topic.MARKET_FEATURES, self.name)
+
+    def to_state(self) -> dict[str, Any]:
+        """Each symbol's window, the tick rule's history and the progress forwarded."""
+        return {
+            "windows": {s: None if w is None else w.to_dict() for s, w in self.states.items()},
+            "ticks": self.tick_history.to_dict(),
+            "progress": self.progress.to_state(),
+        }
+
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`to_state`."""
+        self.states = {
+            s: None if w is None else FeatureState.from_dict(w) for s, w in data["windows"].items()
+        }
+        self.tick_history = TickHistory.from_dict(data["ticks"])
+        self.progress.load_state(data["progress"])
 
 
 def build(context: BuildContext) -> FeaturesHandler:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from streams.agents.base import Emitter
@@ -49,6 +50,17 @@ class LearningHandler:
             self._sent = low
             for topic, partitions in progress_targets(stage_spec(self.name), 0, self.partitions):
                 out.watermark(topic, partitions, low, f"{self.name}/0")
+
+    def to_state(self) -> dict[str, Any]:
+        """Each execution partition's progress, and what was forwarded."""
+        return {"watermarks": self.watermarks, "sent": self._sent}
+
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`to_state` (sources not declared any more are dropped)."""
+        for key, wm in data["watermarks"].items():
+            if key in self.watermarks:
+                self.watermarks[key] = int(wm)
+        self._sent = int(data["sent"])
 
 
 def build(context: BuildContext) -> LearningHandler:

@@ -18,6 +18,14 @@ from opentelemetry.context import Context
 from streams.agents.base import Emitter, SourcePosition, record_attributes
 from streams.agents.dead_letters import released_dead_letter, send_dead_letter
 from streams.agents.dispatch import apply_isolated
+from streams.agents.durable import (
+    context_from_state,
+    context_to_state,
+    position_from_state,
+    position_to_state,
+    record_from_state,
+    record_to_state,
+)
 from streams.observability import tracing
 from streams.ordering import (
     END_OF_STREAM,
@@ -64,6 +72,15 @@ class ForwardedWatermarks:
             if wm > self._sent.get(partition, -(2**62)):
                 self._sent[partition] = wm
                 out.watermark(topic, (partition,), wm, f"{stage}/{partition}")
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain state (:mod:`streams.agents.durable`)."""
+        return {"seen": self._seen, "sent": self._sent}
+
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`to_state`."""
+        self._seen = {int(p): int(t) for p, t in data["seen"].items()}
+        self._sent = {int(p): int(t) for p, t in data["sent"].items()}
 
 
 #: A merge's buffered item: input topic, partition, record, trace parent, where it was read.
@@ -197,6 +214,43 @@ class MergeHandler:
             if low > self._sent.get(merge, -(2**62)):
                 self._sent[merge] = low
                 self.emit_progress(merge, low, out)
+
+    # -- durable state ------------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        """Every merge's watermarks and buffer (records as wire bytes), and the progress sent.
+
+        A subclass adds its own state to this document (``super().to_state() | {...}``).
+        """
+
+        def encode(item: Buffered) -> list[Any]:
+            topic, partition, record, parent, position = item
+            return [
+                topic, partition, record_to_state(topic, record), context_to_state(parent),
+                position_to_state(position),
+            ]  # fmt: skip
+
+        return {
+            "merges": {str(m): merge.to_dict(encode) for m, merge in self.merges.items()},
+            "feedback_pending": {str(m): sorted(p) for m, p in self._feedback.items()},
+            "progress_sent": {str(m): t for m, t in self._sent.items()},
+        }
+
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`to_state`, onto a fresh handler."""
+
+        def decode(value: list[Any]) -> Buffered:
+            topic, partition, record, parent, position = value
+            return (
+                topic, int(partition), record_from_state(topic, record),
+                context_from_state(parent) or Context(), position_from_state(position),
+            )  # fmt: skip
+
+        for m, merge in data["merges"].items():
+            self._merge(int(m))  # the merge's sources and shifts, from the declaration
+            self.merges[int(m)] = EventTimeMerge.from_dict(merge, decode)
+        for m, pending in data["feedback_pending"].items():
+            self._feedback[int(m)] = set(pending)
+        self._sent = {int(m): int(t) for m, t in data["progress_sent"].items()}
 
     def _release(
         self, merge: int, topic: str, partition: int, record: Any, parent: Context, out: Emitter

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from streams.agents.base import StageHandler
 from streams.agents.ensemble import EnsembleHandler
@@ -44,8 +45,19 @@ def model_versions(handlers: list[StageHandler]) -> dict[str, str]:
 
 def build_handlers(settings: Settings, stages: Sequence[StageSpec] = STAGES) -> list[StageHandler]:
     """One handler per declared stage, in pipeline order. Loads the promoted ONNX models."""
+    builders = stage_builders(settings, stages)
+    return [builders[spec.name]() for spec in stages]
+
+
+def stage_builders(
+    settings: Settings, stages: Sequence[StageSpec] = STAGES
+) -> dict[str, Callable[[], StageHandler]]:
+    """Per declared stage, a function building one instance of its handler.
+
+    The promoted ONNX models are loaded once, here, and shared by every instance.
+    """
     context = BuildContext(settings, load_scorer(settings))
-    return [spec.build(context) for spec in stages]
+    return {spec.name: partial(spec.build, context) for spec in stages}
 
 
 Factory = Callable[[Settings], list[StageHandler]]

@@ -7,6 +7,7 @@ in symbol order, exactly as the in-process runner applies them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from streams.agents.base import Emitter, Restore, freeze, thaw
@@ -147,6 +148,20 @@ class RiskHandler(MergeHandler):
                 )  # fmt: skip
         p = state.portfolio
         metrics().portfolio(equity_usd=p.equity, open_positions=len(p.positions), halted=p.halted)
+
+    def to_state(self) -> dict[str, Any]:
+        """The merge, the portfolio (equity, marks, positions, kill switch, seen ids), ticks."""
+        return super().to_state() | {
+            "portfolio": None if self.state is None else self.state.to_dict(),
+            "ticks": self.tick_history.to_dict(),
+        }
+
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`to_state`."""
+        super().load_state(data)
+        portfolio = data["portfolio"]
+        self.state = None if portfolio is None else RiskState.from_dict(portfolio)
+        self.tick_history = TickHistory.from_dict(data["ticks"])
 
 
 def build(context: BuildContext) -> RiskHandler:

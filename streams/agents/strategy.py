@@ -6,6 +6,7 @@ bar's features, which sort before the bar's signal, exactly as the in-process ru
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from streams.agents.base import Emitter, Restore, keyed_checkpoint
@@ -92,6 +93,15 @@ class StrategyHandler(MergeHandler):
                     Topic.DECISIONS_SIZED, 0, decision.symbol, decision,
                     decision.event_time_ms, f"{self.name}/{merge}",
                 )  # fmt: skip
+
+    def to_state(self) -> dict[str, Any]:
+        """The merges, and each symbol's regime, strategies, Q-table and pending rewards."""
+        return super().to_state() | {"symbols": {s: v.to_dict() for s, v in self.states.items()}}
+
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`to_state`."""
+        super().load_state(data)
+        self.states = {s: StrategyState.from_dict(v) for s, v in data["symbols"].items()}
 
 
 def build(context: BuildContext) -> StrategyHandler:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from streams.agents.base import Emitter, Restore
@@ -93,6 +94,18 @@ class SupervisorHandler:
     def end_batch(self, out: Emitter) -> None:
         """Forward progress (HOLD signals stop here, time still advances downstream)."""
         self.progress.emit(out, Topic.SIGNALS_SUPERVISED, self.name)
+
+    def to_state(self) -> dict[str, Any]:
+        """The bias windows and the progress forwarded."""
+        return {
+            "windows": {str(p): s.to_dict() for p, s in self.states.items()},
+            "progress": self.progress.to_state(),
+        }
+
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`to_state`."""
+        self.states = {int(p): SupervisorState.from_dict(s) for p, s in data["windows"].items()}
+        self.progress.load_state(data["progress"])
 
 
 def build(context: BuildContext) -> SupervisorHandler:

@@ -70,6 +70,14 @@ AGREED: tuple[MetricSpec, ...] = (
         "qt_stage_errors_total", "counter", ("stage", "error_type"),
         "records a stage failed on by its own fault (dead-lettered as stage_error)",
     ),
+    MetricSpec(
+        "qt_redelivered_total", "counter", ("stage",),
+        "records skipped as already applied, or as a copy an upstream re-sent after a restart",
+    ),
+    MetricSpec(
+        "qt_state_flush_seconds", "histogram", ("stage",),
+        "time to store a stage's changed state (the outputs' delivery, then the table write)",
+    ),
     MetricSpec("qt_signals_total", "counter", ("symbol", "action"), "ensemble signals"),
     MetricSpec(
         "qt_signal_side_share", "gauge", ("scope", "side"),
@@ -175,6 +183,14 @@ class Metrics:
     def dead_letter(self, stage: str, reason: str) -> None:
         """One record dead-lettered by ``stage`` for ``reason``."""
         self._c["qt_deadletters_total"].labels(stage, reason).inc()
+
+    def redelivered(self, stage: str, n: int = 1) -> None:
+        """``n`` records ``stage`` had already applied (or were re-sent copies): skipped."""
+        self._c["qt_redelivered_total"].labels(stage).inc(n)
+
+    def state_flush(self, stage: str, seconds: float) -> None:
+        """One flush of ``stage``'s changed state took ``seconds``."""
+        self._c["qt_state_flush_seconds"].labels(stage).observe(seconds)
 
     def stage_error(self, stage: str, error_type: str) -> None:
         """``stage`` raised ``error_type`` on a record: a bug, dead-lettered as stage_error."""

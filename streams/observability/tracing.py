@@ -71,6 +71,11 @@ def traceparent_header(ctx: SpanContext) -> tuple[str, bytes] | None:
     return (TRACEPARENT, value.encode())
 
 
+def span_context_of(ctx: Context) -> SpanContext:
+    """The span context a (parent) context carries (invalid when it carries none)."""
+    return trace.get_current_span(ctx).get_span_context()
+
+
 def trace_headers(ctx: SpanContext) -> list[tuple[str, bytes]]:
     """``traceparent`` and, when the trace carries state (``qt=keep``), ``tracestate``."""
     parent = traceparent_header(ctx)

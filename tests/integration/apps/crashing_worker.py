@@ -29,27 +29,33 @@ def _install() -> None:
     after = int(os.environ.get("QTTEST_CRASH_AFTER", "20"))
     mode = os.environ.get("QTTEST_CRASH_MODE", "raise")
     mark = Path(os.environ["QTTEST_CRASH_MARK"])
-    build = registry.build_handlers
+    builders = registry.stage_builders
+    ended = [0]  # batches ended by every instance of the stage together
 
-    def build_with_a_failing_stage(settings: Any, *stages: Any) -> list[Any]:
-        handlers = build(settings, *stages)
-        (target,) = [h for h in handlers if h.name == stage]
-        real_end = target.end_batch
-        ended = [0]
+    def builders_with_a_failing_stage(settings: Any, *stages: Any) -> dict[str, Any]:
+        built = builders(settings, *stages)
+        real_build = built[stage]
 
-        def end_batch(out: Any) -> None:
-            real_end(out)
-            ended[0] += 1
-            if ended[0] == after:
-                mark.write_text(repr(time.time()))
-                if mode == "exit":
-                    os.kill(os.getpid(), signal.SIGKILL)
-                raise HarnessCrash(f"{stage} failed after {after} batches (test harness)")
+        def build_failing() -> Any:
+            target = real_build()
+            real_end = target.end_batch
 
-        target.end_batch = end_batch
-        return handlers
+            def end_batch(out: Any) -> None:
+                real_end(out)
+                ended[0] += 1
+                if ended[0] == after:
+                    mark.write_text(repr(time.time()))
+                    if mode == "exit":
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    raise HarnessCrash(f"{stage} failed after {after} batches (test harness)")
 
-    registry.build_handlers = build_with_a_failing_stage
+            target.end_batch = end_batch
+            return target
+
+        built[stage] = build_failing
+        return built
+
+    registry.stage_builders = builders_with_a_failing_stage
 
 
 def main() -> None:

@@ -1,0 +1,127 @@
+"""Stage state survives crashes: the whole topology over an in-memory log, killed again and again.
+
+Real handlers, codecs and models (:mod:`tests.unit.memory_log`); Kafka's rules: a restarted
+worker resumes from the committed offsets with the state its last flush stored, and what it sent
+before the crash stays in the log. However often it crashes, the trades are the in-process
+runner's, and readers that keep one copy per ``qt-seq`` see every record exactly once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from streams.adapters.market_files import TimeWindow, parse_time_bound
+from streams.agents.durable import (
+    DictStore,
+    Instance,
+    StateFormatError,
+    decode_state,
+    encode_state,
+)
+from streams.agents.features import FeaturesHandler
+from streams.config import Settings
+from streams.demo import SAMPLE_DATA
+from streams.ordering import Redeliveries
+from streams.report import ReportBuilder, trades_sha256
+from streams.topics import Topic
+from tests.unit.memory_log import run_topology
+
+#: The golden test's day for two symbols (2,880 bars, 14 trades in the runner).
+SYMBOLS = ("BTCUSDT", "SOLUSDT")
+WINDOW = TimeWindow(parse_time_bound("2025-05-21T00:00"), parse_time_bound("2025-05-22T00:00"))
+
+
+def settings() -> Settings:
+    return Settings(partitions=2, feedback_lag_ms=300_000, supervisor={"min_confidence": 0.5})
+
+
+@pytest.fixture(scope="module")
+def runner_trades() -> str:
+    from models.scorer import EnsembleScorer
+    from streams.runner import run
+
+    s = settings()
+    builder = ReportBuilder(s.risk.starting_equity_usd)
+    run(
+        SAMPLE_DATA, EnsembleScorer.from_registry(s.registry_dir), builder, s,
+        symbols=SYMBOLS, window=WINDOW,
+    )  # fmt: skip
+    assert builder.trades, "the window must trade for this test to bite"
+    return trades_sha256(builder.trades)
+
+
+def ids(log, topic: Topic, field: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return [getattr(r, field) for r in log.records(topic)]
+
+
+@pytest.mark.parametrize("crash_chance", [0.0, 1 / 40, 1 / 8])
+def test_crashes_anywhere_give_the_runners_trades_and_one_copy_of_each_record(
+    runner_trades: str, crash_chance: float
+) -> None:
+    log, crashes = run_topology(
+        settings(), SAMPLE_DATA, WINDOW, symbols=SYMBOLS, crash_chance=crash_chance
+    )
+    assert (crashes > 0) == (crash_chance > 0)
+    trades = list(log.records(Topic.TRADES_CLOSED))
+    assert trades_sha256(trades) == runner_trades
+    for topic, field in [
+        (Topic.ORDERS_APPROVED, "order_id"),
+        (Topic.EXECUTION_FILLS, "fill_id"),
+        (Topic.TRADES_CLOSED, "trade_id"),
+        (Topic.DECISIONS_SIZED, "decision_id"),
+    ]:
+        seen = ids(log, topic, field)
+        assert seen and len(seen) == len(set(seen)), f"{topic}: {Counter(seen).most_common(2)}"
+    if crashes:
+        # The crashes really re-sent records: the readers' dedupe is what kept one copy.
+        copies = log.count(Topic.MARKET_FEATURES) - len(list(log.records(Topic.MARKET_FEATURES)))
+        assert copies > 0
+
+
+def test_redeliveries_keep_one_copy_per_source_and_pass_foreign_records() -> None:
+    seen = Redeliveries()
+    assert seen.fresh("t", 0, b"features/0", b"1")
+    assert seen.fresh("t", 0, b"features/0", b"2")
+    assert not seen.fresh("t", 0, b"features/0", b"2")  # re-sent after a crash
+    assert not seen.fresh("t", 0, b"features/0", b"1")
+    assert seen.fresh("t", 0, b"features/1", b"1")  # another source numbers on its own
+    assert seen.fresh("t", 1, b"features/0", b"1")  # and so does another partition
+    assert seen.fresh("t", 0, b"another-client", None)  # no number: always new
+    assert seen.fresh("t", 0, b"x", b"soon")  # not a number: the reader judges it
+
+
+def test_a_stored_state_of_another_format_or_stage_is_refused_with_the_reason() -> None:
+    blob = encode_state(Instance(FeaturesHandler()).to_document())
+    assert decode_state(blob)["stage"] == "features"
+    with pytest.raises(StateFormatError, match="unreadable"):
+        decode_state(b"not zlib")
+    with pytest.raises(StateFormatError, match="format 99"):
+        decode_state(encode_state({"format": 99}))
+    from streams.agents.exits import ExitPlannerHandler
+    from streams.stages import ExitPlannerStage
+
+    exits = ExitPlannerHandler(ExitPlannerStage.from_settings(settings()))
+    with pytest.raises(StateFormatError, match="offered to 'exits'"):
+        Instance.from_document(exits, decode_state(blob))
+    assert DictStore().load(3) is None
+
+
+def test_a_document_is_stored_in_parts_and_a_torn_write_keeps_the_previous_one() -> None:
+    from streams.agents.durable import assemble_state, state_head_key, state_parts
+
+    store = DictStore(part_bytes=10)
+    store.save(1, b"first document, 33 bytes long...")
+    assert store.load(1) == b"first document, 33 bytes long..."
+    # A crash after the new parts but before the new head: the old head reads the old slot.
+    torn = state_parts(1, b"second, never finished", store.data[state_head_key(1)], 10)
+    store.data.update(torn[:-1])
+    assert store.load(1) == b"first document, 33 bytes long..."
+    store.data.update(torn[-1:])
+    assert store.load(1) == b"second, never finished"
+    store.save(1, b"third")
+    assert store.load(1) == b"third" and store.load(0) is None
+    del store.data[b"1/0/0"]
+    with pytest.raises(StateFormatError, match="missing parts"):
+        assemble_state(1, store.data.get)
