@@ -128,9 +128,7 @@ def _vote(v: Any) -> dict[str, Any]:
 
 def _plan_levels(plan: OrderPlanned) -> dict[str, Any]:
     """Take-profit ladder, stop and trailing callback of an exit plan."""
-    tps = [
-        {"price": leg.price, "fraction": leg.fraction} for leg in plan.legs if leg.kind is LegKind.TP
-    ]
+    tps = [{"price": x.price, "fraction": x.fraction} for x in plan.legs if x.kind is LegKind.TP]
     stop = next((leg.price for leg in plan.legs if leg.kind is LegKind.SL), None)
     trail = next((leg.callback for leg in plan.legs if leg.kind is LegKind.TRAIL), None)
     return {"take_profits": tps, "stop_loss": stop, "trailing_callback": trail}

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ CLIENT_QUEUE = 8
 #: A comment line this often keeps proxies and the browser from timing the stream out.
 KEEPALIVE_S = 15.0
 MAX_LIMIT = 1000
+#: Open event streams never end by themselves: a stop waits this long for them.
+SHUTDOWN_S = 1.0
 
 
 @dataclass
@@ -197,7 +200,7 @@ async def control(request: web.Request) -> web.Response:
             None, send, command, reason, at, status.bootstrap, status.prefix
         )
     except Exception as exc:  # the broker's refusal, shown to the operator as it is
-        message = getattr(exc, "format_message", lambda: str(exc))()
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         return _error(502, f"{command} not sent: {message}")
     return _json({"command": command, "command_id": command_id, "at_ms": at, "reason": reason})
 
@@ -297,9 +300,7 @@ async def trace(request: web.Request) -> web.Response:
     if path is None or not path.is_file():
         return _error(404, f"no span file {path} (set QT_TRACE_FILE or --trace-file)")
     try:
-        tree = await asyncio.get_running_loop().run_in_executor(
-            None, trace_tree, path, decision_id
-        )
+        tree = await asyncio.get_running_loop().run_in_executor(None, trace_tree, path, decision_id)
     except TraceNotFoundError as exc:
         return _error(404, str(exc))
     return _json({**tree, "jaeger_ui_url": ctx.jaeger_ui_url})
@@ -324,22 +325,28 @@ def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
 
 
+def _next_message(ctx: DashboardContext, source: Source, seen: int) -> tuple[str | None, int]:
+    feed = source.feed
+    if source is not ctx.source:  # the demo switched from its topics to its run folder
+        return _sse("snapshot", ctx.source.snapshot()) + _sse("info", ctx.source.info()), -1
+    if feed is None:
+        return None, seen
+    with feed.lock:
+        if feed.model.version == seen:
+            return _sse("info", source.info()), seen
+        return _sse("update", update_message(feed.model, source.info())), feed.model.version
+
+
 async def broadcast(app: web.Application) -> None:
     """Build each update once and queue it for every open page (drop-oldest when full)."""
     ctx = app[CONTEXT]
-    seen = -1
+    seen, source = -1, ctx.source
     while True:
         await asyncio.sleep(PUSH_EVERY_S)
-        feed = ctx.source.feed
-        if feed is None:
+        text, seen = _next_message(ctx, source, seen)
+        source = ctx.source
+        if text is None:
             continue
-        with feed.lock:
-            if feed.model.version == seen:
-                message = None
-            else:
-                seen = feed.model.version
-                message = update_message(feed.model, ctx.source.info())
-        text = _sse("update", message) if message else _sse("info", ctx.source.info())
         for queue in list(ctx.clients):
             if queue.full():
                 with contextlib.suppress(asyncio.QueueEmpty):
@@ -406,4 +413,42 @@ def build_web_app(ctx: DashboardContext) -> web.Application:
 
 def serve(ctx: DashboardContext, host: str, port: int) -> None:
     """Serve until interrupted (Ctrl-C)."""
-    web.run_app(build_web_app(ctx), host=host, port=port, print=None)
+    web.run_app(build_web_app(ctx), host=host, port=port, print=None, shutdown_timeout=SHUTDOWN_S)
+
+
+@contextlib.contextmanager
+def serving_in_thread(ctx: DashboardContext, host: str, port: int) -> Iterator[str]:
+    """The dashboard served from a thread of its own for the block; yields its URL.
+
+    Used by ``quantum-trader demo --dashboard`` and the browser tests. A port in use is a
+    :class:`DashboardError` naming it.
+    """
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(build_web_app(ctx))
+    started = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_S)
+            loop.run_until_complete(site.start())
+        except OSError as exc:
+            failure.append(exc)
+            started.set()
+            return
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+
+    thread = threading.Thread(target=run, name="dashboard-web", daemon=True)
+    thread.start()
+    started.wait(30)
+    if failure:
+        raise DashboardError(f"cannot serve the dashboard on {host}:{port}: {failure[0]}")
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(15)

@@ -211,7 +211,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 def snapshot_from_trades(report: Mapping[str, Any], rows: list[dict[str, str]]) -> dict[str, Any]:
     """The overview of a run folder without ``dashboard.json``: its closed trades only."""
     start = float(report.get("performance", {}).get("starting_equity_usd", 0.0))
-    t, equity = [], []
+    t: list[int] = []
+    equity: list[float] = []
     for r in sorted(rows, key=lambda x: (int(x["event_time_ms"]), x["trade_id"])):
         if float(r["qty"]) > 0:
             t.append(int(r["event_time_ms"]))
@@ -239,6 +240,13 @@ def snapshot_from_trades(report: Mapping[str, Any], rows: list[dict[str, str]]) 
         "learning": {},
         "partial": "this run folder has no dashboard.json: trades and report only",
     }
+
+
+def write_snapshot(run_dir: Path, model: ReadModel) -> Path:
+    """``dashboard.json``: the read model of a finished run, for the dashboard's run view."""
+    path = run_dir / DASHBOARD_FILE
+    path.write_text(json.dumps(model.snapshot(), default=str) + "\n", encoding="utf-8")
+    return path
 
 
 def load_run_folder(path: Path) -> RunFolder:

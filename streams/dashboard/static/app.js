@@ -157,8 +157,9 @@ function drawEquity(o) {
   if (equityPlot) { equityPlot.setData(data); return; }
   equityPlot = new uPlot({
     width: Math.max(400, box.clientWidth || 900), height: 260,
-    series: [{}, { label: "equity (USDT)", stroke: "#2b6cb0", paths: uPlot.paths.stepped({ align: 1 }), scale: "usd" },
-      { label: "drawdown (%)", stroke: "#c53030", fill: "rgba(197,48,48,0.15)", scale: "pct" }],
+    series: [{}, { label: "equity (USDT)", stroke: "#2b6cb0", points: { show: false }, paths: uPlot.paths.stepped({ align: 1 }), scale: "usd" },
+      { label: "drawdown (%)", stroke: "#c53030", fill: "rgba(197,48,48,0.15)", points: { show: false }, paths: uPlot.paths.stepped({ align: 1 }), scale: "pct" }],
+    cursor: { points: { show: false } },
     axes: [{}, { scale: "usd", label: "USDT" }, { scale: "pct", side: 1, label: "drawdown %", grid: { show: false } }],
   }, data, box);
 }
