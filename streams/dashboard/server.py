@@ -424,7 +424,7 @@ def serving_in_thread(ctx: DashboardContext, host: str, port: int) -> Iterator[s
     :class:`DashboardError` naming it.
     """
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(build_web_app(ctx))
+    runner = web.AppRunner(build_web_app(ctx), shutdown_timeout=SHUTDOWN_S)
     started = threading.Event()
     failure: list[BaseException] = []
 
@@ -432,7 +432,7 @@ def serving_in_thread(ctx: DashboardContext, host: str, port: int) -> Iterator[s
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_S)
+            site = web.TCPSite(runner, host, port)
             loop.run_until_complete(site.start())
         except OSError as exc:
             failure.append(exc)
