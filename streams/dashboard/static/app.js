@@ -39,6 +39,17 @@ function traceLink(decisionId) {
   return el("a", { href: "#trace/" + encodeURIComponent(decisionId) + run, class: "trace-link" }, "trace");
 }
 
+// A fetch that never throws: a server that stopped (the demo ended) shows as an error value.
+async function getJSON(url, options) {
+  try {
+    const r = await fetch(url, options);
+    const body = await r.json();
+    return r.ok ? body : { error: body.error || `${url} answered ${r.status}`, status: r.status };
+  } catch (e) {
+    return { error: `the dashboard server does not answer (${e.message})` };
+  }
+}
+
 // ---------------------------------------------------------------- data flow
 function applySnapshot(snap) {
   state.snap = snap;
@@ -180,10 +191,9 @@ $("confirm").addEventListener("close", async () => {
   if (dlg.returnValue !== "ok") { $("control-result").textContent = "cancelled"; return; }
   const body = { command: dlg.dataset.command, reason: $("confirm-reason").value, at_ms: dlg.dataset.at ? Number(dlg.dataset.at) : null, confirm: true };
   $("control-result").textContent = `sending ${body.command}…`;
-  const r = await fetch("/api/control", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-  const j = await r.json();
-  $("control-result").textContent = r.ok ? `${j.command} sent (${j.command_id})` : j.error;
-  $("control-result").className = r.ok ? "pos" : "neg";
+  const j = await getJSON("/api/control", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  $("control-result").textContent = j.error ? j.error : `${j.command} sent (${j.command_id})`;
+  $("control-result").className = j.error ? "neg" : "pos";
 });
 $("btn-halt").addEventListener("click", () => askControl("HALT"));
 $("btn-resume").addEventListener("click", () => askControl("RESUME"));
@@ -224,7 +234,7 @@ function renderSignals() {
 // ---------------------------------------------------------------- models
 async function loadRegistry() {
   if (state.registry) return;
-  state.registry = await (await fetch("/api/registry")).json();
+  state.registry = await getJSON("/api/registry");
   render();
 }
 const mean = (xs) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
@@ -295,7 +305,7 @@ let pipelineTimer = null;
 async function loadPipeline() {
   clearTimeout(pipelineTimer);
   if (currentView() !== "pipeline") return;
-  const p = await (await fetch("/api/pipeline")).json();
+  const p = await getJSON("/api/pipeline");
   renderPipeline(p);
   if (!p.report) pipelineTimer = setTimeout(loadPipeline, 2000);
 }
@@ -330,7 +340,8 @@ function renderPipeline(p) {
 
 // ---------------------------------------------------------------- runs
 async function loadRuns() {
-  const runs = await (await fetch("/api/runs")).json();
+  const runs = await getJSON("/api/runs");
+  if (runs.error) { fillBody($("runs"), [el("tr", {}, el("td", { colspan: 9 }, runs.error))]); return; }
   fillBody($("runs"), runs.map((r) => el("tr", { "data-run": r.run_id },
     el("td", {}, el("input", { type: "radio", name: "run-a", value: r.run_id, onchange: compareRuns })),
     el("td", {}, el("input", { type: "radio", name: "run-b", value: r.run_id, onchange: compareRuns })),
@@ -348,7 +359,7 @@ function flatten(obj, prefix = "", out = {}) {
 async function compareRuns() {
   const a = document.querySelector("input[name=run-a]:checked"), b = document.querySelector("input[name=run-b]:checked");
   const ids = [a, b].filter(Boolean).map((x) => x.value);
-  const reports = await Promise.all(ids.map(async (id) => (await fetch("/api/runs/" + encodeURIComponent(id))).json()));
+  const reports = await Promise.all(ids.map((id) => getJSON("/api/runs/" + encodeURIComponent(id))));
   const box = $("compare");
   box.replaceChildren();
   if (reports.length === 2) {
@@ -386,9 +397,8 @@ async function loadTrace() {
   $("trace-title").textContent = `decision ${decision}`;
   $("trace-tree").textContent = "loading…";
   $("trace-links").replaceChildren();
-  const r = await fetch(`/api/trace/${encodeURIComponent(decision)}${query ? "?" + query : ""}`);
-  const t = await r.json();
-  if (!r.ok) { $("trace-tree").textContent = t.error; return; }
+  const t = await getJSON(`/api/trace/${encodeURIComponent(decision)}${query ? "?" + query : ""}`);
+  if (t.error) { $("trace-tree").textContent = t.error; return; }
   $("trace-links").append(`trace ${t.trace_ids.join(", ")}: ${t.spans} spans from ${t.file} (the same tree as quantum-trader trace ${decision})`);
   if (t.jaeger_ui_url) for (const tid of t.trace_ids) $("trace-links").append(" ", el("a", { href: `${t.jaeger_ui_url.replace(/\/$/, "")}/trace/${tid}` }, "open in Jaeger"));
   $("trace-tree").replaceChildren(el("ul", { class: "tree" }, ...t.roots.map(spanNode)));
@@ -396,7 +406,7 @@ async function loadTrace() {
 
 // ---------------------------------------------------------------- start
 (async function start() {
-  setInfo(await (await fetch("/api/info")).json());
+  setInfo(await getJSON("/api/info"));
   connect();
   window.dispatchEvent(new HashChangeEvent("hashchange"));
 })();
