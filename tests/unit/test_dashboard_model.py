@@ -76,9 +76,7 @@ def test_overview_agrees_with_the_report(records: list[AvroRecord]) -> None:
 
 def test_every_decision_row_carries_its_verdict(records: list[AvroRecord]) -> None:
     model = fed(records)
-    verdicts = {
-        r.decision_id: r for r in records if isinstance(r, OrderApproved | OrderRejected)
-    }
+    verdicts = {r.decision_id: r for r in records if isinstance(r, OrderApproved | OrderRejected)}
     decisions = [r for r in records if isinstance(r, DecisionSized)]
     rows = {r["decision_id"]: r for r in model.signal_rows() if r["decision_id"]}
     assert len(rows) == len(decisions) > 0
