@@ -6,7 +6,7 @@ EXTRAS  ?= train,dev,live
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint format bench kafka kafka-stop postgres journal schemas-check models-train models-evaluate clean
+.PHONY: help install browser dashboard demo test test-fast lint format bench kafka kafka-stop postgres journal schemas-check models-train models-evaluate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -19,10 +19,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project with all extras
 
+browser: ## install Debian's Chromium for the dashboard's browser tests (root; no-op when present)
+	bash infra/browser/ensure-chromium.sh
+
+dashboard: install ## the web dashboard of the newest run folder (or of a live run: QT_KAFKA_BOOTSTRAP)
+	$(BIN)/quantum-trader dashboard
+
 demo: install ## replay bundled real data through the whole topology on the embedded broker; writes runs/<id>/
 	$(BIN)/quantum-trader demo
 
 test: install ## the whole test suite (starts a real Apache Kafka unless QT_KAFKA_BOOTSTRAP is set)
+	-bash infra/browser/ensure-chromium.sh  # the browser tests skip, saying why, without it
 	$(BIN)/quantum-trader schemas check
 	$(BIN)/pytest
 

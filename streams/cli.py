@@ -12,6 +12,7 @@ from streams.commands import (
     backtest,
     broker,
     control,
+    dashboard,
     demo,
     journal,
     models_cmd,
@@ -37,6 +38,7 @@ app.command("broker")(broker.command)
 app.command("worker")(worker.command)
 app.command("replay")(replay.command)
 app.command("demo")(demo.command)
+app.command("dashboard")(dashboard.command)
 app.command("backtest")(backtest.command)
 app.command("report")(report.command)
 app.command("journal")(journal.command)

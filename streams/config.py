@@ -208,6 +208,13 @@ class Settings(BaseSettings):
         "127.0.0.1", description="worker web server bind address; 0.0.0.0 in containers"
     )
     web_port: int = Field(6066, ge=0, le=65535)
+    dashboard_host: str = Field(
+        "127.0.0.1", description="`quantum-trader dashboard` bind address (it can halt trading)"
+    )
+    dashboard_port: int = Field(8050, ge=0, le=65535, description="the dashboard's web port")
+    jaeger_ui_url: str | None = Field(
+        None, description="Jaeger UI base URL: the dashboard links each decision's trace there"
+    )
     stall_after_s: float = Field(
         30.0,
         gt=0,
@@ -276,7 +283,8 @@ def run_configuration(settings: Settings) -> dict[str, object]:
     """Everything a run's trades depend on, JSON-safe, for its report (no secrets, no paths)."""
     skip = {"binance_api_key", "binance_api_secret", "journal_dsn", "kafka_bootstrap",
             "schema_registry_url", "data_dir", "registry_dir", "runs_dir", "trace_file",
-            "web_host", "web_port"}  # fmt: skip
+            "web_host", "web_port", "dashboard_host", "dashboard_port",
+            "jaeger_ui_url"}  # fmt: skip
     return settings.model_dump(mode="json", exclude=skip)
 
 

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -74,6 +75,20 @@ class DemoPlan:
     before_end: Callable[[str, str], None] | None = None
     #: ``python -m`` arguments of the worker (tests run a harness app of the same topology).
     worker_command: tuple[str, ...] = WORKER_COMMAND
+    #: Called once the run's topics exist and its worker runs (``demo --dashboard`` starts the
+    #: dashboard on the live topics here); what it returns is called before the broker stops.
+    on_live: Callable[[LiveRun], Callable[[], None] | None] | None = None
+
+
+@dataclass(frozen=True)
+class LiveRun:
+    """What a reader of a demo in progress needs: its broker, topics, worker and span file."""
+
+    bootstrap: str
+    prefix: str
+    worker_port: int
+    run_dir: Path
+    trace_file: Path
 
 
 @dataclass
@@ -238,6 +253,8 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
     from streams.adapters.replay.files import replay_files
     from streams.app import ensure_topics
     from streams.brokers.faust_settings import resolve_bootstrap
+    from streams.dashboard.model import ReadModel
+    from streams.dashboard.sources import write_snapshot
     from streams.report import ReportBuilder, write_run
 
     console = console or Console()
@@ -246,7 +263,8 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
     run_dir = plan.run_dir or settings.runs_dir / f"demo-{run_id}"
     log_path = run_dir / "worker.log"
     started = time.perf_counter()
-    with resolve_bootstrap(settings) as broker:
+    # Live readers (plan.on_live) stop before the broker does, whatever happens.
+    with resolve_bootstrap(settings) as broker, contextlib.ExitStack() as live_readers:
         embedded = broker.embedded or settings.kafka_embedded
         where = "embedded Tansu broker" if embedded else "Kafka"
         console.print(f"[bold]broker[/] {where} at {broker.bootstrap}; topics under '{prefix}'")
@@ -256,6 +274,11 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
         with running_worker(env, log_path, plan.worker_command) as worker:
             console.print(f"[bold]worker[/] pid {worker.pid}, log {log_path}")
             watch = WorkerWatch(worker, int(env["QT_WEB_PORT"]), log_path)
+            live = LiveRun(broker.bootstrap, prefix, watch.port, run_dir,
+                           Path(env.get("QT_TRACE_FILE") or run_dir / "traces.jsonl"))  # fmt: skip
+            stop_watching = plan.on_live(live) if plan.on_live is not None else None
+            if stop_watching is not None:
+                live_readers.callback(stop_watching)
             summary = replay_files(
                 plan.data,
                 bootstrap=broker.bootstrap,
@@ -283,9 +306,12 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
             latency = scrape_stage_latency(watch.port)
         elapsed = time.perf_counter() - started
         builder = ReportBuilder(settings.risk.starting_equity_usd)
-        builder.add_all(
-            read_back(broker.bootstrap, prefix, settings.partitions, settings.max_event_skew_ms)
-        )
+        board = ReadModel(settings.risk.starting_equity_usd, settings.sizing, settings.selector)
+        for record in read_back(
+            broker.bootstrap, prefix, settings.partitions, settings.max_event_skew_ms
+        ):
+            builder.add(record)
+            board.apply(record)
     from models.scorer import promoted_versions
 
     report = builder.build(
@@ -302,4 +328,5 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
         },
     )
     write_run(run_dir, report, builder.trades)
+    write_snapshot(run_dir, board)
     return DemoResult(run_dir, report)

@@ -166,6 +166,18 @@ class CommandKind(StrEnum):
     PROMOTE = "PROMOTE"
 
 
+class SignalOutcome(StrEnum):
+    """How far a signal got through the pipeline (the dashboard's signal filter)."""
+
+    PENDING = "PENDING"  # scored, the supervisor's verdict not seen yet
+    HOLD = "HOLD"  # the ensemble said HOLD: nothing to review
+    VETOED = "VETOED"
+    PASSED = "PASSED"  # passed the supervisor; the strategy took no trade (or not yet)
+    DECIDED = "DECIDED"  # sized; risk's verdict not seen yet
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+
+
 #: Index order of every probability vector.
 CLASSES: tuple[Action, Action, Action] = (Action.SELL, Action.HOLD, Action.BUY)
 

@@ -11,9 +11,18 @@ import typer
 
 
 def send_command(
-    kind: str, reason: str, event_time_ms: int | None, symbol: str | None, bootstrap: str | None
+    kind: str,
+    reason: str,
+    event_time_ms: int | None,
+    symbol: str | None,
+    bootstrap: str | None,
+    prefix: str | None = None,
 ) -> str:
-    """Produce one ``ControlCommand`` to ``control.commands``; returns its id."""
+    """Produce one ``ControlCommand`` to ``control.commands``; returns its id.
+
+    ``prefix``: the run's topic prefix (default ``QT_TOPIC_PREFIX``); the dashboard passes the
+    prefix of the run it shows.
+    """
     from streams import kafka_io
     from streams.config import get_settings
     from streams.contracts.codec import serializer_for
@@ -42,7 +51,9 @@ def send_command(
     producer = kafka_io.producer(kafka_io.ProducerOptions(servers, idempotence=False))
     tracker = kafka_io.DeliveryTracker()
     kafka_io.produce(
-        producer, topic_name(Topic.CONTROL_COMMANDS, settings.topic_prefix), command_id.encode(),
+        producer,
+        topic_name(Topic.CONTROL_COMMANDS, settings.topic_prefix if prefix is None else prefix),
+        command_id.encode(),
         serializer_for(Topic.CONTROL_COMMANDS)(record), partition=0, on_delivery=tracker,
     )  # fmt: skip
     try:

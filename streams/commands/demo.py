@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +27,13 @@ def command(
             "uses 50%; pass 0.65 to see the seed's gate"
         ),
     ] = 0.5,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            help="serve the web dashboard (QT_DASHBOARD_PORT) on the live replay, then on the "
+            "finished run folder until Ctrl-C"
+        ),
+    ] = False,
 ) -> None:
     """Replay real market data through every stage on Kafka and write a run report.
 
@@ -59,6 +68,14 @@ def command(
             run_dir=out,
             timeout_s=timeout,
         )
+        board = None
+        if dashboard:
+            from streams.commands.dashboard import DemoDashboard
+
+            board = DemoDashboard(
+                settings, settings.dashboard_host, settings.dashboard_port, console.print
+            )
+            plan = replace(plan, on_live=board.watch)
         result = run_demo(settings, plan, console)
     except (
         WorkerError,
@@ -71,3 +88,13 @@ def command(
         console.print(f"[red]demo failed:[/] {exc}")
         raise typer.Exit(code=1) from exc
     print_summary(result.report, result.run_dir)
+    if board is not None:
+        board.show_run(result.run_dir)
+        console.print(f"dashboard of {result.run_dir} on {board.url}/ (Ctrl-C stops it)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            board.close()

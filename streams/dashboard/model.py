@@ -1,0 +1,530 @@
+"""The dashboard's read model: what the topics say, folded into bounded views.
+
+:class:`ReadModel` takes the decoded records of the topology's topics in whatever order the
+topics deliver them (every join here tolerates any order between topics) and keeps only what
+the pages show: the newest signals with their verdicts, open positions with their exit plan,
+the realised equity curve, counters, the Q-table and bandit arms rebuilt from the rewards, and
+the operator commands. Every collection is bounded, so thousands of signals a minute cost
+constant memory; :meth:`ReadModel.drain_changes` hands the server only the rows that changed
+since the last push (incremental updates).
+
+It is a read model in the strict sense: nothing in the topology reads it, and the learning view
+is a replay of ``learning.rewards`` through the same update rules the strategy stage applies
+(:class:`~streams.stages.strategies.MetaSelector`, the Q update of
+:class:`~streams.stages.sizing.QTable`), not a copy of the stage's table. Two differences,
+stated so nobody reads more into the heatmap: a reward names its sizing state without the
+drawdown bucket (only the strategy stage knows it), so the heatmap's rows fold the drawdown
+buckets together; and the stage applies a reward ``QT_FEEDBACK_LAG_MS`` of event time after the
+trade closed, the dashboard as soon as it reads it.
+
+Pure: no Kafka, no web server; the same model serves a live run, a replay in progress and (as
+its :meth:`ReadModel.snapshot`, written to ``dashboard.json``) a finished run folder.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from streams.config import SelectorConfig, SizingConfig
+from streams.contracts.base import AvroRecord
+from streams.contracts.records import (
+    ControlCommand,
+    DeadLettered,
+    DecisionSized,
+    FillExecuted,
+    ModelEventRecorded,
+    OrderApproved,
+    OrderPlanned,
+    OrderRejected,
+    PositionChanged,
+    RewardComputed,
+    SignalScored,
+    SignalSupervised,
+    TickReceived,
+    TradeClosed,
+)
+from streams.stages.strategies import STRATEGIES, MetaSelector
+from streams.vocabulary import (
+    Action,
+    CommandKind,
+    Learner,
+    LegKind,
+    PositionEvent,
+    SignalOutcome,
+)
+
+#: Newest signals kept whatever their outcome, and newest signals that reached a decision
+#: (kept apart, so a flood of HOLDs never pushes the few decisions out of the table).
+RECENT_SIGNALS = 1000
+DECIDED_SIGNALS = 2000
+#: Most rows one incremental update carries (the table shows the newest anyway).
+PUSH_ROWS = 200
+#: Risk verdicts and exit plans waiting for their decision / position, and recent lists.
+PENDING_LIMIT = 5000
+RECENT_TRADES = 200
+RECENT_COMMANDS = 50
+RECENT_MODEL_EVENTS = 200
+SNAPSHOT_VERSION = 1
+
+
+@dataclass(slots=True)
+class SignalRow:
+    """One signal of the signals page: votes, verdict, decision and risk's answer."""
+
+    signal_id: str
+    symbol: str
+    event_time_ms: int
+    action: str | None = None
+    confidence: float | None = None
+    probabilities: list[float] = field(default_factory=list)
+    votes: list[dict[str, Any]] = field(default_factory=list)
+    vetoed: bool | None = None
+    veto_reasons: list[dict[str, Any]] = field(default_factory=list)
+    final_action: str | None = None
+    decision_id: str | None = None
+    side: str | None = None
+    strategy: str | None = None
+    regime: str | None = None
+    size_multiplier: float | None = None
+    margin_usd: float | None = None
+    risk_verdict: str | None = None
+    risk_rule: str | None = None
+    risk_detail: str | None = None
+    approved_margin_usd: float | None = None
+
+    @property
+    def outcome(self) -> SignalOutcome:
+        """How far the signal got (see :class:`SignalOutcome`)."""
+        if self.risk_verdict is not None:
+            return SignalOutcome(self.risk_verdict)
+        if self.decision_id is not None:
+            return SignalOutcome.DECIDED
+        if self.vetoed is True:
+            return SignalOutcome.VETOED
+        if self.vetoed is False:
+            return SignalOutcome.PASSED
+        if self.action == Action.HOLD.value:
+            return SignalOutcome.HOLD
+        return SignalOutcome.PENDING
+
+    def as_json(self) -> dict[str, Any]:
+        """The row as the pages get it (with its outcome)."""
+        return {**asdict(self), "outcome": self.outcome.value}
+
+
+def _vote(v: Any) -> dict[str, Any]:
+    return {
+        "model": v.model,
+        "version": v.version,
+        "action": v.action.value,
+        "confidence": v.confidence,
+        "probabilities": list(v.probabilities),
+    }
+
+
+def _plan_levels(plan: OrderPlanned) -> dict[str, Any]:
+    """Take-profit ladder, stop and trailing callback of an exit plan."""
+    tps = [{"price": x.price, "fraction": x.fraction} for x in plan.legs if x.kind is LegKind.TP]
+    stop = next((leg.price for leg in plan.legs if leg.kind is LegKind.SL), None)
+    trail = next((leg.callback for leg in plan.legs if leg.kind is LegKind.TRAIL), None)
+    return {"take_profits": tps, "stop_loss": stop, "trailing_callback": trail}
+
+
+def live_pnl(side: str, entry: float, mark: float, qty: float) -> float:
+    """Unrealised PnL of ``qty`` opened at ``entry`` and marked at ``mark``."""
+    sign = 1.0 if side == "LONG" else -1.0
+    return sign * (mark - entry) * qty
+
+
+def drawdown_curve(start_equity: float, equity: Iterable[float]) -> list[float]:
+    """Drawdown from the running peak (fraction of the peak) at each point of ``equity``."""
+    peak, out = start_equity, []
+    for e in equity:
+        peak = max(peak, e)
+        out.append((peak - e) / peak if peak > 0 else 0.0)
+    return out
+
+
+def _bounded_put(table: OrderedDict[str, Any], key: str, value: Any, limit: int) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > limit:
+        table.popitem(last=False)
+
+
+@dataclass(slots=True)
+class QCell:
+    """One (state, multiplier) cell of the rebuilt Q-table."""
+
+    q: float = 0.0
+    n: int = 0
+
+
+class ReadModel:
+    """Every view of the dashboard, fed with :meth:`apply` (see the module doc)."""
+
+    def __init__(
+        self,
+        starting_equity: float,
+        sizing: SizingConfig | None = None,
+        selector: SelectorConfig | None = None,
+    ) -> None:
+        self.starting_equity = starting_equity
+        self.sizing = sizing or SizingConfig()
+        self.selector = selector or SelectorConfig()
+        self.version = 0
+        self.counts: Counter[str] = Counter()
+        self.vetoes_by_rule: Counter[str] = Counter()
+        self.rejections_by_rule: Counter[str] = Counter()
+        self.recent: OrderedDict[str, SignalRow] = OrderedDict()
+        self.decided: OrderedDict[str, SignalRow] = OrderedDict()
+        self._signal_of_decision: OrderedDict[str, str] = OrderedDict()
+        self._verdicts: OrderedDict[str, OrderApproved | OrderRejected] = OrderedDict()
+        self._changed: OrderedDict[str, None] = OrderedDict()
+        self.plans: OrderedDict[str, OrderPlanned] = OrderedDict()
+        self.positions: dict[str, PositionChanged] = {}
+        self._closed_positions: set[str] = set()
+        self.venues: Counter[str] = Counter()
+        self.marks: dict[str, tuple[int, float]] = {}
+        self.last_event_ms: int | None = None
+        self.fees = 0.0
+        self._closes: list[tuple[int, str, float]] = []  # (close time, trade id, net PnL)
+        self._trade_ids: set[str] = set()
+        self.trades: deque[dict[str, Any]] = deque(maxlen=RECENT_TRADES)
+        self.commands: deque[ControlCommand] = deque(maxlen=RECENT_COMMANDS)
+        self.kill_switch: ControlCommand | None = None
+        self.model_events: deque[ModelEventRecorded] = deque(maxlen=RECENT_MODEL_EVENTS)
+        self.votes: dict[str, Counter[str]] = {}
+        self.balance: dict[str, Counter[str]] = {}
+        self.bias: dict[str, dict[str, Any]] = {}
+        self.qtables: dict[str, dict[str, dict[str, QCell]]] = {}
+        self.bandits: dict[str, MetaSelector] = {}
+
+    # ------------------------------------------------------------------------- feeding
+
+    def apply(self, record: AvroRecord) -> None:
+        """Fold one decoded record of any topic in (unknown types are only counted)."""
+        self.version += 1
+        self.counts[type(record).__name__] += 1
+        handler = _HANDLERS.get(type(record))
+        if handler is not None:
+            handler(self, record)
+
+    def apply_all(self, records: Iterable[AvroRecord]) -> ReadModel:
+        """:meth:`apply` each record; returns self."""
+        for r in records:
+            self.apply(r)
+        return self
+
+    def _row(self, signal_id: str, symbol: str, event_time_ms: int) -> SignalRow:
+        row = self.decided.get(signal_id) or self.recent.get(signal_id)
+        if row is None:
+            row = SignalRow(signal_id, symbol, event_time_ms)
+            _bounded_put(self.recent, signal_id, row, RECENT_SIGNALS)
+        _bounded_put(self._changed, signal_id, None, PUSH_ROWS)
+        return row
+
+    def _on_tick(self, t: TickReceived) -> None:
+        known = self.marks.get(t.symbol)
+        if known is None or t.event_time_ms >= known[0]:
+            self.marks[t.symbol] = (t.event_time_ms, t.close)
+        if self.last_event_ms is None or t.event_time_ms > self.last_event_ms:
+            self.last_event_ms = t.event_time_ms
+
+    def _on_signal(self, s: SignalScored) -> None:
+        row = self._row(s.signal_id, s.symbol, s.event_time_ms)
+        row.action, row.confidence = s.action.value, s.confidence
+        row.probabilities = list(s.probabilities)
+        row.votes = [_vote(v) for v in s.votes]
+        self.balance.setdefault(s.symbol, Counter())[s.action.value] += 1
+        for v in s.votes:
+            self.votes.setdefault(v.model, Counter())[v.version] += 1
+
+    def _on_supervised(self, s: SignalSupervised) -> None:
+        row = self._row(s.signal_id, s.symbol, s.event_time_ms)
+        if row.action is None:  # the ensemble's record not read yet: same signal inside
+            row.action, row.confidence = s.signal.action.value, s.signal.confidence
+            row.probabilities = list(s.signal.probabilities)
+            row.votes = [_vote(v) for v in s.signal.votes]
+        row.vetoed, row.final_action = s.vetoed, s.final_action.value
+        row.veto_reasons = [{"rule": v.rule.value, "detail": v.detail} for v in s.veto_reasons]
+        self.vetoes_by_rule.update(v.rule.value for v in s.veto_reasons)
+        self.bias[s.symbol] = {"event_time_ms": s.event_time_ms, **asdict(s.bias)}
+
+    def _on_decision(self, d: DecisionSized) -> None:
+        row = self._row(d.signal_id, d.symbol, d.event_time_ms)
+        _bounded_put(self.decided, d.signal_id, row, DECIDED_SIGNALS)
+        _bounded_put(self._signal_of_decision, d.decision_id, d.signal_id, PENDING_LIMIT)
+        row.decision_id, row.side, row.strategy = d.decision_id, d.side.value, d.strategy
+        row.regime, row.size_multiplier, row.margin_usd = (
+            d.regime.value,
+            d.size_multiplier,
+            d.margin_usd,
+        )
+        waiting = self._verdicts.pop(d.decision_id, None)
+        if waiting is not None:
+            self._set_verdict(row, waiting)
+
+    def _on_verdict(self, v: OrderApproved | OrderRejected) -> None:
+        if isinstance(v, OrderRejected):
+            self.rejections_by_rule[v.rule.value] += 1
+        signal_id = self._signal_of_decision.get(v.decision_id)
+        row = None if signal_id is None else self.decided.get(signal_id)
+        if row is None:  # the decision is not read yet (another topic): park the verdict
+            _bounded_put(self._verdicts, v.decision_id, v, PENDING_LIMIT)
+            return
+        _bounded_put(self._changed, row.signal_id, None, PUSH_ROWS)
+        self._set_verdict(row, v)
+
+    @staticmethod
+    def _set_verdict(row: SignalRow, v: OrderApproved | OrderRejected) -> None:
+        if isinstance(v, OrderApproved):
+            row.risk_verdict, row.approved_margin_usd = "APPROVED", v.approved_margin_usd
+        else:
+            row.risk_verdict, row.risk_rule, row.risk_detail = "REJECTED", v.rule.value, v.detail
+
+    def _on_plan(self, p: OrderPlanned) -> None:
+        _bounded_put(self.plans, p.order_id, p, PENDING_LIMIT)
+
+    def _on_fill(self, f: FillExecuted) -> None:
+        self.fees += f.fee
+        self.venues[f.venue] += 1
+
+    def _on_position(self, p: PositionChanged) -> None:
+        known = self.positions.get(p.position_id)
+        late = known is not None and known.event_time_ms > p.event_time_ms
+        if late or p.position_id in self._closed_positions:
+            return  # an older event read late, or one of a position already closed
+        if p.event is PositionEvent.CLOSED or p.qty_open <= 0.0:
+            self.positions.pop(p.position_id, None)
+            self._closed_positions.add(p.position_id)
+        else:
+            self.positions[p.position_id] = p
+
+    def _on_trade(self, t: TradeClosed) -> None:
+        if t.trade_id in self._trade_ids:
+            return  # redelivered (at-least-once)
+        self._trade_ids.add(t.trade_id)
+        bisect.insort(self._closes, (t.event_time_ms, t.trade_id, t.net_pnl))
+        self.trades.append(
+            {k: getattr(t, k) for k in _TRADE_FIELDS} | {"exit_reason": t.exit_reason.value}
+        )
+
+    def _on_reward(self, r: RewardComputed) -> None:
+        if r.learner is Learner.SIZING:
+            table = self.qtables.setdefault(r.symbol, {})
+            cell = table.setdefault(r.state, {}).setdefault(r.action, QCell())
+            cell.q += self.sizing.alpha * (r.reward - cell.q)  # the stage's one-step update
+            cell.n += 1
+        elif r.strategy in STRATEGIES:
+            bandit = self.bandits.setdefault(r.symbol, MetaSelector())
+            bandit.update(r.regime, r.strategy, r.reward, self.selector)
+
+    def _on_command(self, c: ControlCommand) -> None:
+        self.commands.append(c)
+        if c.command not in (CommandKind.HALT, CommandKind.RESUME):
+            return
+        latest = self.kill_switch
+        if latest is None or (c.event_time_ms, c.issued_at_ms) >= (
+            latest.event_time_ms,
+            latest.issued_at_ms,
+        ):
+            self.kill_switch = c
+
+    def _on_model_event(self, e: ModelEventRecorded) -> None:
+        self.model_events.append(e)
+
+    def _on_dead_letter(self, d: DeadLettered) -> None:
+        self.counts[f"dead:{d.reason}"] += 1
+
+    # ------------------------------------------------------------------------- views
+
+    def drain_changes(self) -> list[dict[str, Any]]:
+        """Signal rows changed since the last call (the newest :data:`PUSH_ROWS`), oldest first."""
+        rows = []
+        for signal_id in self._changed:
+            row = self.decided.get(signal_id) or self.recent.get(signal_id)
+            if row is not None:
+                rows.append(row.as_json())
+        self._changed.clear()
+        return rows
+
+    def signal_rows(self) -> list[dict[str, Any]]:
+        """Every signal row held, newest event time first."""
+        rows = {**self.recent, **self.decided}.values()
+        ordered = sorted(rows, key=lambda r: (r.event_time_ms, r.signal_id), reverse=True)
+        return [r.as_json() for r in ordered]
+
+    def equity_points(self) -> list[tuple[int, float]]:
+        """Realised equity after each closed trade, in close-time order."""
+        equity, out = self.starting_equity, []
+        for t, _trade_id, pnl in self._closes:
+            equity += pnl
+            out.append((t, equity))
+        return out
+
+    def open_positions(self) -> list[dict[str, Any]]:
+        """Open positions with live PnL (newest tick close) and their exit plan."""
+        out = []
+        for p in sorted(self.positions.values(), key=lambda x: (x.symbol, x.position_id)):
+            mark_ms, mark = self.marks.get(p.symbol, (p.event_time_ms, p.mark_price))
+            if mark_ms < p.event_time_ms:
+                mark = p.mark_price
+            plan = self.plans.get(p.order_id)
+            out.append(
+                {
+                    "position_id": p.position_id,
+                    "decision_id": p.decision_id,
+                    "symbol": p.symbol,
+                    "side": p.side.value,
+                    "entry_price": p.entry_price,
+                    "qty_open": p.qty_open,
+                    "mark_price": mark,
+                    "live_pnl": live_pnl(p.side.value, p.entry_price, mark, p.qty_open),
+                    "realized_pnl": p.realized_pnl,
+                    "current_stop": p.stop_price,
+                    "leverage": None if plan is None else plan.leverage,
+                    "margin_usd": None if plan is None else plan.margin_usd,
+                    "opened_ms": p.event_time_ms,
+                    **(_plan_levels(plan) if plan is not None else {}),
+                }
+            )
+        return out
+
+    def overview(self) -> dict[str, Any]:
+        """Equity and drawdown, PnL, fees, positions, the kill switch and the counters."""
+        points = self.equity_points()
+        positions = self.open_positions()
+        realised = sum(pnl for _t, _i, pnl in self._closes)
+        unrealised = sum(p["live_pnl"] for p in positions)
+        equity = [e for _t, e in points]
+        ks = self.kill_switch
+        return {
+            "starting_equity_usd": self.starting_equity,
+            "equity_curve": {
+                "t": [t for t, _e in points],
+                "equity": equity,
+                "drawdown": drawdown_curve(self.starting_equity, equity),
+            },
+            "realized_pnl_usd": realised,
+            "unrealized_pnl_usd": unrealised,
+            "equity_usd": self.starting_equity + realised + unrealised,
+            "fees_usd": self.fees,
+            "venues": dict(self.venues),
+            "positions": positions,
+            "recent_trades": list(self.trades)[::-1],
+            "last_event_ms": self.last_event_ms,
+            "kill_switch": {
+                "halted": ks is not None and ks.command is CommandKind.HALT,
+                "command": None if ks is None else _command_json(ks),
+                "rejections": self.rejections_by_rule.get("KILL_SWITCH", 0),
+            },
+            "commands": [_command_json(c) for c in reversed(self.commands)],
+            "counts": self.record_counts(),
+        }
+
+    def record_counts(self) -> dict[str, Any]:
+        """Records read per type, vetoes per rule, rejections per rule."""
+        return {
+            "records": dict(sorted(self.counts.items())),
+            "vetoes_by_rule": dict(sorted(self.vetoes_by_rule.items())),
+            "rejections_by_rule": dict(sorted(self.rejections_by_rule.items())),
+        }
+
+    def models(self) -> dict[str, Any]:
+        """Versions that voted, signal balance per symbol and overall, the supervisor's bias."""
+        overall: Counter[str] = Counter()
+        for c in self.balance.values():
+            overall.update(c)
+        return {
+            "voting_versions": {m: dict(c) for m, c in sorted(self.votes.items())},
+            "balance": {s: dict(c) for s, c in sorted(self.balance.items())},
+            "balance_overall": dict(overall),
+            "bias": dict(sorted(self.bias.items())),
+            "events": [asdict(e) | {"kind": e.kind.value} for e in reversed(self.model_events)],
+        }
+
+    def learning(self) -> dict[str, Any]:
+        """Q-table cells per symbol (state x multiplier) and bandit arms per symbol."""
+        return {
+            "multipliers": [repr(m) for m in self.sizing.multipliers],
+            "alpha": self.sizing.alpha,
+            "qtables": {
+                symbol: {
+                    state: {a: asdict(c) for a, c in sorted(cells.items())}
+                    for state, cells in sorted(table.items())
+                }
+                for symbol, table in sorted(self.qtables.items())
+            },
+            "bandits": {s: b.to_dict() for s, b in sorted(self.bandits.items())},
+            "strategies": list(STRATEGIES),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every view at once: the live pages' first load, and a run folder's dashboard.json."""
+        return {
+            "snapshot_version": SNAPSHOT_VERSION,
+            "version": self.version,
+            "overview": self.overview(),
+            "signals": self.signal_rows(),
+            "models": self.models(),
+            "learning": self.learning(),
+        }
+
+
+_TRADE_FIELDS = (
+    "trade_id", "decision_id", "symbol", "side", "opened_ms", "event_time_ms", "entry_price",
+    "exit_price", "qty", "leverage", "net_pnl", "fees", "strategy",
+)  # fmt: skip
+
+
+def _command_json(c: ControlCommand) -> dict[str, Any]:
+    return {
+        "command_id": c.command_id,
+        "command": c.command.value,
+        "event_time_ms": c.event_time_ms,
+        "issued_at_ms": c.issued_at_ms,
+        "issued_by": c.issued_by,
+        "reason": c.reason,
+    }
+
+
+_HANDLERS: Mapping[type, Any] = {
+    TickReceived: ReadModel._on_tick,
+    SignalScored: ReadModel._on_signal,
+    SignalSupervised: ReadModel._on_supervised,
+    DecisionSized: ReadModel._on_decision,
+    OrderApproved: ReadModel._on_verdict,
+    OrderRejected: ReadModel._on_verdict,
+    OrderPlanned: ReadModel._on_plan,
+    FillExecuted: ReadModel._on_fill,
+    PositionChanged: ReadModel._on_position,
+    TradeClosed: ReadModel._on_trade,
+    RewardComputed: ReadModel._on_reward,
+    ControlCommand: ReadModel._on_command,
+    ModelEventRecorded: ReadModel._on_model_event,
+    DeadLettered: ReadModel._on_dead_letter,
+}
+
+
+def select_rows(
+    rows: Iterable[Mapping[str, Any]],
+    symbol: str | None = None,
+    outcome: str | None = None,
+    limit: int = 200,
+) -> list[Mapping[str, Any]]:
+    """The rows of one symbol and/or outcome (``None`` = any), at most ``limit``."""
+    out = []
+    for row in rows:
+        if symbol and row["symbol"] != symbol:
+            continue
+        if outcome and row["outcome"] != outcome:
+            continue
+        out.append(row)
+        if len(out) >= limit:
+            break
+    return out
