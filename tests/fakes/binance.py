@@ -45,6 +45,7 @@ class Faults:
     swap: set[int] = field(default_factory=set)  # send minute m + 1 before minute m
     skip_ws: set[tuple[str, int]] = field(default_factory=set)  # not on the stream (REST has it)
     missing: set[tuple[str, int]] = field(default_factory=set)  # nowhere: really missing
+    garbage_before: set[int] = field(default_factory=set)  # a message that is no kline
     rate_limit_requests: set[int] = field(default_factory=set)
     retry_after: str = "1"
 
@@ -215,6 +216,10 @@ class FakeBinance:
             if request.transport is not None:
                 request.transport.abort()
             return True
+        if m in f.garbage_before:
+            f.garbage_before.discard(m)
+            await ws.send_str('{"stream": "btcusdt@kline_1m", "data": {"e": "kline", "k": 7}}')
+            await ws.send_str("not json at all")
         if m in f.stall_before:
             f.stall_before.discard(m)
             await asyncio.Event().wait()  # silent until the client gives up on us

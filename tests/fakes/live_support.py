@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
+from streams.adapters.live.backoff import Backoff
+from streams.adapters.live.ingest import LiveIngest, LiveSummary
+from streams.adapters.live.rest import RestKlines, binance_client
 from streams.config import LiveConfig
 from streams.contracts.records import DeadLettered, TickReceived
-from tests.fakes.binance import FakeBinance, Faults, load_klines
+from tests.fakes.binance import FakeBinance, load_klines
 from tests.shared_data import BINANCE
 
 FUTURES = BINANCE / "um_futures_1m_2025"
@@ -23,7 +27,7 @@ def recorded(
     return {s: load_klines(FUTURES / f"{s}.csv.gz", start_ms, end_ms) for s in symbols}
 
 
-def test_config(server: FakeBinance, **overrides: object) -> LiveConfig:
+def live_config(server: FakeBinance, **overrides: object) -> LiveConfig:
     """Live settings pointed at ``server``, with time compressed for tests."""
     values: dict[str, object] = {
         "futures_ws_url": server.ws_url, "futures_rest_url": server.rest_url,
@@ -62,5 +66,27 @@ class MemorySink:
         pass
 
 
-__all__ = ["FUTURES", "MINUTE", "SYMBOLS", "T0", "FakeBinance", "Faults", "MemorySink", "Path",
-           "recorded", "test_config"]  # fmt: skip
+async def run_ingest(
+    server: FakeBinance,
+    sink: Any,
+    *,
+    symbols: tuple[str, ...] = SYMBOLS,
+    starts: dict[str, int] | None = None,
+    until_ms: int,
+    timeout_s: float = 90.0,
+    **config: object,
+) -> LiveSummary:
+    """The live ingest against ``server`` into ``sink`` until ``until_ms``."""
+    cfg = live_config(server, **config)
+    client = binance_client("futures", cfg.rest_url, cfg.rest_timeout_s)
+    rest = RestKlines(
+        client, "futures", page_limit=cfg.rest_page_limit, weight_budget=cfg.rest_weight_budget,
+        backoff=Backoff(cfg.backoff_base_s, cfg.backoff_cap_s),
+    )  # fmt: skip
+    ingest = LiveIngest(
+        cfg, symbols, sink, rest, starts=starts, until_ms=until_ms, end_of_stream=True
+    )
+    try:
+        return await asyncio.wait_for(ingest.run(), timeout_s)
+    finally:
+        await client.close_connection()
