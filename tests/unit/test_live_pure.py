@@ -60,7 +60,7 @@ def test_streams_are_split_at_200_per_connection() -> None:
     streams = [kline_stream(f"S{i}USDT") for i in range(450)]
     chunks = chunk_streams(streams, 200)
     assert [len(c) for c in chunks] == [200, 200, 50]
-    assert sum(chunks, []) == streams
+    assert [s for c in chunks for s in c] == streams
     with pytest.raises(ValueError, match="200"):
         chunk_streams(streams, 201)
 
