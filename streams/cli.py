@@ -14,6 +14,7 @@ from streams.commands import (
     control,
     demo,
     journal,
+    live,
     models_cmd,
     replay,
     report,
@@ -38,6 +39,7 @@ app.command("worker")(worker.command)
 app.command("replay")(replay.command)
 app.command("demo")(demo.command)
 app.command("backtest")(backtest.command)
+app.command("live")(live.command)
 app.command("report")(report.command)
 app.command("journal")(journal.command)
 app.command("trace")(trace.command)

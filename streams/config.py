@@ -187,8 +187,10 @@ class LiveConfig(_Frozen):
     )
     rest_timeout_s: float = Field(10.0, gt=0)
     warmup_minutes: int = Field(
-        180, ge=0, description="history fetched over REST for a symbol with nothing in "
-        "market.ticks (feature windows warm before it trades)"
+        180,
+        ge=0,
+        description="history fetched over REST for a symbol with nothing in "
+        "market.ticks (feature windows warm before it trades)",
     )
 
     @model_validator(mode="after")
