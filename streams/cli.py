@@ -15,6 +15,7 @@ from streams.commands import (
     dashboard,
     demo,
     journal,
+    live,
     models_cmd,
     replay,
     report,
@@ -40,6 +41,7 @@ app.command("replay")(replay.command)
 app.command("demo")(demo.command)
 app.command("dashboard")(dashboard.command)
 app.command("backtest")(backtest.command)
+app.command("live")(live.command)
 app.command("report")(report.command)
 app.command("journal")(journal.command)
 app.command("trace")(trace.command)

@@ -152,6 +152,64 @@ class ExitTuning(_Frozen):
     max_margin_loss_at_stop: float = 0.32
 
 
+class LiveConfig(_Frozen):
+    """The live market-data edge (streams/adapters/live): endpoints, supervision, backfill.
+
+    The endpoint defaults are python-binance's constants (USD-M klines on the routed
+    ``/market`` path); point them at a local server to test without the internet.
+    """
+
+    market: Literal["futures", "spot"] = Field(
+        "futures", description="USD-M perpetual futures klines, or spot klines"
+    )
+    futures_ws_url: str = "wss://fstream.binance.com/market"
+    futures_rest_url: str = "https://fapi.binance.com"
+    spot_ws_url: str = "wss://stream.binance.com:9443"
+    spot_rest_url: str = "https://api.binance.com"
+    max_streams_per_connection: int = Field(200, ge=1, le=200, description="Binance's limit")
+    idle_timeout_s: float = Field(
+        90.0, gt=0, description="a stream silent this long replaces its connection (> 60 s)"
+    )
+    rotate_after_s: float = Field(
+        23 * 3600.0, gt=0, description="planned rotation before Binance's 24-hour cut"
+    )
+    stable_after_s: float = Field(60.0, gt=0, description="a session this long resets backoff")
+    backoff_base_s: float = Field(0.5, gt=0)
+    backoff_cap_s: float = Field(60.0, gt=0)
+    ping_interval_s: float = Field(20.0, gt=0, description="our pings to the exchange")
+    ping_timeout_s: float = Field(20.0, gt=0)
+    overdue_grace_ms: int = Field(
+        10_000, ge=0, description="a closed kline this late (exchange clock) is fetched over REST"
+    )
+    rest_page_limit: int = Field(1000, ge=1, le=1500, description="klines per REST request")
+    rest_weight_budget: int = Field(
+        1200, ge=10, description="request weight per minute we allow ourselves (futures: 2400)"
+    )
+    rest_timeout_s: float = Field(10.0, gt=0)
+    warmup_minutes: int = Field(
+        180,
+        ge=0,
+        description="history fetched over REST for a symbol with nothing in "
+        "market.ticks (feature windows warm before it trades)",
+    )
+
+    @model_validator(mode="after")
+    def _backoff_is_consistent(self) -> LiveConfig:
+        if self.backoff_base_s > self.backoff_cap_s:
+            raise ValueError("live.backoff_base_s must not exceed live.backoff_cap_s")
+        return self
+
+    @property
+    def ws_url(self) -> str:
+        """Websocket base of the chosen market."""
+        return self.futures_ws_url if self.market == "futures" else self.spot_ws_url
+
+    @property
+    def rest_url(self) -> str:
+        """REST base of the chosen market."""
+        return self.futures_rest_url if self.market == "futures" else self.spot_rest_url
+
+
 class Settings(BaseSettings):
     """All runtime settings: ``QT_<FIELD>``, nested with ``__`` (``QT_RISK__MAX_LEVERAGE``)."""
 
@@ -238,6 +296,7 @@ class Settings(BaseSettings):
     sizing: SizingConfig = SizingConfig()
     reward: RewardConfig = RewardConfig()
     paper: PaperConfig = PaperConfig()
+    live: LiveConfig = LiveConfig()
     ensemble_weights: dict[str, float] = Field(
         default_factory=lambda: {"xgboost": 0.25, "lightgbm": 0.25, "nhits": 0.25, "patchtst": 0.25}
     )
@@ -284,7 +343,7 @@ def run_configuration(settings: Settings) -> dict[str, object]:
     skip = {"binance_api_key", "binance_api_secret", "journal_dsn", "kafka_bootstrap",
             "schema_registry_url", "data_dir", "registry_dir", "runs_dir", "trace_file",
             "web_host", "web_port", "dashboard_host", "dashboard_port",
-            "jaeger_ui_url"}  # fmt: skip
+            "jaeger_ui_url", "live"}  # fmt: skip
     return settings.model_dump(mode="json", exclude=skip)
 
 

@@ -1,0 +1,179 @@
+"""``quantum-trader live``: the topology (a worker, unless joining one) fed by the live ingest.
+
+1. uses ``QT_KAFKA_BOOTSTRAP`` or starts the embedded broker, creates the topology's topics;
+2. starts one Faust worker of the whole topology (``join=False``), as the demo does;
+3. resumes every symbol after its newest kline already in ``market.ticks`` (:mod:`.resume`);
+   others start at ``since`` or warm up from ``warmup_minutes`` of history;
+4. runs :class:`~.ingest.LiveIngest` until ``until_ms`` (then the end-of-stream watermark, the
+   drain and a run report like a replay's) or until interrupted (Ctrl-C: the ingest stops,
+   flushes and the worker is stopped; the topics keep everything for a later run or replay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streams.adapters.live.ingest import LiveIngest, LiveSummary
+from streams.adapters.live.resume import last_kline_times
+from streams.config import Settings
+from streams.topics import Topic, topic_name
+
+
+@dataclass(frozen=True)
+class LivePlan:
+    """What to ingest and how the run goes."""
+
+    symbols: tuple[str, ...]
+    since_ms: int | None = None
+    until_ms: int | None = None
+    join: bool = False  # True: only ingest, a topology is already running on these topics
+    run_dir: Path | None = None
+    timeout_s: float = 1800.0
+
+
+def resume_points(bootstrap: str, settings: Settings, plan: LivePlan) -> dict[str, int]:
+    """Next open time per symbol: after its newest tick in ``market.ticks``, else ``since``."""
+    topic = topic_name(Topic.MARKET_TICKS, settings.topic_prefix)
+    starts = {s: t + 60_000 for s, t in last_kline_times(bootstrap, topic, plan.symbols).items()}
+    if plan.since_ms is not None:
+        for symbol in plan.symbols:
+            starts.setdefault(symbol, plan.since_ms)
+    return starts
+
+
+async def ingest(
+    settings: Settings,
+    bootstrap: str,
+    plan: LivePlan,
+    starts: dict[str, int],
+    idempotence: bool,
+    on_progress: Callable[[LiveSummary], None] | None = None,
+) -> LiveSummary:
+    """Run the ingest into the settings' topics; SIGINT/SIGTERM stop it cleanly."""
+    from streams.adapters.live.backoff import Backoff
+    from streams.adapters.live.rest import RestKlines, binance_client
+    from streams.adapters.live.sink import kafka_live_sink
+
+    live = settings.live
+    sink = kafka_live_sink(
+        bootstrap, settings.topic_prefix, partitions=settings.partitions,
+        replication=settings.replication_factor, idempotence=idempotence,
+    )  # fmt: skip
+    client = binance_client(live.market, live.rest_url, live.rest_timeout_s)
+    rest = RestKlines(
+        client, live.market, page_limit=live.rest_page_limit,
+        weight_budget=live.rest_weight_budget,
+        backoff=Backoff(live.backoff_base_s, live.backoff_cap_s),
+    )  # fmt: skip
+    runner = LiveIngest(
+        live, plan.symbols, sink, rest, starts=starts, until_ms=plan.until_ms,
+        end_of_stream=plan.until_ms is not None, on_progress=on_progress,
+    )  # fmt: skip
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, runner.stop)
+    try:
+        return await runner.run()
+    finally:
+        await client.close_connection()
+
+
+def run_live(
+    settings: Settings,
+    plan: LivePlan,
+    console: Any,
+    on_progress: Callable[[LiveSummary], None] | None = None,
+) -> tuple[LiveSummary, dict[str, Any] | None]:
+    """Steps 1-4 of the module doc; the report is ``None`` unless the run had an end."""
+    from streams.app import ensure_topics
+    from streams.brokers.faust_settings import resolve_bootstrap
+    from streams.workers import running_worker, worker_env
+
+    with resolve_bootstrap(settings) as broker:
+        embedded = broker.embedded or settings.kafka_embedded
+        console.print(f"[bold]broker[/] {broker.bootstrap}; topics under '{settings.topic_prefix}'")
+        ensure_topics(broker.bootstrap, settings, keep_forever=True)
+        starts = resume_points(broker.bootstrap, settings, plan)
+        run_dir = plan.run_dir or settings.runs_dir / "live"
+        if plan.join:
+            summary = asyncio.run(
+                ingest(settings, broker.bootstrap, plan, starts, not embedded, on_progress)
+            )
+            return summary, None
+        env = worker_env(settings, broker.bootstrap, settings.topic_prefix, embedded,
+                         run_dir / "traces.jsonl")  # fmt: skip
+        with running_worker(env, run_dir / "worker.log") as worker:
+            console.print(f"[bold]worker[/] pid {worker.pid}, log {run_dir / 'worker.log'}")
+            summary = asyncio.run(
+                ingest(settings, broker.bootstrap, plan, starts, not embedded, on_progress)
+            )
+            if plan.until_ms is None or not summary.ticks:
+                return summary, None
+            report = _drain_and_report(settings, broker.bootstrap, env, worker, plan, summary)
+        return summary, report
+
+
+def _drain_and_report(
+    settings: Settings,
+    bootstrap: str,
+    env: dict[str, str],
+    worker: Any,
+    plan: LivePlan,
+    summary: LiveSummary,
+) -> dict[str, Any]:
+    """Wait for the drain and build the run report exactly as the demo does."""
+    from rich.progress import Progress
+
+    from models.scorer import promoted_versions
+    from streams.config import run_configuration
+    from streams.demo import read_back, wait_until_drained
+    from streams.report import ReportBuilder, write_run
+    from streams.workers import WorkerWatch
+
+    run_dir = plan.run_dir or settings.runs_dir / "live"
+    watch = WorkerWatch(worker, int(env["QT_WEB_PORT"]), run_dir / "worker.log")
+    with Progress() as progress:
+        wait_until_drained(bootstrap, settings.topic_prefix, settings.partitions, watch,
+                           plan.timeout_s, progress, summary.last_event_ms or 0)  # fmt: skip
+    builder = ReportBuilder(settings.risk.starting_equity_usd)
+    builder.add_all(read_back(bootstrap, settings.topic_prefix, settings.partitions,
+                              settings.max_event_skew_ms))  # fmt: skip
+    report = builder.build(
+        model_versions=promoted_versions(settings.registry_dir), elapsed_s=0.0,
+        bars=builder.counts["TickReceived"],
+        extra={"mode": "live", "market": settings.live.market, "topic_prefix":
+               settings.topic_prefix, "config": run_configuration(settings),
+               "live": live_report(summary)},
+    )  # fmt: skip
+    write_run(run_dir, report, builder.trades)
+    return report
+
+
+def live_report(summary: LiveSummary) -> dict[str, Any]:
+    """The ingest's own figures, JSON-safe (for report.json and the command's summary)."""
+    return {
+        "ticks": summary.ticks, "backfilled": summary.backfilled,
+        "duplicates_dropped": summary.sequencer.duplicates,
+        "missing_on_exchange": dict(summary.sequencer.missing),
+        "dead_letters": summary.dead_letters, "reconnects": summary.reconnects,
+        "rest_requests": summary.rest.requests, "rest_rate_limited": summary.rest.rate_limited,
+        "connections": [
+            {"name": c.name, "streams": len(c.streams), "sessions": c.sessions,
+             "reconnects": c.reconnects, "rotations": c.rotations,
+             "idle_timeouts": c.idle_timeouts, "last_error": c.last_error}
+            for c in summary.connections
+        ],
+    }  # fmt: skip
+
+
+def symbols_of(text: str, default: Sequence[str]) -> tuple[str, ...]:
+    """Comma-separated symbols (upper-cased), or ``default``."""
+    chosen = tuple(s.strip().upper() for s in text.split(",") if s.strip())
+    return chosen or tuple(default)

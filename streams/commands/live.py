@@ -1,0 +1,106 @@
+"""`quantum-trader live`: live Binance klines through the topology (paper venue)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+
+def command(
+    symbols: Annotated[
+        str, typer.Option(help="comma-separated symbols (default QT_SYMBOLS, 10 perpetuals)")
+    ] = "",
+    market: Annotated[
+        str, typer.Option(help="futures (USD-M perpetuals, default) or spot")
+    ] = "futures",
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="first kline (ISO UTC or epoch ms) of symbols not yet in "
+            "market.ticks; default: QT_LIVE__WARMUP_MINUTES before now"
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="stop before this kline open time, drain the topology and write a "
+            "run report (default: run until Ctrl-C)"
+        ),
+    ] = None,
+    join: Annotated[
+        bool, typer.Option(help="only ingest: a topology already runs on these topics")
+    ] = False,
+    out: Annotated[Path | None, typer.Option(help="run folder (default runs/live)")] = None,
+) -> None:
+    """Live Binance 1-minute klines into market.ticks, through the whole topology.
+
+    Subscribes to the closed 1-minute klines of every symbol (combined streams, at most 200
+    per connection, on Binance's routed /market path for USD-M futures) and produces each to
+    <prefix>market.ticks exactly as `replay --data` would (key, partition, timestamp = kline
+    open time, in-band watermarks; source binance-ws:<stream>). Orders go to the paper venue:
+    live trading of real money is not offered.
+
+    The connection never gives up: unlimited jittered backoff, an idle watchdog per stream,
+    pings answered, a planned rotation before Binance's 24-hour cut. Gaps (a reconnect, a
+    start, a lost message) are fetched over REST (/fapi/v1/klines, paged, request weight and
+    Retry-After respected) and merged in order, deduplicated by (symbol, open time); klines
+    the exchange really lacks are counted, not invented. A restart resumes each symbol after
+    its newest kline already in market.ticks.
+
+    Modes: default starts a Faust worker of the topology (and the embedded broker when
+    QT_KAFKA_BOOTSTRAP is unset) and runs until Ctrl-C; --until ends the run at that time with
+    the report a replay gives; --join only ingests into a running topology.
+    Endpoints and timings: QT_LIVE__* (README, "Live market data").
+
+    Examples:
+
+    quantum-trader live --symbols BTCUSDT,ETHUSDT
+
+    quantum-trader live --since 2025-05-05T00:00 --until 2025-05-05T02:00 --join
+    """
+    from rich.console import Console
+
+    from streams.adapters.live import LiveError
+    from streams.adapters.live.ingest import LiveSummary
+    from streams.adapters.live.run import LivePlan, live_report, run_live, symbols_of
+    from streams.adapters.market_files import MarketFileError, format_epoch_ms, parse_time_bound
+    from streams.brokers.embedded import BrokerError
+    from streams.config import get_settings
+    from streams.kafka_io import KafkaIOError
+    from streams.workers import WorkerError
+
+    console = Console(stderr=True)
+    if market not in ("futures", "spot"):
+        raise typer.BadParameter(f"--market must be futures or spot, not {market!r}")
+    chosen: Literal["futures", "spot"] = "futures" if market == "futures" else "spot"
+
+    def progress(s: LiveSummary) -> None:
+        at = format_epoch_ms(s.last_event_ms) if s.last_event_ms is not None else "-"
+        console.print(
+            f"[dim]{at}[/] {s.ticks:,} ticks, {s.backfilled:,} backfilled, "
+            f"{s.sequencer.duplicates:,} duplicates, {s.sequencer.missing_total:,} missing, "
+            f"{s.reconnects} reconnects"
+        )
+
+    try:
+        settings = get_settings()
+        settings = settings.model_copy(
+            update={"live": settings.live.model_copy(update={"market": chosen})}
+        )
+        plan = LivePlan(
+            symbols=symbols_of(symbols, settings.symbols),
+            since_ms=parse_time_bound(since) if since else None,
+            until_ms=parse_time_bound(until) if until else None,
+            join=join, run_dir=out,
+        )  # fmt: skip
+        summary, report = run_live(settings, plan, console, progress)
+    except (LiveError, WorkerError, BrokerError, KafkaIOError, MarketFileError, ValueError) as exc:
+        console.print(f"[red]live failed:[/] {exc}")
+        raise typer.Exit(code=1) from exc
+    console.print_json(data=live_report(summary))
+    if report is not None:
+        from streams.report import print_summary
+
+        print_summary(report, out or settings.runs_dir / "live")

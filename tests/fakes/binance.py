@@ -1,0 +1,248 @@
+"""A local Binance for tests: real recorded klines, Binance's wire format, injected faults.
+
+An aiohttp server with
+
+* ``/market/stream?streams=a@kline_1m/...`` (USD-M futures, the routed ``/market`` path) and
+  ``/stream?streams=...`` (spot): combined-stream kline messages as Binance sends them
+  (``{"stream", "data": {"e": "kline", "E", "s", "k": {...}}}``), one closed kline per symbol
+  and minute plus one update of the open minute (``"x": false``), pinging the client
+  (aiohttp's heartbeat: a client that does not answer is closed, as Binance does);
+* ``/fapi/v1/klines`` and ``/api/v3/klines``: JSON arrays of kline rows, ``startTime``,
+  ``endTime`` and ``limit`` honoured, ``X-MBX-USED-WEIGHT-1M`` counted, ``429`` with
+  ``Retry-After`` on the requests named in :attr:`Faults.rate_limit_requests`.
+
+The exchange clock is simulated: it starts at ``start_ms`` and runs ``speed`` times faster
+than the wall clock, so a day of klines takes seconds. Klines come from the CSV(.gz) files of
+``../shared/data/binance`` (the only invented fields are those the files lack: trade counts and
+quote volumes are sent as 0). Each fault in :class:`Faults` fires once, on whichever
+connection reaches it first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+MINUTE = 60_000
+
+
+@dataclass
+class Faults:
+    """What goes wrong, keyed by kline open time (ms) or REST request number (1-based)."""
+
+    drop_before: set[int] = field(default_factory=set)  # close before sending this minute
+    abort_before: set[int] = field(default_factory=set)  # TCP abort, no close frame
+    stall_before: set[int] = field(default_factory=set)  # go silent (pings still answered)
+    duplicate: set[int] = field(default_factory=set)  # send the minute's klines twice
+    swap: set[int] = field(default_factory=set)  # send minute m + 1 before minute m
+    skip_ws: set[tuple[str, int]] = field(default_factory=set)  # not on the stream (REST has it)
+    missing: set[tuple[str, int]] = field(default_factory=set)  # nowhere: really missing
+    garbage_before: set[int] = field(default_factory=set)  # a message that is no kline
+    rate_limit_requests: set[int] = field(default_factory=set)
+    retry_after: str = "1"
+
+
+def load_klines(path: Path, start_ms: int, end_ms: int) -> dict[int, list[str]]:
+    """``{open ms: [open, high, low, close, volume]}`` as the file writes them."""
+    rows: dict[int, list[str]] = {}
+    with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as f:
+        next(f)
+        for line in f:
+            t, *values = line.strip().split(",")
+            if start_ms <= int(t) < end_ms:
+                rows[int(t)] = values[:5]
+    return rows
+
+
+class FakeBinance:
+    """The server; ``await start()``, point the live settings at :attr:`ws_url`/:attr:`rest_url`."""
+
+    def __init__(
+        self,
+        klines: dict[str, dict[int, list[str]]],
+        start_ms: int,
+        speed: float,
+        faults: Faults | None = None,
+        heartbeat_s: float = 0.5,
+    ) -> None:
+        self.klines = klines
+        self.start_ms = start_ms
+        self.speed = speed
+        self.faults = faults or Faults()
+        self.heartbeat_s = heartbeat_s
+        self.requests = 0
+        self.connections = 0
+        self.weight = 0
+        self._wall0: float | None = None  # the clock starts at the first request
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> FakeBinance:
+        app = web.Application()
+        app.router.add_get("/market/stream", self._ws)
+        app.router.add_get("/stream", self._ws)
+        app.router.add_get("/fapi/v1/klines", self._rest_klines)
+        app.router.add_get("/api/v3/klines", self._rest_klines)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/market"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def now_ms(self) -> int:
+        """The simulated exchange clock."""
+        if self._wall0 is None:
+            self._wall0 = time.monotonic()
+        return self.start_ms + int((time.monotonic() - self._wall0) * 1000 * self.speed)
+
+    # ------------------------------------------------------------------------------ REST
+
+    def _row(self, symbol: str, t: int) -> list[Any] | None:
+        values = self.klines.get(symbol, {}).get(t)
+        if values is None or (symbol, t) in self.faults.missing:
+            return None
+        o, h, low, c, v = values
+        return [t, o, h, low, c, v, t + MINUTE - 1, "0", 0, "0", "0", "0"]
+
+    async def _rest_klines(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        self.weight += 5
+        headers = {"X-MBX-USED-WEIGHT-1M": str(self.weight)}
+        if self.requests in self.faults.rate_limit_requests:
+            headers["Retry-After"] = self.faults.retry_after
+            body = {"code": -1003, "msg": "Too many requests; please use the websocket."}
+            return web.json_response(body, status=429, headers=headers)
+        q = request.query
+        symbol = q.get("symbol", "")
+        if symbol not in self.klines:
+            body = {"code": -1121, "msg": "Invalid symbol."}
+            return web.json_response(body, status=400, headers=headers)
+        limit = min(int(q.get("limit", "500")), 1500)
+        start = int(q.get("startTime", "0"))
+        end = int(q.get("endTime", str(2**62)))
+        now = self.now_ms()
+        rows = []
+        # Like Binance: klines that opened by now, the still open one included.
+        for t in range(start - start % MINUTE, min(end, now) + 1, MINUTE):
+            if t < start:
+                continue
+            row = self._row(symbol, t)
+            if row is not None:
+                rows.append(row)
+            if len(rows) == limit:
+                break
+        return web.json_response(rows, headers=headers)
+
+    # ------------------------------------------------------------------------- websocket
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        self.connections += 1
+        streams = [s for s in request.query.get("streams", "").split("/") if s]
+        routed = request.path == "/market/stream"
+        ws = web.WebSocketResponse(heartbeat=self.heartbeat_s, autoping=True)
+        await ws.prepare(request)
+        sender = asyncio.create_task(self._send_minutes(ws, request, streams if routed else []))
+        try:
+            async for msg in ws:  # reading answers pings and notices the client's close
+                if msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+        return ws
+
+    def _symbols(self, streams: list[str]) -> list[str]:
+        wanted = {s.split("@", 1)[0].upper() for s in streams if s.endswith("@kline_1m")}
+        return sorted(s for s in self.klines if s in wanted)
+
+    async def _send_minutes(
+        self, ws: web.WebSocketResponse, request: web.Request, streams: list[str]
+    ) -> None:
+        symbols = self._symbols(streams)
+        minute = self.now_ms() // MINUTE * MINUTE  # the open minute: its kline closes next
+        while True:
+            close_at = minute + MINUTE
+            await asyncio.sleep(max(0.0, (close_at - self.now_ms()) / 1000 / self.speed))
+            if await self._fault_before(ws, request, minute):
+                return
+            order = [minute]
+            if minute in self.faults.swap:
+                self.faults.swap.discard(minute)
+                await asyncio.sleep(MINUTE / 1000 / self.speed)  # m + 1 closes: send it first
+                order = [minute + MINUTE, minute]
+                minute += MINUTE
+            for m in order:
+                times = 2 if m in self.faults.duplicate else 1
+                self.faults.duplicate.discard(m)
+                for _ in range(times):
+                    for symbol in symbols:
+                        await self._send_kline(ws, symbol, m, closed=True)
+            for symbol in symbols:  # an update of the minute now open (x = false)
+                await self._send_kline(ws, symbol, minute + MINUTE, closed=False)
+            minute += MINUTE
+
+    async def _fault_before(self, ws: web.WebSocketResponse, request: web.Request, m: int) -> bool:
+        f = self.faults
+        if m in f.drop_before:
+            f.drop_before.discard(m)
+            await ws.close()
+            return True
+        if m in f.abort_before:
+            f.abort_before.discard(m)
+            if request.transport is not None:
+                request.transport.abort()
+            return True
+        if m in f.garbage_before:
+            f.garbage_before.discard(m)
+            await ws.send_str('{"stream": "btcusdt@kline_1m", "data": {"e": "kline", "k": 7}}')
+            await ws.send_str("not json at all")
+        if m in f.stall_before:
+            f.stall_before.discard(m)
+            await asyncio.Event().wait()  # silent until the client gives up on us
+        return False
+
+    async def _send_kline(
+        self, ws: web.WebSocketResponse, symbol: str, t: int, closed: bool
+    ) -> None:
+        if closed and ((symbol, t) in self.faults.skip_ws or (symbol, t) in self.faults.missing):
+            return
+        values = self.klines[symbol].get(t)
+        if values is None or ws.closed:
+            return
+        o, h, low, c, v = values
+        event_ms = t + MINUTE + 3 if closed else t + 5
+        stream = f"{symbol.lower()}@kline_1m"
+        data = {
+            "e": "kline", "E": event_ms, "s": symbol,
+            "k": {
+                "t": t, "T": t + MINUTE - 1, "s": symbol, "i": "1m", "f": 0, "L": 0,
+                "o": o, "c": c, "h": h, "l": low, "v": v, "n": 0, "x": closed,
+                "q": "0", "V": "0", "Q": "0", "B": "0",
+            },
+        }  # fmt: skip
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_str(json.dumps({"stream": stream, "data": data}))

@@ -1,0 +1,92 @@
+"""Shared pieces of the live-ingest tests: real klines, the fake exchange, an in-memory sink."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.adapters.live.backoff import Backoff
+from streams.adapters.live.ingest import LiveIngest, LiveSummary
+from streams.adapters.live.rest import RestKlines, binance_client
+from streams.config import LiveConfig
+from streams.contracts.records import DeadLettered, TickReceived
+from tests.fakes.binance import FakeBinance, load_klines
+from tests.shared_data import BINANCE
+
+FUTURES = BINANCE / "um_futures_1m_2025"
+SYMBOLS = ("BNBUSDT", "BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
+T0 = 1746403200000  # 2025-05-05T00:00Z
+MINUTE = 60_000
+
+
+def recorded(
+    symbols: tuple[str, ...], start_ms: int, end_ms: int
+) -> dict[str, dict[int, list[str]]]:
+    """The real klines of ``symbols`` in ``[start_ms, end_ms)``."""
+    return {s: load_klines(FUTURES / f"{s}.csv.gz", start_ms, end_ms) for s in symbols}
+
+
+def live_config(server: FakeBinance, **overrides: object) -> LiveConfig:
+    """Live settings pointed at ``server``, with time compressed for tests."""
+    values: dict[str, object] = {
+        "futures_ws_url": server.ws_url, "futures_rest_url": server.rest_url,
+        "max_streams_per_connection": 3, "idle_timeout_s": 0.6, "rotate_after_s": 1.5,
+        "stable_after_s": 0.3, "backoff_base_s": 0.02, "backoff_cap_s": 0.2,
+        "ping_interval_s": 0.5, "ping_timeout_s": 1.0, "overdue_grace_ms": 5_000,
+        "rest_timeout_s": 5.0,
+    }  # fmt: skip
+    values.update(overrides)
+    return LiveConfig.model_validate(values)
+
+
+@dataclass
+class MemorySink:
+    """Records what the ingest sends, in order (ticks, watermarks, dead letters)."""
+
+    ticks: list[TickReceived] = field(default_factory=list)
+    dead: list[DeadLettered] = field(default_factory=list)
+    idle_marks: list[int] = field(default_factory=list)
+    ended: bool = False
+
+    def send_tick(self, tick: TickReceived) -> None:
+        self.ticks.append(tick)
+
+    def send_dead_letter(self, record: DeadLettered) -> None:
+        self.dead.append(record)
+
+    def advance_idle(self, watermark: int) -> bool:
+        self.idle_marks.append(watermark)
+        return True
+
+    def end_stream(self) -> None:
+        self.ended = True
+
+    def flush(self) -> None:
+        pass
+
+
+async def run_ingest(
+    server: FakeBinance,
+    sink: Any,
+    *,
+    symbols: tuple[str, ...] = SYMBOLS,
+    starts: dict[str, int] | None = None,
+    until_ms: int,
+    timeout_s: float = 90.0,
+    **config: object,
+) -> LiveSummary:
+    """The live ingest against ``server`` into ``sink`` until ``until_ms``."""
+    cfg = live_config(server, **config)
+    client = binance_client("futures", cfg.rest_url, cfg.rest_timeout_s)
+    rest = RestKlines(
+        client, "futures", page_limit=cfg.rest_page_limit, weight_budget=cfg.rest_weight_budget,
+        backoff=Backoff(cfg.backoff_base_s, cfg.backoff_cap_s),
+    )  # fmt: skip
+    ingest = LiveIngest(
+        cfg, symbols, sink, rest, starts=starts, until_ms=until_ms, end_of_stream=True
+    )
+    try:
+        return await asyncio.wait_for(ingest.run(), timeout_s)
+    finally:
+        await client.close_connection()

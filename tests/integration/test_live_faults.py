@@ -1,0 +1,100 @@
+"""The live ingest against a local Binance (real recorded klines, real wire format) with faults.
+
+No broker: the ingest's sink is in memory, so these check the connection supervisor, the
+backfill and the sequencer end to end; tests/integration/test_live_kafka.py checks the records
+on a real Kafka against the file replay.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fakes.binance import FakeBinance, Faults
+from tests.fakes.live_support import MINUTE, SYMBOLS, T0, MemorySink, recorded, run_ingest
+
+pytestmark = pytest.mark.slow
+
+#: 1 simulated minute per 100 ms of wall time.
+SPEED = 600.0
+
+
+def expected(data: dict[str, dict[int, list[str]]], until: int, lost: set[tuple[str, int]]) -> list:
+    return sorted((t, s) for s in data for t in data[s] if t < until and (s, t) not in lost)
+
+
+async def test_disconnects_stall_duplicates_reorder_and_gaps_leave_no_gap_and_no_duplicate() -> (
+    None
+):
+    end = T0 + 120 * MINUTE
+    data = recorded(SYMBOLS, T0, end)
+    m = lambda n: T0 + n * MINUTE  # noqa: E731
+    faults = Faults(
+        drop_before={m(44), m(58), m(72)}, abort_before={m(51), m(86)}, stall_before={m(79)},
+        duplicate={m(47), m(90)}, swap={m(62)}, skip_ws={("ETHUSDT", m(66)), ("XRPUSDT", m(93))},
+        garbage_before={m(55)}, rate_limit_requests={2},
+    )  # fmt: skip
+    # The stream starts 40 minutes after the first kline owed: those come over REST.
+    server = await FakeBinance(data, m(40), SPEED, faults).start()
+    sink = MemorySink()
+    try:
+        summary = await run_ingest(server, sink, starts=dict.fromkeys(SYMBOLS, T0), until_ms=m(110))
+    finally:
+        await server.stop()
+    got = [(t.event_time_ms, t.symbol) for t in sink.ticks]
+    assert got == expected(data, m(110), set())  # every kline once, in the replay's order
+    for tick in sink.ticks:
+        o, h, low, c, v = data[tick.symbol][tick.event_time_ms]
+        assert (tick.open, tick.high, tick.low, tick.close, tick.volume) == tuple(
+            map(float, (o, h, low, c, v))
+        )
+        assert tick.source == f"binance-ws:{tick.symbol.lower()}@kline_1m"
+    assert sink.ended
+    # every fault fired, and was seen for what it was
+    assert not (faults.drop_before | faults.abort_before | faults.stall_before | faults.swap)
+    assert not faults.duplicate and not faults.garbage_before
+    assert summary.reconnects >= 6  # 5 disconnects + the stall
+    assert sum(c.idle_timeouts for c in summary.connections) >= 1
+    assert sum(c.rotations for c in summary.connections) >= 1  # rotate_after_s=1.5
+    assert summary.sequencer.duplicates > 0 and summary.backfilled >= 40 * len(SYMBOLS)
+    assert summary.rest.rate_limited == 1
+    assert summary.sequencer.missing_total == 0
+    assert summary.dead_letters == 2 and {d.reason for d in sink.dead} == {"unparsable"}
+
+
+async def test_klines_missing_on_the_exchange_are_counted_not_invented() -> None:
+    end = T0 + 30 * MINUTE
+    data = recorded(SYMBOLS[:2], T0, end)
+    lost = {
+        ("BNBUSDT", T0 + 12 * MINUTE),
+        ("BTCUSDT", T0 + 12 * MINUTE),
+        ("BTCUSDT", T0 + 13 * MINUTE),
+    }
+    server = await FakeBinance(data, T0 + 5 * MINUTE, SPEED, Faults(missing=set(lost))).start()
+    sink = MemorySink()
+    try:
+        summary = await run_ingest(
+            server, sink, symbols=SYMBOLS[:2], starts=dict.fromkeys(SYMBOLS[:2], T0),
+            until_ms=T0 + 25 * MINUTE,
+        )  # fmt: skip
+    finally:
+        await server.stop()
+    assert [(t.event_time_ms, t.symbol) for t in sink.ticks] == expected(
+        data, T0 + 25 * MINUTE, lost
+    )
+    assert summary.sequencer.missing == {"BNBUSDT": 1, "BTCUSDT": 2}
+
+
+async def test_pings_are_answered_so_a_quiet_healthy_connection_stays_up() -> None:
+    data = recorded(SYMBOLS[:1], T0, T0 + 40 * MINUTE)
+    # The server pings every 0.1 s and drops a client that does not answer; 30 minutes take 3 s.
+    server = await FakeBinance(data, T0, SPEED, heartbeat_s=0.1).start()
+    sink = MemorySink()
+    try:
+        summary = await run_ingest(
+            server, sink, symbols=SYMBOLS[:1], starts={SYMBOLS[0]: T0},
+            until_ms=T0 + 30 * MINUTE, rotate_after_s=3600.0, ping_interval_s=60.0,
+        )  # fmt: skip
+    finally:
+        await server.stop()
+    assert len(sink.ticks) == 30
+    assert summary.reconnects == 0 and summary.connections[0].sessions == 1
