@@ -90,6 +90,8 @@ class Emitter:
     stage: str
     items: list[Outgoing] = field(default_factory=list)
     position: SourcePosition | None = None
+    #: The wire bytes of the record being handled (a merge keeps them for its stored state).
+    raw: bytes | None = None
 
     def rollback(self, mark: int) -> None:
         """Drop what was emitted since ``len(items)`` was ``mark`` (a record that failed)."""

@@ -114,6 +114,7 @@ def dispatch(
         wm = event.headers.get(WATERMARK_HEADER)
         topic = decoder.base_topic(event.topic).value
         out.position = SourcePosition(event.topic, event.partition, event.offset, event.key)
+        out.raw = event.value
         decoded: list[Any] = []
         try:
             if wm is not None:
@@ -130,7 +131,7 @@ def dispatch(
             record = decoded[0] if decoded else None
             send_dead_letter(out, dead_letter(event, handler.name, exc, record=record), exc)
         finally:
-            out.position = None
+            out.position = out.raw = None
     handler.end_batch(out)
     for topic, n in handled.items():
         metrics().stage_records(handler.name, topic, n)

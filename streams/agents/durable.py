@@ -146,7 +146,12 @@ def context_from_state(value: str | None) -> Context | None:
 
 def record_to_state(topic: str, record: Any) -> str:
     """A contract record as its topic's wire bytes (base64): exact, and versioned by schema."""
-    return base64.b64encode(topic_codec(topic).encode(record)).decode()
+    return bytes_to_state(topic_codec(topic).encode(record))
+
+
+def bytes_to_state(raw: bytes) -> str:
+    """A record's wire bytes as read, for :func:`record_from_state`."""
+    return base64.b64encode(raw).decode()
 
 
 def record_from_state(topic: str, value: str) -> Any:

@@ -19,6 +19,7 @@ from streams.agents.base import Emitter, SourcePosition, record_attributes
 from streams.agents.dead_letters import released_dead_letter, send_dead_letter
 from streams.agents.dispatch import apply_isolated
 from streams.agents.durable import (
+    bytes_to_state,
     context_from_state,
     context_to_state,
     position_from_state,
@@ -83,8 +84,9 @@ class ForwardedWatermarks:
         self._sent = {int(p): int(t) for p, t in data["sent"].items()}
 
 
-#: A merge's buffered item: input topic, partition, record, trace parent, where it was read.
-Buffered = tuple[str, int, Any, Context, SourcePosition | None]
+#: A merge's buffered item: input topic, partition, record, trace parent, where it was read,
+#: and the record's wire bytes as read (what the stored state keeps: no re-encoding per flush).
+Buffered = tuple[str, int, Any, Context, SourcePosition | None, bytes | None]
 
 
 class MergeHandler:
@@ -171,7 +173,8 @@ class MergeHandler:
         sort = self.sort_key(topic, record)
         # add() refuses a record behind its source's watermark before changing anything; the
         # floor comes after it, so a refused record leaves the merge as it was.
-        m.add(src, sort, (topic, partition, record, otel_context.get_current(), out.position))
+        item = (topic, partition, record, otel_context.get_current(), out.position, out.raw)
+        m.add(src, sort, item)
         if src not in self._feedback[merge]:
             self._floor_feedback(merge, sort.time)
 
@@ -203,7 +206,7 @@ class MergeHandler:
     def end_batch(self, out: Emitter) -> None:
         """Process what every merge can release, then announce each merge's progress."""
         for merge, m in self.merges.items():
-            for topic, partition, record, parent, position in m.pop_ready():
+            for topic, partition, record, parent, position, _raw in m.pop_ready():
                 try:
                     self._release(merge, topic, partition, record, parent, out)
                 except Exception as exc:
@@ -223,10 +226,10 @@ class MergeHandler:
         """
 
         def encode(item: Buffered) -> list[Any]:
-            topic, partition, record, parent, position = item
+            topic, partition, record, parent, position, raw = item
+            value = record_to_state(topic, record) if raw is None else bytes_to_state(raw)
             return [
-                topic, partition, record_to_state(topic, record), context_to_state(parent),
-                position_to_state(position),
+                topic, partition, value, context_to_state(parent), position_to_state(position),
             ]  # fmt: skip
 
         return {
@@ -242,7 +245,7 @@ class MergeHandler:
             topic, partition, record, parent, position = value
             return (
                 topic, int(partition), record_from_state(topic, record),
-                context_from_state(parent) or Context(), position_from_state(position),
+                context_from_state(parent) or Context(), position_from_state(position), None,
             )  # fmt: skip
 
         for m, merge in data["merges"].items():

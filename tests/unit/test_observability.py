@@ -393,7 +393,9 @@ def test_a_crashed_agent_fails_liveness() -> None:
 
 
 async def test_the_agent_wrapper_reports_a_crash_and_reraises() -> None:
-    from streams.app import _agent_for
+    from streams.agents.durable import DictStore, StageRuntime
+    from streams.app import DurableAgent
+    from streams.topology import InputSpec, Partitioning, StageSpec
 
     class Boom:
         name = "boom"
@@ -418,11 +420,14 @@ async def test_the_agent_wrapper_reports_a_crash_and_reraises() -> None:
         async def take_events(self, n: int, within: float) -> Any:
             yield [Event()]
 
+    spec = StageSpec("boom", (InputSpec(Topic.MARKET_TICKS),), (), Partitioning.PER_SYMBOL,
+                     "none", "a stage that fails", "unused:build")  # fmt: skip
+    runtime = StageRuntime(spec, Boom, DictStore(), Decoder(""))
     health = HealthRegistry(5.0, clock=_Clock(), sink=Metrics())
     health.register("boom", ["market.ticks"])
-    agent = _agent_for(Boom(), Decoder(""), None, health)  # type: ignore[arg-type]
+    agent = DurableAgent(None, runtime, None, health, 1.0, "")  # type: ignore[arg-type]
     with pytest.raises(KeyError):
-        await agent(Stream())
+        await agent.run(Stream())
     assert health.stages["boom"].crashed == "KeyError: 'unexpected'"
 
 
