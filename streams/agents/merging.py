@@ -27,6 +27,7 @@ from streams.agents.durable import (
     record_from_state,
     record_to_state,
 )
+from streams.contracts.codec import topic_codec
 from streams.observability import tracing
 from streams.ordering import (
     END_OF_STREAM,
@@ -141,6 +142,14 @@ class MergeHandler:
         """Handle a released record."""
         raise NotImplementedError
 
+    def buffered_form(self, topic: str, record: Any) -> Any:
+        """What the merge keeps of ``record`` until its release (default: all of it).
+
+        A stage that reads only part of a large record returns the part: the buffer, and the
+        state stored at every flush, stay small while the record waits for its watermark.
+        """
+        return record
+
     def emit_progress(self, merge: int, watermark: int, out: Emitter) -> None:
         """Announce downstream that nothing before ``watermark`` will come from ``merge``."""
         for topic, partitions in progress_targets(stage_spec(self.name), merge, self.partitions):
@@ -173,8 +182,10 @@ class MergeHandler:
         sort = self.sort_key(topic, record)
         # add() refuses a record behind its source's watermark before changing anything; the
         # floor comes after it, so a refused record leaves the merge as it was.
-        item = (topic, partition, record, otel_context.get_current(), out.position, out.raw)
-        m.add(src, sort, item)
+        kept, raw = self.buffered_form(topic, record), out.raw
+        if kept is not record:
+            raw = topic_codec(topic).encode(kept)  # once, not at every flush
+        m.add(src, sort, (topic, partition, kept, otel_context.get_current(), out.position, raw))
         if src not in self._feedback[merge]:
             self._floor_feedback(merge, sort.time)
 

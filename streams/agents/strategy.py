@@ -7,6 +7,7 @@ bar's features, which sort before the bar's signal, exactly as the in-process ru
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from streams.agents.base import Emitter, Restore, keyed_checkpoint
@@ -66,6 +67,13 @@ class StrategyHandler(MergeHandler):
             key = f"{record.symbol}\x00{record.reward_id}"  # the runner's tie-break
             return SortKey(record.event_time_ms + self.lag, 0, key)
         return SortKey(record.event_time_ms, _RANK[topic], record.symbol)
+
+    def buffered_form(self, topic: str, record: Any) -> Any:
+        """A feature row without its sequence window: only the ensemble reads that (a row
+        waits here for the feedback lag, and the window is nine tenths of its bytes)."""
+        if isinstance(record, FeaturesComputed):
+            return replace(record, window=(), window_rows=0)
+        return record
 
     def _state(self, symbol: str) -> StrategyState:
         state = self.states.get(symbol)
