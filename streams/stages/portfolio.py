@@ -12,7 +12,7 @@ limit; :func:`apply_close` releases it and books the PnL. The rules that read th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from streams.vocabulary import CommandKind, Side
@@ -60,8 +60,12 @@ class PortfolioState:
         return cls(equity, day_index(t), equity, iso_week_index(t), equity)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for a Faust table."""
-        data = asdict(self)
+        """Plain dict for a Faust table.
+
+        The return lists are the live ones, not copies (``asdict`` deep-copied a day of bars
+        per symbol at every flush): callers serialise the dict at once.
+        """
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["positions"] = {
             k: {"symbol": p.symbol, "side": p.side.value, "margin": p.margin}
             for k, p in self.positions.items()
