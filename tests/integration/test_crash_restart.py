@@ -35,7 +35,7 @@ from streams.demo import (
 )
 from streams.report import ReportBuilder, trades_sha256
 from streams.topics import Topic, topic_name
-from streams.workers import WorkerWatch, running_worker, worker_env, worker_health
+from streams.workers import WorkerWatch, running_worker, worker_env
 from tests.integration.test_topology import GATES, WINDOW
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -95,25 +95,45 @@ def send_commands(bootstrap: str, prefix: str) -> None:
     assert producer.flush(30) == 0
 
 
-def risk_time(port: int) -> int | None:
-    health = worker_health(port, timeout_s=1.0)
-    if health is None:
-        return None
-    risk = (health[1].get("stages") or {}).get("risk") or {}
-    return risk.get("watermark_ms")
+class RiskProgress:
+    """Risk's event-time progress: the watermarks it announces on ``orders.approved``."""
+
+    def __init__(self, bootstrap: str, prefix: str, partitions: int) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        self.consumer = kafka_io.consumer(
+            kafka_io.ConsumerOptions(bootstrap, f"{prefix}crash-test-progress")
+        )
+        name = topic_name(Topic.ORDERS_APPROVED, prefix)
+        self.consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in range(partitions)])
+        self.time_ms = -(2**62)
+
+    def poll(self) -> int:
+        """Read what arrived; the highest watermark risk announced so far."""
+        from streams.ordering import END_OF_STREAM, SOURCE_HEADER, WATERMARK_HEADER, header_value
+
+        while (msg := self.consumer.poll(0.05)) is not None:
+            if msg.error() is not None:
+                continue
+            wm = header_value(msg.headers(), WATERMARK_HEADER)
+            if wm is not None and header_value(msg.headers(), SOURCE_HEADER) == b"risk/0":
+                self.time_ms = max(self.time_ms, min(int(wm), END_OF_STREAM))
+        return self.time_ms
 
 
-def kill_when_risk_reaches(watch: WorkerWatch, worker, at_ms: int, timeout_s: float) -> int:  # type: ignore[no-untyped-def]
-    """SIGKILL ``worker`` once risk's event time reaches ``at_ms``; that time."""
+def kill_when_risk_reaches(  # type: ignore[no-untyped-def]
+    watch: WorkerWatch, worker, progress: RiskProgress, at_ms: int, timeout_s: float
+) -> int:
+    """SIGKILL ``worker`` once risk has decided everything before ``at_ms``; risk's time then."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         watch.check()
-        t = risk_time(watch.port)
-        if t is not None and t >= at_ms:
+        t = progress.poll()
+        if t >= at_ms:
             worker.kill()
             worker.wait()
             return t
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise AssertionError(f"risk never reached {format_epoch_ms(at_ms)}; log {watch.log_path}")
 
 
@@ -133,6 +153,7 @@ def test_sigkill_during_warmup_open_positions_and_a_halt_changes_no_trade(
     env = worker_env(settings, kafka_bootstrap, prefix, embedded=False)
     send_commands(kafka_bootstrap, prefix)
     start = WINDOW.start_ms
+    progress = RiskProgress(kafka_bootstrap, prefix, settings.partitions)
     killed_at: list[int] = []
     for n, (segment_end, kill_at) in enumerate(KILLS):
         log = tmp_path / f"worker-{n}.log"
@@ -140,7 +161,9 @@ def test_sigkill_during_warmup_open_positions_and_a_halt_changes_no_trade(
             watch = WorkerWatch(worker, int(env["QT_WEB_PORT"]), log, every_s=0.5)
             replay(kafka_bootstrap, prefix, start, segment_end, settings.partitions)
             start = segment_end
-            killed_at.append(kill_when_risk_reaches(watch, worker, kill_at, timeout_s=600))
+            killed_at.append(
+                kill_when_risk_reaches(watch, worker, progress, kill_at, timeout_s=900)
+            )
     log = tmp_path / "worker-last.log"
     with running_worker(env, log) as worker:
         watch = WorkerWatch(worker, int(env["QT_WEB_PORT"]), log, every_s=0.5)

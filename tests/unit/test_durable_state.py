@@ -13,6 +13,8 @@ from collections import Counter
 import pytest
 
 from streams.adapters.market_files import TimeWindow, parse_time_bound
+from streams.agents.base import Decoder, Emitter
+from streams.agents.dispatch import dispatch
 from streams.agents.durable import (
     DictStore,
     Instance,
@@ -22,8 +24,9 @@ from streams.agents.durable import (
 )
 from streams.agents.features import FeaturesHandler
 from streams.config import Settings
+from streams.contracts.codec import topic_codec
 from streams.demo import SAMPLE_DATA
-from streams.ordering import Redeliveries
+from streams.ordering import SOURCE_HEADER, WATERMARK_HEADER, Redeliveries
 from streams.report import ReportBuilder, trades_sha256
 from streams.topics import Topic
 from tests.unit.memory_log import run_topology
@@ -125,3 +128,26 @@ def test_a_document_is_stored_in_parts_and_a_torn_write_keeps_the_previous_one()
     del store.data[b"1/0/0"]
     with pytest.raises(StateFormatError, match="missing parts"):
         assemble_state(1, store.data.get)
+
+
+def test_replayed_ticks_name_their_writer_so_merges_move_on_without_watermarks() -> None:
+    from streams.agents.execution import ExecutionHandler
+    from streams.agents.merging import source_id
+    from streams.stages import ExecutionStage
+    from streams.topology import INGEST
+    from tests.unit.memory_log import MemoryLog, replay
+
+    log = MemoryLog(partitions=1)
+    replay(log, SAMPLE_DATA, TimeWindow(WINDOW.start_ms, WINDOW.start_ms + 30 * 60_000),
+           ("BTCUSDT",))  # fmt: skip
+    ticks = [e for e in log.log[("market.ticks", 0)] if WATERMARK_HEADER not in e.headers]
+    assert ticks and all(e.headers[SOURCE_HEADER] == INGEST.encode() for e in ticks)
+    # Without the replay's explicit watermarks, the ticks alone advance the venue's merge.
+    venue = ExecutionHandler(ExecutionStage.from_settings(settings()), partitions=1)
+    dispatch(venue, Decoder(""), ticks, Emitter("execution"))
+    merge = venue.merges[0].to_dict()
+    assert merge["watermarks"][source_id("market.ticks", 0, INGEST)] == ticks_time(ticks[-1])
+
+
+def ticks_time(event) -> int:  # type: ignore[no-untyped-def]
+    return int(topic_codec(Topic.MARKET_TICKS).decode_record(event.value).event_time_ms)

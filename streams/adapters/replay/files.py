@@ -29,9 +29,10 @@ from streams.adapters.market_files import (
 )
 from streams.adapters.market_rows import RejectedRow, ReplayItem, dead_letter
 from streams.adapters.replay import ReplayError
-from streams.adapters.replay.watermarks import WatermarkWriter
+from streams.adapters.replay.watermarks import REPLAY_SOURCE, WatermarkWriter
 from streams.contracts.base import AvroRecord
 from streams.contracts.records import TickReceived
+from streams.ordering import SOURCE_HEADER
 from streams.topics import Topic
 
 if TYPE_CHECKING:
@@ -158,6 +159,10 @@ class NullSink:
         """Nothing to wait for."""
 
 
+#: Headers of every replayed tick: its writer, as the topology declares it (``INGEST``).
+TICK_HEADERS = [(SOURCE_HEADER, REPLAY_SOURCE)]
+
+
 class KafkaTickSink:
     """Produces ticks and their watermarks to ``market.ticks``, dead letters to ``deadletter``."""
 
@@ -179,11 +184,16 @@ class KafkaTickSink:
         self.watermarks = WatermarkWriter(producer, ticks_topic, partitions, self.tracker)
 
     def send_tick(self, tick: TickReceived) -> None:
-        """Key = symbol, record timestamp = event time; a watermark first when time moved on."""
+        """Key = symbol, record timestamp = event time; a watermark first when time moved on.
+
+        The tick names its writer (``qt-source``) like the watermarks do: a merge downstream
+        counts a source's records as its progress, so a partition that gets ticks moves on
+        without waiting for an explicit watermark (which only quiet partitions get).
+        """
         self.watermarks.before_tick(tick.symbol, tick.event_time_ms)
         kafka_io.produce(
             self.producer, self.ticks_topic, tick.symbol.encode(), self._encode_tick(tick),
-            timestamp=tick.event_time_ms, on_delivery=self.tracker,
+            timestamp=tick.event_time_ms, on_delivery=self.tracker, headers=TICK_HEADERS,
         )  # fmt: skip
         self.tracker.raise_if_failed()
 
