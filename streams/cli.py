@@ -13,6 +13,7 @@ from streams.commands import (
     broker,
     control,
     demo,
+    diff,
     journal,
     models_cmd,
     replay,
@@ -39,6 +40,7 @@ app.command("replay")(replay.command)
 app.command("demo")(demo.command)
 app.command("backtest")(backtest.command)
 app.command("report")(report.command)
+app.command("diff")(diff.command)
 app.command("journal")(journal.command)
 app.command("trace")(trace.command)
 app.command("topology")(topology.command)

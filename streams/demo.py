@@ -54,6 +54,14 @@ class DemoError(WorkerError):
 
 
 @dataclass(frozen=True)
+class RecordedTicks:
+    """A recorded ``market.ticks`` topic (broker-side name) and the event-time range to copy."""
+
+    topic: str
+    window: TimeWindow = ALL_TIME
+
+
+@dataclass(frozen=True)
 class DemoPlan:
     """What to replay and where the run goes."""
 
@@ -67,6 +75,8 @@ class DemoPlan:
     before_end: Callable[[str, str], None] | None = None
     #: ``python -m`` arguments of the worker (tests run a harness app of the same topology).
     worker_command: tuple[str, ...] = WORKER_COMMAND
+    #: Feed the run from a recorded ticks topic (a topic replay) instead of ``data``.
+    recorded: RecordedTicks | None = None
 
 
 @dataclass
@@ -145,13 +155,22 @@ def wait_until_drained(
 def read_back(
     bootstrap: str, prefix: str, partitions: int, max_event_skew_ms: int = DEFAULT_MAX_EVENT_SKEW_MS
 ) -> Iterator[Any]:
-    """Every data record of the reported topics, decoded (watermarks skipped).
+    """Every data record of the reported topics, decoded (watermarks skipped)."""
+    for record, _trace in read_back_traced(bootstrap, prefix, partitions, max_event_skew_ms):
+        yield record
+
+
+def read_back_traced(
+    bootstrap: str, prefix: str, partitions: int, max_event_skew_ms: int = DEFAULT_MAX_EVENT_SKEW_MS
+) -> Iterator[tuple[Any, str | None]]:
+    """:func:`read_back` with the W3C trace id each record carried (``None`` if none).
 
     Ticks pass the same rule as in the topology (:class:`TickHistory`, per partition), so a
     tick the stages dead-lettered is not counted as market data in the report either.
     """
     from streams.contracts.codec import topic_codec
     from streams.contracts.errors import ContractError
+    from streams.decisions import trace_id_of
 
     ticks = TickHistory(max_event_skew_ms)
     for base in REPORTED_TOPICS:
@@ -165,7 +184,7 @@ def read_back(
                     ticks.admit(msg.partition() or 0, record, msg.key())
             except (ContractError, TickRejected):
                 continue  # the stage that read it dead-lettered it; counted from there
-            yield record
+            yield record, trace_id_of(msg.headers())
 
 
 def topic_messages(bootstrap: str, name: str, partitions: int) -> Iterator[Any]:
@@ -203,7 +222,46 @@ def topic_messages(bootstrap: str, name: str, partitions: int) -> Iterator[Any]:
         consumer.close()
 
 
-def send_end_of_stream(bootstrap: str, prefix: str, partitions: int, summary: Any) -> None:
+def feed_ticks(
+    plan: DemoPlan, bootstrap: str, prefix: str, settings: Settings, embedded: bool,
+    console: Console,
+) -> int:  # fmt: skip
+    """Replay the plan's files, or copy its recorded ticks range, into the run's
+    ``market.ticks`` (watermarks included, no end of stream yet); returns the last tick time."""
+    from streams.adapters.replay.files import replay_files
+    from streams.adapters.replay.topic import replay_topic
+
+    options = kafka_io.ProducerOptions(bootstrap, idempotence=not embedded)
+    if plan.recorded is not None:
+        copied = replay_topic(
+            plan.recorded.topic, topic_name(Topic.MARKET_TICKS, prefix), plan.recorded.window,
+            bootstrap=bootstrap, options=options, watermarks=True,
+            replication=settings.replication_factor,
+        )  # fmt: skip
+        console.print(
+            f"[bold]copied[/] {copied.total_copied:,} records of {plan.recorded.topic} "
+            f"with {copied.watermarks_sent:,} watermarks"
+        )
+        return copied.last_timestamp_ms or 0
+    summary = replay_files(
+        plan.data, bootstrap=bootstrap, prefix=prefix, symbols=plan.symbols, window=plan.window,
+        options=options, partitions=settings.partitions, console=console,
+    )  # fmt: skip
+    return summary.last_event_ms or 0
+
+
+def _source_of(plan: DemoPlan) -> dict[str, str]:
+    """Where the run's ticks came from, for ``report.json``."""
+    if plan.recorded is None:
+        return {"data_path": str(plan.data)}
+    window = plan.recorded.window
+    return {
+        "source_topic": plan.recorded.topic,
+        "source_window": f"{window.start_ms}..{window.end_ms}",
+    }
+
+
+def send_end_of_stream(bootstrap: str, prefix: str, partitions: int, last_tick_ms: int) -> None:
     """The final watermark on every partition of ``market.ticks``: the topology drains."""
     from streams.adapters.replay.watermarks import WatermarkWriter
 
@@ -211,14 +269,13 @@ def send_end_of_stream(bootstrap: str, prefix: str, partitions: int, summary: An
     producer = kafka_io.producer(kafka_io.ProducerOptions(bootstrap, idempotence=False))
     tracker = kafka_io.DeliveryTracker()
     writer = WatermarkWriter(producer, topic_name(Topic.MARKET_TICKS, prefix), partitions, tracker)
-    writer.send(summary.last_event_ms or 0)
+    writer.send(last_tick_ms)
     writer.end_stream()
     kafka_io.flush(producer, tracker, timeout_s=60.0)
 
 
 def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None) -> DemoResult:
     """Run the whole demo (see the module doc) and write its run folder."""
-    from streams.adapters.replay.files import replay_files
     from streams.app import ensure_topics
     from streams.brokers.faust_settings import resolve_bootstrap
     from streams.report import ReportBuilder, write_run
@@ -239,21 +296,11 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
         with running_worker(env, log_path, plan.worker_command) as worker:
             console.print(f"[bold]worker[/] pid {worker.pid}, log {log_path}")
             watch = WorkerWatch(worker, int(env["QT_WEB_PORT"]), log_path)
-            summary = replay_files(
-                plan.data,
-                bootstrap=broker.bootstrap,
-                prefix=prefix,
-                symbols=plan.symbols,
-                window=plan.window,
-                options=kafka_io.ProducerOptions(broker.bootstrap, idempotence=not embedded),
-                partitions=settings.partitions,
-                console=console,
-            )
+            last_tick = feed_ticks(plan, broker.bootstrap, prefix, settings, embedded, console)
             watch.check()
             if plan.before_end is not None:
                 plan.before_end(broker.bootstrap, prefix)
-            send_end_of_stream(broker.bootstrap, prefix, settings.partitions, summary)
-            last_tick = summary.last_event_ms or 0
+            send_end_of_stream(broker.bootstrap, prefix, settings.partitions, last_tick)
             columns = (
                 TextColumn("{task.description}"), BarColumn(),
                 TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
@@ -266,9 +313,10 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
             latency = scrape_stage_latency(watch.port)
         elapsed = time.perf_counter() - started
         builder = ReportBuilder(settings.risk.starting_equity_usd)
-        builder.add_all(
-            read_back(broker.bootstrap, prefix, settings.partitions, settings.max_event_skew_ms)
-        )
+        for record, trace in read_back_traced(
+            broker.bootstrap, prefix, settings.partitions, settings.max_event_skew_ms
+        ):
+            builder.add(record, trace)
     from models.scorer import promoted_versions
 
     report = builder.build(
@@ -281,8 +329,8 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
             "broker": "embedded-tansu" if embedded else "kafka",
             "topic_prefix": prefix,
             "config": run_configuration(settings),
-            "data_path": str(plan.data),
+            **_source_of(plan),
         },
     )
-    write_run(run_dir, report, builder.trades)
+    write_run(run_dir, report, builder.trades, builder.decisions)
     return DemoResult(run_dir, report)
