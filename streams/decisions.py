@@ -287,7 +287,7 @@ def write_decisions(path: Path, rows: Iterable[DecisionRow]) -> int:
     text.write(json.dumps(FILE_HEADER, sort_keys=True) + "\n")
     for row in ordered:
         text.write(_line(row) + "\n")
-    with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+    with path.open("wb") as raw, gzip.GzipFile("", "wb", fileobj=raw, mtime=0) as gz:
         gz.write(text.getvalue().encode("utf-8"))
     return len(ordered)
 
@@ -380,7 +380,8 @@ def trade_row_as_csv(row: DecisionRow) -> DecisionRow:
         if not k.startswith("model_versions.")
     }
     values["model_versions"] = ";".join(f"{m}={v}" for m, v in versions)
-    return DecisionRow(row.kind, row.id, row.event_time_ms, row.symbol, row.decision_id, values,
+    # trades.csv has no decision id: both sides take the trade's, as trade_row_of_csv does
+    return DecisionRow(row.kind, row.id, row.event_time_ms, row.symbol, row.id, values,
                        row.trace_id)  # fmt: skip
 
 

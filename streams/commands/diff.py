@@ -151,6 +151,6 @@ def _configured_broker() -> str | None:
     from streams.config import get_settings
 
     try:
-        return get_settings().kafka_bootstrap
+        return get_settings().kafka_bootstrap or None
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
