@@ -1,0 +1,19 @@
+"""Golden-test helper: two run folders must decide alike, or the failure says where they parted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def assert_same_decisions(a: Path, b: Path, *steps: str) -> None:
+    """``quantum-trader diff A B`` exits 0; otherwise fail with its report (first divergence,
+    both sides' values, trace ids, counts and PnL)."""
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    args = ["diff", str(a), str(b), "--limit", "20"]
+    if steps:
+        args += ["--steps", ",".join(steps)]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, f"runs differ decision by decision:\n{result.output}"
