@@ -22,6 +22,7 @@ import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Final
 
@@ -189,62 +190,42 @@ def _trade(r: TradeClosed) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _row_of_signal(r: SignalScored, trace: str | None) -> DecisionRow:
-    return DecisionRow(DecisionKind.SIGNAL, r.signal_id, r.event_time_ms, r.symbol,
-                       decision_id_of(r.signal_id), _signal(r), trace)  # fmt: skip
+def _decision_of_signal(r: SignalScored | SignalSupervised) -> str:
+    """The decision a signal would have led to (``signal_id:decision``), made or not."""
+    return decision_id_of(r.signal_id)
 
 
-def _row_of_veto(r: SignalSupervised, trace: str | None) -> DecisionRow:
-    return DecisionRow(DecisionKind.VETO, r.signal_id, r.event_time_ms, r.symbol,
-                       decision_id_of(r.signal_id), _veto(r), trace)  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """How one record type becomes a row: its step, its id, its decision, its values."""
+
+    kind: DecisionKind
+    id_of: Callable[[Any], str]
+    decision_of: Callable[[Any], str]
+    values_of: Callable[[Any], dict[str, Any]]
 
 
-def _row_of_size(r: DecisionSized, trace: str | None) -> DecisionRow:
-    return DecisionRow(DecisionKind.SIZE, r.decision_id, r.event_time_ms, r.symbol,
-                       r.decision_id, _size(r), trace)  # fmt: skip
-
-
-def _row_of_approval(r: OrderApproved, trace: str | None) -> DecisionRow:
-    return DecisionRow(DecisionKind.VERDICT, r.decision_id, r.event_time_ms, r.symbol,
-                       r.decision_id, _approved(r), trace)  # fmt: skip
-
-
-def _row_of_rejection(r: OrderRejected, trace: str | None) -> DecisionRow:
-    return DecisionRow(DecisionKind.VERDICT, r.decision_id, r.event_time_ms, r.symbol,
-                       r.decision_id, _rejected(r), trace)  # fmt: skip
-
-
-def _row_of_order(r: OrderPlanned, trace: str | None) -> DecisionRow:
-    return DecisionRow(DecisionKind.ORDER, r.order_id, r.event_time_ms, r.symbol,
-                       r.decision_id, _order(r), trace)  # fmt: skip
-
-
-def _row_of_fill(r: FillExecuted, trace: str | None) -> DecisionRow:
-    return DecisionRow(DecisionKind.FILL, r.fill_id, r.event_time_ms, r.symbol,
-                       r.decision_id, _fill(r), trace)  # fmt: skip
-
-
-def _row_of_trade(r: TradeClosed, trace: str | None) -> DecisionRow:
-    return DecisionRow(DecisionKind.TRADE, r.trade_id, r.event_time_ms, r.symbol,
-                       r.decision_id, _trade(r), trace)  # fmt: skip
-
-
-_ROWS: Mapping[type[AvroRecord], Callable[[Any, str | None], DecisionRow]] = {
-    SignalScored: _row_of_signal,
-    SignalSupervised: _row_of_veto,
-    DecisionSized: _row_of_size,
-    OrderApproved: _row_of_approval,
-    OrderRejected: _row_of_rejection,
-    OrderPlanned: _row_of_order,
-    FillExecuted: _row_of_fill,
-    TradeClosed: _row_of_trade,
+_by_decision = attrgetter("decision_id")
+_STEPS: Mapping[type[AvroRecord], _Step] = {
+    SignalScored: _Step(DecisionKind.SIGNAL, attrgetter("signal_id"), _decision_of_signal, _signal),
+    SignalSupervised: _Step(DecisionKind.VETO, attrgetter("signal_id"), _decision_of_signal, _veto),
+    DecisionSized: _Step(DecisionKind.SIZE, _by_decision, _by_decision, _size),
+    OrderApproved: _Step(DecisionKind.VERDICT, _by_decision, _by_decision, _approved),
+    OrderRejected: _Step(DecisionKind.VERDICT, _by_decision, _by_decision, _rejected),
+    OrderPlanned: _Step(DecisionKind.ORDER, attrgetter("order_id"), _by_decision, _order),
+    FillExecuted: _Step(DecisionKind.FILL, attrgetter("fill_id"), _by_decision, _fill),
+    TradeClosed: _Step(DecisionKind.TRADE, attrgetter("trade_id"), _by_decision, _trade),
 }
 
 
 def decision_row(record: AvroRecord, trace_id: str | None = None) -> DecisionRow | None:
     """The log row of ``record``; ``None`` for records that are no step of a decision."""
-    make = _ROWS.get(type(record))
-    return None if make is None else make(record, trace_id)
+    step = _STEPS.get(type(record))
+    if step is None:
+        return None
+    r: Any = record
+    return DecisionRow(step.kind, step.id_of(r), r.event_time_ms, r.symbol, step.decision_of(r),
+                       step.values_of(r), trace_id)  # fmt: skip
 
 
 def trace_id_of(headers: Iterable[tuple[str, bytes | str | None]] | None) -> str | None:
