@@ -251,13 +251,17 @@ def test_a_topic_replay_of_recorded_ticks_drives_the_topology(
         SAMPLE_DATA, bootstrap=kafka_bootstrap, prefix=recorded, window=WINDOW,
         partitions=settings.partitions, show_progress=False,
     )  # fmt: skip
-    middle = TimeWindow(parse_time_bound("2025-05-21T03:00"), parse_time_bound("2025-05-21T15:00"))
+    # 8 hours from the middle of the day (features warm up in its first two), cold on both paths
+    middle = TimeWindow(parse_time_bound("2025-05-21T12:00"), parse_time_bound("2025-05-21T20:00"))
     source = RecordedTicks(topic_name(Topic.MARKET_TICKS, recorded), middle)
     replayed = run_demo(settings, DemoPlan(recorded=source, timeout_s=600))
     runner = runner_run(settings, middle, tmp_path / "runner")
 
     assert runner["counts"]["decisions"] >= 3, "the range must decide to be a test"
-    assert replayed.report["counts"]["ticks"] == runner["counts"]["ticks"] == 5 * 12 * 60
+    assert replayed.report["counts"]["ticks"] == runner["counts"]["ticks"] == 5 * 8 * 60
     assert_same_decisions(tmp_path / "runner", replayed.run_dir)
+    # The same, read from the run's topics on the broker (what an operator would diff).
+    topics = f"kafka:{replayed.report['topic_prefix']}"
+    assert_same_decisions(tmp_path / "runner", topics, "--bootstrap", kafka_bootstrap)
     assert replayed.report["trades_sha256"] == runner["trades_sha256"]
     assert replayed.report["source_topic"] == source.topic
