@@ -11,7 +11,11 @@
    ``/health`` is polled every second, and a crashed stage or a dead worker stops the demo at
    once with the stage's error and the worker log's path (:class:`WorkerWatch`);
 6. reads every output topic back, decodes it with the registry codec and builds the run folder
-   (``report.json``, ``trades.csv``, ``equity.png``) with the same builder as the backtest.
+   (``report.json``, ``trades.csv``, ``decisions.jsonl.gz``, ``equity.png``) with the same
+   builder as the backtest.
+
+``DemoPlan.recorded`` feeds step 4 from a recorded ``market.ticks`` range instead of files (a
+topic replay with watermarks of its own), which is how a recorded stretch is run again.
 """
 
 from __future__ import annotations
