@@ -14,6 +14,7 @@ from streams.commands import (
     control,
     dashboard,
     demo,
+    diff,
     journal,
     live,
     models_cmd,
@@ -43,6 +44,7 @@ app.command("dashboard")(dashboard.command)
 app.command("backtest")(backtest.command)
 app.command("live")(live.command)
 app.command("report")(report.command)
+app.command("diff")(diff.command)
 app.command("journal")(journal.command)
 app.command("trace")(trace.command)
 app.command("topology")(topology.command)

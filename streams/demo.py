@@ -11,7 +11,11 @@
    ``/health`` is polled every second, and a crashed stage or a dead worker stops the demo at
    once with the stage's error and the worker log's path (:class:`WorkerWatch`);
 6. reads every output topic back, decodes it with the registry codec and builds the run folder
-   (``report.json``, ``trades.csv``, ``equity.png``) with the same builder as the backtest.
+   (``report.json``, ``trades.csv``, ``decisions.jsonl.gz``, ``equity.png``) with the same
+   builder as the backtest.
+
+``DemoPlan.recorded`` feeds step 4 from a recorded ``market.ticks`` range instead of files (a
+topic replay with watermarks of its own), which is how a recorded stretch is run again.
 """
 
 from __future__ import annotations
@@ -62,6 +66,14 @@ class DemoError(WorkerError):
 
 
 @dataclass(frozen=True)
+class RecordedTicks:
+    """A recorded ``market.ticks`` topic (broker-side name) and the event-time range to copy."""
+
+    topic: str
+    window: TimeWindow = ALL_TIME
+
+
+@dataclass(frozen=True)
 class DemoPlan:
     """What to replay and where the run goes."""
 
@@ -78,6 +90,8 @@ class DemoPlan:
     #: Called once the run's topics exist and its worker runs (``demo --dashboard`` starts the
     #: dashboard on the live topics here); what it returns is called before the broker stops.
     on_live: Callable[[LiveRun], Callable[[], None] | None] | None = None
+    #: Feed the run from a recorded ticks topic (a topic replay) instead of ``data``.
+    recorded: RecordedTicks | None = None
 
 
 @dataclass(frozen=True)
@@ -167,13 +181,22 @@ def wait_until_drained(
 def read_back(
     bootstrap: str, prefix: str, partitions: int, max_event_skew_ms: int = DEFAULT_MAX_EVENT_SKEW_MS
 ) -> Iterator[Any]:
-    """Every data record of the reported topics, decoded (watermarks skipped).
+    """Every data record of the reported topics, decoded (watermarks skipped)."""
+    for record, _trace in read_back_traced(bootstrap, prefix, partitions, max_event_skew_ms):
+        yield record
+
+
+def read_back_traced(
+    bootstrap: str, prefix: str, partitions: int, max_event_skew_ms: int = DEFAULT_MAX_EVENT_SKEW_MS
+) -> Iterator[tuple[Any, str | None]]:
+    """:func:`read_back` with the W3C trace id each record carried (``None`` if none).
 
     Ticks pass the same rule as in the topology (:class:`TickHistory`, per partition), so a
     tick the stages dead-lettered is not counted as market data in the report either.
     """
     from streams.contracts.codec import topic_codec
     from streams.contracts.errors import ContractError
+    from streams.decisions import trace_id_of
 
     ticks = TickHistory(max_event_skew_ms)
     for base in REPORTED_TOPICS:
@@ -187,7 +210,7 @@ def read_back(
                     ticks.admit(msg.partition() or 0, record, msg.key())
             except (ContractError, TickRejected):
                 continue  # the stage that read it dead-lettered it; counted from there
-            yield record
+            yield record, trace_id_of(msg.headers())
 
 
 def topic_messages(
@@ -235,7 +258,46 @@ def topic_messages(
         consumer.close()
 
 
-def send_end_of_stream(bootstrap: str, prefix: str, partitions: int, summary: Any) -> None:
+def feed_ticks(
+    plan: DemoPlan, bootstrap: str, prefix: str, settings: Settings, embedded: bool,
+    console: Console,
+) -> int:  # fmt: skip
+    """Replay the plan's files, or copy its recorded ticks range, into the run's
+    ``market.ticks`` (watermarks included, no end of stream yet); returns the last tick time."""
+    from streams.adapters.replay.files import replay_files
+    from streams.adapters.replay.topic import replay_topic
+
+    options = kafka_io.ProducerOptions(bootstrap, idempotence=not embedded)
+    if plan.recorded is not None:
+        copied = replay_topic(
+            plan.recorded.topic, topic_name(Topic.MARKET_TICKS, prefix), plan.recorded.window,
+            bootstrap=bootstrap, options=options, watermarks=True,
+            replication=settings.replication_factor,
+        )  # fmt: skip
+        console.print(
+            f"[bold]copied[/] {copied.total_copied:,} records of {plan.recorded.topic} "
+            f"with {copied.watermarks_sent:,} watermarks"
+        )
+        return copied.last_timestamp_ms or 0
+    summary = replay_files(
+        plan.data, bootstrap=bootstrap, prefix=prefix, symbols=plan.symbols, window=plan.window,
+        options=options, partitions=settings.partitions, console=console,
+    )  # fmt: skip
+    return summary.last_event_ms or 0
+
+
+def _source_of(plan: DemoPlan) -> dict[str, str]:
+    """Where the run's ticks came from, for ``report.json``."""
+    if plan.recorded is None:
+        return {"data_path": str(plan.data)}
+    window = plan.recorded.window
+    return {
+        "source_topic": plan.recorded.topic,
+        "source_window": f"{window.start_ms}..{window.end_ms}",
+    }
+
+
+def send_end_of_stream(bootstrap: str, prefix: str, partitions: int, last_tick_ms: int) -> None:
     """The final watermark on every partition of ``market.ticks``: the topology drains."""
     from streams.adapters.replay.watermarks import WatermarkWriter
 
@@ -243,14 +305,13 @@ def send_end_of_stream(bootstrap: str, prefix: str, partitions: int, summary: An
     producer = kafka_io.producer(kafka_io.ProducerOptions(bootstrap, idempotence=False))
     tracker = kafka_io.DeliveryTracker()
     writer = WatermarkWriter(producer, topic_name(Topic.MARKET_TICKS, prefix), partitions, tracker)
-    writer.send(summary.last_event_ms or 0)
+    writer.send(last_tick_ms)
     writer.end_stream()
     kafka_io.flush(producer, tracker, timeout_s=60.0)
 
 
 def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None) -> DemoResult:
     """Run the whole demo (see the module doc) and write its run folder."""
-    from streams.adapters.replay.files import replay_files
     from streams.app import ensure_topics
     from streams.brokers.faust_settings import resolve_bootstrap
     from streams.dashboard.model import ReadModel
@@ -279,21 +340,11 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
             stop_watching = plan.on_live(live) if plan.on_live is not None else None
             if stop_watching is not None:
                 live_readers.callback(stop_watching)
-            summary = replay_files(
-                plan.data,
-                bootstrap=broker.bootstrap,
-                prefix=prefix,
-                symbols=plan.symbols,
-                window=plan.window,
-                options=kafka_io.ProducerOptions(broker.bootstrap, idempotence=not embedded),
-                partitions=settings.partitions,
-                console=console,
-            )
+            last_tick = feed_ticks(plan, broker.bootstrap, prefix, settings, embedded, console)
             watch.check()
             if plan.before_end is not None:
                 plan.before_end(broker.bootstrap, prefix)
-            send_end_of_stream(broker.bootstrap, prefix, settings.partitions, summary)
-            last_tick = summary.last_event_ms or 0
+            send_end_of_stream(broker.bootstrap, prefix, settings.partitions, last_tick)
             columns = (
                 TextColumn("{task.description}"), BarColumn(),
                 TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
@@ -307,10 +358,10 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
         elapsed = time.perf_counter() - started
         builder = ReportBuilder(settings.risk.starting_equity_usd)
         board = ReadModel(settings.risk.starting_equity_usd, settings.sizing, settings.selector)
-        for record in read_back(
+        for record, trace in read_back_traced(
             broker.bootstrap, prefix, settings.partitions, settings.max_event_skew_ms
         ):
-            builder.add(record)
+            builder.add(record, trace)
             board.apply(record)
     from models.scorer import promoted_versions
 
@@ -324,9 +375,9 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
             "broker": "embedded-tansu" if embedded else "kafka",
             "topic_prefix": prefix,
             "config": run_configuration(settings),
-            "data_path": str(plan.data),
+            **_source_of(plan),
         },
     )
-    write_run(run_dir, report, builder.trades)
+    write_run(run_dir, report, builder.trades, builder.decisions)
     write_snapshot(run_dir, board)
     return DemoResult(run_dir, report)

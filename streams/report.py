@@ -1,8 +1,10 @@
-"""The run folder: ``report.json``, ``trades.csv``, ``equity.png`` and a terminal summary.
+"""The run folder: ``report.json``, ``trades.csv``, ``decisions.jsonl.gz``, ``equity.png``.
 
 :class:`ReportBuilder` consumes the stream of output records of a run, in any order, so the same
 code serves the in-process runner (records handed over as they are made) and the Kafka demo
-(records consumed back from the topics). It keeps only counters and the closed trades.
+(records consumed back from the topics). It keeps counters, the closed trades and the decision
+log (:mod:`streams.decisions`, what ``quantum-trader diff`` compares; its hash without trace ids
+is ``decisions_sha256`` in ``report.json``).
 
 Canonical trade list (``trades.csv``, hashed into ``trades_sha256``): one row per
 ``TradeClosed``, sorted by ``(event_time_ms, trade_id)`` (close time, then id), columns
@@ -44,6 +46,13 @@ from streams.contracts.records import (
     SignalSupervised,
     TickReceived,
     TradeClosed,
+)
+from streams.decisions import (
+    DECISIONS_FILE,
+    DecisionRow,
+    decision_row,
+    decisions_sha256,
+    write_decisions,
 )
 
 REPORT_FILE = "report.json"
@@ -134,7 +143,7 @@ def percentiles_us(samples_ns: Sequence[int]) -> dict[str, float]:
 
 @dataclass
 class ReportBuilder:
-    """Counts a run's output records and keeps its closed trades (feed with :meth:`add`)."""
+    """Counts a run's output records, keeps its closed trades and its decision log (``add``)."""
 
     starting_equity: float
     counts: Counter[str] = field(default_factory=Counter)
@@ -147,13 +156,22 @@ class ReportBuilder:
     first_ms: int | None = None
     last_ms: int | None = None
     trades: list[TradeClosed] = field(default_factory=list)
+    #: one row per signal, veto, size, verdict, order, fill and closed trade (streams.decisions)
+    decisions: list[DecisionRow] = field(default_factory=list)
 
     def __call__(self, record: AvroRecord) -> None:
         """Sink interface of :func:`streams.runner.run`."""
         self.add(record)
 
-    def add(self, record: AvroRecord) -> None:
-        """Account for one record (unknown record types are counted by name only)."""
+    def add(self, record: AvroRecord, trace_id: str | None = None) -> None:
+        """Account for one record (unknown record types are counted by name only).
+
+        ``trace_id``: the W3C trace the record travelled with (Kafka runs), kept in its
+        decision log row so ``quantum-trader diff`` can point at the trace.
+        """
+        row = decision_row(record, trace_id)
+        if row is not None:
+            self.decisions.append(row)
         self.counts[type(record).__name__] += 1
         if isinstance(record, TickReceived):
             self._tick(record)
@@ -258,6 +276,7 @@ class ReportBuilder:
                 "events_per_s": events / elapsed_s if elapsed_s else None,
             },
             "trades_sha256": trades_sha256(self.trades),
+            "decisions_sha256": decisions_sha256(self.decisions),
             **dict(extra or {}),
         }
 
@@ -271,12 +290,21 @@ def _iso(ms: int | None) -> str | None:
 # ---------------------------------------------------------------------- the run folder
 
 
-def write_run(run_dir: Path, report: Mapping[str, Any], trades: Sequence[TradeClosed]) -> None:
-    """Write ``report.json``, ``trades.csv`` and ``equity.png`` into ``run_dir``."""
+def write_run(
+    run_dir: Path,
+    report: Mapping[str, Any],
+    trades: Sequence[TradeClosed],
+    decisions: Sequence[DecisionRow] | None = None,
+) -> None:
+    """Write ``report.json``, ``trades.csv``, ``equity.png`` and (given) ``decisions.jsonl.gz``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     text = canonical_trades(trades)
     if hashlib.sha256(text.encode()).hexdigest() != report["trades_sha256"]:
         raise ReportError(f"{run_dir}: trades do not match the report's trades_sha256")
+    if decisions is not None:
+        if decisions_sha256(decisions) != report.get("decisions_sha256"):
+            raise ReportError(f"{run_dir}: decisions do not match the report's decisions_sha256")
+        write_decisions(run_dir / DECISIONS_FILE, decisions)
     (run_dir / TRADES_FILE).write_text(text, encoding="utf-8")
     (run_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     plot_equity(run_dir / EQUITY_FILE, report, read_trades_csv(run_dir / TRADES_FILE))

@@ -178,6 +178,30 @@ class SignalOutcome(StrEnum):
     REJECTED = "REJECTED"
 
 
+class DecisionKind(StrEnum):
+    """One step of a decision's life in a run's decision log (``decisions.jsonl.gz``).
+
+    Declared in pipeline order: the order of the steps of one event time in the log and in
+    ``quantum-trader diff``.
+    """
+
+    SIGNAL = "signal"  # the ensemble's vote (SignalScored)
+    VETO = "veto"  # the supervisor's review, vetoed or passed (SignalSupervised)
+    SIZE = "size"  # the strategy's sized decision (DecisionSized)
+    VERDICT = "verdict"  # risk's approval or rejection (OrderApproved / OrderRejected)
+    ORDER = "order"  # the exit planner's order plan (OrderPlanned)
+    FILL = "fill"  # a venue fill (FillExecuted)
+    TRADE = "trade"  # a closed round trip (TradeClosed)
+
+    @property
+    def rank(self) -> int:
+        """Position in the pipeline (0 = signal)."""
+        return _DECISION_RANKS[self]
+
+
+_DECISION_RANKS = {kind: rank for rank, kind in enumerate(DecisionKind)}
+
+
 #: Index order of every probability vector.
 CLASSES: tuple[Action, Action, Action] = (Action.SELL, Action.HOLD, Action.BUY)
 

@@ -44,7 +44,9 @@ def command(
 ) -> None:
     """Backtest = the whole topology in-process over recorded files, no broker.
 
-    Writes report.json, trades.csv and equity.png to the run folder and prints a summary.
+    Writes report.json, trades.csv, decisions.jsonl.gz (every signal, veto, size, risk verdict,
+    order, fill and trade, for `quantum-trader diff`) and equity.png to the run folder and
+    prints a summary.
     """
     from models.registry import RegistryError
     from models.scorer import EnsembleScorer, ScorerError
@@ -83,7 +85,7 @@ def command(
                 "open_positions_at_end": stats.open_positions_at_end,
             },
         )
-        write_run(run_dir, report, builder.trades)
+        write_run(run_dir, report, builder.trades, builder.decisions)
     except (MarketFileError, RunError, ScorerError, RegistryError, StageError, ReportError) as exc:
         typer.secho(f"backtest failed: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc

@@ -40,8 +40,9 @@ def command(
     Starts the embedded broker unless QT_KAFKA_BOOTSTRAP is set, starts a Faust worker of the
     whole topology, replays the data (default: 5
     symbols x 4.5 days of Binance futures 1-minute klines, bundled), waits until the pipeline
-    has drained, reads every output topic back and writes report.json, trades.csv and
-    equity.png. Live trading is never involved.
+    has drained, reads every output topic back and writes report.json, trades.csv,
+    decisions.jsonl.gz (for `quantum-trader diff`) and equity.png. Live trading is never
+    involved.
     """
     from rich.console import Console
 

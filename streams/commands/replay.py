@@ -53,6 +53,13 @@ def command(
     idempotence: Annotated[
         bool, typer.Option(help="idempotent producer (turn off for the embedded Tansu broker)")
     ] = True,
+    end_of_stream: Annotated[
+        bool,
+        typer.Option(
+            help="topic replay of market.ticks: end the copy with the end-of-stream watermark, "
+            "so a bounded replay drains the topology (--no-end-of-stream to append more later)"
+        ),
+    ] = True,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Replay recorded market data (--data) or a recorded topic range (--topic).
@@ -63,7 +70,10 @@ def command(
     file and line, and the replay goes on.
 
     Topic: copies the records of --topic whose record timestamp lies in [--start, --end) into
-    <--into or prefix><topic>, key, value, headers and timestamps unchanged.
+    <--into or prefix><topic>, key, value, headers and timestamps unchanged. A copy of
+    market.ticks can drive the topology: it is written in event-time order with watermarks of
+    its own (the source run's are dropped) and ends with the end-of-stream watermark, so a
+    worker on the target prefix processes the range and drains.
 
     Examples:
 
@@ -92,7 +102,8 @@ def command(
             _replay_data(data, symbols, start, end, speed, bootstrap, prefix, dry_run,
                          idempotence, progress, console)  # fmt: skip
         elif topic is not None:
-            _replay_topic(topic, start, end, into, bootstrap, prefix, idempotence, console)
+            _replay_topic(topic, start, end, into, bootstrap, prefix, idempotence,
+                          end_of_stream, console)  # fmt: skip
     except (MarketFileError, ReplayError, KafkaIOError, ContractsError) as exc:
         console.print(f"[red]replay failed:[/red] {exc}")
         raise typer.Exit(code=1) from None
@@ -166,9 +177,10 @@ def _replay_topic(
     bootstrap: str | None,
     prefix: str | None,
     idempotence: bool,
+    end_of_stream: bool,
     console: Console,
 ) -> None:
-    from streams.adapters.replay.topic import replay_topic, target_topic_for
+    from streams.adapters.replay.topic import carries_watermarks, replay_topic, target_topic_for
     from streams.config import get_settings
     from streams.kafka_io import ProducerOptions
 
@@ -183,6 +195,7 @@ def _replay_topic(
         bootstrap=target_bootstrap,
         options=ProducerOptions(target_bootstrap, idempotence=idempotence),
         replication=get_settings().replication_factor,
+        end_of_stream=end_of_stream and carries_watermarks(target),
     )
     _print_topic_summary(summary, console)
 
@@ -229,3 +242,13 @@ def _print_topic_summary(summary: TopicReplaySummary, console: Console) -> None:
         f"{summary.source} -> {summary.target}; "
         f"timestamps {_time_range(summary.first_timestamp_ms, summary.last_timestamp_ms)}"
     )
+    if summary.watermarks_sent:
+        ending = ", ending with the end-of-stream watermark" if summary.end_of_stream else ""
+        console.print(f"wrote {summary.watermarks_sent:,} watermark records{ending}")
+    else:
+        console.print("no watermarks written: only a market.ticks copy can drive the topology")
+    if summary.late_records:
+        console.print(
+            f"{summary.late_records:,} copied records were behind their partition's time "
+            "(kept in their partition's recorded order)"
+        )

@@ -13,8 +13,9 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     help=(
-        "Avro contracts of the topics (schemas/*.avsc): validate them, release new versions "
-        "into the file registry (schemas/registry.json), list them, serve them over HTTP."
+        "Avro contracts of the topics (schemas/*.avsc): validate them, show what changed since "
+        "the last release, release new versions into the file registry (schemas/registry.json), "
+        "list them, serve them over HTTP."
     ),
     no_args_is_help=True,
 )
@@ -131,6 +132,45 @@ def _content_problem(report: TopicReport) -> bool:
         "schemas release" not in p and not p.startswith("equals old version")
         for p in report.problems
     )
+
+
+@app.command("diff")
+def diff(
+    schemas_dir: SchemasDir = None,
+    registry_url: RegistryUrl = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Markdown for a pull-request comment.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write the report to this file (e.g. for a PR bot).")
+    ] = None,
+) -> None:
+    """What changed in each schema since its last released version, for a reviewer.
+
+    Per topic whose .avsc differs from the latest version of its subject: the change list
+    field by field (added with or without a default, removed, renamed through an alias, type,
+    default and doc changes, enum symbols), the verdict under the subject's compatibility rule
+    (the registry's, else the project's BACKWARD) with the reason for each incompatibility, and
+    the producers and consumers of the topic in the topology. Exit 1 when a change is
+    incompatible, 0 otherwise (nothing pending included).
+    """
+    from streams.contracts.errors import ContractsError
+    from streams.contracts.schema_diff import all_diffs, render_markdown, render_text
+
+    folder = schemas_dir or _default_dir()
+    try:
+        diffs = all_diffs(_registry(folder, registry_url), folder)
+    except ContractsError as exc:
+        raise _fail(str(exc)) from None
+    text = render_markdown(diffs) if markdown else render_text(diffs)
+    typer.echo(text, nl=False)
+    if out is not None:
+        try:
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise _fail(f"cannot write {out}: {exc.strerror}") from None
+    if any(not d.verdict.compatible for d in diffs):
+        raise typer.Exit(code=1)
 
 
 @app.command("list")

@@ -9,9 +9,13 @@ symbols (or lose some when it declares a default).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import avro.compatibility
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
@@ -45,13 +49,46 @@ def _parse(text: str, label: str) -> avro.schema.Schema:
         raise SchemaLoadError(label, f"the avro package cannot parse it: {exc}") from exc
 
 
+_RECORDING = threading.Lock()
+
+
+@contextlib.contextmanager
+def _recorded_incompatibilities() -> Iterator[list[CompatProblem]]:
+    """Each incompatibility as the checker finds it, kind, message and location together.
+
+    The checker's result keeps messages and locations as two unordered sets, so with several
+    problems nothing says which message belongs where; its module-level ``incompatible``
+    factory still sees them together, so it is wrapped for the duration of one check.
+    """
+    found: list[CompatProblem] = []
+    original = avro.compatibility.incompatible
+
+    def record(kind: Any, message: str, location: list[str]) -> Any:
+        result = original(kind, message, location)
+        (where,) = result.locations
+        found.append(CompatProblem(kind.value, message, where))
+        return result
+
+    with _RECORDING:
+        avro.compatibility.incompatible = record  # type: ignore[assignment]
+        try:
+            yield found
+        finally:
+            avro.compatibility.incompatible = original
+
+
 def check_backward(new_text: str, old_text: str) -> CompatResult:
     """Can a reader with ``new_text`` read data written with ``old_text``?"""
     reader = _parse(new_text, "new schema")
     writer = _parse(old_text, "previous schema")
-    result = ReaderWriterCompatibilityChecker().get_compatibility(reader, writer)
+    with _recorded_incompatibilities() as found:
+        result = ReaderWriterCompatibilityChecker().get_compatibility(reader, writer)
     if result.compatibility is SchemaCompatibilityType.compatible:
         return CompatResult(True)
+    # Union branches are tried one by one: keep only what the final result still reports.
+    kept = [f for f in found if f.message in result.messages and f.location in result.locations]
+    if kept:
+        return CompatResult(False, tuple(dict.fromkeys(kept)))
     kinds = [i.value for i in result.incompatibilities]
     messages = sorted(str(m) for m in result.messages)
     locations = sorted(result.locations - {"/"}) or ["/"]

@@ -294,6 +294,13 @@ class ConfluentSchemaRegistry:
             raise RegistryError(f"{self.url}: schema id {schema_id} is unknown")
         return str(got.schema_str)
 
+    def compatibility(self, subject: str) -> str | None:
+        """The subject's compatibility level, else the registry's global one (``None``: unset)."""
+        level = self._call(f"compatibility of {subject}", self.client.get_compatibility, subject)
+        if level is None:
+            level = self._call("global compatibility", self.client.get_compatibility)
+        return None if level is None else str(level)
+
     def _call(self, what: str, fn: Any, *args: Any) -> Any:
         """Call the client; None for 'not found', :class:`RegistryError` for anything else."""
         from confluent_kafka.schema_registry.error import SchemaRegistryError

@@ -168,7 +168,7 @@ def test_sigkill_during_warmup_open_positions_and_a_halt_changes_no_trade(
     with running_worker(env, log) as worker:
         watch = WorkerWatch(worker, int(env["QT_WEB_PORT"]), log, every_s=0.5)
         replay(kafka_bootstrap, prefix, start, WINDOW.end_ms, settings.partitions)  # type: ignore[arg-type]
-        send_end_of_stream(kafka_bootstrap, prefix, settings.partitions, _Last(WINDOW))
+        send_end_of_stream(kafka_bootstrap, prefix, settings.partitions, WINDOW.end_ms - 60_000)  # type: ignore[operator]
         from rich.progress import Progress
 
         with Progress(disable=True) as progress:
@@ -190,13 +190,6 @@ def test_sigkill_during_warmup_open_positions_and_a_halt_changes_no_trade(
     raw = sum(1 for _ in topic_messages(kafka_bootstrap, features, 2, copies=True))
     kept = sum(1 for r in records if type(r).__name__ == "FeaturesComputed")
     assert raw > kept
-
-
-class _Last:
-    """What :func:`send_end_of_stream` reads of a replay summary."""
-
-    def __init__(self, window: TimeWindow) -> None:
-        self.last_event_ms = (window.end_ms or 0) - 60_000
 
 
 def _owns(record: object, attr: str) -> bool:

@@ -575,3 +575,81 @@ def test_replay_in_and_topic_range_on_the_embedded_broker(
     assert sorted(r.timestamp for r in target) == sorted(
         DAY_START + HOUR + m * 60_000 for m in range(15) for _ in range(2)
     )
+
+
+def raw_records(bootstrap: str, topic: str) -> dict[int, list[Any]]:
+    """Every record of ``topic`` (watermarks included) per partition, in offset order."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}.raw",
+                         "enable.auto.commit": False, "enable.partition.eof": True})  # fmt: skip
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        out: dict[int, list[Any]] = {p: [] for p in partitions}
+        pending = set(partitions)
+        while pending:
+            msg = consumer.poll(5.0)
+            assert msg is not None, f"timed out reading {topic}"
+            if msg.error() is not None:
+                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+                pending.discard(msg.partition())
+                continue
+            out[msg.partition()].append(msg)
+        return out
+    finally:
+        consumer.close()
+
+
+@pytest.mark.kafka
+def test_a_ticks_copy_carries_watermarks_of_its_own_and_ends_the_stream(
+    kafka_bootstrap: str, unique_prefix: str, encoders: Any
+) -> None:
+    from streams.ordering import END_OF_STREAM, WATERMARK_EVERY_MS, header_value
+
+    source_prefix, target_prefix = f"{unique_prefix}rec.", f"{unique_prefix}copy."
+    replay_files(
+        FUTURES, bootstrap=kafka_bootstrap, prefix=source_prefix, encoders=encoders,
+        symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"], partitions=3,
+        window=TimeWindow(DAY_START, DAY_START + 3 * HOUR), show_progress=False,
+        end_of_stream=True,
+    )  # fmt: skip
+    source, target = f"{source_prefix}market.ticks", f"{target_prefix}market.ticks"
+    window = TimeWindow(DAY_START + HOUR, DAY_START + 2 * HOUR)
+    summary = replay_topic(source, target, window, bootstrap=kafka_bootstrap, end_of_stream=True)
+    assert summary.end_of_stream and summary.watermarks_sent > 0
+
+    copied = raw_records(kafka_bootstrap, target)
+    originals = raw_records(kafka_bootstrap, source)
+    for partition, records in copied.items():
+        data = [m for m in records if header_value(m.headers(), WATERMARK_HEADER) is None]
+        wanted = [
+            m for m in originals[partition]
+            if header_value(m.headers(), WATERMARK_HEADER) is None
+            and window.contains(m.timestamp()[1])
+        ]  # fmt: skip
+        # Each partition is the source's in its order; the source run's watermarks are not.
+        assert [(m.key(), m.value()) for m in data] == [(m.key(), m.value()) for m in wanted]
+        last = header_value(records[-1].headers(), WATERMARK_HEADER)
+        assert last is not None and int(last) == END_OF_STREAM, "the copy ends the stream"
+        # A watermark is a promise: no later record of its partition is behind it.
+        promised = -1
+        for msg in records[:-1]:
+            mark = header_value(msg.headers(), WATERMARK_HEADER)
+            if mark is not None:
+                assert int(mark) >= promised
+                promised = int(mark)
+            else:
+                assert msg.timestamp()[1] >= promised
+        # Time moves on in-band even where a partition has few symbols: a mark per minute
+        # at least, wherever the partition got no tick of that minute.
+        times = sorted({m.timestamp()[1] for m in records[:-1]})
+        assert all(b - a <= WATERMARK_EVERY_MS for a, b in itertools.pairwise(times))
+    assert summary.total_copied == 4 * 60
+
+
+def test_a_copy_of_another_topic_refuses_an_end_of_stream() -> None:
+    # Only a market.ticks copy gets watermarks (the topology's input); nothing is read first.
+    with pytest.raises(ReplayError, match="end-of-stream marker needs watermarks"):
+        replay_topic("a.trades.closed", "b.trades.closed", TimeWindow(),
+                     bootstrap="127.0.0.1:1", end_of_stream=True)  # fmt: skip

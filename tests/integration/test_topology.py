@@ -27,6 +27,7 @@ from streams.contracts.records import DeadLettered, TickKind, TickReceived
 from streams.demo import SAMPLE_DATA, DemoPlan, read_back, run_demo
 from streams.stages import partition_for
 from streams.topics import Topic, topic_name
+from tests.run_diffs import assert_same_decisions
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -143,33 +144,50 @@ def inject_malformed(bootstrap: str, prefix: str) -> None:
     assert producer.flush(30) == 0
 
 
-@pytest.fixture(scope="module")
-def runner_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def runner_run(settings: Settings, window: TimeWindow, run_dir: Path) -> dict:
+    """The in-process runner over ``window``, written as a run folder like a backtest's."""
     from models.scorer import EnsembleScorer
-    from streams.report import ReportBuilder
+    from streams.report import ReportBuilder, write_run
     from streams.runner import run
 
-    settings = settings_for("unused:9092", tmp_path_factory.mktemp("runs"))
     builder = ReportBuilder(settings.risk.starting_equity_usd)
     stats = run(SAMPLE_DATA, EnsembleScorer.from_registry(settings.registry_dir), builder, settings,
-                window=WINDOW)  # fmt: skip
-    return builder.build(model_versions=stats.model_versions)
+                window=window)  # fmt: skip
+    report = builder.build(model_versions=stats.model_versions)
+    write_run(run_dir, report, builder.trades, builder.decisions)
+    return report
+
+
+@pytest.fixture(scope="module")
+def runner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    settings = settings_for("unused:9092", tmp_path_factory.mktemp("runs"))
+    run_dir = settings.runs_dir / "runner"
+    runner_run(settings, WINDOW, run_dir)
+    return run_dir
 
 
 def test_kafka_runs_match_each_other_and_the_in_process_runner(
-    kafka_bootstrap: str, tmp_path: Path, runner_report: dict
+    kafka_bootstrap: str, tmp_path: Path, runner_dir: Path
 ) -> None:
+    from streams.report import load_report
+
+    runner_report = load_report(runner_dir)
     settings = settings_for(kafka_bootstrap, tmp_path)
-    clean = run_demo(settings, DemoPlan(window=WINDOW, timeout_s=900)).report
+    clean_run = run_demo(settings, DemoPlan(window=WINDOW, timeout_s=900))
     prefixes: list[str] = []
 
     def inject(bootstrap: str, prefix: str) -> None:
         prefixes.append(prefix)
         inject_poison(bootstrap, prefix)
 
-    dirty = run_demo(settings, DemoPlan(window=WINDOW, timeout_s=900, before_end=inject)).report
+    dirty_run = run_demo(settings, DemoPlan(window=WINDOW, timeout_s=900, before_end=inject))
+    clean, dirty = clean_run.report, dirty_run.report
 
     assert runner_report["counts"]["closed_trades"] >= 5, "the window must trade to be a test"
+    # Decision by decision first: a failure names the first step where the runs parted.
+    assert_same_decisions(runner_dir, clean_run.run_dir)
+    assert_same_decisions(clean_run.run_dir, dirty_run.run_dir)
+    assert clean["decisions_sha256"] == runner_report["decisions_sha256"]
     assert clean["counts"]["closed_trades"] == runner_report["counts"]["closed_trades"]
     assert clean["trades_sha256"] == runner_report["trades_sha256"]
     assert dirty["trades_sha256"] == clean["trades_sha256"]
@@ -217,3 +235,33 @@ def test_dead_letters_keep_the_raw_bytes_and_source_position(
         assert letter.source_offset is not None and letter.source_partition in (0, 1)
         assert letter.raw_key == b"BTCUSDT"
         assert letter.detail
+
+
+def test_a_topic_replay_of_recorded_ticks_drives_the_topology(
+    kafka_bootstrap: str, tmp_path: Path, unique_prefix: str
+) -> None:
+    """A recorded ``market.ticks`` range, copied by the topic replay (its own watermarks and
+    end of stream), drains the topology and decides exactly as the runner over that range."""
+    from streams.adapters.replay.files import replay_files
+    from streams.demo import RecordedTicks
+
+    settings = settings_for(kafka_bootstrap, tmp_path)
+    recorded = f"{unique_prefix}rec."
+    replay_files(
+        SAMPLE_DATA, bootstrap=kafka_bootstrap, prefix=recorded, window=WINDOW,
+        partitions=settings.partitions, show_progress=False,
+    )  # fmt: skip
+    # 8 hours from the middle of the day (features warm up in its first two), cold on both paths
+    middle = TimeWindow(parse_time_bound("2025-05-21T12:00"), parse_time_bound("2025-05-21T20:00"))
+    source = RecordedTicks(topic_name(Topic.MARKET_TICKS, recorded), middle)
+    replayed = run_demo(settings, DemoPlan(recorded=source, timeout_s=600))
+    runner = runner_run(settings, middle, tmp_path / "runner")
+
+    assert runner["counts"]["decisions"] >= 3, "the range must decide to be a test"
+    assert replayed.report["counts"]["ticks"] == runner["counts"]["ticks"] == 5 * 8 * 60
+    assert_same_decisions(tmp_path / "runner", replayed.run_dir)
+    # The same, read from the run's topics on the broker (what an operator would diff).
+    topics = f"kafka:{replayed.report['topic_prefix']}"
+    assert_same_decisions(tmp_path / "runner", topics, "--bootstrap", kafka_bootstrap)
+    assert replayed.report["trades_sha256"] == runner["trades_sha256"]
+    assert replayed.report["source_topic"] == source.topic

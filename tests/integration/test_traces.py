@@ -23,6 +23,7 @@ from streams.config import Settings
 from streams.demo import SAMPLE_DATA, DemoPlan, read_back, run_demo
 from streams.observability.tracing import DECISION_ID, build_tree, decision_trace, read_spans
 from streams.stages.risk import rules_passed
+from tests.run_diffs import assert_same_decisions
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -68,6 +69,7 @@ def traced_run(
     yield {
         "settings": settings,
         "report": result.report,
+        "run_dir": result.run_dir,
         "records": records,
         "trace_file": settings.trace_file,
     }
@@ -94,7 +96,7 @@ def named(spans: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 
 def test_records_are_unchanged_by_tracing(traced_run: dict[str, Any]) -> None:
     from models.scorer import EnsembleScorer
-    from streams.report import ReportBuilder
+    from streams.report import ReportBuilder, write_run
     from streams.runner import run
 
     settings = traced_run["settings"]
@@ -102,7 +104,10 @@ def test_records_are_unchanged_by_tracing(traced_run: dict[str, Any]) -> None:
     stats = run(SAMPLE_DATA, EnsembleScorer.from_registry(settings.registry_dir), builder, settings,
                 window=WINDOW)  # fmt: skip
     runner = builder.build(model_versions=stats.model_versions)
+    runner_dir = traced_run["run_dir"].parent / "runner"
+    write_run(runner_dir, runner, builder.trades, builder.decisions)
     assert runner["counts"]["closed_trades"] >= 3, "the window must trade to be a test"
+    assert_same_decisions(runner_dir, traced_run["run_dir"])  # says where, if anywhere
     assert traced_run["report"]["trades_sha256"] == runner["trades_sha256"]
 
 

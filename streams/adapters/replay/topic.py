@@ -2,8 +2,13 @@
 
 :func:`replay_topic` copies the records of a topic whose *record timestamp* lies in a window
 into another topic (usually the same topic under the prefix of another run: a backtest is a
-replay of a topic), key, value bytes, headers and timestamps unchanged. The source run's
-in-band watermarks are not copied: they describe that run's progress, not data in the range.
+replay of a topic), key, value bytes, headers and timestamps unchanged.
+
+The source run's in-band watermarks are not copied: they describe that run's progress, not the
+range. A copy of ``market.ticks`` gets watermarks of its own instead, as a file replay writes
+them, so it can drive the topology: the partitions are interleaved back into event-time order
+(:mod:`.interleave`), a watermark goes to every quiet partition whenever event time advances,
+and ``end_of_stream`` closes the copy with the final watermark, which lets every merge drain.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Final
 from streams import kafka_io
 from streams.adapters.market_files import TimeWindow
 from streams.adapters.replay import ReplayError, SameTopicError
+from streams.adapters.replay.interleave import PartitionInterleave, Released
+from streams.adapters.replay.watermarks import WatermarkWriter
 from streams.ordering import WATERMARK_HEADER, header_value
 from streams.topics import Topic
 
@@ -27,6 +34,8 @@ if TYPE_CHECKING:
 DEFAULT_IDLE_TIMEOUT_S: Final = 30.0
 #: Seconds the broker gets to acknowledge every copied record at the end.
 FLUSH_TIMEOUT_S: Final = 60.0
+#: Records of one partition an ordered copy buffers before it pauses that partition's fetch.
+MAX_BUFFERED: Final = 20_000
 
 
 @dataclass
@@ -40,6 +49,12 @@ class TopicReplaySummary:
     copied: Counter[int] = field(default_factory=Counter)
     first_timestamp_ms: int | None = None
     last_timestamp_ms: int | None = None
+    #: watermark records written into the target (0 unless the copy carries watermarks)
+    watermarks_sent: int = 0
+    #: the copy ends with the end-of-stream watermark
+    end_of_stream: bool = False
+    #: copied records whose timestamp was earlier than their predecessor's on their partition
+    late_records: int = 0
 
     @property
     def total_copied(self) -> int:
@@ -188,11 +203,13 @@ def _consume_ranges(
     stop_at_end_time: bool,
     copy: Callable[[Message, _PartitionRange], None],
     idle_timeout_s: float,
+    after_poll: Callable[[], None] = lambda: None,
 ) -> None:
     from confluent_kafka import KafkaError
 
     idle_since = time.monotonic()
     while not all(r.done for r in ranges.values()):
+        after_poll()  # an ordered copy writes what the records handled so far released
         msg = consumer.poll(0.5)
         if msg is None:
             if time.monotonic() - idle_since > idle_timeout_s:
@@ -215,6 +232,105 @@ def _consume_ranges(
             _handle_message(msg, ranges, summary, stop_at_end_time, copy)
 
 
+class _OrderedCopy:
+    """Writes a ticks copy in event-time order with watermarks of its own (see the module doc).
+
+    Records are pushed as they are consumed and produced once :class:`PartitionInterleave`
+    releases them; a partition that runs :data:`MAX_BUFFERED` records ahead is paused until
+    the others catch up, so memory stays bounded whatever the range.
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        summary: TopicReplaySummary,
+        ranges: Mapping[int, _PartitionRange],
+        target_partitions: int,
+        tracker: kafka_io.DeliveryTracker,
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.summary = summary
+        self.ranges = ranges
+        self.target_partitions = target_partitions
+        self.tracker = tracker
+        self.writer = WatermarkWriter(producer, summary.target, target_partitions, tracker)
+        self.interleave: PartitionInterleave[Message] = PartitionInterleave(ranges)
+        self._paused: set[int] = set()
+        self._closed = {p for p, r in ranges.items() if r.done}
+        for partition in self._closed:
+            self.interleave.close(partition)
+
+    def push(self, msg: Message, rng: _PartitionRange) -> None:
+        """Buffer one record of the range; pause its partition when it is far ahead."""
+        self.interleave.push(rng.partition, msg.timestamp()[1], msg)
+        if self.interleave.buffered(rng.partition) >= MAX_BUFFERED:
+            self._set_paused(rng.partition, paused=True)
+
+    def step(self) -> None:
+        """Close finished partitions, write what is ready, resume partitions that caught up."""
+        for partition, rng in self.ranges.items():
+            if rng.done and partition not in self._closed:
+                self._closed.add(partition)
+                self.interleave.close(partition)
+        for released in self.interleave.pop_ready():
+            self._write(released)
+        for partition in sorted(self._paused):
+            if self.interleave.buffered(partition) < MAX_BUFFERED // 2:
+                self._set_paused(partition, paused=False)
+
+    def finish(self, end_of_stream: bool) -> None:
+        """Write the rest; then, if asked, the final watermark on every target partition."""
+        for released in self.interleave.drain():
+            self._write(released)
+        if end_of_stream:
+            last = self.summary.last_timestamp_ms
+            if last is not None:
+                self.writer.send(last)  # the end-of-stream record then carries this timestamp
+            self.writer.end_stream()
+            self.summary.end_of_stream = True
+        self.summary.watermarks_sent = self.writer.sent
+
+    def _write(self, released: Released[Message]) -> None:
+        msg = released.item
+        partition = self._target_partition(msg, released.partition)
+        self.writer.before_record(partition, released.time_ms)
+        self.summary.late_records += released.late
+        kwargs: dict[str, Any] = {
+            "timestamp": msg.timestamp()[1], "partition": partition, "on_delivery": self.tracker,
+        }  # fmt: skip
+        if msg.headers():
+            kwargs["headers"] = msg.headers()
+        kafka_io.produce(self.producer, self.summary.target, msg.key(), msg.value(), **kwargs)
+        self.tracker.raise_if_failed()
+
+    def _target_partition(self, msg: Message, source_partition: int) -> int:
+        """The source's partition when the counts agree, else where the key hashes to."""
+        if self.target_partitions == len(self.ranges):
+            return source_partition
+        key = msg.key()
+        if key is None:
+            return source_partition % self.target_partitions
+        return kafka_io.partition_for(key.decode("utf-8", "replace"), self.target_partitions)
+
+    def _set_paused(self, partition: int, *, paused: bool) -> None:
+        from confluent_kafka import TopicPartition
+
+        tp = [TopicPartition(self.summary.source, partition)]
+        if paused and partition not in self._paused:
+            self.consumer.pause(tp)
+            self._paused.add(partition)
+        elif not paused and partition in self._paused:
+            self.consumer.resume(tp)
+            self._paused.discard(partition)
+
+
+def carries_watermarks(topic: str) -> bool:
+    """Whether a copy into ``topic`` gets watermarks by default: the topology's input only."""
+    return base_topic_of(topic) == Topic.MARKET_TICKS.value
+
+
 def replay_topic(
     source: str,
     target: str,
@@ -227,6 +343,8 @@ def replay_topic(
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
     timeout_s: float = 15.0,
     replication: int = 1,
+    watermarks: bool | None = None,
+    end_of_stream: bool = False,
 ) -> TopicReplaySummary:
     """Copy the records of ``source`` with ``window.start_ms <= timestamp < window.end_ms``.
 
@@ -237,11 +355,23 @@ def replay_topic(
     or at the high watermark captured at the start, so records arriving meanwhile are not copied.
     Key, value bytes, headers and timestamps are copied unchanged; the partition too when both
     topics have the same partition count (else the key hash picks it).
+
+    ``watermarks`` (default: when the target is a ``market.ticks``) writes the copy in event-time
+    order across partitions with in-band watermarks, as a file replay does, so the copy can drive
+    the topology; ``end_of_stream`` then ends it with the final watermark (a bounded replay
+    drains; leave it off to append another range later). Without watermarks records are copied
+    as they are consumed and ``end_of_stream`` is refused.
     """
     from confluent_kafka import KafkaException, TopicPartition
 
     if source == target:
         raise SameTopicError(f"refusing to replay {source!r} into itself")
+    ordered = carries_watermarks(target) if watermarks is None else watermarks
+    if end_of_stream and not ordered:
+        raise ReplayError(
+            f"an end-of-stream marker needs watermarks: {target!r} is not a market.ticks topic "
+            "(pass watermarks=True to write them anyway)"
+        )
     group = f"qt-replay-topic.{target}"
     consumer = kafka_io.consumer(kafka_io.ConsumerOptions(bootstrap, group, partition_eof=True))
     summary = TopicReplaySummary(source, target, window)
@@ -260,11 +390,19 @@ def replay_topic(
         consumer.assign(
             [TopicPartition(source, r.partition, r.start) for r in ranges.values() if not r.done]
         )
+        if ordered:
+            copier = _OrderedCopy(
+                consumer, producer, summary, ranges, len(target_partitions), tracker
+            )
+            _consume_ranges(consumer, ranges, summary, stop_at_end_time, copier.push,
+                            idle_timeout_s, after_poll=copier.step)  # fmt: skip
+            copier.finish(end_of_stream)
+        else:
 
-        def copy(msg: Message, rng: _PartitionRange) -> None:
-            _copy_message(msg, rng, producer, target, keep_partition, tracker)
+            def copy(msg: Message, rng: _PartitionRange) -> None:
+                _copy_message(msg, rng, producer, target, keep_partition, tracker)
 
-        _consume_ranges(consumer, ranges, summary, stop_at_end_time, copy, idle_timeout_s)
+            _consume_ranges(consumer, ranges, summary, stop_at_end_time, copy, idle_timeout_s)
         kafka_io.flush(producer, tracker, FLUSH_TIMEOUT_S)
     except KafkaException as exc:
         raise kafka_io.broker_error(bootstrap, f"replaying {source}", exc) from exc

@@ -42,10 +42,14 @@ class WatermarkWriter:
 
     def before_tick(self, symbol: str, event_time_ms: int) -> None:
         """Call before producing a tick: a watermark first when event time moved on."""
+        self.before_record(self._partition(symbol), event_time_ms)
+
+    def before_record(self, partition: int, event_time_ms: int) -> None:
+        """:meth:`before_tick` for a record whose partition is known (a topic copy)."""
         if event_time_ms >= self._watermark + WATERMARK_EVERY_MS:
             self.send(event_time_ms, self._quiet)
             self._quiet = set(range(self.partitions))
-        self._quiet.discard(self._partition(symbol))
+        self._quiet.discard(partition)
 
     def send(self, watermark: int, partitions: Iterable[int] | None = None) -> None:
         """Tell ``partitions`` (all by default) that no tick before ``watermark`` follows."""
