@@ -13,11 +13,12 @@ at-least-once delivery harmless:
 - ``sent``: the last ``qt-seq`` this instance gave per output topic, so its own re-sends repeat
   their numbers.
 
-The whole instance is one JSON document (zlib-compressed) in the stage's Faust table, under the
-instance's partition, written at a **flush**: after the outputs it covers are on the broker and
-before the offsets of the inputs it covers may be committed (the agent holds those acks until
-then, see :mod:`streams.app`). So a record a merge still buffers is in the table or its offset
-is not committed, and a restart restores exactly the state that matches the committed offsets.
+The whole instance is one JSON document (zlib-compressed, stored in parts below the broker's
+message limit) in the stage's Faust table, under the instance's partition, written at a
+**flush**: after the outputs it covers are on the broker and before the offsets of the inputs it
+covers may be committed (the agent holds those acks until then, see :mod:`streams.app`). So a
+record a merge still buffers is in the table or its offset is not committed, and a restart
+restores exactly the state that matches the committed offsets.
 """
 
 from __future__ import annotations
@@ -331,7 +332,3 @@ class StageRuntime:
         for partition in partitions:
             self.instances.pop(partition, None)
             self._dirty.discard(partition)
-
-    def handlers(self) -> list[StageHandler]:
-        """The live instances' handlers."""
-        return [inst.handler for inst in self.instances.values()]
