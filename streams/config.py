@@ -63,7 +63,13 @@ class SupervisorPolicy(_Frozen):
 
     bias_threshold: float = Field(0.70, gt=0.5, le=1, description="max share of one side")
     bias_window: int = Field(200, ge=10, description="last N non-HOLD signals considered")
-    min_confidence: float = Field(0.65, ge=0, le=1)
+    gate: Literal["edge", "confidence"] = Field(
+        "edge",
+        description="edge: trade only in the probability buckets whose walk-forward net-of-cost "
+        "return has a bootstrap lower bound above zero (the manifests' gate table, "
+        "docs/edge.md), NO_EDGE otherwise; confidence: the bare min_confidence gate",
+    )
+    min_confidence: float = Field(0.65, ge=0, le=1, description="the confidence gate's minimum")
     max_model_staleness_ms: int = Field(5 * 60_000, gt=0)
     max_disagreement: float = Field(0.5, ge=0, le=1)
 
