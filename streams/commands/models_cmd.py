@@ -7,6 +7,7 @@ line with their context and exit code 1, not as tracebacks.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -200,6 +201,37 @@ def evaluate(
             ensemble_weights=get_settings().ensemble_weights,
         )
     _console().print(f"report written to {out_dir}")
+
+
+@app.command()
+def gate(
+    write: Annotated[
+        bool, typer.Option(help="store the table in the members' manifests (edge_gate)")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="report folder")] = Path("models/reports/edge"),
+    cache: Annotated[Path, typer.Option(help="out-of-fold cache")] = Path("runs/edge"),
+    registry: RegistryOpt = None,
+) -> None:
+    """Build the expected-value gate of the promoted models from walk-forward out-of-fold votes
+    on their training period (refits the folds; cached per model set) and report it."""
+    from models.edge import GateEvidence, attach_gate, gate_report, measure_gate
+    from models.registry import read_index
+    from streams.config import get_settings
+
+    settings = get_settings()
+    reg = _registry(registry)
+    with _our_errors():
+        table = measure_gate(reg, read_index(reg), settings.ensemble_weights, settings.paper,
+                             GateEvidence(seed=settings.seed), cache, _console().print)  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "gate.md").write_text(gate_report(table), encoding="utf-8")
+        (out / "gate.json").write_text(
+            json.dumps(table.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        written = attach_gate(reg, table) if write else []
+    _console().print(gate_report(table))
+    for path in written:
+        _console().print(f"gate table written to {path}")
 
 
 @app.command("list")
