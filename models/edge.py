@@ -5,9 +5,11 @@ Steps (``quantum-trader models gate``):
 1. **Out-of-fold predictions** (:func:`collect_out_of_fold`) for a model set, on its training
    data only: the walk-forward folds of ``models/train.py`` are refitted with each manifest's
    exact config and seed (so the fold models are the ones the manifest's walk-forward metrics
-   describe; :func:`fold_check` compares them), each scoring its validation block; the held-back
-   block is scored by the registered ONNX models themselves (their final fit never saw it).
-   Nothing at or after the training ``end`` (the evaluation window) is read.
+   describe; :func:`fold_check` compares them), each scoring its validation block. The table is
+   built from these fold rows only. The held-back block is scored by the registered ONNX models
+   themselves (their final fit never saw it) and left out of the table: it is the shadow window
+   of the promotion gate (``models/promotion.py``). Nothing at or after the training ``end``
+   (the evaluation window) is read.
 2. **The runtime vote** on every row (``streams.stages.ensemble.vote`` via
    :func:`models.evaluation.predictors.runtime_ensemble`) with the configured weights.
 3. **Net returns**: acting on a BUY (SELL) at the row's close and leaving after the label
@@ -381,12 +383,13 @@ def measure_gate(
         oof = collect_out_of_fold(registry, versions, log)
         oof.save(cache)
     used = {m: float(weights[m]) for m in versions if weights.get(m, 0.0) > 0}
-    votes = ensemble_votes(oof, used)
+    # the folds only: the held-back block stays unseen by the table, for shadow scoring
+    votes = ensemble_votes(oof.subset(oof.source != HELD_BACK), used)
     provenance = {
         "training_period_only": True,
         "train_end_exclusive": oof.meta["train_end_exclusive"],
         "folds": oof.meta["folds"],
-        "held_back": oof.meta["held_back"],
+        "not_used_held_back": oof.meta["held_back"],
         "fold_refit_abs_diff_balanced_accuracy": oof.meta["fold_check_abs_diff"],
     }
     horizon = int(oof.meta["label"]["horizon_bars"])
@@ -406,8 +409,9 @@ def gate_report(gate: EdgeGate) -> str:
     return "\n".join([
         f"# Expected-value gate of {members}", "",
         f"- evidence: walk-forward out-of-fold votes of the training period only (before "
-        f"{ev.get('train_end_exclusive')}): folds {ev.get('folds')}; held-back block "
-        f"{ev.get('held_back')}",
+        f"{ev.get('train_end_exclusive')}), the validation blocks of the walk-forward folds "
+        f"{ev.get('folds')}; the held-back block {ev.get('not_used_held_back')} is left out "
+        f"(promotion's shadow window)",
         f"- rows {ev['rows']}, ensemble BUY/SELL signals {ev['signals']}; weights "
         f"{dict(gate.weights)}",
         f"- net return = {ev['net_return']} at h = {gate.horizon_bars} bars; round trip "

@@ -74,6 +74,15 @@ class SupervisorPolicy(_Frozen):
     max_disagreement: float = Field(0.5, ge=0, le=1)
 
 
+class PromotionRule(_Frozen):
+    """When a candidate model set may replace the champion (models/promotion.py)."""
+
+    min_decisions: int = Field(200, ge=1, description="candidate decisions on the shadow rows")
+    n_boot: int = Field(2000, ge=100, description="bootstrap resamples")
+    ci: float = Field(0.90, gt=0, lt=1, description="two-sided interval; its lower bound decides")
+    seed: int = 7
+
+
 class RewardConfig(_Frozen):
     """How a closed trade is scored."""
 
@@ -230,6 +239,7 @@ class Settings(BaseSettings):
     selector: SelectorConfig = SelectorConfig()
     sizing: SizingConfig = SizingConfig()
     reward: RewardConfig = RewardConfig()
+    promotion: PromotionRule = PromotionRule()
     paper: PaperConfig = PaperConfig()
     ensemble_weights: dict[str, float] = Field(
         default_factory=lambda: {"xgboost": 0.25, "lightgbm": 0.25, "nhits": 0.25, "patchtst": 0.25}
