@@ -39,6 +39,26 @@ class RiskLimits(_Frozen):
     max_symbol_concentration: float = Field(0.25, gt=0, le=1, description="equity share per symbol")
     max_open_correlation: float = Field(0.85, gt=0, le=1)
     starting_equity_usd: float = Field(10_000.0, gt=0)
+    max_total_drawdown: float = Field(
+        0.30, gt=0, lt=1,
+        description="of peak equity, over any number of days/weeks: trips a circuit breaker "
+        "that refuses new entries until an operator RESUME",
+    )  # fmt: skip
+    defensive_drawdown: float = Field(
+        0.20, gt=0, lt=1, description="of peak equity: the policy layer turns DEFENSIVE"
+    )
+    defensive_size: float = Field(
+        0.5, gt=0, le=1, description="margin multiplier of new entries in DEFENSIVE mode"
+    )
+    defensive_in_high_volatility: bool = Field(
+        False, description="a decision in the HIGH_VOLATILITY regime is sized DEFENSIVE"
+    )
+
+    @model_validator(mode="after")
+    def _defensive_before_halt(self) -> RiskLimits:
+        if self.defensive_drawdown >= self.max_total_drawdown:
+            raise ValueError("defensive_drawdown must be below max_total_drawdown")
+        return self
 
 
 class ExitPolicy(_Frozen):

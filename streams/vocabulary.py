@@ -162,6 +162,14 @@ class ModelEventKind(StrEnum):
     OTHER = "OTHER"
 
 
+class TradingMode(StrEnum):
+    """What the risk stage's policy layer lets the portfolio do (not on a contract yet)."""
+
+    NORMAL = "NORMAL"
+    DEFENSIVE = "DEFENSIVE"  # new entries at a smaller size
+    HALT = "HALT"  # no new entries: operator halt, or the total-drawdown circuit breaker
+
+
 class CommandKind(StrEnum):
     """Operator command."""
 
