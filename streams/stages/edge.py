@@ -184,7 +184,8 @@ def edge_veto(signal: SignalScored, gate: EdgeGate | None, problem: str) -> Veto
     volatility = signal.volatility if math.isfinite(signal.volatility) else 0.0
     bucket = lookup(gate, signal.action, signal.confidence, volatility)
     if bucket is None:
-        detail = f"{signal.action.value} p={signal.confidence:.4f}: no walk-forward evidence"
+        lo, hi = bucket_bounds(gate.prob_edges, bucket_index(gate.prob_edges, signal.confidence))
+        detail = f"{signal.action.value} p in [{lo:.2f},{hi:.2f}): no walk-forward evidence"
         return VetoReason(rule=VetoRule.NO_EDGE, detail=detail)
     if bucket.tradeable:
         return None
