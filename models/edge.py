@@ -406,15 +406,20 @@ def gate_report(gate: EdgeGate) -> str:
         if tradeable
         else "no tradeable bucket: with these models the system stands aside (NO_EDGE)"
     )
+
+    def span(r: Mapping[str, Any]) -> str:
+        return f"{r.get('first')} .. {r.get('last')} ({r.get('rows')} rows)"
+
+    folds = "; ".join(span(f) for f in ev.get("folds", []))
+    held = span(ev.get("not_used_held_back", {}))
     return "\n".join([
         f"# Expected-value gate of {members}", "",
         f"- evidence: walk-forward out-of-fold votes of the training period only (before "
-        f"{ev.get('train_end_exclusive')}), the validation blocks of the walk-forward folds "
-        f"{ev.get('folds')}; the held-back block {ev.get('not_used_held_back')} is left out "
-        f"(promotion's shadow window)",
+        f"{ev.get('train_end_exclusive')}), the validation blocks of the walk-forward folds: "
+        f"{folds}; the held-back block {held} is left out (the promotion gate's shadow window)",
         f"- rows {ev['rows']}, ensemble BUY/SELL signals {ev['signals']}; weights "
         f"{dict(gate.weights)}",
-        f"- net return = {ev['net_return']} at h = {gate.horizon_bars} bars; round trip "
+        f"- net return = `{ev['net_return']}` at h = {gate.horizon_bars} bars; round trip "
         f"{gate.round_trip_cost:.4%} (taker {ev['costs']['taker_fee']}, slippage "
         f"{ev['costs']['slippage_bps']} bp per side)",
         f"- bootstrap: {ev['n_boot']} resamples of {ev['block_minutes']}-minute event-time "

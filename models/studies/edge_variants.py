@@ -10,6 +10,10 @@ venue's costs. A variant is one change against the promoted setup:
   of that return in the same minute (the symbol's move against the market);
 * ``+vol``: the gate conditioned on volatility terciles of ``vol_60`` (regime conditioning).
 
+The gate is built from the folds' out-of-fold votes; the held-back block (the last 12 % of the
+training period, unseen by the folds and by the final fit) then checks it: the decisions the
+gate lets through there and their mean net return with a block-bootstrap interval.
+
 Run: ``python -m models.studies.edge_variants [--out models/reports/edge/variants.json]``.
 Prints one line per variant and writes the tables; docs/edge.md reports the figures.
 """
@@ -82,8 +86,15 @@ def with_features(ds: Dataset, variant: Variant) -> Dataset:
     return dataclasses.replace(ds, tabular=cross_sectional(ds.tabular, ds.time_ms))
 
 
-def out_of_fold(ds: Dataset, plan: TrainPlan, horizon: int) -> tuple[Votes, dict[str, Any]]:
-    """XGBoost's out-of-fold votes over the walk-forward folds (no held-back block here)."""
+def _votes(ds: Dataset, idx: npt.NDArray[np.int64], p: npt.NDArray[np.float64]) -> Votes:
+    pred = p.argmax(axis=1).astype(np.int64)
+    return Votes(pred, p[np.arange(len(p)), pred], ds.fwd_return[idx], ds.time_ms[idx],
+                 ds.tabular[idx, _VOL_60].astype(np.float64))  # fmt: skip
+
+
+def out_of_fold(ds: Dataset, plan: TrainPlan, horizon: int) -> tuple[Votes, Votes, dict[str, Any]]:
+    """XGBoost's out-of-fold votes over the walk-forward folds, and the final fit's votes on
+    the held-back block (the gate is built from the folds only; the block checks it)."""
     from models import xgb
 
     split = split_rows(ds.time_ms, plan, horizon * 60_000)
@@ -93,11 +104,25 @@ def out_of_fold(ds: Dataset, plan: TrainPlan, horizon: int) -> tuple[Votes, dict
         rows.append(va)
         probs.append(np.asarray(proba, dtype=np.float64))
         folds.append(classification_metrics(ds.y[va], proba)["balanced_accuracy"])
-    idx, p = np.concatenate(rows), np.concatenate(probs)
-    pred = p.argmax(axis=1).astype(np.int64)
-    votes = Votes(pred, p[np.arange(len(p)), pred], ds.fwd_return[idx], ds.time_ms[idx],
-                  ds.tabular[idx, _VOL_60].astype(np.float64))  # fmt: skip
-    return votes, {"fold_balanced_accuracy": folds}
+    _, held = _fit_and_score(xgb, xgb.DEFAULT_CONFIG, ds, split.dev, split.holdout, plan)
+    oof = _votes(ds, np.concatenate(rows), np.concatenate(probs))
+    held_back = _votes(ds, split.holdout, np.asarray(held, dtype=np.float64))
+    return oof, held_back, {"fold_balanced_accuracy": folds}
+
+
+def held_back_check(gate: EdgeGate, votes: Votes, seed: int) -> dict[str, Any]:
+    """Decisions the gate lets through on the held-back block and their net return."""
+    from models.edge import block_bootstrap_ci, block_ids, net_returns
+    from models.promotion import gated_actions
+
+    acts = gated_actions(gate, votes.action, votes.prob, votes.volatility)
+    net = net_returns(acts, votes.fwd_return, gate.round_trip_cost)
+    acted = acts != 1
+    if not acted.any():
+        return {"decisions": 0}
+    lo, hi = block_bootstrap_ci(net[acted], block_ids(votes.time_ms[acted], 240), 2000, 0.9, seed)
+    return {"decisions": int(acted.sum()), "mean_net_return": float(net[acted].mean()),
+            "ci": [lo, hi], "sum_net_return": float(net[acted].sum())}  # fmt: skip
 
 
 def measure(variant: Variant, data_dir: Path, seed: int) -> tuple[EdgeGate, dict[str, Any]]:
@@ -105,10 +130,11 @@ def measure(variant: Variant, data_dir: Path, seed: int) -> tuple[EdgeGate, dict
     label = LabelSpec(horizon_bars=variant.horizon)
     ds = with_features(build_dataset(data_dir, None, None, TRAIN_END, label), variant)
     plan = TrainPlan(data_dir=data_dir, registry=Path("unused"), version="study", seed=seed)
-    votes, figures = out_of_fold(ds, plan, variant.horizon)
+    votes, held, figures = out_of_fold(ds, plan, variant.horizon)
     ev = GateEvidence(vol_quantiles=(1 / 3, 2 / 3) if variant.vol_conditioned else (), seed=seed)
     gate = build_gate(votes, {"xgboost": variant.name}, {"xgboost": 1.0}, variant.horizon,
                       PaperConfig(), ev, {"variant": variant.name})  # fmt: skip
+    figures["held_back"] = held_back_check(gate, held, seed)
     return gate, figures
 
 
@@ -125,6 +151,7 @@ def summary(variant: Variant, gate: EdgeGate, figures: dict[str, Any]) -> dict[s
         "best_bucket": best.describe(),
         "best_lower": best.lower,
         "tradeable": [b.describe() for b in gate.tradeable()],
+        "held_back_gated": figures["held_back"],
     }
 
 
