@@ -255,10 +255,35 @@ def fold_check(folds: Sequence[Mapping[str, Any]], recorded: Mapping[str, Any]) 
     return [abs(a - b) for a, b in zip(mine, theirs, strict=False)]
 
 
+def model_cache_path(cache_dir: Path, model: str, version: str) -> Path:
+    """Where one model version's out-of-fold probabilities are cached."""
+    return cache_dir / f"oof-{model}@{version}.npz"
+
+
+def _cached_probs(
+    path: Path, time_ms: IntArray, symbol: Any
+) -> tuple[FloatArray, list[float]] | None:
+    """A model's cached probabilities if they were made on exactly these rows."""
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        if not (np.array_equal(z["time_ms"], time_ms) and np.array_equal(z["symbol"], symbol)):
+            return None
+        return np.asarray(z["probs"]), [float(x) for x in z["fold_check"]]
+
+
 def collect_out_of_fold(
-    registry: Path, versions: Mapping[str, str], log: Callable[[str], None] = print
+    registry: Path,
+    versions: Mapping[str, str],
+    log: Callable[[str], None] = print,
+    cache_dir: Path | None = None,
 ) -> OutOfFold:
-    """Refit each member's walk-forward folds and score its held-back block (module doc)."""
+    """Refit each member's walk-forward folds and score its held-back block (module doc).
+
+    With ``cache_dir``, each model version's probabilities are kept there (``.npz``) and reused
+    when a later set holds the same version on the same rows: a fold refit of a sequence model
+    costs minutes.
+    """
     from models.catalog import model_module
     from models.dataset import LabelSpec, build_dataset
     from models.metrics import classification_metrics
@@ -289,6 +314,12 @@ def collect_out_of_fold(
     probs: dict[str, FloatArray] = {}
     checks: dict[str, list[float]] = {}
     for name, manifest in manifests.items():
+        cache = None if cache_dir is None else model_cache_path(cache_dir, name, manifest.version)
+        cached = None if cache is None else _cached_probs(cache, ds.time_ms[rows], ds.symbol[rows])
+        if cached is not None:
+            log(f"{name} {manifest.version}: out-of-fold probabilities from {cache}")
+            probs[name], checks[name] = cached
+            continue
         _, module, default = model_module(name)
         config = config_from_manifest(default, manifest.config)
         parts, folds = [], []
@@ -303,6 +334,12 @@ def collect_out_of_fold(
         probs[name] = np.concatenate(parts)
         checks[name] = fold_check(folds, manifest.metrics.get("walk_forward", {}))
         log(f"{name}: fold balanced accuracy refit vs manifest |diff| {checks[name]}")
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(
+                cache, probs=probs[name], time_ms=ds.time_ms[rows], symbol=ds.symbol[rows],
+                fold_check=np.asarray(checks[name]),
+            )  # fmt: skip
     meta = {
         "versions": dict(versions), "label": label.to_dict(), "data_dir": str(plan.data_dir),
         "train_end_exclusive": plan.end, "fold_check_abs_diff": checks,
@@ -359,12 +396,6 @@ def gate_table_markdown(gate: EdgeGate) -> str:
     return "\n".join(lines)
 
 
-def oof_cache_path(cache_dir: Path, versions: Mapping[str, str]) -> Path:
-    """Where the out-of-fold probabilities of a model set are cached."""
-    name = "-".join(f"{m}@{v}" for m, v in sorted(versions.items()))
-    return cache_dir / f"oof-{name}.npz"
-
-
 def measure_gate(
     registry: Path,
     versions: Mapping[str, str],
@@ -373,15 +404,9 @@ def measure_gate(
     ev: GateEvidence,
     cache_dir: Path,
     log: Callable[[str], None] = print,
-) -> EdgeGate:
-    """Out-of-fold votes of ``versions`` (cached per model set) -> their gate table."""
-    cache = oof_cache_path(cache_dir, versions)
-    if cache.is_file():
-        log(f"out-of-fold predictions from {cache}")
-        oof = OutOfFold.load(cache)
-    else:
-        oof = collect_out_of_fold(registry, versions, log)
-        oof.save(cache)
+) -> tuple[EdgeGate, OutOfFold]:
+    """Out-of-fold votes of ``versions`` (cached per model version) -> their gate table."""
+    oof = collect_out_of_fold(registry, versions, log, cache_dir)
     used = {m: float(weights[m]) for m in versions if weights.get(m, 0.0) > 0}
     # the folds only: the held-back block stays unseen by the table, for shadow scoring
     votes = ensemble_votes(oof.subset(oof.source != HELD_BACK), used)
@@ -393,7 +418,7 @@ def measure_gate(
         "fold_refit_abs_diff_balanced_accuracy": oof.meta["fold_check_abs_diff"],
     }
     horizon = int(oof.meta["label"]["horizon_bars"])
-    return build_gate(votes, versions, used, horizon, paper, ev, provenance)
+    return build_gate(votes, versions, used, horizon, paper, ev, provenance), oof
 
 
 def gate_report(gate: EdgeGate) -> str:

@@ -206,7 +206,6 @@ def shadow_compare(
         OutOfFold,
         ensemble_votes,
         measure_gate,
-        oof_cache_path,
     )
     from models.registry import gate_tables
     from models.scorer import EnsembleScorer
@@ -214,9 +213,8 @@ def shadow_compare(
     from streams.stages.edge import gate_from_manifests
 
     paper = PaperConfig()
-    cand_gate = measure_gate(registry, candidate, weights, paper, GateEvidence(seed=rule.seed),
-                             cache_dir, log)  # fmt: skip
-    oof = OutOfFold.load(oof_cache_path(cache_dir, candidate))
+    cand_gate, oof = measure_gate(registry, candidate, weights, paper,
+                                  GateEvidence(seed=rule.seed), cache_dir, log)  # fmt: skip
     shadow = oof.subset(oof.source == HELD_BACK)
     cand_votes = ensemble_votes(shadow, cand_gate.weights)
     champ_probs = _score_rows(registry, champion, oof_rows=shadow, scorer=EnsembleScorer)

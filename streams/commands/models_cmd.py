@@ -308,7 +308,7 @@ def gate(
     settings = get_settings()
     reg = _registry(registry)
     with _our_errors():
-        table = measure_gate(reg, read_index(reg), settings.ensemble_weights, settings.paper,
+        table, _oof = measure_gate(reg, read_index(reg), settings.ensemble_weights, settings.paper,
                              GateEvidence(seed=settings.seed), cache, _console().print)  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
         (out / "gate.md").write_text(gate_report(table), encoding="utf-8")
