@@ -249,7 +249,8 @@ def _score_rows(registry: Path, versions: Mapping[str, str], oof_rows: Any, scor
 
     meta = oof_rows.meta
     label = LabelSpec(**{k: meta["label"][k] for k in ("horizon_bars", "fee_rate", "dead_zone")})
-    lo, hi = int(oof_rows.time_ms.min()), int(oof_rows.time_ms.max()) + 60_000
+    # the labels of the last rows look ahead to the training end: the same end as the rows had
+    lo, hi = int(oof_rows.time_ms.min()), meta["train_end_exclusive"]
     ds = build_dataset(Path(meta["data_dir"]), sorted(set(oof_rows.symbol.tolist())), lo, hi,
                        label)  # fmt: skip
     key = {(int(t), str(s)): i for i, (t, s) in enumerate(zip(ds.time_ms, ds.symbol, strict=True))}
