@@ -152,10 +152,13 @@ def decide(
 
 
 def decision_events(decision: PromotionDecision, event_time_ms: int) -> list[ModelEventRecorded]:
-    """``SHADOW_SCORED`` for each candidate member, then ``PROMOTED``/``PROMOTION_REFUSED``."""
+    """``SHADOW_SCORED``, then ``PROMOTED``/``PROMOTION_REFUSED``, for each model the candidate
+    swaps in (the members it shares with the champion are not candidates)."""
     kind = ModelEventKind.PROMOTED if decision.promote else ModelEventKind.PROMOTION_REFUSED
     events = []
-    for model, version in sorted(decision.candidate.versions.items()):
+    champion = decision.champion.versions
+    swapped = {m: v for m, v in decision.candidate.versions.items() if champion.get(m) != v}
+    for model, version in sorted(swapped.items()):
         for k, metric_name, metric, detail in (
             (ModelEventKind.SHADOW_SCORED, "shadow_mean_pnl_lower", decision.candidate.lower,
              decision.candidate.describe()),
