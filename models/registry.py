@@ -64,6 +64,9 @@ class Manifest:
     native_file: str | None = None
     notes: list[str] = field(default_factory=list)
     schema: int = MANIFEST_SCHEMA
+    edge_gate: dict[str, Any] | None = None
+    """The expected-value gate table of the model set this version was promoted in
+    (``models/edge.py``), or None before ``models gate`` ran for it."""
 
     def to_json(self) -> str:
         """Stable JSON (sorted keys) so re-registering the same model gives the same bytes."""
@@ -147,6 +150,20 @@ def register(
     )
     _atomic_write(target / MANIFEST_FILE, final.to_json())
     return RegisteredModel(final, onnx_dst)
+
+
+def write_manifest(registry: Path, manifest: Manifest) -> Path:
+    """Rewrite a registered version's manifest (e.g. with its gate table); artifact untouched."""
+    target = version_dir(registry, manifest.model, manifest.version) / MANIFEST_FILE
+    if not target.is_file():
+        raise RegistryError(f"{manifest.model} {manifest.version} is not registered in {registry}")
+    _atomic_write(target, manifest.to_json())
+    return target
+
+
+def gate_tables(registry: Path, versions: dict[str, str]) -> dict[str, dict[str, Any] | None]:
+    """Each version's manifest gate table (None where it has none), for the supervisor."""
+    return {m: read_manifest(registry, m, v).edge_gate for m, v in sorted(versions.items())}
 
 
 def _replace(manifest: Manifest, **changes: Any) -> Manifest:

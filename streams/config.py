@@ -39,6 +39,26 @@ class RiskLimits(_Frozen):
     max_symbol_concentration: float = Field(0.25, gt=0, le=1, description="equity share per symbol")
     max_open_correlation: float = Field(0.85, gt=0, le=1)
     starting_equity_usd: float = Field(10_000.0, gt=0)
+    max_total_drawdown: float = Field(
+        0.30, gt=0, lt=1,
+        description="of peak equity, over any number of days/weeks: trips a circuit breaker "
+        "that refuses new entries until an operator RESUME",
+    )  # fmt: skip
+    defensive_drawdown: float = Field(
+        0.20, gt=0, lt=1, description="of peak equity: the policy layer turns DEFENSIVE"
+    )
+    defensive_size: float = Field(
+        0.5, gt=0, le=1, description="margin multiplier of new entries in DEFENSIVE mode"
+    )
+    defensive_in_high_volatility: bool = Field(
+        False, description="a decision in the HIGH_VOLATILITY regime is sized DEFENSIVE"
+    )
+
+    @model_validator(mode="after")
+    def _defensive_before_halt(self) -> RiskLimits:
+        if self.defensive_drawdown >= self.max_total_drawdown:
+            raise ValueError("defensive_drawdown must be below max_total_drawdown")
+        return self
 
 
 class ExitPolicy(_Frozen):
@@ -63,9 +83,24 @@ class SupervisorPolicy(_Frozen):
 
     bias_threshold: float = Field(0.70, gt=0.5, le=1, description="max share of one side")
     bias_window: int = Field(200, ge=10, description="last N non-HOLD signals considered")
-    min_confidence: float = Field(0.65, ge=0, le=1)
+    gate: Literal["edge", "confidence"] = Field(
+        "edge",
+        description="edge: trade only in the probability buckets whose walk-forward net-of-cost "
+        "return has a bootstrap lower bound above zero (the manifests' gate table, "
+        "docs/edge.md), NO_EDGE otherwise; confidence: the bare min_confidence gate",
+    )
+    min_confidence: float = Field(0.65, ge=0, le=1, description="the confidence gate's minimum")
     max_model_staleness_ms: int = Field(5 * 60_000, gt=0)
     max_disagreement: float = Field(0.5, ge=0, le=1)
+
+
+class PromotionRule(_Frozen):
+    """When a candidate model set may replace the champion (models/promotion.py)."""
+
+    min_decisions: int = Field(200, ge=1, description="candidate decisions on the shadow rows")
+    n_boot: int = Field(2000, ge=100, description="bootstrap resamples")
+    ci: float = Field(0.90, gt=0, lt=1, description="two-sided interval; its lower bound decides")
+    seed: int = 7
 
 
 class RewardConfig(_Frozen):
@@ -295,6 +330,7 @@ class Settings(BaseSettings):
     selector: SelectorConfig = SelectorConfig()
     sizing: SizingConfig = SizingConfig()
     reward: RewardConfig = RewardConfig()
+    promotion: PromotionRule = PromotionRule()
     paper: PaperConfig = PaperConfig()
     live: LiveConfig = LiveConfig()
     ensemble_weights: dict[str, float] = Field(

@@ -114,12 +114,9 @@ class DemoResult:
 
 
 def with_min_confidence(settings: Settings, gate: float) -> Settings:
-    """``settings`` with the supervisor's confidence gate (the only one) set to ``gate``."""
-    return settings.model_copy(
-        update={
-            "supervisor": settings.supervisor.model_copy(update={"min_confidence": gate}),
-        }
-    )
+    """``settings`` with the supervisor's bare confidence gate at ``gate`` (not the edge gate)."""
+    policy = settings.supervisor.model_copy(update={"gate": "confidence", "min_confidence": gate})
+    return settings.model_copy(update={"supervisor": policy})
 
 
 def wait_until_drained(

@@ -54,6 +54,7 @@ from streams.decisions import (
     decisions_sha256,
     write_decisions,
 )
+from streams.vocabulary import VetoRule
 
 REPORT_FILE = "report.json"
 TRADES_FILE = "trades.csv"
@@ -152,6 +153,7 @@ class ReportBuilder:
     rejections_by_rule: Counter[str] = field(default_factory=Counter)
     dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
     exits_by_reason: Counter[str] = field(default_factory=Counter)
+    no_edge_by_bucket: Counter[str] = field(default_factory=Counter)
     symbols: set[str] = field(default_factory=set)
     first_ms: int | None = None
     last_ms: int | None = None
@@ -179,7 +181,11 @@ class ReportBuilder:
             self.signals_by_action[record.action.value] += 1
         elif isinstance(record, SignalSupervised):
             self.vetoes_by_reason.update(v.rule.value for v in record.veto_reasons)
+            self.no_edge_by_bucket.update(
+                v.detail for v in record.veto_reasons if v.rule is VetoRule.NO_EDGE
+            )
             self.counts["vetoed_signals"] += record.vetoed
+            self.counts["passed_signals"] += not record.vetoed
         elif isinstance(record, OrderRejected):
             self.rejections_by_rule[record.rule.value] += 1
         elif isinstance(record, DeadLettered):
@@ -232,6 +238,8 @@ class ReportBuilder:
             "supervised": c[SignalSupervised.__name__],
             "vetoed_signals": c["vetoed_signals"],
             "vetoes_by_reason": dict(sorted(self.vetoes_by_reason.items())),
+            "passed_signals": c["passed_signals"],
+            "no_edge_top_buckets": dict(self.no_edge_by_bucket.most_common(3)),
             "decisions": c[DecisionSized.__name__],
             "approvals": c[OrderApproved.__name__],
             "rejections": c[OrderRejected.__name__],
@@ -392,6 +400,7 @@ def summary_lines(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("ticks / dead letters", f"{c['ticks']:,} / {c['dead_letters']:,}"),
         ("signals", ", ".join(f"{k} {v:,}" for k, v in c["signals_by_action"].items())),
         ("vetoes", ", ".join(f"{k} {v:,}" for k, v in c["vetoes_by_reason"].items()) or "-"),
+        ("gate", gate_line(report)),
         ("decisions / approved", f"{c['decisions']:,} / {c['approvals']:,}"),
         ("rejections", ", ".join(f"{k} {v:,}" for k, v in c["rejections_by_rule"].items()) or "-"),
         ("trades", f"{c['closed_trades']:,} ({exits})"),
@@ -401,6 +410,18 @@ def summary_lines(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("throughput", "-" if not bars_s else f"{bars_s:,.0f} bars/s"),
         ("trades_sha256", report["trades_sha256"]),
     ]  # fmt: skip
+
+
+def gate_line(report: Mapping[str, Any]) -> str:
+    """Which gate ran and, for the edge gate, how much it let through and what stopped the rest."""
+    policy = report.get("config", {}).get("supervisor", {})
+    c = report["counts"]
+    if policy.get("gate") != "edge":
+        return f"confidence >= {policy.get('min_confidence', '?')}"
+    stood_aside = c["vetoes_by_reason"].get(VetoRule.NO_EDGE.value, 0)
+    line = f"edge: {c.get('passed_signals', 0):,} signals passed, {stood_aside:,} stood aside"
+    top = next(iter(c.get("no_edge_top_buckets", {})), None)
+    return f"{line} (most: {top})" if top else line
 
 
 def print_summary(report: Mapping[str, Any], run_dir: Path | None = None) -> None:

@@ -117,7 +117,7 @@ class Pipeline:
         self.sink = TapStages(settings, extra, sink).send if extra else sink
         self.features = FeaturesStage()
         self.ensemble = EnsembleStage.from_settings(settings, scorer)
-        self.supervisor = SupervisorStage.from_settings(settings, scorer.names)
+        self.supervisor = SupervisorStage.from_settings(settings, scorer.names, scorer.versions)
         self.strategy = StrategyStage.from_settings(settings)
         self.risk = RiskStage.from_settings(settings)
         self.planner = ExitPlannerStage.from_settings(settings)

@@ -69,6 +69,7 @@ class VetoRule(StrEnum):
     STALE_MODEL = "STALE_MODEL"
     MISSING_MODEL = "MISSING_MODEL"
     MODEL_DISAGREEMENT = "MODEL_DISAGREEMENT"
+    NO_EDGE = "NO_EDGE"
     OTHER = "OTHER"
 
 
@@ -89,6 +90,8 @@ class RiskRule(StrEnum):
     CORRELATION = "CORRELATION"
     DUPLICATE_DECISION = "DUPLICATE_DECISION"
     OPPOSITE_POSITION = "OPPOSITE_POSITION"
+    MAX_TOTAL_DRAWDOWN = "MAX_TOTAL_DRAWDOWN"
+    TRADING_HALTED = "TRADING_HALTED"
     OTHER = "OTHER"
 
 
@@ -155,7 +158,16 @@ class ModelEventKind(StrEnum):
     DRIFT_DETECTED = "DRIFT_DETECTED"
     SHADOW_SCORED = "SHADOW_SCORED"
     RETRAINED = "RETRAINED"
+    PROMOTION_REFUSED = "PROMOTION_REFUSED"
     OTHER = "OTHER"
+
+
+class TradingMode(StrEnum):
+    """What the risk stage's policy layer lets the portfolio do (not on a contract yet)."""
+
+    NORMAL = "NORMAL"
+    DEFENSIVE = "DEFENSIVE"  # new entries at a smaller size
+    HALT = "HALT"  # no new entries: operator halt, or the total-drawdown circuit breaker
 
 
 class CommandKind(StrEnum):

@@ -110,4 +110,8 @@ class SupervisorHandler:
 
 def build(context: BuildContext) -> SupervisorHandler:
     """The stage from the settings (``streams/topology.py`` names this factory)."""
-    return SupervisorHandler(SupervisorStage.from_settings(context.settings, context.scorer.names))
+    return SupervisorHandler(
+        SupervisorStage.from_settings(
+            context.settings, context.scorer.names, context.scorer.versions
+        )
+    )

@@ -22,9 +22,10 @@ def command(
     min_confidence: Annotated[
         float | None,
         typer.Option(
-            help="the supervisor's confidence gate for this run; the bundled "
-            "models rarely pass the seed's 65% (0 decisions in the 4.5 days), so the demo "
-            "uses 50%; pass 0.65 to see the seed's gate"
+            help="run the supervisor's bare confidence gate at this minimum instead of the "
+            "default edge gate (which stands aside with the bundled models: docs/edge.md); the "
+            "bundled models rarely pass the seed's 65% (0 decisions in the 4.5 days), so the "
+            "demo uses 50%; pass 0.65 to see the seed's gate"
         ),
     ] = 0.5,
     dashboard: Annotated[

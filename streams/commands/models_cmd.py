@@ -7,6 +7,7 @@ line with their context and exit code 1, not as tracebacks.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,7 +100,13 @@ def train(
     horizon: Annotated[int, typer.Option(help="label horizon, bars")] = 15,
     fee_rate: Annotated[float, typer.Option(help="fee per side")] = 0.0004,
     dead_zone: Annotated[float | None, typer.Option(help="dead zone beyond fees")] = None,
-    promote: Annotated[bool, typer.Option(help="promote the new versions")] = True,
+    promote: Annotated[
+        bool,
+        typer.Option(
+            help="promote the new versions if they pass the promotion gate (shadow "
+            "scoring against the champion, models/promotion.py)"
+        ),
+    ] = True,
     overwrite: Annotated[bool, typer.Option(help="replace an existing version")] = False,
     keep_native: Annotated[
         bool, typer.Option(help="store the native model too (for `models export`)")
@@ -136,7 +143,7 @@ def train(
         n_folds=folds,
         holdout_fraction=holdout_fraction,
         train_stride=stride,
-        promote=promote,
+        promote=False,  # the promotion gate decides, after every model is registered
         overwrite=overwrite,
         keep_native=keep_native,
         label=label,
@@ -145,7 +152,88 @@ def train(
     console = _console()
     console.print(f"training {', '.join(plan.models)} as {plan.version} on {data} < {train_end}")
     with _our_errors():
-        run(plan, log=console.print)
+        outcomes = run(plan, log=console.print)
+        if promote:
+            trained = {o.name: o.version for o in outcomes if "-" not in o.name}
+            _gate_and_promote(reg, trained)
+
+
+def _gate_and_promote(reg: Path, trained: dict[str, str]) -> None:
+    """Shadow-score the candidate set against the champion; promote it only if the gate says so."""
+    from models.promotion import append_events, decision_events, shadow_compare
+    from models.registry import promote, read_index
+    from streams.config import get_settings
+
+    settings = get_settings()
+    champion = read_index(reg)
+    candidate = {**champion, **trained}
+    console = _console()
+    decision, at = shadow_compare(
+        reg, candidate, champion, settings.ensemble_weights, settings.promotion,
+        settings.supervisor.bias_threshold, Path("runs/edge"), console.print,
+    )  # fmt: skip
+    events = decision_events(decision, at)
+    path = append_events(reg, events)
+    _publish(events)
+    console.print(decision.detail())
+    if decision.promote:
+        for model, version in sorted(trained.items()):
+            promote(reg, model, version)
+        console.print(f"promoted {trained}; events in {path}")
+    else:
+        console.print(f"[yellow]not promoted[/yellow]; the champion stays; events in {path}")
+
+
+def _publish(events: list[Any]) -> None:
+    """Produce the events to ``models.events`` when a broker is configured."""
+    from streams import kafka_io
+    from streams.config import get_settings
+    from streams.contracts.codec import serializer_for
+    from streams.topics import Topic, topic_name
+
+    settings = get_settings()
+    if not settings.kafka_bootstrap:
+        return
+    producer = kafka_io.producer(kafka_io.ProducerOptions(settings.kafka_bootstrap,
+                                                          idempotence=False))  # fmt: skip
+    tracker = kafka_io.DeliveryTracker()
+    serialize = serializer_for(Topic.MODELS_EVENTS)
+    for e in events:
+        kafka_io.produce(
+            producer, topic_name(Topic.MODELS_EVENTS, settings.topic_prefix),
+            e.event_id.encode(), serialize(e), on_delivery=tracker,
+        )  # fmt: skip
+    kafka_io.flush(producer, tracker, timeout_s=15)
+
+
+@app.command()
+def shadow(
+    candidate: Annotated[str, typer.Argument(help="model=version list, e.g. xgboost=v3")],
+    registry: RegistryOpt = None,
+    promote: Annotated[bool, typer.Option(help="promote when the gate passes")] = False,
+) -> None:
+    """Shadow-score a candidate set (the champion with these versions swapped in) against the
+    promoted one on the candidate's held-back block and print the promotion gate's decision."""
+    from models.promotion import decision_events, shadow_compare
+    from models.registry import read_index
+    from streams.config import get_settings
+
+    reg = _registry(registry)
+    swapped = dict(item.split("=", 1) for item in _csv(candidate))
+    with _our_errors():
+        if promote:
+            _gate_and_promote(reg, swapped)
+            return
+        settings = get_settings()
+        champion = read_index(reg)
+        decision, at = shadow_compare(
+            reg, {**champion, **swapped}, champion, settings.ensemble_weights,
+            settings.promotion, settings.supervisor.bias_threshold, Path("runs/edge"),
+            _console().print,
+        )  # fmt: skip
+    _console().print(decision.detail())
+    for e in decision_events(decision, at):
+        _console().print(f"{e.kind.value} {e.model}@{e.version} {e.metric_name}={e.metric:+.6f}")
 
 
 def _overrides(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -200,6 +288,37 @@ def evaluate(
             ensemble_weights=get_settings().ensemble_weights,
         )
     _console().print(f"report written to {out_dir}")
+
+
+@app.command()
+def gate(
+    write: Annotated[
+        bool, typer.Option(help="store the table in the members' manifests (edge_gate)")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="report folder")] = Path("models/reports/edge"),
+    cache: Annotated[Path, typer.Option(help="out-of-fold cache")] = Path("runs/edge"),
+    registry: RegistryOpt = None,
+) -> None:
+    """Build the expected-value gate of the promoted models from walk-forward out-of-fold votes
+    on their training period (refits the folds; cached per model set) and report it."""
+    from models.edge import GateEvidence, attach_gate, gate_report, measure_gate
+    from models.registry import read_index
+    from streams.config import get_settings
+
+    settings = get_settings()
+    reg = _registry(registry)
+    with _our_errors():
+        table, _oof = measure_gate(reg, read_index(reg), settings.ensemble_weights, settings.paper,
+                             GateEvidence(seed=settings.seed), cache, _console().print)  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "gate.md").write_text(gate_report(table), encoding="utf-8")
+        (out / "gate.json").write_text(
+            json.dumps(table.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        written = attach_gate(reg, table) if write else []
+    _console().print(gate_report(table))
+    for path in written:
+        _console().print(f"gate table written to {path}")
 
 
 @app.command("list")

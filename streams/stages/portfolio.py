@@ -52,12 +52,19 @@ class PortfolioState:
     returns: dict[str, list[float]] = field(default_factory=dict)  # latest bar returns
     halted: bool = False
     halt_reason: str = ""
+    peak_equity: float = 0.0  # highest realised equity since the start or the last RESUME
+    breaker_tripped: bool = False  # total drawdown from the peak hit its limit: needs a RESUME
+    breaker_reason: str = ""
 
     @classmethod
     def start(cls, equity: float, event_time_ms: int) -> PortfolioState:
         """A fresh portfolio at ``event_time_ms``."""
         t = event_time_ms
-        return cls(equity, day_index(t), equity, iso_week_index(t), equity)
+        return cls(equity, day_index(t), equity, iso_week_index(t), equity, peak_equity=equity)
+
+    def peak(self) -> float:
+        """Peak equity (a state written before the peak was kept starts it at today's equity)."""
+        return max(self.peak_equity, self.equity)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for a Faust table.
@@ -132,11 +139,34 @@ def apply_close(
     roll_periods(state, event_time_ms)
     state.positions.pop(position_id, None)
     state.equity += net_pnl
+    state.peak_equity = state.peak()
+
+
+def total_drawdown(state: PortfolioState) -> float:
+    """Loss from the peak equity as a fraction of it (multi-week: no period resets it)."""
+    return drawdown(state.peak(), state.equity)
+
+
+def trip_breaker(state: PortfolioState, limit: float) -> bool:
+    """Latch the circuit breaker once the total drawdown reached ``limit``; True when it trips."""
+    dd = total_drawdown(state)
+    if state.breaker_tripped or dd < limit - 1e-12:
+        return False
+    state.breaker_tripped = True
+    state.breaker_reason = f"drawdown {dd:.2%} from peak {state.peak():.2f} >= {limit:.0%}"
+    return True
 
 
 def apply_command(state: PortfolioState, command: CommandKind, reason: str = "") -> None:
-    """Kill switch: HALT refuses new entries until RESUME; open positions are left to exits."""
+    """Kill switch: HALT refuses new entries until RESUME; open positions are left to exits.
+
+    RESUME also resets a tripped circuit breaker, and then the peak to today's equity: the
+    operator accepts the loss so far, and the breaker measures from here.
+    """
     if command is CommandKind.HALT:
         state.halted, state.halt_reason = True, reason or "halt command"
     else:
+        if state.breaker_tripped:
+            state.peak_equity = state.equity
         state.halted, state.halt_reason = False, ""
+        state.breaker_tripped, state.breaker_reason = False, ""

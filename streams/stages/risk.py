@@ -8,19 +8,29 @@ value and the limit):
 
 1. ``kill_switch`` - trading halted by a ``control.commands`` HALT (open positions keep being
    managed by the position monitor; only new entries are refused).
-2. ``daily_drawdown`` - (day-start equity - equity) / day-start equity >= ``max_daily_drawdown``;
+2. ``total_drawdown`` - the circuit breaker: (peak equity - equity) / peak equity >=
+   ``max_total_drawdown`` over any number of days and weeks (``MAX_TOTAL_DRAWDOWN``); once it
+   fired it stays latched (``TRADING_HALTED``) until an operator RESUME, which also restarts the
+   peak at the equity of that moment.
+3. ``daily_drawdown`` - (day-start equity - equity) / day-start equity >= ``max_daily_drawdown``;
    *at* the limit is already refused.
-3. ``weekly_drawdown`` - the same against the ISO-week start equity.
-4. ``max_positions`` - open (or reserved) positions >= ``max_concurrent_positions``.
-5. ``opposite_position`` - a position on the other side of the same symbol is open (one-way
+4. ``weekly_drawdown`` - the same against the ISO-week start equity.
+5. ``max_positions`` - open (or reserved) positions >= ``max_concurrent_positions``.
+6. ``opposite_position`` - a position on the other side of the same symbol is open (one-way
    mode: no hedged books).
-6. ``max_margin`` - margin > ``max_margin_per_position_usd``.
-7. ``max_leverage`` - leverage > ``max_leverage``.
-8. ``symbol_concentration`` - (open margin on the symbol + this margin) / equity >
+7. ``max_margin`` - margin > ``max_margin_per_position_usd``.
+8. ``max_leverage`` - leverage > ``max_leverage``.
+9. ``symbol_concentration`` - (open margin on the symbol + this margin) / equity >
    ``max_symbol_concentration``.
-9. ``correlation`` - the direction-signed correlation of this symbol's recent returns with an
+10. ``correlation`` - the direction-signed correlation of this symbol's recent returns with an
     open position's symbol > ``max_open_correlation`` (long A + long B with correlation 0.9 is
     one bet twice; long A + short B is a hedge, signed correlation -0.9).
+
+The policy layer (:func:`trading_mode`) sets the mode of each decision from the portfolio and
+the decision: HALT (operator halt, or the breaker latched: the rules above refuse), DEFENSIVE
+(drawdown from the peak >= ``defensive_drawdown``, or, with ``defensive_in_high_volatility``,
+a decision in the HIGH_VOLATILITY regime: the margin is scaled by ``defensive_size``), NORMAL
+otherwise; every mode comes with its reasons.
 
 The confidence gate is the supervisor's (``QT_SUPERVISOR__MIN_CONFIDENCE``, one home): a
 decision carries its signal's confidence, which the supervisor already held to that minimum.
@@ -64,8 +74,11 @@ from streams.stages.portfolio import (
     remember_return,
     reserve,
     roll_periods,
+    total_drawdown,
+    trip_breaker,
 )
 from streams.stages.sizing import margin_for
+from streams.vocabulary import Regime, TradingMode
 
 _EPS = 1e-12  # float slack so "exactly at the limit" compares as at the limit
 
@@ -147,6 +160,45 @@ def _period_drawdown(
         return None
     period = "daily" if rule is RiskRule.DAILY_DRAWDOWN else "weekly"
     return _reject(p, rule, f"{period} drawdown limit reached", dd, limit)
+
+
+def check_total_drawdown(
+    p: Proposal, s: PortfolioState, lim: RiskLimits, c: CorrelationConfig
+) -> OrderRejected | None:
+    """The circuit breaker: refuse from ``max_total_drawdown`` below the peak until a RESUME."""
+    if s.breaker_tripped:
+        detail = f"circuit breaker: {s.breaker_reason}; needs an operator RESUME"
+        return _reject(
+            p, RiskRule.TRADING_HALTED, detail, total_drawdown(s), lim.max_total_drawdown
+        )
+    dd = total_drawdown(s)
+    if dd < lim.max_total_drawdown - _EPS:
+        return None
+    detail = f"drawdown from peak {s.peak():.2f} reached the total limit"
+    return _reject(p, RiskRule.MAX_TOTAL_DRAWDOWN, detail, dd, lim.max_total_drawdown)
+
+
+def trading_mode(
+    s: PortfolioState, d: DecisionSized, lim: RiskLimits
+) -> tuple[TradingMode, tuple[str, ...]]:
+    """The policy layer: the mode a decision is weighed in, with every reason for it."""
+    halts = [f"operator halt: {s.halt_reason}"] if s.halted else []
+    if s.breaker_tripped:
+        halts.append(f"circuit breaker: {s.breaker_reason}")
+    if halts:
+        return TradingMode.HALT, tuple(halts)
+    reasons = []
+    dd = total_drawdown(s)
+    if dd >= lim.defensive_drawdown - _EPS:
+        reasons.append(f"drawdown {dd:.2%} from peak >= {lim.defensive_drawdown:.0%}")
+    if lim.defensive_in_high_volatility and d.regime is Regime.HIGH_VOLATILITY:
+        reasons.append("HIGH_VOLATILITY regime")
+    return (TradingMode.DEFENSIVE, tuple(reasons)) if reasons else (TradingMode.NORMAL, ())
+
+
+def mode_margin(margin: float, mode: TradingMode, lim: RiskLimits) -> float:
+    """The margin a decision may take in ``mode`` (DEFENSIVE: scaled down)."""
+    return margin * lim.defensive_size if mode is TradingMode.DEFENSIVE else margin
 
 
 def check_daily_drawdown(
@@ -246,6 +298,7 @@ def check_correlation(
 #: The fixed evaluation order (see the module docstring), each rule with its contract symbol.
 RULES: tuple[tuple[RiskRule, Check], ...] = (
     (RiskRule.KILL_SWITCH, check_kill_switch),
+    (RiskRule.MAX_TOTAL_DRAWDOWN, check_total_drawdown),
     (RiskRule.DAILY_DRAWDOWN, check_daily_drawdown),
     (RiskRule.WEEKLY_DRAWDOWN, check_weekly_drawdown),
     (RiskRule.MAX_CONCURRENT_POSITIONS, check_max_positions),
@@ -343,10 +396,14 @@ class RiskStage:
         p = state.portfolio
         roll_periods(p, d.event_time_ms)
         margin = margin_for(p.equity, d.risk_fraction, self.limits.max_margin_per_position_usd)
+        mode, _reasons = trading_mode(p, d, self.limits)
+        margin = mode_margin(margin, mode, self.limits)
         # The exit planner picks a leverage <= this cap.
         proposal = Proposal(d, margin, self.limits.max_leverage)
         rejected = evaluate(proposal, p, self.limits, self.corr)
         if rejected is not None:
+            if rejected.rule is RiskRule.MAX_TOTAL_DRAWDOWN:
+                trip_breaker(p, self.limits.max_total_drawdown)
             return rejected
         reserve(p, d.decision_id, d.symbol, d.side, margin)
         return OrderApproved(
@@ -367,6 +424,7 @@ class RiskStage:
             return False
         state.closed.add(t.trade_id, t.event_time_ms)
         apply_close(state.portfolio, t.trade_id, t.net_pnl, t.event_time_ms)
+        trip_breaker(state.portfolio, self.limits.max_total_drawdown)
         return True
 
     def on_command(self, state: RiskState, c: ControlCommand) -> None:

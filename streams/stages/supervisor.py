@@ -13,7 +13,12 @@ Rules (each a pure function of the record returning ``VetoReason | None``), in r
     symbols. Only the dominant side is vetoed: a BUY arriving in a 99 % SELL stream works
     against the bias. Needs ``BiasConfig.min_samples`` signals before it can fire, so the first
     signals of a run are not vetoed at "100 %" of one sample.
-``LOW_CONFIDENCE``
+``NO_EDGE`` (``gate="edge"``, the default)
+    A BUY/SELL outside the tradeable buckets of the loaded models' gate table: its action and
+    probability bucket showed no net-of-cost edge (bootstrap lower bound above zero) in
+    walk-forward out-of-fold predictions of the training period (:mod:`streams.stages.edge`).
+    No table for the loaded versions and weights: every BUY/SELL is vetoed, with that reason.
+``LOW_CONFIDENCE`` (``gate="confidence"``)
     A BUY/SELL whose ensemble confidence is under ``min_confidence`` (65 %).
 ``MISSING_MODEL``
     An expected model did not vote.
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from streams.config import BiasConfig, Settings, SupervisorPolicy
@@ -51,6 +57,7 @@ from streams.contracts.records import (
     VetoReason,
 )
 from streams.errors import InvalidInputError
+from streams.stages.edge import EdgeGate, edge_veto, gate_from_manifests
 from streams.vocabulary import Action, Side, VetoRule, side_of
 
 # ----------------------------------------------------------------------------- state
@@ -233,12 +240,30 @@ def disagreement_veto(signal: SignalScored, max_disagreement: float) -> VetoReas
     return VetoReason(rule=VetoRule.MODEL_DISAGREEMENT, detail=detail)
 
 
+@dataclass(frozen=True, slots=True)
+class EdgeGateLoaded:
+    """The gate table the stage applies, or None and why there is none."""
+
+    gate: EdgeGate | None
+    problem: str = ""
+
+
+def gate_veto(
+    signal: SignalScored, policy: SupervisorPolicy, edge: EdgeGateLoaded
+) -> VetoReason | None:
+    """The configured gate's veto: ``NO_EDGE`` (edge gate) or ``LOW_CONFIDENCE``."""
+    if policy.gate == "edge":
+        return edge_veto(signal, edge.gate, edge.problem)
+    return confidence_veto(signal, policy.min_confidence)
+
+
 def supervise(
     signal: SignalScored,
     state: SupervisorState,
     policy: SupervisorPolicy,
     expected_models: Iterable[str],
     bias: BiasConfig = BiasConfig(),
+    edge: EdgeGateLoaded = EdgeGateLoaded(None, "no gate table given"),
 ) -> tuple[VetoReason, ...]:
     """Record ``signal`` in the bias windows (mutates ``state``); every veto, in rule order."""
     side = side_of(signal.action)
@@ -250,7 +275,7 @@ def supervise(
         th, n = policy.bias_threshold, bias.min_samples
         vetoes.append(bias_veto(VetoRule.ONE_SIDED_SYMBOL, sym_w, side, th, n))
         vetoes.append(bias_veto(VetoRule.ONE_SIDED_OVERALL, all_w, side, th, n))
-        vetoes.append(confidence_veto(signal, policy.min_confidence))
+        vetoes.append(gate_veto(signal, policy, edge))
     vetoes.append(missing_model_veto(signal, expected_models))
     vetoes.append(stale_model_veto(signal, policy.max_model_staleness_ms))
     vetoes.append(disagreement_veto(signal, policy.max_disagreement))
@@ -268,6 +293,18 @@ def bias_shares(state: SupervisorState, symbol: str) -> BiasShares:
         overall_sell_share=overall.share(Side.SHORT),
         overall_window=overall.size,
     )
+
+
+def load_edge_gate(
+    registry: Path, versions: Mapping[str, str] | None, weights: Mapping[str, float]
+) -> EdgeGateLoaded:
+    """The gate table the loaded models' manifests carry (reads the registry once, at build)."""
+    if versions is None:
+        return EdgeGateLoaded(None, "the loaded model versions are unknown")
+    from models.registry import gate_tables
+
+    gate, problem = gate_from_manifests(gate_tables(registry, dict(versions)), versions, weights)
+    return EdgeGateLoaded(gate, problem)
 
 
 # ----------------------------------------------------------------------------- stage
@@ -288,15 +325,29 @@ class SupervisorStage:
         policy: SupervisorPolicy,
         expected_models: Iterable[str],
         bias: BiasConfig | None = None,
+        edge: EdgeGateLoaded | None = None,
     ) -> None:
         self.policy = policy
         self.expected_models = tuple(expected_models)
         self.bias = bias or BiasConfig()
+        self.edge = edge or EdgeGateLoaded(None, "no gate table given")
 
     @classmethod
-    def from_settings(cls, settings: Settings, expected_models: Iterable[str]) -> SupervisorStage:
-        """The stage as the settings configure it, expecting a vote from each loaded model."""
-        return cls(settings.supervisor, expected_models, settings.bias)
+    def from_settings(
+        cls,
+        settings: Settings,
+        expected_models: Iterable[str],
+        versions: Mapping[str, str] | None = None,
+    ) -> SupervisorStage:
+        """The stage as the settings configure it, expecting a vote from each loaded model.
+
+        With the edge gate, the table comes from the manifests of ``versions`` (the loaded
+        models) in ``settings.registry_dir``.
+        """
+        edge = None
+        if settings.supervisor.gate == "edge":
+            edge = load_edge_gate(settings.registry_dir, versions, settings.ensemble_weights)
+        return cls(settings.supervisor, expected_models, settings.bias, edge)
 
     def new_state(self) -> SupervisorState:
         """Empty windows of the configured size (one state per partition)."""
@@ -306,7 +357,7 @@ class SupervisorStage:
         """Record ``s`` in the windows (mutates ``state``) and return it with its vetoes."""
         if s.action is Action.HOLD:
             return None
-        reasons = supervise(s, state, self.policy, self.expected_models, self.bias)
+        reasons = supervise(s, state, self.policy, self.expected_models, self.bias, self.edge)
         return SignalSupervised(
             signal_id=s.signal_id,
             symbol=s.symbol,

@@ -39,7 +39,10 @@ pytestmark = [pytest.mark.postgres]
 
 DEFAULT_DSN = "postgresql://quantum:quantum@127.0.0.1:5432/quantum_trader"
 WINDOW = TimeWindow(parse_time_bound("2025-05-21T00:00"), parse_time_bound("2025-05-22T00:00"))
-GATES = {"min_confidence": 0.5}  # as the golden test: one day trades enough to bite
+GATES = {
+    "gate": "confidence",
+    "min_confidence": 0.5,
+}  # as the golden test: one day trades enough to bite
 #: report.json count -> journal table holding one row per such record
 COUNTED_TABLES = {
     "supervised": "signals",

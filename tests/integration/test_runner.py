@@ -56,7 +56,7 @@ def _run(data: Path, scorer, **cfg) -> tuple[Recorder, RunStats]:  # type: ignor
     from streams.config import Settings, SupervisorPolicy
 
     # Lower confidence gates than the seed's 65%, so two days trade whatever the models' version.
-    cfg.setdefault("supervisor", SupervisorPolicy(min_confidence=0.5))
+    cfg.setdefault("supervisor", SupervisorPolicy(gate="confidence", min_confidence=0.5))
     rec = Recorder()
     stats = run(data, scorer, rec, Settings(**cfg), SYMBOLS, WINDOW)
     return rec, stats

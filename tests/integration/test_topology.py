@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 WINDOW = TimeWindow(parse_time_bound("2025-05-21T00:00"), parse_time_bound("2025-05-22T00:00"))
 #: Lower gates than the seed's 65% so one day of data trades enough to make the test bite.
-GATES = {"min_confidence": 0.5}
+GATES = {"gate": "confidence", "min_confidence": 0.5}
 MALFORMED = (
     b"not avro at all",  # no wire header
     b"\x00\x00\x00\x00\x01",  # header of schema 1, empty body

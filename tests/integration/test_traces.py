@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 #: Four hours in which the runner decides 26 times: 10 closed trades, rejections by two rules.
 WINDOW = TimeWindow(parse_time_bound("2025-05-21T14:00"), parse_time_bound("2025-05-21T18:00"))
-GATES = {"min_confidence": 0.5}
+GATES = {"gate": "confidence", "min_confidence": 0.5}
 #: The path of an approved decision, from the tick to its closed trade (span names).
 APPROVED_PATH = [
     "features market.ticks",

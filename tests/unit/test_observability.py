@@ -173,7 +173,9 @@ def _event(topic: str, offset: int, value: bytes, headers: dict[str, bytes]) -> 
 def test_dispatch_opens_a_child_span_per_record_and_stamps_what_it_emits(
     spans: InMemorySpanExporter,
 ) -> None:
-    stage = SupervisorStage(SupervisorPolicy(min_confidence=0.5), ["xgboost", "lightgbm"])
+    stage = SupervisorStage(
+        SupervisorPolicy(gate="confidence", min_confidence=0.5), ["xgboost", "lightgbm"]
+    )
     handler = SupervisorHandler(stage)
     codec = topic_codec(Topic.SIGNALS_ENSEMBLE)
     upstream = SpanContext(0x1234, 0x5678, False, TraceFlags(TraceFlags.SAMPLED))

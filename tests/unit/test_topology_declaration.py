@@ -163,7 +163,7 @@ def test_the_runner_drives_a_new_stage(with_audit: tuple[StageSpec, ...]) -> Non
     from streams.adapters.market_files import TimeWindow, parse_time_bound
     from streams.runner import run
 
-    settings = Settings(supervisor=SupervisorPolicy(min_confidence=0.5))
+    settings = Settings(supervisor=SupervisorPolicy(gate="confidence", min_confidence=0.5))
     records: list[Any] = []
     window = TimeWindow(parse_time_bound("2025-05-21"), parse_time_bound("2025-05-22T12:00"))
     scorer = EnsembleScorer.from_registry(settings.registry_dir)

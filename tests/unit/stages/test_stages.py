@@ -48,7 +48,7 @@ def test_hold_stops_at_the_supervisor() -> None:
 
 
 def test_low_confidence_is_vetoed_visibly_and_never_becomes_a_decision() -> None:
-    sup = SupervisorStage(SupervisorPolicy(min_confidence=0.65), MODELS)
+    sup = SupervisorStage(SupervisorPolicy(gate="confidence", min_confidence=0.65), MODELS)
     out = sup.on_signal(sup.new_state(), scored(probs=(0.2, 0.2, 0.6)))
     assert out is not None and out.vetoed and out.final_action is Action.HOLD
     assert [v.rule for v in out.veto_reasons] == [VetoRule.LOW_CONFIDENCE]

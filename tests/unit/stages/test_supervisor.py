@@ -15,7 +15,7 @@ from tests.unit.stages.factories import scored
 
 MODELS = ("xgboost", "lightgbm", "nhits", "patchtst")
 EQUAL = dict.fromkeys(MODELS, 0.25)
-POLICY = SupervisorPolicy(bias_window=10, bias_threshold=0.7)
+POLICY = SupervisorPolicy(gate="confidence", bias_window=10, bias_threshold=0.7)
 SMALL = BiasConfig(min_samples=10)
 
 SELL_STRONG = (0.9, 0.05, 0.05)
@@ -132,7 +132,7 @@ def test_a_vote_without_as_of_is_as_old_as_its_signal() -> None:
     sig = scored(probs=(0.05, 0.05, 0.9))
     assert all(v.as_of_ms is None for v in sig.votes)
     state = SupervisorState(POLICY.bias_window)
-    policy = SupervisorPolicy(bias_window=10, max_model_staleness_ms=1)
+    policy = SupervisorPolicy(gate="confidence", bias_window=10, max_model_staleness_ms=1)
     assert supervise(sig, state, policy, ("xgboost", "lightgbm"), SMALL) == ()
 
 

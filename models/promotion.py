@@ -1,0 +1,264 @@
+"""The promotion gate: a candidate model set replaces the champion only on shadow evidence.
+
+Shadow scoring (:func:`shadow_score`): both sets vote on the *same* rows, the candidate's
+held-back block (after its training data, never seen by its final fit), and each set trades
+only where its own gate table (``models/edge.py``) says so; a row's decision PnL is the net
+return of that action at the label horizon after the paper venue's round-trip costs, 0 where the
+set stands aside. Nothing here reads the evaluation window.
+
+The rule (:func:`decide`), every condition reported with its figures:
+
+* at least ``min_decisions`` candidate decisions on the shadow rows;
+* the candidate beats always-HOLD: bootstrap lower bound of its mean decision PnL per row > 0;
+* the candidate beats the champion: lower bound of the mean per-row PnL difference > 0
+  (a paired moving-block bootstrap, the same event-time blocks for both);
+* its signal balance stays within the supervisor's bias limit (share of one side <= limit).
+
+A champion trained on data that covers the shadow rows is scored in-sample there, which favours
+it: the gate errs towards keeping the champion. The decision becomes ``models.events`` records
+(``SHADOW_SCORED`` per set, then ``PROMOTED`` or ``PROMOTION_REFUSED``), which ``models train
+--promote`` and ``models shadow`` append to ``<registry>/events.jsonl`` (and produce to the topic
+when a broker is configured).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.edge import block_bootstrap_ci, block_ids, net_returns
+from streams.config import PromotionRule
+from streams.contracts.records import ModelEventRecorded
+from streams.stages.edge import EdgeGate, lookup
+from streams.vocabulary import CLASSES, Action, ModelEventKind
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+EVENTS_FILE = "events.jsonl"
+
+
+@dataclass(frozen=True)
+class ShadowScore:
+    """One model set's decisions on the shadow rows."""
+
+    versions: Mapping[str, str]
+    rows: int
+    decisions: int
+    buy_share: float
+    """Share of BUY among the decisions (0.5 when there is none)."""
+    mean_pnl: float
+    """Mean decision PnL per shadow row (0 for rows where the set stood aside)."""
+    lower: float
+    upper: float
+
+    def describe(self) -> str:
+        """One line for a report or an event detail."""
+        sets = ", ".join(f"{m}@{v}" for m, v in sorted(self.versions.items()))
+        return (
+            f"{sets}: {self.decisions} decisions on {self.rows} rows, BUY share "
+            f"{self.buy_share:.0%}, mean PnL/row {self.mean_pnl:+.5%} "
+            f"CI [{self.lower:+.5%}, {self.upper:+.5%}]"
+        )
+
+
+def gated_actions(gate: EdgeGate | None, action: IntArray, prob: FloatArray,
+                  volatility: FloatArray) -> IntArray:  # fmt: skip
+    """The actions a set takes: its vote where its gate's bucket is tradeable, else HOLD."""
+    hold = CLASSES.index(Action.HOLD)
+    out = np.full(len(action), hold, dtype=np.int64)
+    if gate is None:
+        return out
+    for i, a in enumerate(action):
+        if a == hold:
+            continue
+        bucket = lookup(gate, CLASSES[int(a)], float(prob[i]), float(volatility[i]))
+        if bucket is not None and bucket.tradeable:
+            out[i] = a
+    return out
+
+
+def decision_pnl(actions: IntArray, fwd_return: FloatArray, cost: float) -> FloatArray:
+    """Per-row PnL of the actions (0 for HOLD)."""
+    return net_returns(actions, fwd_return, cost)
+
+
+def shadow_score(
+    versions: Mapping[str, str], actions: IntArray, pnl: FloatArray, blocks: IntArray,
+    rule: PromotionRule,
+) -> ShadowScore:  # fmt: skip
+    """Bootstrap the mean per-row decision PnL of one set."""
+    hold = CLASSES.index(Action.HOLD)
+    acted = actions != hold
+    n = int(acted.sum())
+    buys = int((actions == CLASSES.index(Action.BUY)).sum())
+    lower, upper = block_bootstrap_ci(pnl, blocks, rule.n_boot, rule.ci, rule.seed)
+    return ShadowScore(
+        versions=dict(versions), rows=len(pnl), decisions=n,
+        buy_share=buys / n if n else 0.5, mean_pnl=float(pnl.mean()), lower=lower, upper=upper,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """The gate's verdict with its numbers."""
+
+    promote: bool
+    reasons: tuple[str, ...]
+    """Every failed condition (empty when promoted)."""
+    candidate: ShadowScore
+    champion: ShadowScore
+    diff_lower: float
+    diff_upper: float
+
+    def detail(self) -> str:
+        """The event detail: verdict, both scores and the paired difference."""
+        verdict = "promote" if self.promote else "refuse: " + "; ".join(self.reasons)
+        return (
+            f"{verdict} | candidate {self.candidate.describe()} | champion "
+            f"{self.champion.describe()} | candidate - champion CI "
+            f"[{self.diff_lower:+.5%}, {self.diff_upper:+.5%}]"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for a report."""
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def decide(
+    candidate: ShadowScore, champion: ShadowScore, cand_pnl: FloatArray, champ_pnl: FloatArray,
+    blocks: IntArray, rule: PromotionRule, bias_limit: float,
+) -> PromotionDecision:  # fmt: skip
+    """The promotion rule (module doc) on per-row PnL aligned on the same shadow rows."""
+    lo, hi = block_bootstrap_ci(cand_pnl - champ_pnl, blocks, rule.n_boot, rule.ci, rule.seed)
+    reasons = []
+    if candidate.decisions < rule.min_decisions:
+        reasons.append(f"{candidate.decisions} shadow decisions < {rule.min_decisions}")
+    if candidate.lower <= 0.0:
+        reasons.append(f"does not beat always-HOLD (lower bound {candidate.lower:+.5%} <= 0)")
+    if lo <= 0.0:
+        reasons.append(f"does not beat the champion (lower bound {lo:+.5%} <= 0)")
+    side_share = max(candidate.buy_share, 1.0 - candidate.buy_share)
+    if candidate.decisions and side_share > bias_limit:
+        reasons.append(f"one-sided: {side_share:.0%} of decisions on one side > {bias_limit:.0%}")
+    return PromotionDecision(not reasons, tuple(reasons), candidate, champion, lo, hi)
+
+
+def decision_events(decision: PromotionDecision, event_time_ms: int) -> list[ModelEventRecorded]:
+    """``SHADOW_SCORED``, then ``PROMOTED``/``PROMOTION_REFUSED``, for each model the candidate
+    swaps in (the members it shares with the champion are not candidates)."""
+    kind = ModelEventKind.PROMOTED if decision.promote else ModelEventKind.PROMOTION_REFUSED
+    events = []
+    champion = decision.champion.versions
+    swapped = {m: v for m, v in decision.candidate.versions.items() if champion.get(m) != v}
+    for model, version in sorted(swapped.items()):
+        for k, metric_name, metric, detail in (
+            (ModelEventKind.SHADOW_SCORED, "shadow_mean_pnl_lower", decision.candidate.lower,
+             decision.candidate.describe()),
+            (kind, "shadow_pnl_diff_lower", decision.diff_lower, decision.detail()),
+        ):  # fmt: skip
+            events.append(
+                ModelEventRecorded(
+                    event_id=f"{model}:{version}:{k.value}:{event_time_ms}",
+                    model=model,
+                    version=version,
+                    event_time_ms=event_time_ms,
+                    kind=k,
+                    detail=detail,
+                    metric_name=metric_name,
+                    metric=float(metric),
+                )
+            )
+    return events
+
+
+def append_events(registry: Path, events: list[ModelEventRecorded]) -> Path:
+    """Append the events to ``<registry>/events.jsonl`` (the registry's own history)."""
+    path = registry / EVENTS_FILE
+    with path.open("a", encoding="utf-8") as fh:
+        for e in events:
+            fh.write(json.dumps(e.to_avro(), sort_keys=True) + "\n")
+    return path
+
+
+def shadow_compare(
+    registry: Path,
+    candidate: Mapping[str, str],
+    champion: Mapping[str, str],
+    weights: Mapping[str, float],
+    rule: PromotionRule,
+    bias_limit: float,
+    cache_dir: Path,
+    log: Any = print,
+) -> tuple[PromotionDecision, int]:
+    """Score both sets on the candidate's held-back block; the decision and its event time.
+
+    The candidate's gate is built here from its folds (``models/edge.py``); the champion's is
+    the one in its manifests (none: the champion stands aside everywhere).
+    """
+    from models.edge import (
+        HELD_BACK,
+        GateEvidence,
+        OutOfFold,
+        ensemble_votes,
+        measure_gate,
+    )
+    from models.registry import gate_tables
+    from models.scorer import EnsembleScorer
+    from streams.config import PaperConfig
+    from streams.stages.edge import gate_from_manifests
+
+    paper = PaperConfig()
+    cand_gate, oof = measure_gate(registry, candidate, weights, paper,
+                                  GateEvidence(seed=rule.seed), cache_dir, log)  # fmt: skip
+    shadow = oof.subset(oof.source == HELD_BACK)
+    cand_votes = ensemble_votes(shadow, cand_gate.weights)
+    champ_probs = _score_rows(registry, champion, oof_rows=shadow, scorer=EnsembleScorer)
+    champ_w = {m: float(weights[m]) for m in champion if weights.get(m, 0.0) > 0}
+    champ_votes = ensemble_votes(
+        OutOfFold(champ_probs, shadow.time_ms, shadow.symbol, shadow.fwd_return,
+                  shadow.volatility, shadow.source, shadow.meta), champ_w,
+    )  # fmt: skip
+    champ_gate, problem = gate_from_manifests(gate_tables(registry, dict(champion)), champion,
+                                              champ_w)  # fmt: skip
+    if champ_gate is None:
+        log(f"champion has no usable gate ({problem}): it stands aside on every shadow row")
+    blocks = block_ids(shadow.time_ms, GateEvidence().block_minutes)
+    cost = cand_gate.round_trip_cost
+    cand_act = gated_actions(cand_gate, cand_votes.action, cand_votes.prob, cand_votes.volatility)
+    champ_act = gated_actions(champ_gate, champ_votes.action, champ_votes.prob,
+                              champ_votes.volatility)  # fmt: skip
+    cand_pnl = decision_pnl(cand_act, shadow.fwd_return, cost)
+    champ_pnl = decision_pnl(champ_act, shadow.fwd_return, cost)
+    decision = decide(
+        shadow_score(candidate, cand_act, cand_pnl, blocks, rule),
+        shadow_score(champion, champ_act, champ_pnl, blocks, rule),
+        cand_pnl, champ_pnl, blocks, rule, bias_limit,
+    )  # fmt: skip
+    return decision, int(shadow.time_ms.max()) + 60_000
+
+
+def _score_rows(registry: Path, versions: Mapping[str, str], oof_rows: Any, scorer: Any
+                ) -> dict[str, FloatArray]:  # fmt: skip
+    """The champion's probabilities on the shadow rows (rebuilt features, ONNX scoring)."""
+    from models.dataset import LabelSpec, build_dataset
+
+    meta = oof_rows.meta
+    label = LabelSpec(**{k: meta["label"][k] for k in ("horizon_bars", "fee_rate", "dead_zone")})
+    # the labels of the last rows look ahead to the training end: the same end as the rows had
+    lo, hi = int(oof_rows.time_ms.min()), meta["train_end_exclusive"]
+    ds = build_dataset(Path(meta["data_dir"]), sorted(set(oof_rows.symbol.tolist())), lo, hi,
+                       label)  # fmt: skip
+    key = {(int(t), str(s)): i for i, (t, s) in enumerate(zip(ds.time_ms, ds.symbol, strict=True))}
+    idx = np.array([key[(int(t), str(s))] for t, s in zip(oof_rows.time_ms, oof_rows.symbol,
+                                                           strict=True)])  # fmt: skip
+    sub = ds.subset(idx)
+    probs = scorer.from_registry(registry, dict(versions)).score(sub.tabular, sub.window)
+    return {m: np.asarray(p, dtype=np.float64) for m, p in probs.items()}

@@ -1,0 +1,101 @@
+"""The policy layer in the risk stage: drawdown -> DEFENSIVE -> HALT (breaker), operator resume."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from streams.config import RiskLimits
+from streams.contracts.records import OrderApproved, OrderRejected
+from streams.stages.portfolio import PortfolioState, total_drawdown
+from streams.stages.risk import RiskStage, trading_mode
+from streams.vocabulary import CommandKind, Regime, RiskRule, TradingMode
+from tests.unit.stages.factories import decision, trade_closed
+
+MON = 1_747_612_800_000  # 2025-05-19 00:00 UTC
+DAY = 86_400_000
+# the daily and weekly limits out of the way: this is about the multi-week total
+LIMITS = RiskLimits(max_daily_drawdown=0.9, max_weekly_drawdown=0.9, max_total_drawdown=0.3,
+                    defensive_drawdown=0.1, defensive_size=0.5)  # fmt: skip
+
+
+def _command(kind: CommandKind, t: int):  # type: ignore[no-untyped-def]
+    from streams.contracts.records import ControlCommand
+
+    return ControlCommand(command_id=f"c{t}", command=kind, event_time_ms=t, issued_at_ms=t,
+                          issued_by="test", reason="operator")  # fmt: skip
+
+
+def _trade(stage: RiskStage, state, day: int, i: int) -> OrderApproved | OrderRejected:  # type: ignore[no-untyped-def]
+    """Decide on a decision ``day`` days in, then (if approved) close it at a 5 % equity loss."""
+    t = MON + day * DAY + i * 60_000
+    d = dataclasses.replace(decision("BTCUSDT", t), decision_id=f"BTCUSDT:{t}:decision")
+    out = stage.on_decision(state, d)
+    if isinstance(out, OrderApproved):
+        loss = -0.05 * state.portfolio.equity
+        stage.on_trade_closed(state, trade_closed(d.decision_id, loss, t + 60_000))
+    return out
+
+
+def test_losses_over_weeks_turn_defensive_then_trip_the_breaker_until_an_operator_resumes() -> None:
+    stage = RiskStage(LIMITS)
+    state = stage.new_state(MON)
+    first = _trade(stage, state, 0, 0)
+    assert isinstance(first, OrderApproved) and first.approved_margin_usd == 1_000.0  # NORMAL
+    modes, margins = [], []
+    for k in range(1, 12):  # one loss every three days: no day or week loses much
+        out = _trade(stage, state, 3 * k, k)
+        mode, _ = trading_mode(state.portfolio, decision("BTCUSDT", MON), LIMITS)
+        modes.append(mode)
+        if isinstance(out, OrderApproved):
+            margins.append((out.approved_margin_usd, out.equity_usd))
+        else:
+            break
+    assert TradingMode.DEFENSIVE in modes
+    # once 10 % below the peak, entries take half the margin of 10 % of equity
+    defensive = [m for m, eq in margins if total_drawdown_from(eq) >= 0.1]
+    assert defensive and all(abs(m - 0.05 * eq) < 1e-6 for m, eq in margins[-len(defensive) :])
+    # the close that took equity 30 % under the peak latched the breaker: the next entry is refused
+    assert isinstance(out, OrderRejected) and out.rule is RiskRule.TRADING_HALTED
+    assert "from peak 10000.00 >= 30%" in out.detail
+    assert total_drawdown(state.portfolio) >= 0.3 and state.portfolio.breaker_tripped
+    later = _trade(stage, state, 60, 99)  # weeks later, still refused: latched
+    assert isinstance(later, OrderRejected) and later.rule is RiskRule.TRADING_HALTED
+    assert "RESUME" in later.detail
+    assert trading_mode(state.portfolio, decision(), LIMITS)[0] is TradingMode.HALT
+    stage.on_command(state, _command(CommandKind.RESUME, MON + 61 * DAY))
+    resumed = _trade(stage, state, 62, 100)
+    assert isinstance(resumed, OrderApproved)  # the peak restarts at the equity of the resume
+    assert resumed.approved_margin_usd == 0.1 * resumed.equity_usd
+
+
+def total_drawdown_from(equity: float) -> float:
+    return (10_000.0 - equity) / 10_000.0
+
+
+def test_a_drawdown_at_the_total_limit_is_refused_and_latched_at_the_decision() -> None:
+    stage = RiskStage(LIMITS)
+    state = stage.new_state(MON)
+    state.portfolio.equity = 7_000.0  # e.g. restored from a state written before the breaker
+    out = stage.on_decision(state, decision("BTCUSDT", MON + 60_000))
+    assert isinstance(out, OrderRejected) and out.rule is RiskRule.MAX_TOTAL_DRAWDOWN
+    assert out.observed == 0.3 and out.limit == 0.3 and state.portfolio.breaker_tripped
+
+
+def test_high_volatility_is_defensive_only_when_configured_and_says_why() -> None:
+    s = PortfolioState.start(10_000.0, MON)
+    wild = dataclasses.replace(decision(), regime=Regime.HIGH_VOLATILITY)
+    assert trading_mode(s, wild, LIMITS) == (TradingMode.NORMAL, ())
+    cautious = LIMITS.model_copy(update={"defensive_in_high_volatility": True})
+    assert trading_mode(s, wild, cautious) == (TradingMode.DEFENSIVE, ("HIGH_VOLATILITY regime",))
+    s.halted, s.halt_reason = True, "maintenance"
+    assert trading_mode(s, wild, cautious) == (TradingMode.HALT, ("operator halt: maintenance",))
+
+
+def test_the_breaker_state_round_trips_through_the_table_form() -> None:
+    s = PortfolioState.start(10_000.0, MON)
+    s.equity, s.breaker_tripped, s.breaker_reason = 6_000.0, True, "drawdown 40%"
+    assert PortfolioState.from_dict(s.to_dict()) == s
+    old = s.to_dict()
+    for key in ("peak_equity", "breaker_tripped", "breaker_reason"):
+        del old[key]  # a state written before the policy layer
+    assert PortfolioState.from_dict(old).peak() == 6_000.0
