@@ -1,5 +1,8 @@
 """risk (portfolio-wide, one partition): decisions, bars, closed trades, commands -> approvals.
 
+Every input has one partition (bars come from ``market.bars``, written by the features stage),
+so whichever worker holds this stage sees the whole portfolio.
+
 One event-time merge over every input: closed trades (shifted by the feedback lag) first, then
 operator commands, then each bar (returns for the correlation rule), then the bar's decisions
 in symbol order, exactly as the in-process runner applies them.
@@ -12,14 +15,13 @@ from typing import Any
 from streams.agents.base import Emitter, Restore, freeze, thaw
 from streams.agents.merging import MergeHandler
 from streams.contracts.records import (
+    BarClosed,
     ControlCommand,
     DecisionSized,
     OrderApproved,
     OrderRejected,
-    TickReceived,
     TradeClosed,
 )
-from streams.contracts.ticks import DEFAULT_MAX_EVENT_SKEW_MS, TickHistory
 from streams.observability import tracing
 from streams.observability.metrics import metrics
 from streams.ordering import SortKey
@@ -31,7 +33,7 @@ from streams.topology import BuildContext, Shift, stage_spec
 _RANK = {
     Topic.TRADES_CLOSED.value: 0,
     Topic.CONTROL_COMMANDS.value: 1,
-    Topic.MARKET_TICKS.value: 2,
+    Topic.MARKET_BARS.value: 2,
     Topic.DECISIONS_SIZED.value: 3,
 }
 
@@ -64,17 +66,15 @@ class RiskHandler(MergeHandler):
     name = "risk"
     inputs = stage_spec("risk").input_topics
 
-    #: The features stage dead-letters bad ticks; this stage only skips them.
-    dead_letters_skipped = frozenset({Topic.MARKET_TICKS.value})
-    #: Bars only feed the correlation rule's returns: no span per bar.
-    untraced_topics = frozenset({Topic.MARKET_TICKS.value})
+    #: Bars only feed the correlation rule's returns: no span per bar. They come from the
+    #: features stage, which admitted their ticks by the tick rule (market.ticks).
+    untraced_topics = frozenset({Topic.MARKET_BARS.value})
 
     def __init__(
         self,
         stage: RiskStage,
         partitions: int,
         feedback_lag_ms: int,
-        max_event_skew_ms: int = DEFAULT_MAX_EVENT_SKEW_MS,
     ) -> None:
         super().__init__()
         self.stage = stage
@@ -82,8 +82,6 @@ class RiskHandler(MergeHandler):
         self.lag = feedback_lag_ms
         self.shifts = {Shift.FEEDBACK_LAG: feedback_lag_ms}
         self.state: RiskState | None = None
-        #: Same tick rule as the features stage, so both act on the same ticks.
-        self.tick_history = TickHistory(max_event_skew_ms)
 
     def merge_of(self, topic: str, partition: int) -> int:
         """One merge for the whole portfolio."""
@@ -98,8 +96,8 @@ class RiskHandler(MergeHandler):
             )
         if isinstance(record, ControlCommand):
             return SortKey(record.event_time_ms, 1, record.command_id)
-        if isinstance(record, TickReceived):
-            return SortKey(record.event_time_ms, 2, record.symbol, record.trade_id or 0)
+        if isinstance(record, BarClosed):
+            return SortKey(record.event_time_ms, 2, record.symbol)
         return SortKey(record.event_time_ms, _RANK[topic], record.symbol)
 
     def _state(self, time_ms: int) -> RiskState:
@@ -111,10 +109,10 @@ class RiskHandler(MergeHandler):
         """The portfolio as it was before a decision, a closed trade or a command.
 
         A snapshot (``to_dict``) costs about 0.5 ms with a day of history, paid only for
-        those records (a few hundred a day). A bar needs none: ``on_tick`` computes its return
-        before it changes anything, and the tick rule admits only positive prices.
+        those records (a few hundred a day). A bar needs none: ``on_bar`` computes its return
+        before it changes anything, and the tick rule admitted only positive prices.
         """
-        if isinstance(record, TickReceived) and self.state is not None:
+        if isinstance(record, BarClosed) and self.state is not None:
             return None
         snapshot = None if self.state is None else freeze(self.state.to_dict())
 
@@ -130,8 +128,8 @@ class RiskHandler(MergeHandler):
             self.stage.on_trade_closed(state, record)
         elif isinstance(record, ControlCommand):
             self.stage.on_command(state, record)
-        elif isinstance(record, TickReceived):
-            self.stage.on_tick(state, record)
+        elif isinstance(record, BarClosed):
+            self.stage.on_bar(state, record)
             return
         elif isinstance(record, DecisionSized):
             verdict = self.stage.on_decision(state, record)
@@ -152,6 +150,4 @@ class RiskHandler(MergeHandler):
 def build(context: BuildContext) -> RiskHandler:
     """The stage from the settings (``streams/topology.py`` names this factory)."""
     s = context.settings
-    return RiskHandler(
-        RiskStage.from_settings(s), s.partitions, s.feedback_lag_ms, s.max_event_skew_ms
-    )
+    return RiskHandler(RiskStage.from_settings(s), s.partitions, s.feedback_lag_ms)
