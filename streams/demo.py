@@ -4,12 +4,14 @@
 
 1. uses ``QT_KAFKA_BOOTSTRAP`` or starts the embedded broker on loopback;
 2. creates the topology's topics under a fresh run prefix (a replay never mixes with another);
-3. starts one Faust worker of the whole topology as a subprocess (``python -m streams.app``);
+3. starts one Faust worker of the whole topology as a subprocess (``python -m streams.app``), or
+   several (``DemoPlan.workers``: they split the per-symbol partitions, and the replay starts
+   once they hold every input partition between them, each once);
 4. replays the bundled real data into ``market.ticks``, ending with the end-of-stream watermark;
 5. waits until every execution partition has announced the end of stream on ``trades.closed``
    (the topology has drained: every merge released everything), watching the worker: its
    ``/health`` is polled every second, and a crashed stage or a dead worker stops the demo at
-   once with the stage's error and the worker log's path (:class:`WorkerWatch`);
+   once with the stage's error and the worker log's path (:class:`~streams.workers.Fleet`);
 6. reads every output topic back, decodes it with the registry codec and builds the run folder
    (``report.json``, ``trades.csv``, ``decisions.jsonl.gz``, ``equity.png``) with the same
    builder as the backtest.
@@ -48,9 +50,11 @@ from streams.topics import Topic, topic_name
 from streams.topology import drain_marks, partitions_of, reported_topics
 from streams.workers import (
     WORKER_COMMAND,
+    Fleet,
     WorkerError,
     WorkerWatch,
-    running_worker,
+    input_partitions,
+    running_fleet,
     scrape_stage_latency,
     worker_env,
 )
@@ -92,6 +96,14 @@ class DemoPlan:
     on_live: Callable[[LiveRun], Callable[[], None] | None] | None = None
     #: Feed the run from a recorded ticks topic (a topic replay) instead of ``data``.
     recorded: RecordedTicks | None = None
+    #: Faust workers of the topology; with more than one, the replay starts once they have
+    #: split the partitions (one worker consumes as the replay produces, as always).
+    workers: int = 1
+    #: How long several workers may take to start and split the partitions.
+    start_timeout_s: float = 180.0
+    #: Called with the run's workers after the data, before the end-of-stream watermark,
+    #: while the topology is busy (``Fleet.join`` starts one more worker: a rebalance).
+    with_workers: Callable[[Fleet], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +135,7 @@ def wait_until_drained(
     bootstrap: str,
     prefix: str,
     partitions: int,
-    watch: WorkerWatch,
+    watch: Fleet | WorkerWatch,
     timeout_s: float,
     progress: Progress,
     last_tick_ms: int,
@@ -319,7 +331,6 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
     run_id = uuid.uuid4().hex[:8]
     prefix = f"demo-{run_id}."
     run_dir = plan.run_dir or settings.runs_dir / f"demo-{run_id}"
-    log_path = run_dir / "worker.log"
     started = time.perf_counter()
     # Live readers (plan.on_live) stop before the broker does, whatever happens.
     with resolve_bootstrap(settings) as broker, contextlib.ExitStack() as live_readers:
@@ -328,12 +339,20 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
         console.print(f"[bold]broker[/] {where} at {broker.bootstrap}; topics under '{prefix}'")
         run_settings = settings.model_copy(update={"topic_prefix": prefix})
         ensure_topics(broker.bootstrap, run_settings, keep_forever=True)
-        env = worker_env(settings, broker.bootstrap, prefix, embedded, run_dir / "traces.jsonl")
-        with running_worker(env, log_path, plan.worker_command) as worker:
-            console.print(f"[bold]worker[/] pid {worker.pid}, log {log_path}")
-            watch = WorkerWatch(worker, int(env["QT_WEB_PORT"]), log_path)
+        traces = run_dir / "traces.jsonl"
+
+        def env() -> dict[str, str]:  # each worker its own web port
+            return worker_env(settings, broker.bootstrap, prefix, embedded, traces)
+
+        with running_fleet(env, run_dir, plan.workers, plan.worker_command) as watch:
+            for w in watch.watches:
+                console.print(f"[bold]worker[/] pid {w.worker.pid}, log {w.log_path}")
+            if plan.workers > 1:  # they must split the partitions before any input arrives
+                watch.wait_until_assigned(
+                    input_partitions(prefix, settings.partitions), plan.start_timeout_s
+                )
             live = LiveRun(broker.bootstrap, prefix, watch.port, run_dir,
-                           Path(env.get("QT_TRACE_FILE") or run_dir / "traces.jsonl"))  # fmt: skip
+                           settings.trace_file or traces)  # fmt: skip
             stop_watching = plan.on_live(live) if plan.on_live is not None else None
             if stop_watching is not None:
                 live_readers.callback(stop_watching)
@@ -341,6 +360,8 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
             watch.check()
             if plan.before_end is not None:
                 plan.before_end(broker.bootstrap, prefix)
+            if plan.with_workers is not None:
+                plan.with_workers(watch)
             send_end_of_stream(broker.bootstrap, prefix, settings.partitions, last_tick)
             columns = (
                 TextColumn("{task.description}"), BarColumn(),
@@ -371,6 +392,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
             "mode": "kafka",
             "broker": "embedded-tansu" if embedded else "kafka",
             "topic_prefix": prefix,
+            "workers": plan.workers,
             "config": run_configuration(settings),
             **_source_of(plan),
         },

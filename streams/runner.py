@@ -55,6 +55,7 @@ from streams.stages import (
     SupervisorStage,
     partition_for,
 )
+from streams.stages.features import bar_closed
 from streams.stages.supervisor import SupervisorState
 from streams.topics import Topic
 from streams.topology import STAGES, BuildContext, StageSpec, partitions_of
@@ -227,7 +228,9 @@ class Pipeline:
             self.risk.on_command(risk, self.commands.pop(0))
 
     def _execute_bar(self, risk: RiskState, tick: TickReceived) -> None:
-        self.risk.on_tick(risk, tick)
+        bar = bar_closed(tick)  # what the topology's features stage sends risk on market.bars
+        if bar is not None:
+            self.risk.on_bar(risk, bar)
         started = time.perf_counter_ns()
         records = self.execution.on_tick(self._execution_state(tick.symbol), tick)
         self._time("execution", started)

@@ -13,6 +13,7 @@ class Topic(StrEnum):
     """Base names; the schema subject of a topic's value is ``<name>-value``."""
 
     MARKET_TICKS = "market.ticks"
+    MARKET_BARS = "market.bars"
     MARKET_FEATURES = "market.features"
     SIGNALS_ENSEMBLE = "signals.ensemble"
     SIGNALS_SUPERVISED = "signals.supervised"

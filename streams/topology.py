@@ -126,6 +126,16 @@ _PS, _SINGLE = Partitioning.PER_SYMBOL, Partitioning.SINGLE
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.MARKET_TICKS, "symbol", _PS, "closed 1-minute klines and trades"),
+    # The market as the portfolio-wide stages need it, on one partition: a single-partition
+    # stage must not read a per-symbol topic, whose partitions two workers split.
+    TopicSpec(
+        Topic.MARKET_BARS,
+        "symbol",
+        _SINGLE,
+        "every symbol's closed bars (risk's returns)",
+        journaled=False,
+        reported=False,
+    ),
     TopicSpec(Topic.MARKET_FEATURES, "symbol", _PS, "feature rows", journaled=False),
     TopicSpec(Topic.SIGNALS_ENSEMBLE, "symbol", _PS, "each model's vote", journaled=False),
     TopicSpec(Topic.SIGNALS_SUPERVISED, "symbol", _PS, "vetoed or passed BUY/SELL signals"),
@@ -146,7 +156,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="features",
         inputs=(InputSpec(Topic.MARKET_TICKS),),
-        outputs=(Topic.MARKET_FEATURES,),
+        outputs=(Topic.MARKET_FEATURES, Topic.MARKET_BARS),
         partitioning=_PS,
         state="rolling feature window per symbol",
         doc="ticks -> feature rows (once warmed up)",
@@ -189,7 +199,7 @@ STAGES: tuple[StageSpec, ...] = (
             InputSpec(Topic.DECISIONS_SIZED),
             InputSpec(Topic.TRADES_CLOSED, Shift.FEEDBACK_LAG),
             InputSpec(Topic.CONTROL_COMMANDS, gates=False),
-            InputSpec(Topic.MARKET_TICKS),
+            InputSpec(Topic.MARKET_BARS),
         ),
         outputs=(Topic.ORDERS_APPROVED, Topic.RISK_REJECTIONS),
         partitioning=_SINGLE,

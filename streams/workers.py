@@ -13,13 +13,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from streams.brokers.embedded import free_port
 from streams.config import PROJECT_ROOT, Settings, settings_env
+from streams.topics import topic_name
+from streams.topology import STAGES, partitions_of
 
 #: ``python -m`` arguments of a worker of the whole topology.
 WORKER_COMMAND = ("streams.app", "--loglevel", "warning")
@@ -141,6 +143,95 @@ class WorkerWatch:
             raise WorkerError(
                 f"{what}; worker log: {self.log_path}; it ends:\n{_log_tail(self.log_path)}"
             )
+
+
+def input_partitions(prefix: str, partitions: int) -> set[str]:
+    """``topic/partition`` of every partition some stage of the topology reads (broker names)."""
+    return {
+        f"{topic_name(topic, prefix)}/{p}"
+        for stage in STAGES
+        for topic in stage.input_topics
+        for p in range(partitions_of(topic, partitions))
+    }
+
+
+@dataclass
+class Fleet:
+    """The workers of one run, watched together; :meth:`join` starts one more.
+
+    Made by :func:`running_fleet`, which stops every worker (also those that joined) at the
+    end of its block. ``spawn(n)`` starts the n-th worker (0-based) and returns its watch.
+    """
+
+    spawn: Callable[[int], WorkerWatch]
+    watches: list[WorkerWatch] = field(default_factory=list)
+
+    @property
+    def log_path(self) -> Path:
+        """The first worker's log (the others sit next to it)."""
+        return self.watches[0].log_path
+
+    @property
+    def port(self) -> int:
+        """The first worker's web port."""
+        return self.watches[0].port
+
+    def join(self) -> WorkerWatch:
+        """Start one more worker of the same run (a rebalance follows)."""
+        watch = self.spawn(len(self.watches))
+        self.watches.append(watch)
+        return watch
+
+    def check(self) -> None:
+        """Raise :class:`WorkerError` if any worker died or any stage crashed."""
+        for watch in self.watches:
+            watch.check()
+
+    def wait_until_assigned(self, expected: set[str], timeout_s: float) -> None:
+        """Block until the workers hold every partition of ``expected`` between them, each
+        exactly once (the group has settled), and each worker holds some.
+
+        Only then is input produced: no record arrives while the group is still rebalancing.
+        """
+        deadline = time.monotonic() + timeout_s
+        held: list[set[str]] = []
+        while True:
+            self.check()
+            bodies = [worker_health(w.port) for w in self.watches]
+            if all(b is not None for b in bodies):
+                held = [set(b[1].get("assignment") or ()) & expected for b in bodies if b]
+                if all(held) and sum(map(len, held)) == len(expected) == len(set().union(*held)):
+                    return
+            if time.monotonic() > deadline:
+                raise WorkerError(
+                    f"{len(self.watches)} worker(s) did not split the topology's "
+                    f"{len(expected)} input partitions within {timeout_s:.0f} s (held: "
+                    f"{[len(h) for h in held] or 'no answer'}); worker log: {self.log_path}"
+                )
+            time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def running_fleet(
+    env: Callable[[], dict[str, str]],
+    log_dir: Path,
+    workers: int = 1,
+    command: tuple[str, ...] = WORKER_COMMAND,
+) -> Iterator[Fleet]:
+    """``workers`` worker processes of one run for the block (each its own env from ``env()``,
+    i.e. its own web port); logs ``worker.log``, ``worker-2.log``, ... in ``log_dir``."""
+    with contextlib.ExitStack() as stack:
+
+        def spawn(n: int) -> WorkerWatch:
+            worker_env_n = env()
+            log = log_dir / ("worker.log" if n == 0 else f"worker-{n + 1}.log")
+            proc = stack.enter_context(running_worker(worker_env_n, log, command))
+            return WorkerWatch(proc, int(worker_env_n["QT_WEB_PORT"]), log)
+
+        fleet = Fleet(spawn)
+        for _ in range(workers):
+            fleet.join()
+        yield fleet
 
 
 def histogram_quantiles(exposition: str, metric: str, label: str) -> dict[str, dict[str, float]]:

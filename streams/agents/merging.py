@@ -68,12 +68,17 @@ class ForwardedWatermarks:
         if time_ms > self._sent.get(partition, -(2**62)):
             self._sent[partition] = time_ms
 
-    def emit(self, out: Emitter, topic: Topic, stage: str) -> None:
-        """A watermark on each output partition whose input progressed past what was sent."""
+    def emit(self, out: Emitter, topic: Topic, stage: str, to_partition: int | None = None) -> None:
+        """A watermark on each output partition whose input progressed past what was sent.
+
+        ``to_partition``: every input partition's progress goes to that one partition (of a
+        single-partition output), each under its own source ``stage/<input partition>``.
+        """
         for partition, wm in self._seen.items():
             if wm > self._sent.get(partition, -(2**62)):
                 self._sent[partition] = wm
-                out.watermark(topic, (partition,), wm, f"{stage}/{partition}")
+                target = partition if to_partition is None else to_partition
+                out.watermark(topic, (target,), wm, f"{stage}/{partition}")
 
     def to_state(self) -> dict[str, Any]:
         """Plain state (:mod:`streams.agents.durable`)."""

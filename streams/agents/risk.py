@@ -1,5 +1,8 @@
 """risk (portfolio-wide, one partition): decisions, bars, closed trades, commands -> approvals.
 
+Every input has one partition (bars come from ``market.bars``, written by the features stage),
+so whichever worker holds this stage sees the whole portfolio.
+
 One event-time merge over every input: closed trades (shifted by the feedback lag) first, then
 operator commands, then each bar (returns for the correlation rule), then the bar's decisions
 in symbol order, exactly as the in-process runner applies them.
@@ -13,14 +16,13 @@ from typing import Any
 from streams.agents.base import Emitter, Restore, freeze, thaw
 from streams.agents.merging import MergeHandler
 from streams.contracts.records import (
+    BarClosed,
     ControlCommand,
     DecisionSized,
     OrderApproved,
     OrderRejected,
-    TickReceived,
     TradeClosed,
 )
-from streams.contracts.ticks import DEFAULT_MAX_EVENT_SKEW_MS, TickHistory
 from streams.observability import tracing
 from streams.observability.metrics import metrics
 from streams.ordering import SortKey
@@ -32,7 +34,7 @@ from streams.topology import BuildContext, Shift, stage_spec
 _RANK = {
     Topic.TRADES_CLOSED.value: 0,
     Topic.CONTROL_COMMANDS.value: 1,
-    Topic.MARKET_TICKS.value: 2,
+    Topic.MARKET_BARS.value: 2,
     Topic.DECISIONS_SIZED.value: 3,
 }
 
@@ -65,17 +67,15 @@ class RiskHandler(MergeHandler):
     name = "risk"
     inputs = stage_spec("risk").input_topics
 
-    #: The features stage dead-letters bad ticks; this stage only skips them.
-    dead_letters_skipped = frozenset({Topic.MARKET_TICKS.value})
-    #: Bars only feed the correlation rule's returns: no span per bar.
-    untraced_topics = frozenset({Topic.MARKET_TICKS.value})
+    #: Bars only feed the correlation rule's returns: no span per bar. They come from the
+    #: features stage, which admitted their ticks by the tick rule (market.ticks).
+    untraced_topics = frozenset({Topic.MARKET_BARS.value})
 
     def __init__(
         self,
         stage: RiskStage,
         partitions: int,
         feedback_lag_ms: int,
-        max_event_skew_ms: int = DEFAULT_MAX_EVENT_SKEW_MS,
     ) -> None:
         super().__init__()
         self.stage = stage
@@ -83,8 +83,6 @@ class RiskHandler(MergeHandler):
         self.lag = feedback_lag_ms
         self.shifts = {Shift.FEEDBACK_LAG: feedback_lag_ms}
         self.state: RiskState | None = None
-        #: Same tick rule as the features stage, so both act on the same ticks.
-        self.tick_history = TickHistory(max_event_skew_ms)
 
     def merge_of(self, topic: str, partition: int) -> int:
         """One merge for the whole portfolio."""
@@ -99,8 +97,8 @@ class RiskHandler(MergeHandler):
             )
         if isinstance(record, ControlCommand):
             return SortKey(record.event_time_ms, 1, record.command_id)
-        if isinstance(record, TickReceived):
-            return SortKey(record.event_time_ms, 2, record.symbol, record.trade_id or 0)
+        if isinstance(record, BarClosed):
+            return SortKey(record.event_time_ms, 2, record.symbol)
         return SortKey(record.event_time_ms, _RANK[topic], record.symbol)
 
     def _state(self, time_ms: int) -> RiskState:
@@ -112,10 +110,10 @@ class RiskHandler(MergeHandler):
         """The portfolio as it was before a decision, a closed trade or a command.
 
         A snapshot (``to_dict``) costs about 0.5 ms with a day of history, paid only for
-        those records (a few hundred a day). A bar needs none: ``on_tick`` computes its return
-        before it changes anything, and the tick rule admits only positive prices.
+        those records (a few hundred a day). A bar needs none: ``on_bar`` computes its return
+        before it changes anything, and the tick rule admitted only positive prices.
         """
-        if isinstance(record, TickReceived) and self.state is not None:
+        if isinstance(record, BarClosed) and self.state is not None:
             return None
         snapshot = None if self.state is None else freeze(self.state.to_dict())
 
@@ -131,8 +129,8 @@ class RiskHandler(MergeHandler):
             self.stage.on_trade_closed(state, record)
         elif isinstance(record, ControlCommand):
             self.stage.on_command(state, record)
-        elif isinstance(record, TickReceived):
-            self.stage.on_tick(state, record)
+        elif isinstance(record, BarClosed):
+            self.stage.on_bar(state, record)
             return
         elif isinstance(record, DecisionSized):
             verdict = self.stage.on_decision(state, record)
@@ -150,10 +148,9 @@ class RiskHandler(MergeHandler):
         metrics().portfolio(equity_usd=p.equity, open_positions=len(p.positions), halted=p.halted)
 
     def to_state(self) -> dict[str, Any]:
-        """The merge, the portfolio (equity, marks, positions, kill switch, seen ids), ticks."""
+        """The merge and the portfolio (equity, marks, positions, kill switch, seen ids)."""
         return super().to_state() | {
             "portfolio": None if self.state is None else self.state.to_dict(),
-            "ticks": self.tick_history.to_dict(),
         }
 
     def load_state(self, data: Mapping[str, Any]) -> None:
@@ -161,12 +158,9 @@ class RiskHandler(MergeHandler):
         super().load_state(data)
         portfolio = data["portfolio"]
         self.state = None if portfolio is None else RiskState.from_dict(portfolio)
-        self.tick_history = TickHistory.from_dict(data["ticks"])
 
 
 def build(context: BuildContext) -> RiskHandler:
     """The stage from the settings (``streams/topology.py`` names this factory)."""
     s = context.settings
-    return RiskHandler(
-        RiskStage.from_settings(s), s.partitions, s.feedback_lag_ms, s.max_event_skew_ms
-    )
+    return RiskHandler(RiskStage.from_settings(s), s.partitions, s.feedback_lag_ms)

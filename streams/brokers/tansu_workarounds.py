@@ -14,6 +14,20 @@ B3  JoinGroup is held for session_timeout/2: Faust's 60 s default means 30 s per
 B4  Fetch sleeps max_wait/2 and does not wake up when data arrives; Faust hard-codes
     ``fetch_max_wait_ms=1500``, which costs ~750 ms per hop. Fix: the worker consumer's max
     wait is lowered to :data:`FETCH_MAX_WAIT_MS` (patched after Faust creates the consumer).
+B5  A Fetch lists every record-batch object the partition ever stored, under a deadline: what
+    remains of the request's max_wait, spent partition after partition of the request
+    (dynostore.rs ``fetch`` checks it per listed object). A fetch offset beyond the objects
+    listed in time gets an empty answer although the partition has data, and since the list
+    only grows, so does every later fetch with the same wait: the consumer stalls for good.
+    With B4's 10 ms wait that happens at some hundreds to thousands of objects on a loaded
+    2-core machine, and Faust's producer writes 1-2 records per batch: the risk stage stopped
+    reading ``market.bars`` (18,070 batches for 32,407 records) after a few hundred records.
+    A long wait lists far more in time, and costs nothing when there is data to return (the
+    broker answers as soon as a round found some; it only sleeps when none did). Fix: after a
+    response in which a partition came back empty while behind its high watermark (starved:
+    the data exists), the next Fetch waits :data:`STARVED_FETCH_WAIT_MS`; then B4's short wait
+    again (:func:`next_fetch_wait_ms`, patched into aiokafka's fetcher). Reproduction:
+    ``tests/integration/test_embedded_broker.py::test_b5_*``.
 TX  Transactions and idempotent producers fail (aiokafka InitProducerId v0: UnknownError).
     Fix: :func:`faust_overrides` forces ``processing_guarantee="at_least_once"``, which keeps
     aiokafka's producer idempotence off.
@@ -38,6 +52,11 @@ FETCH_MAX_WAIT_MS = 10
 #: B3: JoinGroup then takes ~3 s instead of 30 s; must stay above the heartbeat interval.
 SESSION_TIMEOUT_S = 6.0
 HEARTBEAT_INTERVAL_S = 1.0
+#: B5: fetch wait after a starved response. The starved partition has data, so the broker
+#: answers once its listing reaches it (100 ms listed 18k objects under load, 10 ms did not);
+#: it would sleep half of it only if the data vanished (a produce between Tansu's high-watermark
+#: update and its write of the batch), so this is also the worst case's delay, once.
+STARVED_FETCH_WAIT_MS = 500
 #: B1: how long the high-watermark probe may take before falling back to ListOffsets.
 PROBE_TIMEOUT_S = 10.0
 
@@ -66,11 +85,13 @@ def apply(bootstrap: str) -> None:
 
 def remove() -> None:
     """Undo :func:`apply`: restore Faust's methods and forget every registered server."""
+    from aiokafka.consumer.fetcher import Fetcher
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
     with _lock:
         for name, original in _originals.items():
-            setattr(AIOKafkaConsumerThread, name, original)
+            setattr(Fetcher if name == "_proc_fetch_request" else AIOKafkaConsumerThread,
+                    name, original)  # fmt: skip
         _originals.clear()
         _embedded_servers.clear()
 
@@ -85,15 +106,19 @@ def _split_servers(bootstrap: str) -> list[str]:
 
 
 def _install() -> None:
-    """Wrap the two AIOKafkaConsumerThread methods; the wrappers fall through for real Kafka."""
+    """Wrap two AIOKafkaConsumerThread methods and aiokafka's fetch round (B5); the wrappers
+    fall through for real Kafka."""
+    from aiokafka.consumer.fetcher import Fetcher
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
     create_consumer = AIOKafkaConsumerThread._create_worker_consumer
     highwaters = AIOKafkaConsumerThread._highwaters
     _originals["_create_worker_consumer"] = create_consumer
     _originals["_highwaters"] = highwaters
+    _originals["_proc_fetch_request"] = Fetcher._proc_fetch_request
     AIOKafkaConsumerThread._create_worker_consumer = _patched_create_consumer(create_consumer)  # type: ignore[method-assign]
     AIOKafkaConsumerThread._highwaters = _patched_highwaters(highwaters)  # type: ignore[method-assign,assignment]
+    Fetcher._proc_fetch_request = _patched_fetch_round(Fetcher._proc_fetch_request)
 
 
 def _thread_servers(thread: Any) -> list[str]:
@@ -114,6 +139,66 @@ def _patched_create_consumer(original: Callable[..., Any]) -> Callable[..., Any]
         return consumer
 
     return create_worker_consumer
+
+
+def next_fetch_wait_ms(starved: int, short_ms: int) -> int:
+    """B5: the next Fetch's wait after a response that left ``starved`` partitions empty though
+    behind their high watermark (their data exists, a long wait lists it in time)."""
+    return STARVED_FETCH_WAIT_MS if starved else short_ms
+
+
+def starved_partitions(
+    requested: Iterable[tuple[Any, int]], highwater: Callable[[Any], int | None], got: Any
+) -> list[Any]:
+    """The partitions of a Fetch (``(tp, fetch offset)`` pairs) that came back without records
+    (not in ``got``) although their high watermark in the response is past the fetch offset."""
+    starved = []
+    for tp, offset in requested:
+        high = highwater(tp)
+        if tp not in got and high is not None and high > offset:
+            starved.append(tp)
+    return starved
+
+
+def _fetcher_is_embedded(fetcher: Any) -> bool:
+    """True for a fetcher of a consumer connected to a registered embedded broker (cached)."""
+    known = fetcher.__dict__.get("_qt_embedded")
+    if known is None:
+        servers = fetcher._client._bootstrap_servers
+        listed = _split_servers(servers) if isinstance(servers, str) else list(servers)
+        known = fetcher.__dict__["_qt_embedded"] = is_embedded(listed)
+    return bool(known)
+
+
+FetchRound = Callable[..., Awaitable[bool]]
+
+
+def _patched_fetch_round(original: FetchRound) -> FetchRound:
+    """B5: after each Fetch response, pick the next request's wait (:func:`next_fetch_wait_ms`)."""
+
+    @functools.wraps(original)
+    async def proc_fetch_request(self: Any, assignment: Any, node_id: int, request: Any) -> bool:
+        short_ms = self.__dict__.setdefault("_qt_short_wait_ms", self._fetch_max_wait_ms)
+        woke = await original(self, assignment, node_id, request)
+        if not assignment.active or not _fetcher_is_embedded(self):
+            return woke
+        from aiokafka.structs import TopicPartition
+
+        requested = [
+            (TopicPartition(topic, partition), offset)
+            for topic, partitions in request.topics
+            for partition, offset, _max_bytes in partitions
+        ]
+
+        def highwater(tp: Any) -> int | None:
+            state = assignment.state_value(tp)
+            return None if state is None else state.highwater
+
+        starved = starved_partitions(requested, highwater, self._records)
+        self._fetch_max_wait_ms = next_fetch_wait_ms(len(starved), short_ms)
+        return woke
+
+    return proc_fetch_request
 
 
 def _patched_highwaters(

@@ -35,11 +35,19 @@ def command(
             "finished run folder until Ctrl-C"
         ),
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Faust workers of the topology; they split the per-symbol partitions, and the "
+            "replay starts once every input partition is held by exactly one of them",
+        ),
+    ] = 1,
 ) -> None:
     """Replay real market data through every stage on Kafka and write a run report.
 
     Starts the embedded broker unless QT_KAFKA_BOOTSTRAP is set, starts a Faust worker of the
-    whole topology, replays the data (default: 5
+    whole topology (--workers N: N of them), replays the data (default: 5
     symbols x 4.5 days of Binance futures 1-minute klines, bundled), waits until the pipeline
     has drained, reads every output topic back and writes report.json, trades.csv,
     decisions.jsonl.gz (for `quantum-trader diff`) and equity.png. Live trading is never
@@ -69,6 +77,7 @@ def command(
             ),
             run_dir=out,
             timeout_s=timeout,
+            workers=workers,
         )
         board = None
         if dashboard:

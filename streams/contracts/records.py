@@ -104,6 +104,20 @@ class TickReceived(AvroRecord):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BarClosed(AvroRecord):
+    """A symbol's 1-minute bar closed: what the portfolio-wide stages read from the market.
+
+    Written by the features stage for every kline that passed the tick rule, to the one
+    partition of ``market.bars``, so a single-partition stage (risk's correlation returns)
+    never needs the per-symbol partitions of ``market.ticks``. Identity: (symbol, event_time_ms).
+    """
+
+    symbol: str
+    event_time_ms: int
+    close: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FeaturesComputed(AvroRecord):
     """Features were computed for a symbol from its rolling window of ticks."""
 
@@ -376,6 +390,7 @@ class DeadLettered(AvroRecord):
 #: The value record of every topic (subject ``<topic>-value``).
 RECORD_TYPES: Mapping[Topic, type[AvroRecord]] = {
     Topic.MARKET_TICKS: TickReceived,
+    Topic.MARKET_BARS: BarClosed,
     Topic.MARKET_FEATURES: FeaturesComputed,
     Topic.SIGNALS_ENSEMBLE: SignalScored,
     Topic.SIGNALS_SUPERVISED: SignalSupervised,

@@ -8,7 +8,8 @@ Stages and their API
 --------------------
 =================================  ===============================================================
 ``FeaturesStage``                  ``on_tick(FeatureState | None, TickReceived)
-                                   -> (FeatureState | None, FeaturesComputed | None)``; per symbol
+                                   -> (FeatureState | None, FeaturesComputed | None)``; per symbol;
+                                   ``bar_closed(TickReceived) -> BarClosed | None`` (market.bars)
 ``EnsembleStage(scorer, weights)`` ``on_features(Sequence[FeaturesComputed]) -> list[SignalScored]``
                                    (one batched scorer call; every row gets a signal, HOLD too)
 ``SupervisorStage(policy, models)`` ``on_signal(SupervisorState, SignalScored)
@@ -17,7 +18,7 @@ Stages and their API
                                    ``on_signal(StrategyState, SignalSupervised)
                                    -> DecisionSized | None``,
                                    ``on_reward(StrategyState, RewardComputed) -> bool``; per symbol
-``RiskStage(limits)``              ``on_tick(RiskState, TickReceived)``,
+``RiskStage(limits)``              ``on_bar(RiskState, BarClosed)``,
                                    ``on_decision(RiskState, DecisionSized)
                                    -> OrderApproved | OrderRejected``,
                                    ``on_trade_closed(RiskState, TradeClosed) -> bool``,

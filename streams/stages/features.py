@@ -4,7 +4,9 @@ What it does: each symbol's closed klines are folded into its rolling ``FeatureS
 warmed up, every bar yields one row (16 tabular indicators and the normalised OHLCV window).
 TRADE ticks pass through untouched. Its rules, the one feature definition shared with training
 (batch/stream parity by construction), live in :mod:`models.features`; this module maps ticks
-to bars and rows to records, and builds the scorer's matrices from a batch of records.
+to bars and rows to records (and klines to the ``BarClosed`` records of ``market.bars``, which
+the portfolio-wide risk stage reads instead of ``market.ticks``), and builds the scorer's
+matrices from a batch of records.
 
 Event time: a row carries its bar's *open* time; it depends on bars at or before it only. A bar
 at or before the symbol's last one is ignored (redelivery is idempotent), a gap longer than
@@ -28,7 +30,7 @@ from models.features import (
     FeatureRow,
     FeatureState,
 )
-from streams.contracts.records import FeaturesComputed, TickKind, TickReceived
+from streams.contracts.records import BarClosed, FeaturesComputed, TickKind, TickReceived
 from streams.errors import StageError
 
 #: sha256 of the ordered feature names (``FeaturesComputed.names_hash``).
@@ -50,6 +52,13 @@ def features_record(symbol: str, row: FeatureRow) -> FeaturesComputed:
         atr_pct=row.atr_pct,
         volatility=row.volatility,
     )
+
+
+def bar_closed(tick: TickReceived) -> BarClosed | None:
+    """What the portfolio-wide stages read of a closed kline (``market.bars``); None for trades."""
+    if tick.kind is not TickKind.KLINE_1M:
+        return None
+    return BarClosed(symbol=tick.symbol, event_time_ms=tick.event_time_ms, close=tick.close)
 
 
 def tabular_of(records: list[FeaturesComputed]) -> np.ndarray:

@@ -39,8 +39,8 @@ An approval reserves its margin at once, so two decisions of the same minute (pr
 symbol order) cannot both take the last slot; ``on_trade_closed`` releases it and books the net
 PnL. Event time: day and week marks roll with the decisions' and closed trades' event times
 (:mod:`streams.stages.portfolio`). For the correlation rule the stage keeps the last returns of
-every symbol from the market ticks (``on_tick``), so a decision at bar ``t`` (made at the bar's
-close) sees returns up to bar ``t`` and nothing later.
+every symbol from the closed bars of ``market.bars`` (``on_bar``), so a decision at bar ``t``
+(made at the bar's close) sees returns up to bar ``t`` and nothing later.
 """
 
 from __future__ import annotations
@@ -53,14 +53,13 @@ from typing import Any
 from streams import ids
 from streams.config import CorrelationConfig, RiskLimits, Settings
 from streams.contracts.records import (
+    BarClosed,
     CommandKind,
     ControlCommand,
     DecisionSized,
     OrderApproved,
     OrderRejected,
     RiskRule,
-    TickKind,
-    TickReceived,
     TradeClosed,
 )
 from streams.ids import DEDUPE_WINDOW_MS, SeenIds
@@ -377,16 +376,14 @@ class RiskStage:
         """A fresh portfolio at the starting equity, periods anchored at ``event_time_ms``."""
         return RiskState(PortfolioState.start(self.limits.starting_equity_usd, event_time_ms))
 
-    def on_tick(self, state: RiskState, tick: TickReceived) -> None:
-        """Keep the symbol's latest 1-bar log returns (klines only) for the correlation rule."""
-        if tick.kind is not TickKind.KLINE_1M:
-            return
-        prev = state.last_close.get(tick.symbol)
+    def on_bar(self, state: RiskState, bar: BarClosed) -> None:
+        """Keep the symbol's latest 1-bar log returns for the correlation rule."""
+        prev = state.last_close.get(bar.symbol)
         # The return first: a bar that cannot give one (a bad price) changes nothing.
-        ret = None if prev is None else math.log(tick.close / prev)
-        state.last_close[tick.symbol] = tick.close
+        ret = None if prev is None else math.log(bar.close / prev)
+        state.last_close[bar.symbol] = bar.close
         if ret is not None:
-            remember_return(state.portfolio, tick.symbol, ret, self.corr.max_returns)
+            remember_return(state.portfolio, bar.symbol, ret, self.corr.max_returns)
 
     def on_decision(self, state: RiskState, d: DecisionSized) -> OrderApproved | OrderRejected:
         """Approve (and reserve) or reject one decision."""

@@ -48,7 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-# Bound at import, before run() patches streams.demo.running_worker with the timed worker.
+# Bound at import, before run() patches streams.workers.running_worker (which the demo's fleet
+# starts its workers with) with the timed worker.
 from streams.workers import running_worker as start_worker
 
 if TYPE_CHECKING:
@@ -452,7 +453,7 @@ class DemoHooks:
     def running_worker(
         self, env: dict[str, str], log_path: Path, _command: tuple[str, ...] = ()
     ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
-        """Stands in for :func:`streams.demo.running_worker`: the timed worker, ready before use."""
+        """Stands in for :func:`streams.workers.running_worker`: the timed worker, ready first."""
         extra = {"QTBENCH_STATS": str(self.stats_path), "PYTHONPATH": str(ROOT)}
         return self._ready_worker({**env, **extra}, log_path)
 
@@ -560,6 +561,7 @@ def topology(
 
     import streams.adapters.replay.files as replay_module
     import streams.demo as demo
+    import streams.workers as workers
 
     tag = f"{broker.kind}{'-profile' if profile else ''}"
     hooks = DemoHooks(
@@ -572,7 +574,7 @@ def topology(
     )
     plan = demo.DemoPlan(data=SAMPLE, run_dir=work_dir / f"demo-{tag}", timeout_s=timeout_s)
     with (
-        mock.patch.object(demo, "running_worker", hooks.running_worker),
+        mock.patch.object(workers, "running_worker", hooks.running_worker),
         mock.patch.object(demo, "wait_until_drained", hooks.wrap_drain(demo.wait_until_drained)),
         mock.patch.object(
             replay_module, "replay_files", hooks.wrap_replay(replay_module.replay_files)

@@ -153,6 +153,11 @@ def test_bad_ticks_are_dead_lettered_by_features_and_skipped_by_the_other_reader
     # Nothing refused moved the stage's progress: its watermark is the last good tick's time.
     marks = [i.watermark for i in features_out.items if i.watermark is not None]
     assert max(marks, default=good[2].event_time_ms) == good[2].event_time_ms
+    # Only the good klines reach the portfolio stages, as bars on market.bars' one partition.
+    bars = [i.value for i in features_out.items if i.topic is Topic.MARKET_BARS and i.value]
+    assert [(b.symbol, b.event_time_ms, b.close) for b in bars] == [
+        (t.symbol, t.event_time_ms, t.close) for t in good
+    ]
 
     execution = ExecutionHandler(ExecutionStage(), partitions=1)
     execution_out = Emitter("execution")
@@ -188,7 +193,8 @@ def test_a_released_decision_that_fails_midway_leaves_the_portfolio_as_it_was(
     later = str(T0 + 60_000).encode()
     marks = [
         RawEvent("decisions.sized", 0, 9, None, b"", {**strategy, WATERMARK_HEADER: later}),
-        RawEvent(TICKS, 0, 3, None, b"", {**REPLAY, WATERMARK_HEADER: later}),
+        RawEvent("market.bars", 0, 3, None, b"",
+                 {SOURCE_HEADER: b"features/0", WATERMARK_HEADER: later}),
         RawEvent("trades.closed", 0, 1, None, b"",
                  {SOURCE_HEADER: b"execution/0", WATERMARK_HEADER: later}),
     ]  # fmt: skip

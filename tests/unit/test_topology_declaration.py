@@ -80,7 +80,7 @@ def test_merge_sources_are_the_ones_each_stage_waits_for() -> None:
     assert risk == {
         **{f"decisions.sized/0:strategy/{p}": (0, False) for p in range(N)},
         **{f"trades.closed/0:execution/{p}": (lag, True) for p in range(N)},
-        **{f"market.ticks/{p}:replay": (0, False) for p in range(N)},
+        **{f"market.bars/0:features/{p}": (0, False) for p in range(N)},
     }  # operator commands never hold risk back: no source of their own
     execution = topology.merge_sources(topology.stage_spec("execution"), 1, N, shifts)
     assert execution == {
@@ -93,7 +93,7 @@ def test_progress_goes_to_the_outputs_someone_reads() -> None:
     def targets(name: str, instance: int) -> list[tuple[Topic, list[int]]]:
         return topology.progress_targets(topology.stage_spec(name), instance, N)
 
-    assert targets("features", 1) == [(Topic.MARKET_FEATURES, [1])]
+    assert targets("features", 1) == [(Topic.MARKET_FEATURES, [1]), (Topic.MARKET_BARS, [0])]
     assert targets("strategy", 3) == [(Topic.DECISIONS_SIZED, [0])]
     assert targets("risk", 0) == [(Topic.ORDERS_APPROVED, list(range(N)))]  # not rejections
     assert targets("execution", 2) == [(Topic.TRADES_CLOSED, [0])]  # fills: nobody reads them
@@ -117,15 +117,14 @@ def test_every_topic_is_declared_once_and_every_stage_input_is_a_declared_topic(
     assert len({s.name for s in STAGES}) == len(STAGES)
 
 
-def test_portfolio_stages_read_only_single_partition_inputs_except_ticks() -> None:
-    # Two workers split the per-symbol partitions: a single-instance stage reading one waits for
-    # the partitions another worker holds. market.ticks (risk's correlation returns) is the one
-    # known exception (issue 9: a single-partition feed of what risk needs from the ticks).
+def test_portfolio_stages_read_only_single_partition_inputs() -> None:
+    # Two workers split the per-symbol partitions: a single-instance stage reading one would wait
+    # for the partitions another worker holds (risk's bars come from market.bars, not ticks).
     for stage in STAGES:
         if stage.partitioning is not Partitioning.SINGLE:
             continue
         per_symbol = [t for t in stage.input_topics if topology.partitions_of(t, N) > 1]
-        assert per_symbol in ([], [Topic.MARKET_TICKS]), stage.name
+        assert per_symbol == [], stage.name
 
 
 # -- docs ----------------------------------------------------------------------------------------
