@@ -193,10 +193,7 @@ class LiveIngest:
                     last_progress = time.monotonic()
                     self._on_progress(self.summary)
         finally:
-            log.debug("ingest loop ended: done=%s stopping=%s failure=%r", self.sequencer.done,
-                      self._stopping, self._failure)  # fmt: skip
             await _cancel([*tasks, *self._inflight.values()])
-            log.debug("ingest tasks cancelled")
             self.sink.flush()
         if self._failure is not None:
             raise LiveError(str(self._failure)) from self._failure
