@@ -6,9 +6,9 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.adapters.live.backoff import Backoff
 from streams.adapters.live.ingest import LiveIngest, LiveSummary
-from streams.adapters.live.rest import RestKlines, binance_client
+from streams.adapters.live.rest import binance_client
+from streams.adapters.live.run import rest_client
 from streams.config import LiveConfig
 from streams.contracts.records import DeadLettered, TickReceived
 from tests.fakes.binance import FakeBinance, load_klines
@@ -79,10 +79,7 @@ async def run_ingest(
     """The live ingest against ``server`` into ``sink`` until ``until_ms``."""
     cfg = live_config(server, **config)
     client = binance_client("futures", cfg.rest_url, cfg.rest_timeout_s)
-    rest = RestKlines(
-        client, "futures", page_limit=cfg.rest_page_limit, weight_budget=cfg.rest_weight_budget,
-        backoff=Backoff(cfg.backoff_base_s, cfg.backoff_cap_s),
-    )  # fmt: skip
+    rest = rest_client(client, cfg)
     ingest = LiveIngest(
         cfg, symbols, sink, rest, starts=starts, until_ms=until_ms, end_of_stream=True
     )

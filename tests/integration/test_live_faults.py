@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from streams.adapters.live.universe import UniverseRule
 from tests.fakes.binance import FakeBinance, Faults
 from tests.fakes.live_support import MINUTE, SYMBOLS, T0, MemorySink, recorded, run_ingest
 
@@ -98,3 +99,38 @@ async def test_pings_are_answered_so_a_quiet_healthy_connection_stays_up() -> No
         await server.stop()
     assert len(sink.ticks) == 30
     assert summary.reconnects == 0 and summary.connections[0].sessions == 1
+
+
+async def test_the_universe_comes_from_the_exchange_answers_through_a_rate_limit() -> None:
+    from streams.adapters.live.run import select_universe_now
+    from streams.adapters.live.universe import selection_of
+    from streams.vocabulary import UniverseVerdict
+    from tests.fakes.binance import exchange_info, ticker_24h
+    from tests.fakes.live_support import FUTURES, live_config
+
+    may_12 = 1747008000000
+    symbols = tuple(sorted(f.name.removesuffix(".csv.gz") for f in FUTURES.glob("*.csv.gz")))
+    data = recorded(symbols, may_12 - 1440 * MINUTE, may_12)
+    quarterly = {"symbol": "BTCUSDT_250627", "pair": "BTCUSDT", "contractType": "CURRENT_QUARTER",
+                 "deliveryDate": 1750996800000, "onboardDate": 1735286400000,
+                 "status": "TRADING", "quoteAsset": "USDT"}  # fmt: skip
+    onboard = dict.fromkeys(symbols, may_12 - 60 * 1440 * MINUTE) | {"ADAUSDT": may_12 - 1}
+    server = FakeBinance(
+        data, may_12, 1.0, Faults(rate_limit_requests={1}), onboard=onboard,
+        extra_listings=[quarterly],
+    )  # fmt: skip
+    await server.start()
+    try:
+        universe = {"size": 4, "min_listing_days": 30, "min_range": 0.03}
+        selection = await select_universe_now(live_config(server, universe=universe))
+    finally:
+        await server.stop()
+    assert server.requests == 3  # exchangeInfo refused once (429, Retry-After 1 s), then both
+    expected = selection_of(
+        exchange_info(onboard, selection.at_ms, [quarterly]), ticker_24h(data, selection.at_ms),
+        UniverseRule(4, 30, 0.03),
+    )  # fmt: skip
+    assert selection == expected and len(selection.symbols) == 4
+    verdicts = {c.symbol: c.verdict for c in selection.candidates}
+    assert verdicts["ADAUSDT"] is UniverseVerdict.TOO_NEW
+    assert verdicts["BTCUSDT_250627"] is UniverseVerdict.NOT_PERPETUAL
