@@ -145,7 +145,8 @@ class FakeBinance:
 
     # -------------------------------------------------------------------------- lifecycle
 
-    async def start(self) -> FakeBinance:
+    async def start(self, port: int = 0) -> FakeBinance:
+        """Listen on ``port`` (0: a free one; the old port again after :meth:`stop`: an outage)."""
         app = web.Application()
         app.router.add_get("/market/stream", self._ws)
         app.router.add_get("/stream", self._ws)
@@ -155,7 +156,7 @@ class FakeBinance:
         app.router.add_get("/fapi/v1/ticker/24hr", self._rest_ticker)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self

@@ -134,3 +134,67 @@ async def test_the_universe_comes_from_the_exchange_answers_through_a_rate_limit
     verdicts = {c.symbol: c.verdict for c in selection.candidates}
     assert verdicts["ADAUSDT"] is UniverseVerdict.TOO_NEW
     assert verdicts["BTCUSDT_250627"] is UniverseVerdict.NOT_PERPETUAL
+
+
+async def test_ready_is_false_while_the_exchange_is_away_and_metrics_match_the_summary() -> None:
+    import asyncio
+
+    import aiohttp
+
+    from streams.adapters.live.ingest import LiveIngest
+    from streams.adapters.live.rest import binance_client
+    from streams.adapters.live.run import rest_client
+    from streams.observability.ingest import bound_port, serve_health
+    from tests.fakes.live_support import live_config
+
+    data = recorded(SYMBOLS[:2], T0, T0 + 60 * MINUTE)
+    m = lambda n: T0 + n * MINUTE  # noqa: E731
+    server = await FakeBinance(data, m(5), 60.0, Faults(missing={("BNBUSDT", m(3))})).start()
+    cfg = live_config(server, idle_timeout_s=1.0, rotate_after_s=3600.0)
+    client = binance_client("futures", cfg.rest_url, cfg.rest_timeout_s)
+    ingest = LiveIngest(
+        cfg, SYMBOLS[:2], MemorySink(), rest_client(client, cfg),
+        starts=dict.fromkeys(SYMBOLS[:2], T0), until_ms=m(16), end_of_stream=True,
+    )  # fmt: skip
+    health = await serve_health(ingest, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{bound_port(health)}"
+    seen: list[int] = []
+
+    async def poll(http: aiohttp.ClientSession, seconds: float) -> None:
+        for _ in range(int(seconds / 0.2)):
+            async with http.get(f"{base}/ready") as answer:
+                seen.append(answer.status)
+            await asyncio.sleep(0.2)
+
+    try:
+        async with aiohttp.ClientSession() as http:
+            run = asyncio.create_task(ingest.run())
+            await poll(http, 2.0)  # streaming
+            await server.stop()  # the exchange goes away for 3 s (3 simulated minutes)
+            await poll(http, 3.0)
+            await server.start(server.port)
+            while not run.done():
+                await poll(http, 0.2)
+            summary = await run
+            async with http.get(f"{base}/metrics") as answer:
+                exposition = await answer.text()
+            async with http.get(f"{base}/health") as answer:
+                assert answer.status == 200
+    finally:
+        await health.cleanup()
+        await client.close_connection()
+        await server.stop()
+    assert seen[9] == 200 and 503 in seen[10:25], seen  # ready, then not while away
+    assert seen[-1] == 200, seen  # and ready again once reconnected
+    assert summary.sequencer.missing == {"BNBUSDT": 1} and summary.reconnects >= 1
+    for line in (
+        f'qt_live_ticks_total{{market="futures"}} {float(summary.ticks)}',
+        f'qt_live_backfilled_total{{market="futures"}} {float(summary.backfilled)}',
+        'qt_live_missing_klines_total{symbol="BNBUSDT"} 1.0',
+        f'qt_live_reconnects_total{{connection="futures-0"}} {float(summary.reconnects)}',
+        f'qt_live_rest_requests_total{{market="futures"}} {float(summary.rest.requests)}',
+    ):
+        assert line in exposition, line
+    assert 'qt_live_ready{market="futures"} 0.0' in exposition  # the run ended: nothing open
+    assert 'qt_live_exchange_lag_seconds{market="futures"}' in exposition
+    assert 'qt_live_stream_last_message_timestamp_seconds{stream="btcusdt@kline_1m"}' in exposition

@@ -204,14 +204,10 @@ class LiveIngest:
             self._on_progress(self.summary)
         return self.summary
 
-    def ready(self, now: float | None = None) -> bool:
-        """Every connection is up and no stream is silent beyond the idle timeout."""
-        now = time.monotonic() if now is None else now
-        timeout = self.config.idle_timeout_s
-        return all(
-            c.connected and not c.stale_streams(now, timeout, now - timeout) for c in
-            self.summary.connections
-        )  # fmt: skip
+    @property
+    def failure(self) -> BaseException | None:
+        """What ended (or will end) the run, ``None`` while it goes on."""
+        return self._failure
 
     # ---------------------------------------------------------------------------- inside
 

@@ -107,10 +107,17 @@ async def ingest(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, runner.stop)
+    health = None
+    if live.metrics_port:
+        from streams.observability.ingest import serve_health
+
+        health = await serve_health(runner, settings.web_host, live.metrics_port)
     try:
         return await runner.run()
     finally:
         await client.close_connection()
+        if health is not None:
+            await health.cleanup()
 
 
 def run_live(
