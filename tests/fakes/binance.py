@@ -10,6 +10,7 @@ An aiohttp server with
 * ``/fapi/v1/klines`` and ``/api/v3/klines``: JSON arrays of kline rows, ``startTime``,
   ``endTime`` and ``limit`` honoured, ``X-MBX-USED-WEIGHT-1M`` counted, ``429`` with
   ``Retry-After`` on the requests named in :attr:`Faults.rate_limit_requests`;
+* ``/fapi/v1/time`` (``/api/v3/time``): the simulated clock as ``serverTime``;
 * ``/fapi/v1/exchangeInfo`` and ``/fapi/v1/ticker/24hr``: Binance's shapes, computed from the
   same klines at the simulated clock (:func:`ticker_24h`, :func:`exchange_info`).
 
@@ -153,6 +154,8 @@ class FakeBinance:
         app.router.add_get("/fapi/v1/klines", self._rest_klines)
         app.router.add_get("/api/v3/klines", self._rest_klines)
         app.router.add_get("/fapi/v1/exchangeInfo", self._rest_exchange_info)
+        app.router.add_get("/fapi/v1/time", self._rest_time)
+        app.router.add_get("/api/v3/time", self._rest_time)
         app.router.add_get("/fapi/v1/ticker/24hr", self._rest_ticker)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
@@ -200,6 +203,9 @@ class FakeBinance:
         headers = headers | {"Retry-After": self.faults.retry_after}
         body = {"code": -1003, "msg": "Too many requests; please use the websocket."}
         return web.json_response(body, status=429, headers=headers)
+
+    async def _rest_time(self, request: web.Request) -> web.Response:
+        return web.json_response({"serverTime": self.now_ms()}, headers=self._weigh(1))
 
     async def _rest_exchange_info(self, request: web.Request) -> web.Response:
         headers = self._weigh(1)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,3 +90,19 @@ async def run_ingest(
         return await asyncio.wait_for(ingest.run(), timeout_s)
     finally:
         await client.close_connection()
+
+
+@contextlib.contextmanager
+def serving_in_thread(server: FakeBinance) -> Iterator[FakeBinance]:
+    """``server`` running on its own event loop in a thread (for code that runs its own loop)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fake-binance", daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=30)
+    try:
+        yield server
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        loop.close()
