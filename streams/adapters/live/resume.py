@@ -46,15 +46,18 @@ def last_kline_times(
 
 def _watermarks(consumer: Any, tp: Any, timeout_s: float) -> tuple[int, int]:
     """A partition's (low, high) offsets, waiting out a leader election (a topic just created)."""
-    from confluent_kafka import KafkaException
+    from confluent_kafka import KafkaError, KafkaException
 
+    electing = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                KafkaError.UNKNOWN_TOPIC_OR_PART}  # fmt: skip
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
             return int(low), int(high)
         except KafkaException as exc:
-            if not exc.args[0].retriable() or time.monotonic() > deadline:
+            error = exc.args[0]
+            if error.code() not in electing or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 
