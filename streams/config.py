@@ -379,6 +379,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             return value.get_secret_value()
         if isinstance(value, str | int | float | bool | Path):
             return str(value)
+        if isinstance(value, BaseModel):  # nested twice (live.universe): JSON, as pydantic reads it
+            return json.dumps(value.model_dump(mode="json"))
         return json.dumps(value, default=str)
 
     env: dict[str, str] = {}
