@@ -52,6 +52,7 @@ def runner_report(settings: Settings) -> dict:
     return builder.build(model_versions=stats.model_versions)
 
 
+@pytest.mark.timeout(1800)  # 3,600 bars through every stage; the 2-core machine is shared
 def test_live_feed_through_the_topology_trades_like_the_replay(
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:
@@ -72,7 +73,7 @@ def test_live_feed_through_the_topology_trades_like_the_replay(
         live = live_config(server, max_streams_per_connection=3)
         run_settings = settings.model_copy(update={"live": live, "topic_prefix": unique_prefix})
         plan = LivePlan(SYMBOLS, since_ms=START, until_ms=END, run_dir=tmp_path / "live",
-                        timeout_s=900)  # fmt: skip
+                        timeout_s=1500)  # fmt: skip
         summary, report = run_live(run_settings, plan, Console(stderr=True))
     assert not (faults.drop_before | faults.abort_before | faults.stall_before | faults.swap)
     assert summary.reconnects >= 6 and summary.backfilled > 0 and summary.rest.rate_limited >= 1
