@@ -13,6 +13,7 @@ from streams.commands import (
     broker,
     control,
     dashboard,
+    data,
     demo,
     diff,
     journal,
@@ -52,6 +53,7 @@ app.command("halt")(control.halt)
 app.command("resume")(control.resume)
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(models_cmd.app, name="models")
+app.add_typer(data.app, name="data")
 
 
 def main() -> None:

@@ -187,6 +187,23 @@ class ExitTuning(_Frozen):
     max_margin_loss_at_stop: float = 0.32
 
 
+class UniverseConfig(_Frozen):
+    """Universe selection of the live edge (streams/adapters/live/universe.py).
+
+    Off by default (``size`` 0: the universe is ``QT_SYMBOLS`` or ``--symbols``).
+    """
+
+    size: int = Field(0, ge=0, description="top N USD-M perpetuals by 24h quote volume; 0 = off")
+    min_listing_days: float = Field(30.0, ge=0, description="listed at least this long ago")
+    min_range: float = Field(
+        0.02, ge=0, description="volatility floor: 24h (high - low) / last price"
+    )
+    quote_asset: str = "USDT"
+    refresh_minutes: int = Field(
+        60, ge=1, description="the selection is recomputed on this event-time grid"
+    )
+
+
 class LiveConfig(_Frozen):
     """The live market-data edge (streams/adapters/live): endpoints, supervision, backfill.
 
@@ -227,6 +244,12 @@ class LiveConfig(_Frozen):
         description="history fetched over REST for a symbol with nothing in "
         "market.ticks (feature windows warm before it trades)",
     )
+
+    universe: UniverseConfig = UniverseConfig()
+    metrics_port: int = Field(
+        6067, ge=0, le=65535,
+        description="the ingest's /metrics, /health and /ready (0 = no HTTP server)",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _backoff_is_consistent(self) -> LiveConfig:
@@ -392,6 +415,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             return value.get_secret_value()
         if isinstance(value, str | int | float | bool | Path):
             return str(value)
+        if isinstance(value, BaseModel):  # nested twice (live.universe): JSON, as pydantic reads it
+            return json.dumps(value.model_dump(mode="json"))
         return json.dumps(value, default=str)
 
     env: dict[str, str] = {}

@@ -214,6 +214,19 @@ class DecisionKind(StrEnum):
 _DECISION_RANKS = {kind: rank for rank, kind in enumerate(DecisionKind)}
 
 
+class UniverseVerdict(StrEnum):
+    """Why a listed contract is in the live universe or not (streams/adapters/live/universe.py)."""
+
+    SELECTED = "SELECTED"  # among the top N by 24h quote volume, every floor passed
+    BELOW_TOP_N = "BELOW_TOP_N"  # passed the floors, but N others traded more
+    NOT_PERPETUAL = "NOT_PERPETUAL"  # a delivery (quarterly) or non-crypto contract
+    NOT_TRADING = "NOT_TRADING"  # settling, pre-trading, delisted
+    OTHER_QUOTE = "OTHER_QUOTE"  # not quoted in the universe's asset (USDT)
+    TOO_NEW = "TOO_NEW"  # listed less than the minimum age ago
+    TOO_QUIET = "TOO_QUIET"  # 24h high-low range under the volatility floor
+    NO_TICKER = "NO_TICKER"  # listed, but absent from the 24h ticker
+
+
 #: Index order of every probability vector.
 CLASSES: tuple[Action, Action, Action] = (Action.SELL, Action.HOLD, Action.BUY)
 

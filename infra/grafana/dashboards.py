@@ -413,6 +413,105 @@ def pipeline_panels() -> list[Panel]:
             unit="ops",
             width=12,
         ),
+        *live_ingest_panels(),
+    ]
+
+
+def live_ingest_panels() -> list[Panel]:
+    """The live ingest (``quantum-trader live``): connections, streams, lag, backfill, REST."""
+    return [
+        Panel(
+            "Live ingest ready",
+            "stat",
+            (
+                Query("min by (market) (qt_live_ready)", "{{market}}"),
+                Query("max by (connection) (qt_live_connected)", "{{connection}} open"),
+            ),
+            "1 = every connection open and no stream silent beyond QT_LIVE__IDLE_TIMEOUT_S.",
+            width=12,
+            height=5,
+            thresholds=((0.0, "red"), (1.0, "green")),
+        ),
+        Panel(
+            "Live lag to the exchange clock",
+            "timeseries",
+            (Query("max by (market) (qt_live_exchange_lag_seconds)", "{{market}}"),),
+            "Exchange time since the newest kline in market.ticks closed (backfill catching up "
+            "shows as a falling line).",
+            unit="s",
+            width=12,
+            height=5,
+        ),
+        Panel(
+            "Live messages and reconnects by connection",
+            "timeseries",
+            (
+                Query(
+                    f"sum by (connection) (rate(qt_live_messages_total[{RATE}]))",
+                    "{{connection}} messages",
+                ),
+                Query(
+                    f"sum by (connection) (increase(qt_live_reconnects_total[{RATE}]))",
+                    "{{connection}} reconnects",
+                ),
+                Query(
+                    f"sum by (connection) (increase(qt_live_idle_timeouts_total[{RATE}]))",
+                    "{{connection}} idle timeouts",
+                ),
+            ),
+            "Websocket messages per second; sessions replaced (drops, stalls, rotations) and "
+            "those replaced by the idle watchdog.",
+            width=12,
+        ),
+        Panel(
+            "Seconds since the last message by stream",
+            "timeseries",
+            (
+                Query(
+                    "time() - max by (stream) (qt_live_stream_last_message_timestamp_seconds)",
+                    "{{stream}}",
+                ),
+            ),
+            "A stream over QT_LIVE__IDLE_TIMEOUT_S replaces its connection.",
+            unit="s",
+            width=12,
+        ),
+        Panel(
+            "Live klines: produced, backfilled, duplicates, dead letters",
+            "timeseries",
+            tuple(
+                Query(f"sum by (market) (rate({metric}[{RATE}]))", f"{{{{market}}}} {what}")
+                for metric, what in (
+                    ("qt_live_ticks_total", "produced"),
+                    ("qt_live_backfilled_total", "backfilled"),
+                    ("qt_live_duplicates_total", "duplicates"),
+                    ("qt_live_dead_letters_total", "dead letters"),
+                )
+            ),
+            "Klines per second into market.ticks, those that came over REST, and those dropped.",
+            unit="ops",
+            width=12,
+        ),
+        Panel(
+            "Live klines missing on the exchange, REST requests and rate limits",
+            "timeseries",
+            (
+                Query(
+                    f"sum by (symbol) (increase(qt_live_missing_klines_total[{RATE}]))",
+                    "{{symbol}} missing",
+                ),
+                Query(
+                    f"sum by (market) (rate(qt_live_rest_requests_total[{RATE}]))",
+                    "{{market}} REST requests",
+                ),
+                Query(
+                    f"sum by (market) (increase(qt_live_rest_rate_limited_total[{RATE}]))",
+                    "{{market}} 429/418",
+                ),
+            ),
+            "Minutes REST confirmed absent (counted, never filled), REST load and rate limits.",
+            width=12,
+        ),
     ]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -29,6 +29,13 @@ def command(
             "run report (default: run until Ctrl-C)"
         ),
     ] = None,
+    universe: Annotated[
+        int | None,
+        typer.Option(
+            help="trade the top N USD-M perpetuals by 24h quote volume (listing age and "
+            "volatility floors: QT_LIVE__UNIVERSE__*); default QT_LIVE__UNIVERSE__SIZE, 0 = off"
+        ),
+    ] = None,
     join: Annotated[
         bool, typer.Option(help="only ingest: a topology already runs on these topics")
     ] = False,
@@ -49,6 +56,11 @@ def command(
     the exchange really lacks are counted, not invented. A restart resumes each symbol after
     its newest kline already in market.ticks.
 
+    Universe: --symbols, else with --universe N (or QT_LIVE__UNIVERSE__SIZE) the top N
+    USD-M perpetuals by 24h quote volume that are TRADING, quoted in USDT, listed at least
+    QT_LIVE__UNIVERSE__MIN_LISTING_DAYS and moved at least QT_LIVE__UNIVERSE__MIN_RANGE in
+    24 hours (chosen once at start; each symbol's verdict is printed), else QT_SYMBOLS.
+
     Modes: default starts a Faust worker of the topology (and the embedded broker when
     QT_KAFKA_BOOTSTRAP is unset) and runs until Ctrl-C; --until ends the run at that time with
     the report a replay gives; --join only ingests into a running topology.
@@ -64,6 +76,7 @@ def command(
 
     from streams.adapters.live import LiveError
     from streams.adapters.live.ingest import LiveSummary
+    from streams.adapters.live.rest import RestError
     from streams.adapters.live.run import LivePlan, live_report, run_live, symbols_of
     from streams.adapters.market_files import MarketFileError, format_epoch_ms, parse_time_bound
     from streams.brokers.embedded import BrokerError
@@ -86,17 +99,31 @@ def command(
 
     try:
         settings = get_settings()
-        settings = settings.model_copy(
-            update={"live": settings.live.model_copy(update={"market": chosen})}
-        )
+        live = settings.live.model_copy(update={"market": chosen})
+        if universe is not None:
+            live = live.model_copy(
+                update={"universe": live.universe.model_copy(update={"size": universe})}
+            )
+        settings = settings.model_copy(update={"live": live})
+        wanted = symbols_of(symbols, ())
+        if not wanted and live.universe.size:
+            wanted = chosen_universe(live, console)
         plan = LivePlan(
-            symbols=symbols_of(symbols, settings.symbols),
+            symbols=wanted or tuple(settings.symbols),
             since_ms=parse_time_bound(since) if since else None,
             until_ms=parse_time_bound(until) if until else None,
             join=join, run_dir=out,
         )  # fmt: skip
         summary, report = run_live(settings, plan, console, progress)
-    except (LiveError, WorkerError, BrokerError, KafkaIOError, MarketFileError, ValueError) as exc:
+    except (
+        LiveError,
+        WorkerError,
+        BrokerError,
+        KafkaIOError,
+        MarketFileError,
+        RestError,
+        ValueError,
+    ) as exc:
         console.print(f"[red]live failed:[/] {exc}")
         raise typer.Exit(code=1) from exc
     console.print_json(data=live_report(summary))
@@ -104,3 +131,27 @@ def command(
         from streams.report import print_summary
 
         print_summary(report, out or settings.runs_dir / "live")
+
+
+def chosen_universe(live: Any, console: Any) -> tuple[str, ...]:
+    """The universe the exchange's answers give now, every listed contract's verdict printed."""
+    import asyncio
+
+    from rich.table import Table
+
+    from streams.adapters.live.run import select_universe_now
+
+    selection = asyncio.run(select_universe_now(live))
+    table = Table(title=f"universe: top {live.universe.size} by 24h quote volume")
+    for column in ("symbol", "rank", "verdict", "24h quote volume", "24h range", "listed days"):
+        table.add_column(column)
+    for c in sorted(selection.candidates, key=lambda c: (c.rank is None, c.rank, c.symbol)):
+        if c.verdict.value in ("NOT_PERPETUAL", "OTHER_QUOTE", "NOT_TRADING"):
+            continue  # hundreds of them on Binance: not candidates at all
+        days = "-" if c.listed_days is None else f"{c.listed_days:.0f}"
+        table.add_row(c.symbol, str(c.rank or "-"), c.verdict.value, f"{c.quote_volume:,.0f}",
+                      f"{c.range_ratio:.2%}", days)  # fmt: skip
+    console.print(table)
+    if not selection.symbols:
+        raise ValueError("no symbol passes the universe rule (QT_LIVE__UNIVERSE__*)")
+    return selection.symbols

@@ -9,12 +9,17 @@ An aiohttp server with
   (aiohttp's heartbeat: a client that does not answer is closed, as Binance does);
 * ``/fapi/v1/klines`` and ``/api/v3/klines``: JSON arrays of kline rows, ``startTime``,
   ``endTime`` and ``limit`` honoured, ``X-MBX-USED-WEIGHT-1M`` counted, ``429`` with
-  ``Retry-After`` on the requests named in :attr:`Faults.rate_limit_requests`.
+  ``Retry-After`` on the requests named in :attr:`Faults.rate_limit_requests`;
+* ``/fapi/v1/time`` (``/api/v3/time``): the simulated clock as ``serverTime``;
+* ``/fapi/v1/exchangeInfo`` and ``/fapi/v1/ticker/24hr``: Binance's shapes, computed from the
+  same klines at the simulated clock (:func:`ticker_24h`, :func:`exchange_info`).
 
 The exchange clock is simulated: it starts at ``start_ms`` and runs ``speed`` times faster
 than the wall clock, so a day of klines takes seconds. Klines come from the CSV(.gz) files of
 ``../shared/data/binance`` (the only invented fields are those the files lack: trade counts and
-quote volumes are sent as 0). Each fault in :class:`Faults` fires once, on whichever
+quote volumes are sent as 0; the 24h ticker's quote volume is the sum of volume x close over
+the day's minutes, and a symbol's ``onboardDate`` is its first kline in the files unless
+``onboard`` says otherwise). Each fault in :class:`Faults` fires once, on whichever
 connection reaches it first.
 """
 
@@ -62,6 +67,56 @@ def load_klines(path: Path, start_ms: int, end_ms: int) -> dict[int, list[str]]:
     return rows
 
 
+def _text(x: float) -> str:
+    return repr(float(x))
+
+
+def ticker_24h(klines: dict[str, dict[int, list[str]]], now_ms: int) -> list[dict[str, Any]]:
+    """``GET /fapi/v1/ticker/24hr`` at ``now_ms``: each symbol's 1440 klines closed by then."""
+    out = []
+    end = now_ms - now_ms % MINUTE
+    for symbol in sorted(klines):
+        day = [(t, v) for t, v in sorted(klines[symbol].items()) if end - 86_400_000 <= t < end]
+        if not day:
+            continue
+        o, c = float(day[0][1][0]), float(day[-1][1][3])
+        high = max(float(v[1]) for _, v in day)
+        low = min(float(v[2]) for _, v in day)
+        volume = sum(float(v[4]) for _, v in day)
+        quote = sum(float(v[4]) * float(v[3]) for _, v in day)
+        out.append({
+            "symbol": symbol, "priceChange": _text(c - o),
+            "priceChangePercent": f"{100 * (c - o) / o:.3f}",
+            "weightedAvgPrice": _text(quote / volume if volume else c), "lastPrice": day[-1][1][3],
+            "lastQty": "0", "openPrice": day[0][1][0], "highPrice": _text(high),
+            "lowPrice": _text(low), "volume": _text(volume), "quoteVolume": _text(quote),
+            "openTime": day[0][0], "closeTime": day[-1][0] + MINUTE - 1,
+            "firstId": 0, "lastId": 0, "count": 0,
+        })  # fmt: skip
+    return out
+
+
+def exchange_info(
+    onboard: dict[str, int], now_ms: int, extra: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """``GET /fapi/v1/exchangeInfo``: a USDT perpetual per symbol, then the ``extra`` rows."""
+    rows: list[dict[str, Any]] = [
+        {
+            "symbol": s, "pair": s, "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
+            "onboardDate": t, "status": "TRADING", "baseAsset": s.removesuffix("USDT"),
+            "quoteAsset": "USDT", "marginAsset": "USDT", "underlyingType": "COIN",
+        }
+        for s, t in sorted(onboard.items())
+    ]  # fmt: skip
+    return {
+        "timezone": "UTC", "serverTime": now_ms, "futuresType": "U_MARGINED",
+        "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
+                        "intervalNum": 1, "limit": 2400}],
+        "exchangeFilters": [], "assets": [{"asset": "USDT", "marginAvailable": True}],
+        "symbols": rows + list(extra or []),
+    }  # fmt: skip
+
+
 class FakeBinance:
     """The server; ``await start()``, point the live settings at :attr:`ws_url`/:attr:`rest_url`."""
 
@@ -72,8 +127,12 @@ class FakeBinance:
         speed: float,
         faults: Faults | None = None,
         heartbeat_s: float = 0.5,
+        onboard: dict[str, int] | None = None,
+        extra_listings: list[dict[str, Any]] | None = None,
     ) -> None:
         self.klines = klines
+        self.onboard = {s: min(rows) for s, rows in klines.items() if rows} | dict(onboard or {})
+        self.extra_listings = extra_listings or []
         self.start_ms = start_ms
         self.speed = speed
         self.faults = faults or Faults()
@@ -87,15 +146,20 @@ class FakeBinance:
 
     # -------------------------------------------------------------------------- lifecycle
 
-    async def start(self) -> FakeBinance:
+    async def start(self, port: int = 0) -> FakeBinance:
+        """Listen on ``port`` (0: a free one; the old port again after :meth:`stop`: an outage)."""
         app = web.Application()
         app.router.add_get("/market/stream", self._ws)
         app.router.add_get("/stream", self._ws)
         app.router.add_get("/fapi/v1/klines", self._rest_klines)
         app.router.add_get("/api/v3/klines", self._rest_klines)
+        app.router.add_get("/fapi/v1/exchangeInfo", self._rest_exchange_info)
+        app.router.add_get("/fapi/v1/time", self._rest_time)
+        app.router.add_get("/api/v3/time", self._rest_time)
+        app.router.add_get("/fapi/v1/ticker/24hr", self._rest_ticker)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
@@ -127,14 +191,39 @@ class FakeBinance:
         o, h, low, c, v = values
         return [t, o, h, low, c, v, t + MINUTE - 1, "0", 0, "0", "0", "0"]
 
-    async def _rest_klines(self, request: web.Request) -> web.Response:
+    def _weigh(self, weight: int) -> dict[str, str]:
         self.requests += 1
-        self.weight += 5
-        headers = {"X-MBX-USED-WEIGHT-1M": str(self.weight)}
-        if self.requests in self.faults.rate_limit_requests:
-            headers["Retry-After"] = self.faults.retry_after
-            body = {"code": -1003, "msg": "Too many requests; please use the websocket."}
-            return web.json_response(body, status=429, headers=headers)
+        self.weight += weight
+        return {"X-MBX-USED-WEIGHT-1M": str(self.weight)}
+
+    def _rate_limited(self, headers: dict[str, str]) -> web.Response | None:
+        """429 + ``Retry-After`` for the requests :attr:`Faults.rate_limit_requests` names."""
+        if self.requests not in self.faults.rate_limit_requests:
+            return None
+        headers = headers | {"Retry-After": self.faults.retry_after}
+        body = {"code": -1003, "msg": "Too many requests; please use the websocket."}
+        return web.json_response(body, status=429, headers=headers)
+
+    async def _rest_time(self, request: web.Request) -> web.Response:
+        return web.json_response({"serverTime": self.now_ms()}, headers=self._weigh(1))
+
+    async def _rest_exchange_info(self, request: web.Request) -> web.Response:
+        headers = self._weigh(1)
+        if (refused := self._rate_limited(headers)) is not None:
+            return refused
+        body = exchange_info(self.onboard, self.now_ms(), self.extra_listings)
+        return web.json_response(body, headers=headers)
+
+    async def _rest_ticker(self, request: web.Request) -> web.Response:
+        headers = self._weigh(40)  # Binance: 40 without a symbol
+        if (refused := self._rate_limited(headers)) is not None:
+            return refused
+        return web.json_response(ticker_24h(self.klines, self.now_ms()), headers=headers)
+
+    async def _rest_klines(self, request: web.Request) -> web.Response:
+        headers = self._weigh(5)
+        if (refused := self._rate_limited(headers)) is not None:
+            return refused
         q = request.query
         symbol = q.get("symbol", "")
         if symbol not in self.klines:

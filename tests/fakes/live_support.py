@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.adapters.live.backoff import Backoff
 from streams.adapters.live.ingest import LiveIngest, LiveSummary
-from streams.adapters.live.rest import RestKlines, binance_client
+from streams.adapters.live.rest import binance_client
+from streams.adapters.live.run import rest_client
 from streams.config import LiveConfig
 from streams.contracts.records import DeadLettered, TickReceived
 from tests.fakes.binance import FakeBinance, load_klines
@@ -79,10 +82,7 @@ async def run_ingest(
     """The live ingest against ``server`` into ``sink`` until ``until_ms``."""
     cfg = live_config(server, **config)
     client = binance_client("futures", cfg.rest_url, cfg.rest_timeout_s)
-    rest = RestKlines(
-        client, "futures", page_limit=cfg.rest_page_limit, weight_budget=cfg.rest_weight_budget,
-        backoff=Backoff(cfg.backoff_base_s, cfg.backoff_cap_s),
-    )  # fmt: skip
+    rest = rest_client(client, cfg)
     ingest = LiveIngest(
         cfg, symbols, sink, rest, starts=starts, until_ms=until_ms, end_of_stream=True
     )
@@ -90,3 +90,19 @@ async def run_ingest(
         return await asyncio.wait_for(ingest.run(), timeout_s)
     finally:
         await client.close_connection()
+
+
+@contextlib.contextmanager
+def serving_in_thread(server: FakeBinance) -> Iterator[FakeBinance]:
+    """``server`` running on its own event loop in a thread (for code that runs its own loop)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fake-binance", daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=30)
+    try:
+        yield server
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        loop.close()

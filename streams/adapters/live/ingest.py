@@ -193,10 +193,7 @@ class LiveIngest:
                     last_progress = time.monotonic()
                     self._on_progress(self.summary)
         finally:
-            log.debug("ingest loop ended: done=%s stopping=%s failure=%r", self.sequencer.done,
-                      self._stopping, self._failure)  # fmt: skip
             await _cancel([*tasks, *self._inflight.values()])
-            log.debug("ingest tasks cancelled")
             self.sink.flush()
         if self._failure is not None:
             raise LiveError(str(self._failure)) from self._failure
@@ -207,14 +204,10 @@ class LiveIngest:
             self._on_progress(self.summary)
         return self.summary
 
-    def ready(self, now: float | None = None) -> bool:
-        """Every connection is up and no stream is silent beyond the idle timeout."""
-        now = time.monotonic() if now is None else now
-        timeout = self.config.idle_timeout_s
-        return all(
-            c.connected and not c.stale_streams(now, timeout, now - timeout) for c in
-            self.summary.connections
-        )  # fmt: skip
+    @property
+    def failure(self) -> BaseException | None:
+        """What ended (or will end) the run, ``None`` while it goes on."""
+        return self._failure
 
     # ---------------------------------------------------------------------------- inside
 

@@ -72,6 +72,10 @@ def next_page_start(
     return nxt if nxt < request.end_ms else None
 
 
+#: What :meth:`RestKlines._attempt` returns when the request is to be made again.
+_RETRY: Final = object()
+
+
 class RestError(Exception):
     """A REST answer that cannot be used (not a rate limit, not a network failure)."""
 
@@ -87,7 +91,8 @@ class RestCounts:
 
 
 class RestKlines:
-    """Backfills a :class:`BackfillRequest` from the klines endpoint of one market."""
+    """Backfills a :class:`BackfillRequest` from the klines endpoint of one market; reads the
+    universe's inputs (exchangeInfo, 24h ticker) under the same weight and retry rules."""
 
     def __init__(
         self,
@@ -122,31 +127,48 @@ class RestKlines:
     async def _page(self, symbol: str, start_ms: int, end_ms: int) -> list[Kline]:
         params = {"symbol": symbol, "interval": "1m", "startTime": start_ms,
                   "endTime": end_ms - 1, "limit": self.page_limit}  # fmt: skip
+        call = self.client.futures_klines if self.market == "futures" else self.client.get_klines
+        weight = kline_request_weight(self.page_limit, self.market)
+        rows = await self.request(call, f"klines {symbol}", weight, params)
+        if not isinstance(rows, list):
+            raise RestError(f"klines {params}: answer is not a JSON array")
+        return self._rows(symbol, rows)
+
+    async def request(
+        self, call: Callable[..., Awaitable[Any]], label: str, weight: int, params: dict[str, Any]
+    ) -> Any:
+        """``call(**params)``'s answer, within the weight budget, retried until it answers."""
         while True:
             pause = weight_pause_s(
-                self.counts.used_weight,
-                kline_request_weight(self.page_limit, self.market),
-                self.weight_budget,
-                self._wall(),
+                self.counts.used_weight, weight, self.weight_budget, self._wall()
             )
             if pause:
                 log.info("REST weight %s near budget %s: waiting %.1f s",
                          self.counts.used_weight, self.weight_budget, pause)  # fmt: skip
                 self.counts.used_weight = None
                 await self._sleep(pause)
-            rows = await self._attempt(symbol, params)
-            if rows is not None:
+            answer = await self._attempt(call, label, params)
+            if answer is not _RETRY:
                 self.backoff.reset()
-                return self._rows(symbol, rows)
+                return answer
 
-    async def _attempt(self, symbol: str, params: dict[str, Any]) -> list[Any] | None:
-        """One request: its rows, or ``None`` after waiting out a rate limit or a failure."""
+    async def universe_inputs(self) -> tuple[Any, Any]:
+        """``exchangeInfo`` and every symbol's 24h ticker (USD-M futures), as JSON."""
+        if self.market != "futures":
+            raise RestError("universe selection is for USD-M perpetuals (market futures)")
+        info = await self.request(self.client.futures_exchange_info, "exchangeInfo", 1, {})
+        tickers = await self.request(self.client.futures_ticker, "ticker/24hr", 40, {})
+        return info, tickers
+
+    async def _attempt(
+        self, call: Callable[..., Awaitable[Any]], label: str, params: dict[str, Any]
+    ) -> Any:
+        """One request: its answer, or ``_RETRY`` after waiting out a rate limit or a failure."""
         from binance.exceptions import BinanceAPIException, BinanceRequestException
 
         self.counts.requests += 1
-        call = self.client.futures_klines if self.market == "futures" else self.client.get_klines
         try:
-            rows = await call(**params)
+            answer = await call(**params)
         except BinanceAPIException as exc:
             headers = getattr(exc.response, "headers", None)
             self._note_weight(headers)
@@ -154,25 +176,23 @@ class RestKlines:
                 self.counts.rate_limited += 1
                 wait = retry_after_s(headers, self.backoff.next_delay())
                 log.warning("REST %s for %s: waiting %.1f s (Retry-After)", exc.status_code,
-                            symbol, wait)  # fmt: skip
+                            label, wait)  # fmt: skip
                 await self._sleep(wait)
-                return None
+                return _RETRY
             if 400 <= exc.status_code < 500:
-                raise RestError(f"klines {params}: {exc.status_code} {exc.message}") from exc
-            await self._fail(symbol, f"HTTP {exc.status_code}")
-            return None
+                raise RestError(f"{label} {params}: {exc.status_code} {exc.message}") from exc
+            await self._fail(label, f"HTTP {exc.status_code}")
+            return _RETRY
         except (BinanceRequestException, OSError, TimeoutError) as exc:
-            await self._fail(symbol, str(exc) or type(exc).__name__)
-            return None
+            await self._fail(label, str(exc) or type(exc).__name__)
+            return _RETRY
         self._note_weight(getattr(getattr(self.client, "response", None), "headers", None))
-        if not isinstance(rows, list):
-            raise RestError(f"klines {params}: answer is not a JSON array")
-        return rows
+        return answer
 
-    async def _fail(self, symbol: str, why: str) -> None:
+    async def _fail(self, label: str, why: str) -> None:
         self.counts.failures += 1
         delay = self.backoff.next_delay()
-        log.warning("REST klines for %s failed (%s): retrying in %.1f s", symbol, why, delay)
+        log.warning("REST %s failed (%s): retrying in %.1f s", label, why, delay)
         await self._sleep(delay)
 
     def _note_weight(self, headers: Mapping[str, str] | None) -> None:

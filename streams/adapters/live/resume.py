@@ -8,8 +8,9 @@ the partition was reached.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 from streams import kafka_io
 
@@ -31,9 +32,7 @@ def last_kline_times(
         if metadata is None or metadata.error is not None:
             return {}  # no topic yet: nothing to resume from
         for partition in sorted(metadata.partitions):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout_s
-            )
+            low, high = _watermarks(consumer, TopicPartition(topic, partition), timeout_s)
             on_partition = {
                 s
                 for s in wanted
@@ -43,6 +42,24 @@ def last_kline_times(
     finally:
         consumer.close()
     return found
+
+
+def _watermarks(consumer: Any, tp: Any, timeout_s: float) -> tuple[int, int]:
+    """A partition's (low, high) offsets, waiting out a leader election (a topic just created)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    electing = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                KafkaError.UNKNOWN_TOPIC_OR_PART}  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.code() not in electing or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _scan_back(

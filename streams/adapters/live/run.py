@@ -17,11 +17,15 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.adapters.live.ingest import LiveIngest, LiveSummary
 from streams.adapters.live.resume import last_kline_times
-from streams.config import Settings
+from streams.adapters.live.universe import UniverseRule, UniverseSelection, selection_of
+from streams.config import LiveConfig, Settings, UniverseConfig
+
+if TYPE_CHECKING:
+    from streams.adapters.live.rest import RestKlines
 from streams.topics import Topic, topic_name
 
 
@@ -35,6 +39,35 @@ class LivePlan:
     join: bool = False  # True: only ingest, a topology is already running on these topics
     run_dir: Path | None = None
     timeout_s: float = 1800.0
+
+
+def universe_rule(config: UniverseConfig) -> UniverseRule:
+    """The selection rule of the ``QT_LIVE__UNIVERSE__*`` settings."""
+    return UniverseRule(config.size, config.min_listing_days, config.min_range, config.quote_asset)
+
+
+async def select_universe_now(live: LiveConfig) -> UniverseSelection:
+    """Today's universe from the exchange's exchangeInfo and 24h ticker (see universe.py)."""
+    from streams.adapters.live.rest import binance_client
+
+    client = binance_client(live.market, live.rest_url, live.rest_timeout_s)
+    try:
+        info, tickers = await rest_client(client, live).universe_inputs()
+    finally:
+        await client.close_connection()
+    return selection_of(info, tickers, universe_rule(live.universe))
+
+
+def rest_client(client: Any, live: LiveConfig) -> RestKlines:
+    """The REST side of the ingest on python-binance's ``client``."""
+    from streams.adapters.live.backoff import Backoff
+    from streams.adapters.live.rest import RestKlines
+
+    return RestKlines(
+        client, live.market, page_limit=live.rest_page_limit,
+        weight_budget=live.rest_weight_budget,
+        backoff=Backoff(live.backoff_base_s, live.backoff_cap_s),
+    )  # fmt: skip
 
 
 def resume_points(bootstrap: str, settings: Settings, plan: LivePlan) -> dict[str, int]:
@@ -56,8 +89,7 @@ async def ingest(
     on_progress: Callable[[LiveSummary], None] | None = None,
 ) -> LiveSummary:
     """Run the ingest into the settings' topics; SIGINT/SIGTERM stop it cleanly."""
-    from streams.adapters.live.backoff import Backoff
-    from streams.adapters.live.rest import RestKlines, binance_client
+    from streams.adapters.live.rest import binance_client
     from streams.adapters.live.sink import kafka_live_sink
 
     live = settings.live
@@ -66,11 +98,7 @@ async def ingest(
         replication=settings.replication_factor, idempotence=idempotence,
     )  # fmt: skip
     client = binance_client(live.market, live.rest_url, live.rest_timeout_s)
-    rest = RestKlines(
-        client, live.market, page_limit=live.rest_page_limit,
-        weight_budget=live.rest_weight_budget,
-        backoff=Backoff(live.backoff_base_s, live.backoff_cap_s),
-    )  # fmt: skip
+    rest = rest_client(client, live)
     runner = LiveIngest(
         live, plan.symbols, sink, rest, starts=starts, until_ms=plan.until_ms,
         end_of_stream=plan.until_ms is not None, on_progress=on_progress,
@@ -79,10 +107,17 @@ async def ingest(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, runner.stop)
+    health = None
+    if live.metrics_port:
+        from streams.observability.ingest import serve_health
+
+        health = await serve_health(runner, settings.web_host, live.metrics_port)
     try:
         return await runner.run()
     finally:
         await client.close_connection()
+        if health is not None:
+            await health.cleanup()
 
 
 def run_live(

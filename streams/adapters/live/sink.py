@@ -7,9 +7,8 @@ ticks and their watermarks, so a live tick is produced exactly like a replayed o
 from __future__ import annotations
 
 from streams import kafka_io
-from streams.adapters.replay.files import KafkaTickSink, default_encoders
+from streams.adapters.replay.files import KafkaTickSink, kafka_tick_sink
 from streams.contracts.records import DeadLettered
-from streams.topics import Topic
 
 
 class KafkaLiveSink(KafkaTickSink):
@@ -37,15 +36,5 @@ def kafka_live_sink(
     idempotence: bool = True,
 ) -> KafkaLiveSink:
     """A sink on ``<prefix>market.ticks`` (created with ``partitions`` when missing)."""
-    ticks_topic = f"{prefix}{Topic.MARKET_TICKS.value}"
-    dead_topic = f"{prefix}{Topic.DEADLETTER.value}"
-    kafka_io.ensure_topics(
-        bootstrap, {ticks_topic: partitions, dead_topic: partitions},
-        replication_factor=replication, timeout_s=10, exact_partitions=False,
-    )  # fmt: skip
-    encode_tick, encode_dead = default_encoders()
-    producer = kafka_io.producer(kafka_io.ProducerOptions(bootstrap, idempotence=idempotence))
-    actual = kafka_io.topic_partitions(producer, bootstrap, ticks_topic, timeout_s=15)
-    return KafkaLiveSink(
-        producer, ticks_topic, dead_topic, encode_tick, encode_dead, partitions=len(actual)
-    )
+    options = kafka_io.ProducerOptions(bootstrap, idempotence=idempotence)
+    return kafka_tick_sink(bootstrap, prefix, options, partitions, replication, None, KafkaLiveSink)

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 from streams import kafka_io
 from streams.adapters.market_files import (
@@ -221,6 +221,10 @@ class KafkaTickSink:
         return self.tracker.delivered[self.ticks_topic] - self.watermarks.sent
 
 
+#: A :class:`KafkaTickSink` or a subclass of it (the live edge's).
+SinkT = TypeVar("SinkT", bound=KafkaTickSink)
+
+
 def pump(
     items: Iterable[ReplayItem],
     sink: TickSink,
@@ -338,7 +342,9 @@ def replay_files(
     summary = ReplaySummary(dry_run=bootstrap is None)
     sink: TickSink = NullSink()
     if bootstrap is not None:
-        sink = _kafka_sink(bootstrap, prefix, options, partitions, replication, encoders)
+        sink = kafka_tick_sink(
+            bootstrap, prefix, options, partitions, replication, encoders, KafkaTickSink
+        )
     pacer = Pacer(speed, clock, sleep)
     with _progress(console) as progress:
         total = sum(r.size for r in readers)
@@ -355,14 +361,17 @@ def replay_files(
     return summary
 
 
-def _kafka_sink(
+def kafka_tick_sink(
     bootstrap: str,
     prefix: str,
     options: kafka_io.ProducerOptions | None,
     partitions: int,
     replication: int,
     encoders: tuple[Encode, Encode] | None,
-) -> KafkaTickSink:
+    sink_type: type[SinkT],
+) -> SinkT:
+    """A ``sink_type`` on ``<prefix>market.ticks`` and ``<prefix>deadletter`` (the live edge
+    passes its subclass), creating the topics with ``partitions`` when missing."""
     ticks_topic = f"{prefix}{Topic.MARKET_TICKS.value}"
     dead_topic = f"{prefix}{Topic.DEADLETTER.value}"
     # Topics that predate this replay are kept as they are, whatever their partition count.
@@ -374,6 +383,6 @@ def _kafka_sink(
     producer = kafka_io.producer(options or kafka_io.ProducerOptions(bootstrap))
     # Watermarks go to every partition the topic really has (it may predate this replay).
     actual = kafka_io.topic_partitions(producer, bootstrap, ticks_topic, timeout_s=15)
-    return KafkaTickSink(
+    return sink_type(
         producer, ticks_topic, dead_topic, encode_tick, encode_dead, partitions=len(actual)
     )
