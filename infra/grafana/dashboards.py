@@ -413,6 +413,25 @@ def pipeline_panels() -> list[Panel]:
             unit="ops",
             width=12,
         ),
+        Panel(
+            "State flushes and redelivered records by stage",
+            "timeseries",
+            (
+                Query(
+                    "histogram_quantile(0.99, sum by (stage, le) "
+                    f"(rate(qt_state_flush_seconds_bucket[{RATE}])))",
+                    "{{stage}} flush p99",
+                ),
+                Query(
+                    f"sum by (stage) (increase(qt_redelivered_total[{RATE}]))",
+                    "{{stage}} redelivered",
+                ),
+            ),
+            "Time to store a stage's changed state (its outputs' delivery, then the table "
+            "write), and the records skipped after a restart or rebalance as already applied or "
+            "as re-sent copies (docs/determinism.md).",
+            width=12,
+        ),
         *live_ingest_panels(),
     ]
 

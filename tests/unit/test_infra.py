@@ -45,6 +45,8 @@ AGREED: dict[str, frozenset[str]] = {
     "qt_consumer_lag": frozenset({"topic", "partition"}),
     "qt_deadletters_total": frozenset({"stage", "reason"}),
     "qt_stage_errors_total": frozenset({"stage", "error_type"}),
+    "qt_redelivered_total": frozenset({"stage"}),
+    "qt_state_flush_seconds": frozenset({"stage"}),
     "qt_signals_total": frozenset({"symbol", "action"}),
     "qt_signal_side_share": frozenset({"scope", "side"}),
     "qt_vetoes_total": frozenset({"rule"}),
@@ -74,7 +76,9 @@ AGREED: dict[str, frozenset[str]] = {
     "qt_live_rest_rate_limited_total": frozenset({"market"}),
     "qt_live_dead_letters_total": frozenset({"market"}),
 }
-HISTOGRAMS = frozenset({"qt_stage_latency_seconds", "qt_model_scoring_seconds"})
+HISTOGRAMS = frozenset(
+    {"qt_stage_latency_seconds", "qt_model_scoring_seconds", "qt_state_flush_seconds"}
+)
 #: Series Prometheus writes itself, and the labels it attaches to every scraped series.
 PROMETHEUS_SERIES: dict[str, frozenset[str]] = {"up": frozenset()}
 TARGET_LABELS = frozenset({"instance", "job"})

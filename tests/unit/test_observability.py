@@ -48,6 +48,8 @@ AGREED_IN_THE_ISSUE = (
     "qt_consumer_lag",
     "qt_deadletters_total",
     "qt_stage_errors_total",  # issue 9: a stage's own failures, dead-lettered as stage_error
+    "qt_redelivered_total",  # issue 9: records skipped after a restart as already applied
+    "qt_state_flush_seconds",  # issue 9: storing a stage's state in its table
     "qt_signals_total",
     "qt_signal_side_share",
     "qt_vetoes_total",
