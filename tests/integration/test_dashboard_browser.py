@@ -95,7 +95,7 @@ def write_runner_run(run_dir: Path) -> dict[str, Any]:
     from streams.report import ReportBuilder, write_run
     from streams.runner import run
 
-    settings = Settings(supervisor=SupervisorPolicy(min_confidence=0.5))
+    settings = Settings(supervisor=SupervisorPolicy(gate="confidence", min_confidence=0.5))
     builder, board = ReportBuilder(10_000.0), ReadModel(10_000.0)
 
     def sink(record: Any) -> None:

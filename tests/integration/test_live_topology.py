@@ -37,7 +37,7 @@ STREAMED_MINUTES = 40
 def base_settings(bootstrap: str, runs_dir: Path) -> Settings:
     return Settings(
         kafka_bootstrap=bootstrap, partitions=2, feedback_lag_ms=300_000,
-        supervisor={"min_confidence": 0.5}, runs_dir=runs_dir,
+        supervisor={"gate": "confidence", "min_confidence": 0.5}, runs_dir=runs_dir,
     )  # fmt: skip
 
 

@@ -37,7 +37,11 @@ WINDOW = TimeWindow(parse_time_bound("2025-05-21T00:00"), parse_time_bound("2025
 
 
 def settings() -> Settings:
-    return Settings(partitions=2, feedback_lag_ms=300_000, supervisor={"min_confidence": 0.5})
+    return Settings(
+        partitions=2,
+        feedback_lag_ms=300_000,
+        supervisor={"gate": "confidence", "min_confidence": 0.5},
+    )
 
 
 @pytest.fixture(scope="module")
