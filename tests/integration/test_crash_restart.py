@@ -149,7 +149,7 @@ def test_sigkill_during_warmup_open_positions_and_a_halt_changes_no_trade(
 
     prefix = f"crash-{time.time_ns() % 10**9}."
     run_settings = settings.model_copy(update={"topic_prefix": prefix})
-    ensure_topics(kafka_bootstrap, run_settings)
+    ensure_topics(kafka_bootstrap, run_settings, keep_forever=True)  # 2025 event times
     env = worker_env(settings, kafka_bootstrap, prefix, embedded=False)
     send_commands(kafka_bootstrap, prefix)
     start = WINDOW.start_ms

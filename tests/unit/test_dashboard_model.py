@@ -49,7 +49,7 @@ def records() -> list[AvroRecord]:
     from streams.runner import run
 
     out: list[AvroRecord] = []
-    settings = Settings(supervisor=SupervisorPolicy(min_confidence=0.5))
+    settings = Settings(supervisor=SupervisorPolicy(gate="confidence", min_confidence=0.5))
     scorer = EnsembleScorer.from_registry(REGISTRY)
     run(SAMPLE, scorer, out.append, settings, ("BTCUSDT", "ETHUSDT", "SOLUSDT"), WINDOW)
     assert sum(isinstance(r, TradeClosed) for r in out) >= 3, "the window must trade"
