@@ -166,6 +166,17 @@ class CommandKind(StrEnum):
     PROMOTE = "PROMOTE"
 
 
+class ReconcileKind(StrEnum):
+    """A difference reconciliation found between the exchange and the venue, and the fix."""
+
+    UNKNOWN_POSITION_FLATTENED = "UNKNOWN_POSITION_FLATTENED"  # not ours: closed at market
+    UNKNOWN_POSITION_ADOPTED = "UNKNOWN_POSITION_ADOPTED"  # not ours: tracked, stop placed
+    POSITION_GONE = "POSITION_GONE"  # ours, flat on the exchange: closed at the mark price
+    QUANTITY_MISMATCH = "QUANTITY_MISMATCH"  # both open, sizes differ: the excess flattened
+    ORDER_MISSING = "ORDER_MISSING"  # a leg we think open is not on the exchange
+    UNKNOWN_ORDER_CANCELLED = "UNKNOWN_ORDER_CANCELLED"  # an order of ours we do not track
+
+
 #: Index order of every probability vector.
 CLASSES: tuple[Action, Action, Action] = (Action.SELL, Action.HOLD, Action.BUY)
 

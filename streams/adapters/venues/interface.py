@@ -130,6 +130,7 @@ class PositionEventKind(StrEnum):
     TRAILING_ACTIVATED = "TRAILING_ACTIVATED"
     STOPPED = "STOPPED"
     CLOSED = "CLOSED"
+    REJECTED = "REJECTED"  # the exchange (or its filters) refused a leg: ``detail`` says why
 
 
 @dataclass(frozen=True, slots=True)
