@@ -82,6 +82,11 @@ _FATAL_HINT = {
 OnEvents = Callable[[list[ExchangeEvent]], Awaitable[None]]
 
 
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -430,10 +435,27 @@ class BinanceGateway:
             symbol=symbol,
             startTime=since_ms,
         )
+        algos = await self._call(
+            "allAlgoOrders",
+            5,
+            False,
+            self.client.futures_get_all_algo_orders,
+            symbol=symbol,
+            startTime=since_ms,
+        )
+        # A triggered conditional order trades as a new matching-engine order: its client id
+        # is the algo order's (the stream's ALGO_UPDATE says the same through "ai").
+        child = {
+            int(a["actualOrderId"]): str(a["clientAlgoId"]) for a in algos if a.get("actualOrderId")
+        }
         out = []
         for r in rows:
             oid = int(r["orderId"])
-            cid = self._client_of_order.get((symbol, oid)) or await self._client_id_of(symbol, oid)
+            cid = (
+                child.get(oid)
+                or self._client_of_order.get((symbol, oid))
+                or await self._client_id_of(symbol, oid)
+            )
             out.append(
                 OrderUpdate(
                     client_id=cid,
@@ -504,6 +526,7 @@ class BinanceGateway:
             try:
                 while not stop.is_set():
                     recv = asyncio.ensure_future(ws.recv())
+                    recv.add_done_callback(_retrieve)  # a close while waiting is not an error
                     done, _ = await asyncio.wait(
                         {recv, stopper}, return_when=asyncio.FIRST_COMPLETED
                     )

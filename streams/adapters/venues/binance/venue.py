@@ -314,9 +314,12 @@ class BinanceVenue:
                 return  # redelivered (a reconnect replays what the stream already sent)
             self.trades.add(key, ev.time_ms)
             self._trade(pos, leg, ev, out)
-        if ev.status in _DONE and leg.live:
-            leg.state = "done"
-        if leg.name == "entry" and not pos.entry_done and ev.status in _DONE:
+        if ev.status not in _DONE or not leg.live:
+            return
+        if ev.exec_type == "QUERY" and ev.cum_qty > leg.filled + 1e-12:
+            return  # a REST answer ahead of its fills: they come from the stream or the replay
+        leg.state = "done"
+        if leg.name == "entry" and not pos.entry_done:
             self._complete_entry(pos, ev.time_ms, out)
 
     def _trade(self, pos: LivePosition, leg: Leg, ev: OrderUpdate, out: list[Event]) -> None:
