@@ -19,7 +19,8 @@ engine. Within a bar, stops are checked before take-profits (as the paper venue 
 times (``E``/``T``, fills) are the market clock (the bar's close); ``/fapi/v1/time`` and the
 signature window use the wall clock.
 
-Faults (attributes and methods): ``fail_next`` (error codes for the next order requests),
+Faults (attributes and methods): ``fail_next`` (error codes for the next order requests;
+``fail_next_algo`` for conditional ones),
 ``lose_responses`` (accept the next N orders, then drop the connection before answering),
 ``slow_responses`` (answer the next N requests after ``slow_s``), ``throttle_next`` (429 with
 ``Retry-After``), ``drop_user_streams()``, ``expire_listen_keys()``, ``open_position()`` (a
@@ -136,6 +137,7 @@ class FakeExchange:
     cursor: dict[str, int] = field(default_factory=dict)
     now_ms: int = 0  # market clock
     fail_next: list[int] = field(default_factory=list)
+    fail_next_algo: list[int] = field(default_factory=list)
     lose_responses: int = 0
     slow_responses: int = 0
     slow_s: float = 2.0
@@ -451,7 +453,7 @@ class FakeExchange:
         app = web.Application(middlewares=[self._middleware])
         r = app.router
         r.add_get("/fapi/v1/time", self._time)
-        r.add_get("/fapi/v1/ping", lambda _: self._ok({}))
+        r.add_get("/fapi/v1/ping", self._ping)
         r.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
         r.add_get("/fapi/v3/balance", self._balance)
         r.add_post("/fapi/v1/marginType", self._margin_type)
@@ -552,6 +554,9 @@ class FakeExchange:
                 400, -1021, "Timestamp for this request is outside of the recvWindow."
             )
         return params
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        return self._ok({})
 
     async def _time(self, request: web.Request) -> web.Response:
         return self._ok({"serverTime": int(time.time() * 1000) + self.clock_skew_ms})
@@ -683,7 +688,7 @@ class FakeExchange:
             raise BinanceError(400, -1121, "Invalid symbol.")
         tick, step, _ = SYMBOL_FILTERS[symbol]
         qty = Decimal(p.get("quantity", "0"))
-        for name, value, grid in (
+        for _name, value, grid in (
             ("quantity", qty, step),
             ("price", Decimal(p.get("price", "0")), tick),
             ("triggerPrice", Decimal(p.get("triggerPrice", "0")), tick),
@@ -692,8 +697,9 @@ class FakeExchange:
                 raise BinanceError(
                     400, -1111, "Precision is over the maximum defined for this asset."
                 )
-        if self.fail_next:
-            code = self.fail_next.pop(0)
+        faults = self.fail_next_algo if conditional and self.fail_next_algo else self.fail_next
+        if faults:
+            code = faults.pop(0)
             raise BinanceError(400, code, _MESSAGES.get(code, "Order rejected."))
         cid = p.get("clientAlgoId" if conditional else "newClientOrderId", "")
         if cid and self._open_client_id(symbol, cid):
@@ -721,7 +727,7 @@ class FakeExchange:
             raise BinanceError(
                 400,
                 -4120,
-                "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead.",
+                "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead.",  # noqa: E501
             )
         market = self.price(symbol)
         price = Decimal(p.get("price", "0"))
@@ -732,7 +738,7 @@ class FakeExchange:
             raise BinanceError(
                 400,
                 -4164,
-                f"Order's notional must be no smaller than {notional} (unless you choose reduce only).",
+                f"Order's notional must be no smaller than {notional} (unless you choose reduce only).",  # noqa: E501
             )
         pos = self.positions.setdefault(symbol, _Position())
         if not reduce_only and value / pos.leverage > self.balance:
@@ -1010,7 +1016,7 @@ _MESSAGES = {
     -2022: "ReduceOnly Order is rejected.",
     -4164: "Order's notional must be no smaller than 5 (unless you choose reduce only).",
     -1111: "Precision is over the maximum defined for this asset.",
-    -1007: "Timeout waiting for response from backend server. Send status unknown; execution status unknown.",
+    -1007: "Timeout waiting for response from backend server. Send status unknown; execution status unknown.",  # noqa: E501
     -1008: "Server is currently overloaded with other requests. Please try again in a few minutes.",
     -2015: "Invalid API-key, IP, or permissions for action.",
     -2008: "Invalid Api-Key ID.",
@@ -1024,9 +1030,7 @@ async def serve(exchange: FakeExchange, host: str = "127.0.0.1", port: int = 0) 
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    server = site._server
-    assert server is not None
-    bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    bound = runner.addresses[0][1]
     try:
         yield f"http://{host}:{bound}/fapi", f"ws://{host}:{bound}/ws"
     finally:

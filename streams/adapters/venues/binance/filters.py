@@ -117,11 +117,14 @@ def round_order(
     trigger_price: float | None = None,
     market: bool = False,
     reference_price: float | None = None,
+    reduce_only: bool = False,
 ) -> RoundedOrder:
     """Round an order to ``f``; raise :class:`FilterRejection` when it cannot pass.
 
     ``reference_price`` values a market order for the notional check (the last known price);
     without it and without a limit price the notional is not checked (the exchange will).
+    Reduce-only orders are exempt from ``MIN_NOTIONAL`` (Binance: "unless you choose reduce
+    only"), so the last small leg of a ladder can always close what is left.
     """
     qty = _rounded_quantity(f, quantity, market)
     px = _rounded_price(f, price, "price")
@@ -129,7 +132,7 @@ def round_order(
     value_px = px if px is not None else trig
     if value_px is None and reference_price is not None:
         value_px = Decimal(repr(reference_price))
-    if qty is not None and value_px is not None and f.min_notional > 0:
+    if qty is not None and value_px is not None and f.min_notional > 0 and not reduce_only:
         notional = qty * value_px
         if notional < f.min_notional:
             raise FilterRejection(

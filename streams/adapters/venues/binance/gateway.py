@@ -164,7 +164,8 @@ class BinanceGateway:
         self, what: str, weight: int, order: bool, fn: Callable[..., Awaitable[Any]], **params: Any
     ) -> Any:
         """One request under the limiter; 429/-1003 pause and retry, -1021 resyncs and retries,
-        418 stops; other errors and transport failures go to the caller."""
+        418 stops; other errors go to the caller. A timeout or a lost connection is retried
+        here for every request but an order placement (``order``: the caller looks it up)."""
         for attempt in range(self.cfg.max_retries + 1):
             if _now_ms() < self._banned_until_ms:
                 raise VenueBanned(self._banned_until_ms, "IP banned by Binance (418): stopped")
@@ -179,6 +180,10 @@ class BinanceGateway:
                 self._observe(e.response)
                 if not await self._recover(e, attempt):
                     raise
+            except _TRANSPORT_ERRORS:
+                if order or attempt >= self.cfg.max_retries:
+                    raise
+                await self._sleep(min(5.0, 0.2 * 2**attempt))
         raise VenueError(f"{what}: still rate-limited after {self.cfg.max_retries} retries")
 
     async def _recover(self, e: BinanceAPIException, attempt: int) -> bool:
@@ -313,7 +318,8 @@ class BinanceGateway:
             price=cmd.price,
             trigger_price=cmd.trigger_price,
             market=cmd.order_type in ("MARKET", "STOP_MARKET", "TRAILING_STOP_MARKET"),
-            reference_price=None if cmd.reduce_only or cmd.close_position else cmd.reference_price,
+            reference_price=cmd.reference_price,
+            reduce_only=cmd.reduce_only or cmd.close_position,
         )
         p: dict[str, Any] = {"symbol": cmd.symbol, "side": cmd.side, "type": cmd.order_type}
         p["clientAlgoId" if cmd.conditional else "newClientOrderId"] = cmd.client_id

@@ -12,6 +12,7 @@ every venue event in :attr:`VenueSession.published`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -70,10 +71,8 @@ class VenueSession:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await t
-            except asyncio.CancelledError:
-                pass
         await self.gateway.close()
 
     async def submit(self, intent: OrderIntent, entry_type: str = "MARKET") -> list[Event]:
