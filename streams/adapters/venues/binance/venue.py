@@ -308,18 +308,20 @@ class BinanceVenue:
         pos, leg = found
         if leg.state == "sent":
             leg.state = "open"
-        if ev.exec_type == "TRADE" and ev.last_qty > 0:
+        traded = ev.exec_type == "TRADE" and ev.last_qty > 0
+        if traded:
             key = f"{ev.symbol}#{ev.trade_id}#{ev.order_id}"
             if key in self.trades:
                 return  # redelivered (a reconnect replays what the stream already sent)
             self.trades.add(key, ev.time_ms)
+        # a REST answer ahead of its fills does not finish the leg: they come from the stream
+        ahead = ev.exec_type == "QUERY" and ev.cum_qty > leg.filled + 1e-12
+        finished = ev.status in _DONE and leg.live and not ahead
+        if finished:
+            leg.state = "done"
+        if traded:
             self._trade(pos, leg, ev, out)
-        if ev.status not in _DONE or not leg.live:
-            return
-        if ev.exec_type == "QUERY" and ev.cum_qty > leg.filled + 1e-12:
-            return  # a REST answer ahead of its fills: they come from the stream or the replay
-        leg.state = "done"
-        if leg.name == "entry" and not pos.entry_done:
+        if finished and leg.name == "entry" and not pos.entry_done:
             self._complete_entry(pos, ev.time_ms, out)
 
     def _trade(self, pos: LivePosition, leg: Leg, ev: OrderUpdate, out: list[Event]) -> None:
@@ -528,8 +530,8 @@ class BinanceVenue:
             elif f.kind == ReconcileKind.UNKNOWN_POSITION_ADOPTED:
                 self._adopt(snap, out)
             elif f.kind == ReconcileKind.POSITION_GONE and pos is not None and pos.entry_done:
+                pos.exit_value += pos.open_qty * snap.mark_price  # no fill known: the mark
                 pos.exited_qty = pos.filled_qty
-                pos.exit_value += pos.open_qty * snap.mark_price
                 pos.exit_reason = "reconciled"
                 self._finish(pos, snap.time_ms, out)
             elif f.kind == ReconcileKind.QUANTITY_MISMATCH and pos is not None:
@@ -567,6 +569,9 @@ class BinanceVenue:
             return
         leg = pos.legs[key[1]]
         leg.state = "done"
+        if leg.name == "entry" and not pos.entry_done:  # its fills came with the trades replay
+            self._complete_entry(pos, self._latest_ms(pos), [])
+            return
         if leg.name == "sl" and pos.open_qty > 0:  # the stop must exist: place it again
             plan = pos.plan
             stop = anchor(plan.side, pos.avg_entry, -plan.sl_offset, plan.instrument.tick_size)
@@ -583,6 +588,10 @@ class BinanceVenue:
                     close_position=True,
                 ),
             )
+
+    @staticmethod
+    def _latest_ms(pos: LivePosition) -> int:
+        return max(pos.opened_ms, pos.intent.placed_ms)
 
     def _adopt(self, snap: SymbolSnapshot, out: list[Event]) -> None:
         side = Side.LONG if snap.amount > 0 else Side.SHORT
