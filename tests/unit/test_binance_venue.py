@@ -95,9 +95,9 @@ def test_quantity_rounds_down_and_price_to_the_tick(btc: SymbolFilters) -> None:
 
 
 def test_a_quantity_under_min_qty_is_refused_with_the_filter(btc: SymbolFilters) -> None:
-    with pytest.raises(FilterRejection, match="LOT_SIZE.*minQty 0.001"):
+    with pytest.raises(FilterRejection, match=r"LOT_SIZE.*minQty 0\.001"):
         round_order(btc, quantity=0.0009, price=100_000.0)
-    with pytest.raises(FilterRejection, match="MARKET_LOT_SIZE.*maxQty 120"):
+    with pytest.raises(FilterRejection, match=r"MARKET_LOT_SIZE.*maxQty 120"):
         round_order(btc, quantity=500.0, market=True)
 
 
@@ -241,10 +241,32 @@ def test_messages_round_trip_through_plain_dicts() -> None:
 
 
 def test_user_stream_messages_parse_in_binances_format() -> None:
-    msg = {"e": "ORDER_TRADE_UPDATE", "E": 1, "T": 2, "o": {
-        "s": "BTCUSDT", "c": "x.entry", "S": "BUY", "o": "MARKET", "X": "FILLED", "x": "TRADE",
-        "i": 9, "l": "0.020", "L": "106800.1", "z": "0.020", "ap": "106800.1", "n": "0.8544",
-        "N": "USDT", "T": 3, "t": 44, "m": False, "R": False, "ot": "MARKET", "rp": "0"}}  # fmt: skip
+    msg = {
+        "e": "ORDER_TRADE_UPDATE",
+        "E": 1,
+        "T": 2,
+        "o": {
+            "s": "BTCUSDT",
+            "c": "x.entry",
+            "S": "BUY",
+            "o": "MARKET",
+            "X": "FILLED",
+            "x": "TRADE",
+            "i": 9,
+            "l": "0.020",
+            "L": "106800.1",
+            "z": "0.020",
+            "ap": "106800.1",
+            "n": "0.8544",
+            "N": "USDT",
+            "T": 3,
+            "t": 44,
+            "m": False,
+            "R": False,
+            "ot": "MARKET",
+            "rp": "0",
+        },
+    }
     (ev,) = parse_user_event(msg)
     assert isinstance(ev, OrderUpdate)
     assert (ev.last_price, ev.last_qty, ev.commission, ev.time_ms) == (106800.1, 0.02, 0.8544, 3)
@@ -263,9 +285,23 @@ def test_mainnet_is_refused_clearly() -> None:
 def eth_plan(decision: str = "ETHUSDT:1000:decision", steps: int = 100) -> ExitPlan:
     inst = INSTRUMENTS["ETHUSDT"]
     offs = (10.0, 16.0, 22.0)
-    return ExitPlan(decision, "ETHUSDT", Side.LONG, 2500.0, 25.0, 10, steps, (0.4, 0.4, 0.2),
-                    split_ladder(steps, (0.4, 0.4, 0.2)), offs, tuple(2500 + o for o in offs),
-                    15.0, 2485.0, 0.008, inst)  # fmt: skip
+    return ExitPlan(
+        decision,
+        "ETHUSDT",
+        Side.LONG,
+        2500.0,
+        25.0,
+        10,
+        steps,
+        (0.4, 0.4, 0.2),
+        split_ladder(steps, (0.4, 0.4, 0.2)),
+        offs,
+        tuple(2500 + o for o in offs),
+        15.0,
+        2485.0,
+        0.008,
+        inst,
+    )
 
 
 class Script:
@@ -278,9 +314,20 @@ class Script:
         self, cmd: PlaceOrder, qty: float, price: float, status: str, t: int
     ) -> OrderUpdate:
         self.trade += 1
-        return OrderUpdate(cmd.client_id, 100 + self.trade, cmd.symbol, cmd.side, cmd.order_type,
-                           status, "TRADE", t, last_qty=qty, last_price=price,
-                           commission=price * qty * 0.0004, trade_id=self.trade)  # fmt: skip
+        return OrderUpdate(
+            cmd.client_id,
+            100 + self.trade,
+            cmd.symbol,
+            cmd.side,
+            cmd.order_type,
+            status,
+            "TRADE",
+            t,
+            last_qty=qty,
+            last_price=price,
+            commission=price * qty * 0.0004,
+            trade_id=self.trade,
+        )
 
 
 def by_leg(cmds) -> dict[str, PlaceOrder]:
@@ -311,10 +358,15 @@ def test_the_plan_becomes_orders_and_the_exchanges_fills_become_a_trade() -> Non
     # TP1 fills: the trailing stop goes on for what is open
     out = v.on_exchange_event(s.trade_of(legs["tp1"], 0.04, 2511.6, "FILLED", 2000))
     assert [e.kind for e in out if isinstance(e, PositionEvent)] == [
-        PositionEventKind.TP_FILLED, PositionEventKind.TRAILING_ACTIVATED]  # fmt: skip
+        PositionEventKind.TP_FILLED,
+        PositionEventKind.TRAILING_ACTIVATED,
+    ]
     (trail,) = v.take_commands()
     assert (trail.order_type, trail.quantity, trail.callback_rate_pct) == (
-        "TRAILING_STOP_MARKET", pytest.approx(0.06), 0.8)  # fmt: skip
+        "TRAILING_STOP_MARKET",
+        pytest.approx(0.06),
+        0.8,
+    )
     # TP2 fills: the trailing stop is cancel-replaced with the smaller quantity
     v.on_exchange_event(s.trade_of(legs["tp2"], 0.04, 2517.6, "FILLED", 3000))
     cancel, trail2 = v.take_commands()
@@ -322,8 +374,20 @@ def test_the_plan_becomes_orders_and_the_exchanges_fills_become_a_trade() -> Non
     assert trail2.client_id.endswith(".trail2") and trail2.quantity == pytest.approx(0.02)
     # the trailing stop triggers: a new matching-engine order, known through ALGO_UPDATE's "ai"
     v.on_exchange_event(AlgoUpdate(trail2.client_id, 55, "ETHUSDT", "TRIGGERED", 4000, "9001"))
-    fill = OrderUpdate("autoalgo_55", 9001, "ETHUSDT", "SELL", "TRAILING_STOP_MARKET", "FILLED",
-                       "TRADE", 4000, last_qty=0.02, last_price=2515.0, commission=0.02, trade_id=99)  # fmt: skip
+    fill = OrderUpdate(
+        "autoalgo_55",
+        9001,
+        "ETHUSDT",
+        "SELL",
+        "TRAILING_STOP_MARKET",
+        "FILLED",
+        "TRADE",
+        4000,
+        last_qty=0.02,
+        last_price=2515.0,
+        commission=0.02,
+        trade_id=99,
+    )
     out = v.on_exchange_event(fill)
     trade = out[-1]
     assert isinstance(trade, ClosedTrade) and trade.exit_reason == "trailing_stop"
@@ -359,7 +423,7 @@ def test_state_round_trips_and_the_copy_continues_identically() -> None:
     assert json.loads(json.dumps(twin.to_dict())) == data
     legs = by_leg(v.take_commands())
     assert by_leg(twin.take_commands()) == legs  # the outbox travelled with the state
-    ev = Script(v).trade_of(legs["sl"], 0.1, 2485.0, "FILLED", 2000)
+    ev = s.trade_of(legs["sl"], 0.1, 2485.0, "FILLED", 2000)
     a, b = v.on_exchange_event(ev), twin.on_exchange_event(ev)
     assert a == b and isinstance(a[-1], ClosedTrade) and a[-1].exit_reason == "stop_loss"
     assert v.to_dict() == twin.to_dict()
