@@ -20,6 +20,7 @@ from streams.commands import (
     schemas,
     topology,
     trace,
+    venue,
     worker,
 )
 
@@ -42,6 +43,7 @@ app.command("report")(report.command)
 app.command("journal")(journal.command)
 app.command("trace")(trace.command)
 app.command("topology")(topology.command)
+app.command("venue")(venue.command)
 app.command("halt")(control.halt)
 app.command("resume")(control.resume)
 app.add_typer(schemas.app, name="schemas")

@@ -166,6 +166,24 @@ class CommandKind(StrEnum):
     PROMOTE = "PROMOTE"
 
 
+class VenueCommandKind(StrEnum):
+    """What the execution stage asks the exchange gateway to do (``venue.commands``)."""
+
+    PLACE = "PLACE"
+    CANCEL = "CANCEL"
+
+
+class VenueEventKind(StrEnum):
+    """Which exchange fact a ``venue.events`` record carries."""
+
+    ORDER = "ORDER"
+    ALGO = "ALGO"
+    REJECTED = "REJECTED"
+    POSITION = "POSITION"
+    SNAPSHOT = "SNAPSHOT"
+    FINDING = "FINDING"
+
+
 class ReconcileKind(StrEnum):
     """A difference reconciliation found between the exchange and the venue, and the fix."""
 

@@ -1,17 +1,24 @@
-"""execution (paper venue): orders and ticks -> fills, position events, closed trades.
+"""execution (paper venue or Binance testnet): orders and ticks -> fills, position events,
+closed trades.
 
 Per partition, one event-time merge: an order is placed at the close of its decision's bar and
 sorts before the bar that opens then, so it can first fill on that bar, whatever reached the
-broker first.
+broker first. On testnet the exchange's events (``venue.events``, from the gateway process) act
+on arrival instead of waiting in the merge for the market's watermark (a fresh position would
+wait a bar for its stop), and what the venue wants sent goes to ``venue.commands``
+(docs/venues.md).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
+from streams.adapters.venues.binance.records import command_record, event_from_record
+from streams.adapters.venues.binance.venue import BinanceVenue
 from streams.adapters.venues.paper import PaperVenue
 from streams.agents.base import Emitter, Restore, freeze, keyed_checkpoint, thaw
 from streams.agents.merging import MergeHandler
@@ -20,6 +27,7 @@ from streams.contracts.records import (
     OrderPlanned,
     TickReceived,
     TradeClosed,
+    VenueEventReceived,
 )
 from streams.contracts.ticks import DEFAULT_MAX_EVENT_SKEW_MS, TickHistory
 from streams.observability import tracing
@@ -100,7 +108,18 @@ class ExecutionHandler(MergeHandler):
         """Orders at their placement time, before the ticks of that time."""
         if isinstance(record, OrderPlanned):
             return SortKey(self.stage.placed_ms(record), 0, record.order_id)
+        if isinstance(record, VenueEventReceived):
+            return SortKey(record.event_time_ms, 2, record.event_id)
         return SortKey(record.event_time_ms, 1, record.symbol, record.trade_id or 0)
+
+    def on_record(self, topic: str, partition: int, source: str, record: Any, out: Emitter) -> None:
+        """Exchange events act on arrival; everything else goes through the merge."""
+        if topic == Topic.VENUE_EVENTS.value:
+            merge = self.merge_of(topic, partition)
+            self._merge(merge)
+            self._release(merge, topic, partition, record, otel_context.get_current(), out)
+            return
+        super().on_record(topic, partition, source, record, out)
 
     def _state(self, symbol: str) -> ExecutionState:
         state = self.states.get(symbol)
@@ -144,7 +163,9 @@ class ExecutionHandler(MergeHandler):
     def process(self, merge: int, topic: str, partition: int, record: Any, out: Emitter) -> None:
         """Accept an order or move the symbol's positions by one tick."""
         state = self._state(record.symbol)
-        if isinstance(record, OrderPlanned):
+        if isinstance(record, VenueEventReceived):
+            produced = self.stage.on_venue_event(state, event_from_record(record))
+        elif isinstance(record, OrderPlanned):
             if tracing.enabled():
                 self.order_contexts[record.decision_id] = otel_context.get_current()
             produced = self.stage.on_order(state, record)
@@ -158,9 +179,25 @@ class ExecutionHandler(MergeHandler):
                     self._send(merge, r, out)
             else:
                 self._send(merge, r, out)
+        if isinstance(state.venue, BinanceVenue):
+            self._send_commands(merge, state.venue, record.event_time_ms, out)
+
+    def _send_commands(self, merge: int, venue: BinanceVenue, time_ms: int, out: Emitter) -> None:
+        """What the venue asked for, to the gateway (keyed by symbol: one symbol, one order)."""
+        t = self._floor(merge, time_ms)
+        for cmd in venue.take_commands():
+            decision = venue.legs.get(cmd.client_id, ("", ""))[0]
+            out.record(Topic.VENUE_COMMANDS, cmd.symbol, command_record(cmd, t, decision), t, merge)
+
+    def _floor(self, merge: int, time_ms: int) -> int:
+        """An exchange's time behind what this stage already promised downstream is moved up to
+        the promise: a record never travels behind a watermark (on testnet only)."""
+        return max(time_ms, self._sent.get(merge, time_ms))
 
     def _send(self, merge: int, r: ExecutionRecord, out: Emitter) -> None:
         """Route one venue record to its topic (closed trades: the portfolio's partition)."""
+        if self.stage.venue == "testnet" and r.event_time_ms < self._floor(merge, r.event_time_ms):
+            r = replace(r, event_time_ms=self._floor(merge, r.event_time_ms))
         if isinstance(r, TradeClosed):
             metrics().trade_closed(r.exit_reason.value)
             self.order_contexts.pop(r.decision_id, None)
