@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -67,6 +68,9 @@ class DemoPlan:
     before_end: Callable[[str, str], None] | None = None
     #: ``python -m`` arguments of the worker (tests run a harness app of the same topology).
     worker_command: tuple[str, ...] = WORKER_COMMAND
+    #: Entered with (bootstrap, the run's settings) once the worker runs, left after the drain:
+    #: the testnet venue's gateway (``QT_MODE=testnet``; see streams/adapters/venues/binance).
+    venue: Callable[[str, Settings], contextlib.AbstractContextManager[Any]] | None = None
 
 
 @dataclass
@@ -236,7 +240,10 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
         run_settings = settings.model_copy(update={"topic_prefix": prefix})
         ensure_topics(broker.bootstrap, run_settings, keep_forever=True)
         env = worker_env(settings, broker.bootstrap, prefix, embedded, run_dir / "traces.jsonl")
-        with running_worker(env, log_path, plan.worker_command) as worker:
+        venue = (
+            plan.venue(broker.bootstrap, run_settings) if plan.venue else contextlib.nullcontext()
+        )
+        with running_worker(env, log_path, plan.worker_command) as worker, venue:
             console.print(f"[bold]worker[/] pid {worker.pid}, log {log_path}")
             watch = WorkerWatch(worker, int(env["QT_WEB_PORT"]), log_path)
             summary = replay_files(

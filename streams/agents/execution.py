@@ -32,7 +32,7 @@ from streams.contracts.records import (
 from streams.contracts.ticks import DEFAULT_MAX_EVENT_SKEW_MS, TickHistory
 from streams.observability import tracing
 from streams.observability.metrics import metrics
-from streams.ordering import SortKey
+from streams.ordering import END_OF_STREAM, SortKey
 from streams.stages import ExecutionStage, ExecutionState
 from streams.stages.execution import ExecutionRecord
 from streams.topics import Topic
@@ -192,7 +192,8 @@ class ExecutionHandler(MergeHandler):
     def _floor(self, merge: int, time_ms: int) -> int:
         """An exchange's time behind what this stage already promised downstream is moved up to
         the promise: a record never travels behind a watermark (on testnet only)."""
-        return max(time_ms, self._sent.get(merge, time_ms))
+        promised = self._sent.get(merge, time_ms)
+        return time_ms if promised >= END_OF_STREAM else max(time_ms, promised)
 
     def _send(self, merge: int, r: ExecutionRecord, out: Emitter) -> None:
         """Route one venue record to its topic (closed trades: the portfolio's partition)."""

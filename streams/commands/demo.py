@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -59,6 +59,8 @@ def command(
             run_dir=out,
             timeout_s=timeout,
         )
+        if settings.mode == "testnet":
+            plan = testnet_plan(settings, plan, console)
         result = run_demo(settings, plan, console)
     except (
         WorkerError,
@@ -71,3 +73,22 @@ def command(
         console.print(f"[red]demo failed:[/] {exc}")
         raise typer.Exit(code=1) from exc
     print_summary(result.report, result.run_dir)
+
+
+def testnet_plan(settings: Any, plan: Any, console: Any) -> Any:
+    """The plan with the testnet venue's gateway beside the worker, against a local fake
+    exchange on the same recorded klines (no machine here reaches Binance; for the real testnet
+    run ``quantum-trader worker`` and ``quantum-trader venue``: README)."""
+    import dataclasses
+
+    from streams.adapters.venues.binance.background import BackgroundVenue, fake_exchange_for
+
+    fake = fake_exchange_for(settings, plan.data, plan.symbols, plan.window.start_ms)
+    console.print(
+        f"[bold]venue[/] testnet against the local fake exchange ({len(fake.klines)} symbols)"
+    )
+
+    def venue(bootstrap: str, run_settings: Any) -> BackgroundVenue:
+        return BackgroundVenue(run_settings, bootstrap, fake)
+
+    return dataclasses.replace(plan, venue=venue)

@@ -1,0 +1,109 @@
+"""The venue gateway (and optionally the fake exchange) on a thread, for the demo and tests.
+
+``quantum-trader venue`` is the production shape (its own process); a bounded run such as
+``QT_MODE=testnet quantum-trader demo`` starts the same :class:`~.service.VenueService` beside
+its worker with :class:`BackgroundVenue`, pointed at a :class:`~.fake_exchange.FakeExchange`
+that replays the run's recorded klines one bar every ``bar_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+
+from streams.adapters.venues.binance.fake_exchange import FakeExchange, serve
+from streams.adapters.venues.binance.gateway import BinanceGateway
+from streams.adapters.venues.binance.service import VenueService
+from streams.config import Settings
+
+
+def fake_exchange_for(
+    settings: Settings, data: Path, symbols: Iterable[str], start_ms: int | None
+) -> FakeExchange:
+    """A fake exchange with the settings' keys and the recorded klines of ``symbols`` from
+    ``start_ms`` on (every ``<SYMBOL>.csv.gz`` in ``data`` when ``symbols`` is empty)."""
+    key, secret = settings.binance_api_key, settings.binance_api_secret
+    if key is None or secret is None:
+        raise ValueError("the fake exchange checks signatures: set the testnet keys first")
+    fake = FakeExchange(key.get_secret_value(), secret.get_secret_value())
+    wanted = set(symbols)
+    for path in sorted(data.glob("*.csv.gz")):
+        symbol = path.name.split(".")[0]
+        if wanted and symbol not in wanted:
+            continue
+        with gzip.open(path, "rt") as f:
+            rows = [r for r in list(csv.reader(f))[1:] if start_ms is None or int(r[0]) >= start_ms]
+        fake.load_klines(symbol, rows)
+    return fake
+
+
+class BackgroundVenue:
+    """``with BackgroundVenue(settings, bootstrap, fake):`` the gateway runs for the block."""
+
+    def __init__(
+        self, settings: Settings, bootstrap: str, fake: FakeExchange | None, bar_s: float = 0.05
+    ) -> None:
+        self.settings, self.bootstrap, self.fake, self.bar_s = settings, bootstrap, fake, bar_s
+        self.service: VenueService | None = None
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name="venue", daemon=True)
+
+    def __enter__(self) -> BackgroundVenue:
+        self._thread.start()
+        if not self._ready.wait(60) or self.error is not None:
+            self.__exit__(None, None, None)
+            raise RuntimeError(f"the venue gateway did not start: {self.error!r}")
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # reported by __enter__ / the caller's checks
+            self.error = exc
+            self._ready.set()
+
+    async def _run(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        cfg = self.settings.binance
+        key, secret = self.settings.binance_api_key, self.settings.binance_api_secret
+        assert key is not None and secret is not None
+        if self.fake is None:
+            await self._serve(cfg, key, secret)
+            return
+        async with serve(self.fake) as (rest, ws):
+            ticker = asyncio.create_task(self._tick(self.fake, self._stop))
+            try:
+                await self._serve(
+                    cfg.model_copy(update={"rest_url": rest, "user_stream_url": ws}), key, secret
+                )
+            finally:
+                ticker.cancel()
+
+    async def _serve(self, cfg, key, secret) -> None:  # type: ignore[no-untyped-def]
+        assert self._stop is not None
+        self.service = VenueService(self.settings, BinanceGateway(cfg, key, secret), self.bootstrap)
+        started = asyncio.create_task(self.service.run(self._stop))
+        while not started.done() and not self.service.gateway.filters:
+            await asyncio.sleep(0.05)
+        self._ready.set()
+        await started
+
+    async def _tick(self, fake: FakeExchange, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.bar_s)
+            await fake.advance()
