@@ -125,9 +125,6 @@ class BinanceConfig(_Frozen):
     max_orders_1m: int = Field(1000, ge=1, description="client cap; Binance allows 1200 / min")
     max_weight_1m: int = Field(2000, ge=1, description="client cap; Binance allows 2400 / min")
     max_retries: int = Field(5, ge=0, description="per request, after timeouts and 5xx/429")
-    trades_lookback_s: float = Field(
-        86_400.0, gt=0, le=7 * 86_400, description="trades replayed at gateway start (userTrades)"
-    )
 
     @model_validator(mode="after")
     def _not_mainnet(self) -> BinanceConfig:

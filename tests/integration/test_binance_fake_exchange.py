@@ -246,7 +246,7 @@ async def test_a_stop_that_would_trigger_at_once_flattens_the_position(rig: Rig)
     ]
     assert refused and "-2021" in refused[0].detail and refused[0].detail.startswith("sl")
     trade = closed(rig.session)[0]
-    assert trade.exit_reason == "reconciled" and trade.quantity == pytest.approx(0.03)
+    assert trade.exit_reason == "stop_loss" and trade.quantity == pytest.approx(0.03)
     assert rig.fake.positions["ETHUSDT"].amount == 0  # flattened at market, not left naked
     assert events  # the submit itself reported the acceptance
 

@@ -3,7 +3,9 @@
 ``quantum-trader venue`` is the production shape (its own process); a bounded run such as
 ``QT_MODE=testnet quantum-trader demo`` starts the same :class:`~.service.VenueService` beside
 its worker with :class:`BackgroundVenue`, pointed at a :class:`~.fake_exchange.FakeExchange`
-that replays the run's recorded klines one bar every ``bar_s`` seconds.
+that replays the run's recorded klines paced by the topology itself: the fake market moves to the
+event time the execution stage has reached (its watermarks on ``trades.closed``), so orders
+meet the prices of the bars the topology is at, as on a live feed.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
+from streams import kafka_io
 from streams.adapters.venues.binance.fake_exchange import FakeExchange, serve
 from streams.adapters.venues.binance.gateway import BinanceGateway
 from streams.adapters.venues.binance.service import VenueService
 from streams.config import Settings
+from streams.ordering import SOURCE_HEADER, WATERMARK_HEADER, header_value
+from streams.topics import Topic, topic_name
 
 
 def fake_exchange_for(
@@ -46,7 +51,7 @@ class BackgroundVenue:
     """``with BackgroundVenue(settings, bootstrap, fake):`` the gateway runs for the block."""
 
     def __init__(
-        self, settings: Settings, bootstrap: str, fake: FakeExchange | None, bar_s: float = 0.05
+        self, settings: Settings, bootstrap: str, fake: FakeExchange | None, bar_s: float = 0.002
     ) -> None:
         self.settings, self.bootstrap, self.fake, self.bar_s = settings, bootstrap, fake, bar_s
         self.service: VenueService | None = None
@@ -86,7 +91,7 @@ class BackgroundVenue:
             await self._serve(cfg, key, secret)
             return
         async with serve(self.fake) as (rest, ws):
-            ticker = asyncio.create_task(self._tick(self.fake, self._stop))
+            ticker = asyncio.create_task(self._follow(self.fake, self._stop))
             try:
                 await self._serve(
                     cfg.model_copy(update={"rest_url": rest, "user_stream_url": ws}), key, secret
@@ -103,7 +108,25 @@ class BackgroundVenue:
         self._ready.set()
         await started
 
-    async def _tick(self, fake: FakeExchange, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await asyncio.sleep(self.bar_s)
-            await fake.advance()
+    async def _follow(self, fake: FakeExchange, stop: asyncio.Event) -> None:
+        """Advance the fake market to the execution stage's watermark, bar by bar."""
+        consumer = kafka_io.consumer(
+            kafka_io.ConsumerOptions(self.bootstrap, f"venue-pace-{id(self)}")
+        )
+        consumer.subscribe([topic_name(Topic.TRADES_CLOSED, self.settings.topic_prefix)])
+        loop = asyncio.get_running_loop()
+        reached = -(2**62)
+        try:
+            while not stop.is_set():
+                msg = await loop.run_in_executor(None, consumer.poll, 0.2)
+                if msg is not None and not msg.error():
+                    source = (header_value(msg.headers(), SOURCE_HEADER) or b"").decode()
+                    wm = header_value(msg.headers(), WATERMARK_HEADER)
+                    if wm is not None and source.startswith("execution/"):
+                        reached = max(reached, int(wm))
+                end = min(reached, fake.last_bar_ms() + 60_000)
+                while fake.now_ms < end and not stop.is_set():
+                    await fake.advance()
+                    await asyncio.sleep(self.bar_s)  # let the user stream deliver, bar by bar
+        finally:
+            consumer.close()

@@ -44,6 +44,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import WSMsgType, web
 
+_PARAMS: web.RequestKey[dict[str, str]] = web.RequestKey("params", dict)
 TAKER_FEE = Decimal("0.0004")
 MAKER_FEE = Decimal("0.0002")
 _CONDITIONAL = {"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"}
@@ -165,6 +166,10 @@ class FakeExchange:
         if not bars:
             raise BinanceError(400, -1121, "Invalid symbol.")
         return bars[i - 1].close if i > 0 else bars[0].open
+
+    def last_bar_ms(self) -> int:
+        """Open time of the last recorded bar of any symbol."""
+        return max((bars[-1].open_ms for bars in self.klines.values() if bars), default=0)
 
     async def advance(self, bars: int = 1) -> None:
         """Process the next ``bars`` minutes of every symbol: triggers, fills, events."""
@@ -496,7 +501,7 @@ class FakeExchange:
         self._weight.append((time.monotonic(), 1))
         try:
             params = await self._params(request)
-            request["params"] = params
+            request[_PARAMS] = params
             self.requests.append((request.method, request.path, params))
             if self.throttle_next and request.path.endswith(("order", "Order")):
                 self.throttle_next -= 1
@@ -662,7 +667,7 @@ class FakeExchange:
         )
 
     async def _margin_type(self, request: web.Request) -> web.Response:
-        p = request["params"]
+        p = request[_PARAMS]
         pos = self.positions.setdefault(p["symbol"], _Position())
         if pos.margin_type == p["marginType"]:
             raise BinanceError(400, -4046, "No need to change margin type.")
@@ -674,7 +679,7 @@ class FakeExchange:
         return self._ok({"code": 200, "msg": "success"})
 
     async def _leverage(self, request: web.Request) -> web.Response:
-        p = request["params"]
+        p = request[_PARAMS]
         lev = int(p["leverage"])
         if not 1 <= lev <= 125:
             raise BinanceError(400, -4028, f"Leverage {lev} is not valid")
@@ -720,7 +725,7 @@ class FakeExchange:
             raise asyncio.CancelledError
 
     async def _new_order_http(self, request: web.Request) -> web.Response:
-        p = request["params"]
+        p = request[_PARAMS]
         symbol, qty = self._check_common(p, conditional=False)
         type_, side = p["type"], p["side"]
         if type_ in _CONDITIONAL:
@@ -792,7 +797,7 @@ class FakeExchange:
             "updateTime": self.now_ms,
         }
 
-    def _find_order(self, p: Mapping[str, str]) -> _Order:
+    def _find_order(self, p: dict[str, str]) -> _Order:
         for o in self.orders.values():
             if o.symbol == p.get("symbol") and (
                 ("orderId" in p and str(o.order_id) == p["orderId"])
@@ -802,11 +807,11 @@ class FakeExchange:
         raise BinanceError(400, -2013, "Order does not exist.")
 
     async def _query_order(self, request: web.Request) -> web.Response:
-        return self._ok(self._order_body(self._find_order(request["params"])))
+        return self._ok(self._order_body(self._find_order(request[_PARAMS])))
 
     async def _cancel_order(self, request: web.Request) -> web.Response:
         try:
-            o = self._find_order(request["params"])
+            o = self._find_order(request[_PARAMS])
         except BinanceError:
             raise BinanceError(400, -2011, "Unknown order sent.") from None
         if o.status not in ("NEW", "PARTIALLY_FILLED"):
@@ -816,7 +821,7 @@ class FakeExchange:
         return self._ok(self._order_body(o))
 
     async def _open_orders(self, request: web.Request) -> web.Response:
-        sym = request["params"].get("symbol")
+        sym = request[_PARAMS].get("symbol")
         return self._ok(
             [
                 self._order_body(o)
@@ -827,7 +832,7 @@ class FakeExchange:
 
     # ------------------------------------------------------------------ algo orders
     async def _new_algo(self, request: web.Request) -> web.Response:
-        p = request["params"]
+        p = request[_PARAMS]
         if p.get("algoType") != "CONDITIONAL":
             raise BinanceError(
                 400,
@@ -901,7 +906,7 @@ class FakeExchange:
             "avgPrice": str(child.cum_quote / child.filled if child and child.filled else 0),
         }
 
-    def _find_algo(self, p: Mapping[str, str]) -> _Algo:
+    def _find_algo(self, p: dict[str, str]) -> _Algo:
         for a in self.algos.values():
             if ("algoId" in p and str(a.algo_id) == p["algoId"]) or (
                 "clientAlgoId" in p and a.client_id == p["clientAlgoId"]
@@ -910,11 +915,11 @@ class FakeExchange:
         raise BinanceError(400, -2013, "Order does not exist.")
 
     async def _query_algo(self, request: web.Request) -> web.Response:
-        return self._ok(self._algo_body(self._find_algo(request["params"])))
+        return self._ok(self._algo_body(self._find_algo(request[_PARAMS])))
 
     async def _cancel_algo(self, request: web.Request) -> web.Response:
         try:
-            a = self._find_algo(request["params"])
+            a = self._find_algo(request[_PARAMS])
         except BinanceError:
             raise BinanceError(400, -2011, "Unknown order sent.") from None
         if a.status != "NEW":
@@ -926,7 +931,7 @@ class FakeExchange:
         )
 
     async def _open_algos(self, request: web.Request) -> web.Response:
-        sym = request["params"].get("symbol")
+        sym = request[_PARAMS].get("symbol")
         return self._ok(
             [
                 self._algo_body(a)
@@ -936,7 +941,7 @@ class FakeExchange:
         )
 
     async def _all_algos(self, request: web.Request) -> web.Response:
-        sym = request["params"].get("symbol")
+        sym = request[_PARAMS].get("symbol")
         return self._ok(
             [self._algo_body(a) for a in self.algos.values() if sym in (None, a.symbol)]
         )
@@ -973,7 +978,7 @@ class FakeExchange:
         return self._ok(rows)
 
     async def _user_trades(self, request: web.Request) -> web.Response:
-        p = request["params"]
+        p = request[_PARAMS]
         start = int(p.get("startTime", "0"))
         return self._ok(
             [t for t in self.trades if t["symbol"] == p["symbol"] and t["time"] >= start]
@@ -986,13 +991,13 @@ class FakeExchange:
         return self._ok({"listenKey": key})
 
     async def _listen_key_keepalive(self, request: web.Request) -> web.Response:
-        key = request["params"].get("listenKey", "")
+        key = request[_PARAMS].get("listenKey", "")
         if key not in self._listen_keys:
             raise BinanceError(400, -1125, "This listenKey does not exist.")
         return self._ok({"listenKey": key})
 
     async def _listen_key_close(self, request: web.Request) -> web.Response:
-        self._listen_keys.pop(request["params"].get("listenKey", ""), None)
+        self._listen_keys.pop(request[_PARAMS].get("listenKey", ""), None)
         return self._ok({})
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:

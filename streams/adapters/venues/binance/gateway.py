@@ -429,26 +429,16 @@ class BinanceGateway:
             )
         return out
 
-    async def trades_since(self, symbol: str, since_ms: int) -> list[OrderUpdate]:
-        """The account's trades on ``symbol`` since ``since_ms`` as TRADE updates (what a
-        dropped stream missed; the venue ignores the ones it booked already)."""
+    async def trades_since(self, symbol: str, since_ms: int | None) -> list[OrderUpdate]:
+        """The account's trades on ``symbol`` since ``since_ms`` (None: the exchange's recent
+        ones, up to 7 days) as TRADE updates: what a dropped stream missed. The venue ignores
+        the ones it booked already."""
         assert self.client is not None
-        rows = await self._call(
-            "userTrades",
-            5,
-            False,
-            self.client.futures_account_trades,
-            symbol=symbol,
-            startTime=since_ms,
-        )
-        algos = await self._call(
-            "allAlgoOrders",
-            5,
-            False,
-            self.client.futures_get_all_algo_orders,
-            symbol=symbol,
-            startTime=since_ms,
-        )
+        window = {} if since_ms is None else {"startTime": since_ms}
+        trades_fn = self.client.futures_account_trades
+        rows = await self._call("userTrades", 5, False, trades_fn, symbol=symbol, **window)
+        algos_fn = self.client.futures_get_all_algo_orders
+        algos = await self._call("allAlgoOrders", 5, False, algos_fn, symbol=symbol, **window)
         # A triggered conditional order trades as a new matching-engine order: its client id
         # is the algo order's (the stream's ALGO_UPDATE says the same through "ai").
         child = {

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterable
 from typing import Any
 
 from streams import kafka_io
 from streams.adapters.venues.binance.gateway import BinanceGateway
-from streams.adapters.venues.binance.messages import ExchangeEvent
+from streams.adapters.venues.binance.messages import ExchangeEvent, OrderUpdate
 from streams.adapters.venues.binance.records import command_from_record, event_record
 from streams.config import Settings
 from streams.contracts.codec import serializer_for, topic_codec
@@ -55,10 +54,9 @@ class VenueService:
         )
         self.encode = serializer_for(Topic.VENUE_EVENTS)
         self.decode = topic_codec(Topic.VENUE_COMMANDS).decode_record
-        self.last_event_ms = int(time.time() * 1000) - int(
-            settings.binance.trades_lookback_s * 1000
-        )
+        self.last_event_ms: int | None = None  # none yet: the exchange's recent trades
         self.commands_done = 0
+        self.connects = 0  # reconciliations done (at start, after every stream connect)
         self.events_sent = 0
         self._lock = asyncio.Lock()
 
@@ -71,6 +69,7 @@ class VenueService:
             asyncio.create_task(self._periodic(stop)),
         ]
         try:
+            await self._connected(tasks[0], stop)
             await self._commands(stop)
         finally:
             for t in tasks:
@@ -79,6 +78,14 @@ class VenueService:
             self.consumer.close()
             kafka_io.flush(self.producer, self.tracker, timeout_s=10)
             await self.gateway.close()
+            del self.producer, self.consumer  # librdkafka stops when its clients are gone
+
+    async def _connected(self, stream: asyncio.Task[None], stop: asyncio.Event) -> None:
+        """Orders go out only once their fills can be heard (and the first reconcile is done)."""
+        while not self.connects and not stream.done() and not stop.is_set():
+            await asyncio.sleep(0.02)
+        if stream.done():
+            stream.result()  # the stream failed at once (keys, endpoint): raise its error here
 
     async def _commands(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -114,11 +121,12 @@ class VenueService:
     async def reconcile(self) -> None:
         """Missed trades, then a snapshot per symbol, to ``venue.events``."""
         async with self._lock:
-            since = self.last_event_ms - 60_000
+            since = None if self.last_event_ms is None else self.last_event_ms - 60_000
             for symbol in self._symbols():
                 self._produce(list(await self.gateway.trades_since(symbol, since)))
             self._produce(list(await self.gateway.snapshot(self._symbols())))
             kafka_io.flush(self.producer, self.tracker, timeout_s=10)
+        self.connects += 1
 
     def _symbols(self) -> Iterable[str]:
         return [s for s in self.settings.symbols if s in self.gateway.filters]
@@ -131,7 +139,8 @@ class VenueService:
     def _produce(self, events: Iterable[ExchangeEvent]) -> None:
         for ev in events:
             rec = event_record(ev)
-            self.last_event_ms = max(self.last_event_ms, rec.event_time_ms)
+            if isinstance(ev, OrderUpdate):  # the exchange's own clock (snapshots use ours)
+                self.last_event_ms = max(self.last_event_ms or 0, rec.event_time_ms)
             kafka_io.produce(
                 self.producer,
                 self.events_topic,

@@ -17,7 +17,11 @@ import logging
 from collections.abc import Iterable
 
 from streams.adapters.venues.binance.gateway import BinanceGateway
-from streams.adapters.venues.binance.messages import ExchangeEvent, ReconcileFinding
+from streams.adapters.venues.binance.messages import (
+    ExchangeEvent,
+    OrderUpdate,
+    ReconcileFinding,
+)
 from streams.adapters.venues.binance.venue import BinanceVenue
 from streams.adapters.venues.interface import Event, OrderIntent
 
@@ -99,7 +103,7 @@ class VenueSession:
         """Replay missed trades, then compare every symbol's snapshot with the venue."""
         async with self._lock:
             out: list[Event] = []
-            since = max(0, self.last_event_ms - 60_000)
+            since = self.last_event_ms - 60_000 if self.last_event_ms else None
             for symbol in self._tracked():
                 out += self._apply(list(await self.gateway.trades_since(symbol, since)))
             found: list[ReconcileFinding] = []
@@ -127,7 +131,8 @@ class VenueSession:
         out: list[Event] = []
         for ev in events:
             self.journal.append(ev)
-            self.last_event_ms = max(self.last_event_ms, getattr(ev, "time_ms", 0))
+            if isinstance(ev, OrderUpdate):  # the exchange's own clock (snapshots use ours)
+                self.last_event_ms = max(self.last_event_ms, ev.time_ms)
             out += self.venue.on_exchange_event(ev)
         return out
 

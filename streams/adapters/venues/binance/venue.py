@@ -111,6 +111,7 @@ class LivePosition:
     entry_done: bool = False
     trail_version: int = 0
     exit_reason: str = ""
+    close_reason: str = ""  # why the venue flattened (the exit reason of its "close" order)
     seq: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -471,6 +472,7 @@ class BinanceVenue:
         if leg.name == "entry" and not pos.entry_done:
             self._complete_entry(pos, t, out)
         elif leg.name == "sl" and pos.open_qty > 0 and not pos.exit_reason:
+            pos.close_reason = "stop_loss"  # the price is through the stop: out, as it would be
             self._flatten(pos)  # unprotected is worse than out
 
     def _flatten(self, pos: LivePosition) -> None:
@@ -490,7 +492,8 @@ class BinanceVenue:
         )
 
     def _close(self, pos: LivePosition, leg: str, t: int, price: float, out: list[Event]) -> None:
-        pos.exit_reason = _EXIT_REASON.get(leg.rstrip("0123456789"), "take_profit")
+        reason = _EXIT_REASON.get(leg.rstrip("0123456789"), "take_profit")
+        pos.exit_reason = pos.close_reason if leg == "close" and pos.close_reason else reason
         if pos.exit_reason != "take_profit":
             out.append(self._event(pos, PositionEventKind.STOPPED, t, price, pos.exit_reason))
         self._finish(pos, t, out)
