@@ -14,6 +14,7 @@ import asyncio
 import csv
 import gzip
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
@@ -54,6 +55,7 @@ class BackgroundVenue:
         self, settings: Settings, bootstrap: str, fake: FakeExchange | None, bar_s: float = 0.002
     ) -> None:
         self.settings, self.bootstrap, self.fake, self.bar_s = settings, bootstrap, fake, bar_s
+        self.settle_s = 3.0
         self.service: VenueService | None = None
         self.error: BaseException | None = None
         self._ready = threading.Event()
@@ -71,6 +73,16 @@ class BackgroundVenue:
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        # The topology has drained, but its last commands (the cancels of a closed position's
+        # legs) may still be in flight: stop only once the gateway has been quiet a while.
+        deadline = time.monotonic() + self.settle_s * 10
+        while (
+            t is None
+            and self.service is not None
+            and self.service.quiet_for() < self.settle_s
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)

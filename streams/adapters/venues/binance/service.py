@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -57,6 +58,7 @@ class VenueService:
         self.last_event_ms: int | None = None  # none yet: the exchange's recent trades
         self.commands_done = 0
         self.connects = 0  # reconciliations done (at start, after every stream connect)
+        self.last_activity = time.monotonic()  # a command executed or an event produced
         self.events_sent = 0
         self._lock = asyncio.Lock()
 
@@ -111,6 +113,7 @@ class VenueService:
                 kafka_io.flush(self.producer, self.tracker, timeout_s=10)
             self.consumer.commit(message=msg, asynchronous=False)  # after its answers are out
             self.commands_done += 1
+            self.last_activity = time.monotonic()
 
     async def publish(self, events: list[ExchangeEvent]) -> None:
         """User-stream events to ``venue.events`` (in arrival order)."""
@@ -127,6 +130,10 @@ class VenueService:
             self._produce(list(await self.gateway.snapshot(self._symbols())))
             kafka_io.flush(self.producer, self.tracker, timeout_s=10)
         self.connects += 1
+
+    def quiet_for(self) -> float:
+        """Seconds since the last command or event (a bounded run waits for quiet to end)."""
+        return time.monotonic() - self.last_activity
 
     def _symbols(self) -> Iterable[str]:
         return [s for s in self.settings.symbols if s in self.gateway.filters]
@@ -150,6 +157,7 @@ class VenueService:
                 on_delivery=self.tracker,
             )
             self.events_sent += 1
+            self.last_activity = time.monotonic()
 
 
 def describe_endpoints(settings: Settings) -> dict[str, Any]:
