@@ -489,7 +489,7 @@ class BinanceGateway:
         on_connect: Callable[[], Awaitable[None]],
         stop: asyncio.Event,
     ) -> None:
-        """Run the user-data stream until ``stop``: (re)connect with jittered backoff, keep the
+        """Run the user-data stream until ``stop``: (re)connect with exponential backoff, keep the
         listenKey alive, recreate it when it expires; ``on_connect`` after every connect."""
         backoff = 0.5
         while not stop.is_set():
@@ -504,6 +504,10 @@ class BinanceGateway:
                 log.warning(
                     "venue: user stream: %s; reconnecting", describe(int(e.code or 0), e.message)
                 )
+            except VenueError:
+                raise
+            except Exception:  # our bug or a surprise: logged with its traceback, reconnect
+                log.exception("venue: user stream failed; reconnecting")
             if not stop.is_set():
                 await self._sleep(backoff)
                 backoff = min(30.0, backoff * 2)

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from streams import kafka_io
+from streams.adapters.venues.binance.errors import VenueError
 from streams.adapters.venues.binance.gateway import BinanceGateway
 from streams.adapters.venues.binance.messages import ExchangeEvent, OrderUpdate
 from streams.adapters.venues.binance.records import command_from_record, event_record
@@ -141,7 +142,15 @@ class VenueService:
     async def _periodic(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(self.settings.binance.reconcile_every_s)
-            await self.reconcile()
+            try:
+                await self.reconcile()
+            except VenueError:
+                raise
+            except Exception:  # one failed round is logged; the next one tries again
+                log.exception(
+                    "venue: reconciliation failed; retrying in %s s",
+                    self.settings.binance.reconcile_every_s,
+                )
 
     def _produce(self, events: Iterable[ExchangeEvent]) -> None:
         for ev in events:

@@ -174,6 +174,7 @@ class BinanceVenue:
             str, str
         ] = {}  # matching-engine order id of a triggered algo -> client id
         self.outbox: list[Command] = []
+        self.flattening: dict[str, str] = {}  # symbol -> client id of its unknown-position close
 
     # ---------------------------------------------------------------- state
     def to_dict(self) -> dict[str, Any]:
@@ -185,6 +186,7 @@ class BinanceVenue:
             "legs": {k: list(v) for k, v in self.legs.items()},
             "actual": dict(self.actual),
             "outbox": [c.to_dict() for c in self.outbox],
+            "flattening": dict(self.flattening),
         }
 
     @classmethod
@@ -197,6 +199,7 @@ class BinanceVenue:
         venue.legs = {k: (v[0], v[1]) for k, v in data["legs"].items()}
         venue.actual = dict(data["actual"])
         venue.outbox = [message_from_dict(c) for c in data["outbox"]]  # type: ignore[misc]
+        venue.flattening = dict(data.get("flattening", {}))
         return venue
 
     def take_commands(self) -> list[Command]:
@@ -303,6 +306,8 @@ class BinanceVenue:
                 self._leg_refused(pos, leg, f"algo order {ev.status}", ev.time_ms, out)
 
     def _on_order(self, ev: OrderUpdate, out: list[Event]) -> None:
+        if self.flattening.get(ev.symbol) == ev.client_id and ev.status in _DONE:
+            del self.flattening[ev.symbol]
         found = self._leg_of(ev.client_id, str(ev.order_id))
         if found is None:
             return
@@ -455,6 +460,8 @@ class BinanceVenue:
             )
 
     def _on_rejected(self, ev: OrderRejected, out: list[Event]) -> None:
+        if self.flattening.get(ev.symbol) == ev.client_id:
+            del self.flattening[ev.symbol]
         found = self._leg_of(ev.client_id)
         if found is None:
             return
@@ -529,7 +536,10 @@ class BinanceVenue:
         pos = self.live_on(snap.symbol)
         for f in findings:
             if f.kind == ReconcileKind.UNKNOWN_POSITION_FLATTENED:
-                self.outbox.append(_flatten_unknown(snap))
+                if snap.symbol not in self.flattening:  # a stale snapshot: one order at a time
+                    cmd = _flatten_unknown(snap)
+                    self.flattening[snap.symbol] = cmd.client_id
+                    self.outbox.append(cmd)
             elif f.kind == ReconcileKind.UNKNOWN_POSITION_ADOPTED:
                 self._adopt(snap, out)
             elif f.kind == ReconcileKind.POSITION_GONE and pos is not None and pos.entry_done:
