@@ -56,7 +56,8 @@ from streams.adapters.venues.interface import (
     OrderIntent,
     PositionEvent,
     PositionEventKind,
-    TradeContext,
+    intent_from_dict,
+    intent_to_dict,
 )
 from streams.ids import SeenIds, fill_id, order_id
 from streams.instruments import INSTRUMENTS, anchor, fallback_instrument, split_ladder, steps_of
@@ -137,20 +138,13 @@ class LivePosition:
         """Plain dict for a table."""
         data = {k: getattr(self, k) for k in self.__slots__ if k not in ("intent", "legs")}
         data["legs"] = {k: asdict(v) for k, v in self.legs.items()}
-        data["intent"] = {
-            "plan": self.plan.to_dict(),
-            "placed_ms": self.intent.placed_ms,
-            "context": asdict(self.intent.context),
-        }
+        data["intent"] = intent_to_dict(self.intent)
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LivePosition:
         """Inverse of :meth:`to_dict`."""
-        raw = data["intent"]
-        ctx = dict(raw["context"])
-        ctx["model_versions"] = tuple(ctx["model_versions"])
-        intent = OrderIntent(ExitPlan.from_dict(raw["plan"]), raw["placed_ms"], TradeContext(**ctx))
+        intent = intent_from_dict(data["intent"])
         rest = {k: v for k, v in data.items() if k not in ("intent", "legs")}
         rest["seq"] = dict(data["seq"])
         legs = {k: Leg(**v) for k, v in data["legs"].items()}
