@@ -24,6 +24,7 @@ from streams.commands import (
     schemas,
     topology,
     trace,
+    venue,
     worker,
 )
 
@@ -49,6 +50,7 @@ app.command("diff")(diff.command)
 app.command("journal")(journal.command)
 app.command("trace")(trace.command)
 app.command("topology")(topology.command)
+app.command("venue")(venue.command)
 app.command("halt")(control.halt)
 app.command("resume")(control.resume)
 app.add_typer(schemas.app, name="schemas")

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.contracts.ticks import DEFAULT_MAX_EVENT_SKEW_MS
@@ -120,6 +120,57 @@ class PaperConfig(_Frozen):
     max_entry_bars: int = 5
     bar_ms: int = 60_000
     trail_after_tp1: bool = True
+
+
+#: Hosts of Binance's real-money USD-M futures API: the testnet venue refuses them.
+MAINNET_HOSTS = ("fapi.binance.com", "fstream.binance.com", "ws-fapi.binance.com")
+
+
+class BinanceConfig(_Frozen):
+    """The Binance USD-M futures testnet venue (``QT_MODE=testnet``), ``QT_BINANCE__*``.
+
+    Endpoints are settings because they differ between sources and have moved (testnet, the
+    newer demo environment); tests point them at a local fake. Real-money hosts are refused.
+    """
+
+    rest_url: str = Field(
+        "https://testnet.binancefuture.com/fapi",
+        description="REST base; python-binance appends /v1/order etc. "
+        "(demo environment: https://demo-fapi.binance.com/fapi)",
+    )
+    user_stream_url: str = Field(
+        "wss://stream.binancefuture.com/ws",
+        description="user-data websocket base; the stream is <url>/<listenKey> "
+        "(demo environment: wss://fstream.binancefuture.com/ws)",
+    )
+    margin_type: Literal["ISOLATED", "CROSSED"] = "ISOLATED"
+    recv_window_ms: int = Field(5000, ge=1, le=60_000)
+    request_timeout_s: float = Field(10.0, gt=0)
+    listen_key_keepalive_s: float = Field(1800.0, gt=0, description="Binance: every 30 minutes")
+    reconcile_every_s: float = Field(300.0, gt=0)
+    unknown_position: Literal["flatten", "adopt"] = Field(
+        "flatten", description="a position found on the exchange that no decision of ours opened"
+    )
+    adopt_stop_fraction: float = Field(
+        0.02, gt=0, lt=1, description="stop distance of an adopted position, of its entry price"
+    )
+    trail_after_tp1: bool = True
+    working_type: Literal["MARK_PRICE", "CONTRACT_PRICE"] = "CONTRACT_PRICE"
+    max_orders_10s: int = Field(240, ge=1, description="client cap; Binance allows 300 / 10 s")
+    max_orders_1m: int = Field(1000, ge=1, description="client cap; Binance allows 1200 / min")
+    max_weight_1m: int = Field(2000, ge=1, description="client cap; Binance allows 2400 / min")
+    max_retries: int = Field(5, ge=0, description="per request, after timeouts and 5xx/429")
+
+    @model_validator(mode="after")
+    def _not_mainnet(self) -> BinanceConfig:
+        for url in (self.rest_url, self.user_stream_url):
+            host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
+            if host in MAINNET_HOSTS:
+                raise ValueError(
+                    f"{url} is Binance's real-money API: the testnet venue refuses it "
+                    "(live trading is not offered; use the testnet or demo URLs)"
+                )
+        return self
 
 
 class RegimeConfig(_Frozen):
@@ -356,9 +407,20 @@ class Settings(BaseSettings):
     promotion: PromotionRule = PromotionRule()
     paper: PaperConfig = PaperConfig()
     live: LiveConfig = LiveConfig()
+    binance: BinanceConfig = BinanceConfig()
     ensemble_weights: dict[str, float] = Field(
         default_factory=lambda: {"xgboost": 0.25, "lightgbm": 0.25, "nhits": 0.25, "patchtst": 0.25}
     )
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _refuse_mainnet(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("mainnet", "live", "prod"):
+            raise ValueError(
+                f"QT_MODE={value} is refused: real-money trading is not offered; "
+                "use QT_MODE=paper (default) or QT_MODE=testnet"
+            )
+        return value
 
     @model_validator(mode="after")
     def _testnet_needs_keys(self) -> Settings:
@@ -403,7 +465,10 @@ def run_configuration(settings: Settings) -> dict[str, object]:
             "schema_registry_url", "data_dir", "registry_dir", "runs_dir", "trace_file",
             "web_host", "web_port", "dashboard_host", "dashboard_port",
             "jaeger_ui_url", "live"}  # fmt: skip
-    return settings.model_dump(mode="json", exclude=skip)
+    data = settings.model_dump(mode="json", exclude=skip)
+    for endpoint in ("rest_url", "user_stream_url"):
+        data["binance"].pop(endpoint, None)
+    return data
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

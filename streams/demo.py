@@ -104,6 +104,9 @@ class DemoPlan:
     #: Called with the run's workers after the data, before the end-of-stream watermark,
     #: while the topology is busy (``Fleet.join`` starts one more worker: a rebalance).
     with_workers: Callable[[Fleet], None] | None = None
+    #: Entered with (bootstrap, the run's settings) once the worker runs, left after the drain:
+    #: the testnet venue's gateway (``QT_MODE=testnet``; see streams/adapters/venues/binance).
+    venue: Callable[[str, Settings], contextlib.AbstractContextManager[Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -344,7 +347,10 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
         def env() -> dict[str, str]:  # each worker its own web port
             return worker_env(settings, broker.bootstrap, prefix, embedded, traces)
 
-        with running_fleet(env, run_dir, plan.workers, plan.worker_command) as watch:
+        venue = (
+            plan.venue(broker.bootstrap, run_settings) if plan.venue else contextlib.nullcontext()
+        )
+        with running_fleet(env, run_dir, plan.workers, plan.worker_command) as watch, venue:
             for w in watch.watches:
                 console.print(f"[bold]worker[/] pid {w.worker.pid}, log {w.log_path}")
             if plan.workers > 1:  # they must split the partitions before any input arrives

@@ -289,7 +289,7 @@ class Pipeline:
         """End of data: apply the remaining feedback; count positions still open."""
         self.apply_feedback(2**62)
         self.stats.open_positions_at_end = sum(
-            len(ps) for st in self.execution_states.values() for ps in st.venue.positions.values()
+            st.open_positions() for st in self.execution_states.values()
         )
 
 

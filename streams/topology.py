@@ -149,6 +149,22 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.LEARNING_REWARDS, "symbol", _PS, "rewards for the learners"),
     TopicSpec(Topic.MODELS_EVENTS, "model", _SINGLE, "model lifecycle", reported=False),
     TopicSpec(Topic.CONTROL_COMMANDS, "command", _SINGLE, "halt, resume, promote", reported=False),
+    TopicSpec(
+        Topic.VENUE_COMMANDS,
+        "symbol",
+        _PS,
+        "orders for the exchange gateway (testnet)",
+        journaled=False,
+        reported=False,
+    ),
+    TopicSpec(
+        Topic.VENUE_EVENTS,
+        "symbol",
+        _PS,
+        "what the exchange said (testnet)",
+        journaled=False,
+        reported=False,
+    ),
     TopicSpec(Topic.DEADLETTER, "source_topic", _SINGLE, "bad input with its reason"),
 )
 
@@ -218,11 +234,20 @@ STAGES: tuple[StageSpec, ...] = (
     ),
     StageSpec(
         name="execution",
-        inputs=(InputSpec(Topic.ORDERS_INTENTS, Shift.BAR), InputSpec(Topic.MARKET_TICKS)),
-        outputs=(Topic.EXECUTION_FILLS, Topic.POSITIONS_EVENTS, Topic.TRADES_CLOSED),
+        inputs=(
+            InputSpec(Topic.ORDERS_INTENTS, Shift.BAR),
+            InputSpec(Topic.MARKET_TICKS),
+            InputSpec(Topic.VENUE_EVENTS, gates=False),
+        ),
+        outputs=(
+            Topic.EXECUTION_FILLS,
+            Topic.POSITIONS_EVENTS,
+            Topic.TRADES_CLOSED,
+            Topic.VENUE_COMMANDS,
+        ),
         partitioning=_PS,
         state="open orders, positions, trailing marks per symbol",
-        doc="paper venue: fees, slippage, partial fills",
+        doc="paper venue (fees, slippage, partial fills) or Binance testnet (QT_MODE)",
         handler="streams.agents.execution:build",
     ),
     StageSpec(

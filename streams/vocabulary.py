@@ -227,6 +227,35 @@ class UniverseVerdict(StrEnum):
     NO_TICKER = "NO_TICKER"  # listed, but absent from the 24h ticker
 
 
+class VenueCommandKind(StrEnum):
+    """What the execution stage asks the exchange gateway to do (``venue.commands``)."""
+
+    PLACE = "PLACE"
+    CANCEL = "CANCEL"
+
+
+class VenueEventKind(StrEnum):
+    """Which exchange fact a ``venue.events`` record carries."""
+
+    ORDER = "ORDER"
+    ALGO = "ALGO"
+    REJECTED = "REJECTED"
+    POSITION = "POSITION"
+    SNAPSHOT = "SNAPSHOT"
+    FINDING = "FINDING"
+
+
+class ReconcileKind(StrEnum):
+    """A difference reconciliation found between the exchange and the venue, and the fix."""
+
+    UNKNOWN_POSITION_FLATTENED = "UNKNOWN_POSITION_FLATTENED"  # not ours: closed at market
+    UNKNOWN_POSITION_ADOPTED = "UNKNOWN_POSITION_ADOPTED"  # not ours: tracked, stop placed
+    POSITION_GONE = "POSITION_GONE"  # ours, flat on the exchange: closed at the mark price
+    QUANTITY_MISMATCH = "QUANTITY_MISMATCH"  # both open, sizes differ: the excess flattened
+    ORDER_MISSING = "ORDER_MISSING"  # a leg we think open is not on the exchange
+    UNKNOWN_ORDER_CANCELLED = "UNKNOWN_ORDER_CANCELLED"  # an order of ours we do not track
+
+
 #: Index order of every probability vector.
 CLASSES: tuple[Action, Action, Action] = (Action.SELL, Action.HOLD, Action.BUY)
 

@@ -1,19 +1,27 @@
-"""execution (paper venue): orders and ticks -> fills, position events, closed trades.
+"""execution (paper venue or Binance testnet): orders and ticks -> fills, position events,
+closed trades.
 
 Per partition, one event-time merge: an order is placed at the close of its decision's bar and
 sorts before the bar that opens then, so it can first fill on that bar, whatever reached the
-broker first.
+broker first. On testnet the exchange's events (``venue.events``, from the gateway process) act
+on arrival instead of waiting in the merge for the market's watermark (a fresh position would
+wait a bar for its stop), and what the venue wants sent goes to ``venue.commands``
+(docs/venues.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
-from streams.agents.base import Emitter, Restore, freeze, thaw
+from streams.adapters.venues.binance.records import command_record, event_from_record
+from streams.adapters.venues.binance.venue import BinanceVenue
+from streams.adapters.venues.paper import PaperVenue
+from streams.agents.base import Emitter, Restore, freeze, keyed_checkpoint, thaw
 from streams.agents.durable import context_from_state, context_to_state
 from streams.agents.merging import MergeHandler
 from streams.contracts.records import (
@@ -21,11 +29,12 @@ from streams.contracts.records import (
     OrderPlanned,
     TickReceived,
     TradeClosed,
+    VenueEventReceived,
 )
 from streams.contracts.ticks import DEFAULT_MAX_EVENT_SKEW_MS, TickHistory
 from streams.observability import tracing
 from streams.observability.metrics import metrics
-from streams.ordering import SortKey
+from streams.ordering import END_OF_STREAM, SortKey
 from streams.stages import ExecutionStage, ExecutionState
 from streams.stages.execution import ExecutionRecord
 from streams.topics import Topic
@@ -101,7 +110,18 @@ class ExecutionHandler(MergeHandler):
         """Orders at their placement time, before the ticks of that time."""
         if isinstance(record, OrderPlanned):
             return SortKey(self.stage.placed_ms(record), 0, record.order_id)
+        if isinstance(record, VenueEventReceived):
+            return SortKey(record.event_time_ms, 2, record.event_id)
         return SortKey(record.event_time_ms, 1, record.symbol, record.trade_id or 0)
+
+    def on_record(self, topic: str, partition: int, source: str, record: Any, out: Emitter) -> None:
+        """Exchange events act on arrival; everything else goes through the merge."""
+        if topic == Topic.VENUE_EVENTS.value:
+            merge = self.merge_of(topic, partition)
+            self._merge(merge)
+            self._release(merge, topic, partition, record, otel_context.get_current(), out)
+            return
+        super().on_record(topic, partition, source, record, out)
 
     def _state(self, symbol: str) -> ExecutionState:
         state = self.states.get(symbol)
@@ -119,8 +139,11 @@ class ExecutionHandler(MergeHandler):
         state = self.states.get(symbol)
         saved = None
         if state is not None:
-            positions = freeze([p.to_dict() for ps in state.venue.positions.values() for p in ps])
-            saved = (positions, state.venue.known.copy(), dict(state.orders))
+            venue = state.venue
+            if not isinstance(venue, PaperVenue):  # testnet: the whole state, as a table has it
+                return keyed_checkpoint(self.states, symbol, self._binance_state)
+            positions = freeze([p.to_dict() for ps in venue.positions.values() for p in ps])
+            saved = (positions, venue.known.copy(), dict(state.orders))
         had_context = getattr(record, "decision_id", None) in self.order_contexts
 
         def restore() -> None:
@@ -136,10 +159,15 @@ class ExecutionHandler(MergeHandler):
 
         return restore
 
+    def _binance_state(self, data: Any) -> ExecutionState:
+        return ExecutionState.from_dict(data, self.stage.cfg, self.stage.rules)
+
     def process(self, merge: int, topic: str, partition: int, record: Any, out: Emitter) -> None:
         """Accept an order or move the symbol's positions by one tick."""
         state = self._state(record.symbol)
-        if isinstance(record, OrderPlanned):
+        if isinstance(record, VenueEventReceived):
+            produced = self.stage.on_venue_event(state, event_from_record(record))
+        elif isinstance(record, OrderPlanned):
             if tracing.enabled():
                 self.order_contexts[record.decision_id] = otel_context.get_current()
             produced = self.stage.on_order(state, record)
@@ -153,9 +181,26 @@ class ExecutionHandler(MergeHandler):
                     self._send(merge, r, out)
             else:
                 self._send(merge, r, out)
+        if isinstance(state.venue, BinanceVenue):
+            self._send_commands(merge, state.venue, record.event_time_ms, out)
+
+    def _send_commands(self, merge: int, venue: BinanceVenue, time_ms: int, out: Emitter) -> None:
+        """What the venue asked for, to the gateway (keyed by symbol: one symbol, one order)."""
+        t = self._floor(merge, time_ms)
+        for cmd in venue.take_commands():
+            decision = venue.legs.get(cmd.client_id, ("", ""))[0]
+            out.record(Topic.VENUE_COMMANDS, cmd.symbol, command_record(cmd, t, decision), t, merge)
+
+    def _floor(self, merge: int, time_ms: int) -> int:
+        """An exchange's time behind what this stage already promised downstream is moved up to
+        the promise: a record never travels behind a watermark (on testnet only)."""
+        promised = self._sent.get(merge, time_ms)
+        return time_ms if promised >= END_OF_STREAM else max(time_ms, promised)
 
     def _send(self, merge: int, r: ExecutionRecord, out: Emitter) -> None:
         """Route one venue record to its topic (closed trades: the portfolio's partition)."""
+        if self.stage.venue == "testnet" and r.event_time_ms < self._floor(merge, r.event_time_ms):
+            r = replace(r, event_time_ms=self._floor(merge, r.event_time_ms))
         if isinstance(r, TradeClosed):
             metrics().trade_closed(r.exit_reason.value)
             self.order_contexts.pop(r.decision_id, None)
@@ -179,7 +224,7 @@ class ExecutionHandler(MergeHandler):
         """Inverse of :meth:`to_state`."""
         super().load_state(data)
         cfg = self.stage.cfg
-        self.states = {s: ExecutionState.from_dict(v, cfg) for s, v in data["venues"].items()}
+        self.states = {s: ExecutionState.from_dict(v, cfg, self.stage.rules) for s, v in data["venues"].items()}
         self.tick_history = TickHistory.from_dict(data["ticks"])
         self.order_contexts = {
             d: ctx for d, t in data["order_traces"].items() if (ctx := context_from_state(t))

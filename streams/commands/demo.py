@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -87,6 +87,8 @@ def command(
                 settings, settings.dashboard_host, settings.dashboard_port, console.print
             )
             plan = replace(plan, on_live=board.watch)
+        if settings.mode == "testnet":
+            plan = testnet_plan(settings, plan, console)
         result = run_demo(settings, plan, console)
     except (
         WorkerError,
@@ -109,3 +111,22 @@ def command(
             pass
         finally:
             board.close()
+
+
+def testnet_plan(settings: Any, plan: Any, console: Any) -> Any:
+    """The plan with the testnet venue's gateway beside the worker, against a local fake
+    exchange on the same recorded klines (no machine here reaches Binance; for the real testnet
+    run ``quantum-trader worker`` and ``quantum-trader venue``: README)."""
+    import dataclasses
+
+    from streams.adapters.venues.binance.background import BackgroundVenue, fake_exchange_for
+
+    fake = fake_exchange_for(settings, plan.data, plan.symbols, plan.window.start_ms)
+    console.print(
+        f"[bold]venue[/] testnet against the local fake exchange ({len(fake.klines)} symbols)"
+    )
+
+    def venue(bootstrap: str, run_settings: Any) -> BackgroundVenue:
+        return BackgroundVenue(run_settings, bootstrap, fake)
+
+    return dataclasses.replace(plan, venue=venue)

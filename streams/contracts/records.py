@@ -31,6 +31,8 @@ from streams.vocabulary import (
     RiskRule,
     Side,
     TickKind,
+    VenueCommandKind,
+    VenueEventKind,
     VetoRule,
 )
 
@@ -387,6 +389,68 @@ class DeadLettered(AvroRecord):
     detail_length: int | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VenueCommand(AvroRecord):
+    """A request of the execution stage's exchange venue (testnet) to its gateway: place or
+    cancel one order."""
+
+    command_id: str
+    kind: VenueCommandKind
+    symbol: str
+    event_time_ms: int
+    decision_id: str = ""
+    client_id: str
+    conditional: bool = False
+    side: str | None = None
+    order_type: str | None = None
+    quantity: float | None = None
+    price: float | None = None
+    trigger_price: float | None = None
+    callback_rate_pct: float | None = None
+    reduce_only: bool = False
+    close_position: bool = False
+    time_in_force: str | None = None
+    leverage: int = 0
+    reference_price: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VenueEventReceived(AvroRecord):
+    """What the exchange said, as the gateway received it (see the schema's doc)."""
+
+    event_id: str
+    kind: VenueEventKind
+    symbol: str
+    event_time_ms: int
+    client_id: str = ""
+    order_id: int = 0
+    side: str = ""
+    order_type: str = ""
+    status: str = ""
+    exec_type: str = ""
+    last_qty: float = 0.0
+    last_price: float = 0.0
+    cum_qty: float = 0.0
+    avg_price: float = 0.0
+    commission: float = 0.0
+    commission_asset: str = ""
+    maker: bool = False
+    trade_id: int = 0
+    reduce_only: bool = False
+    realized_pnl: float = 0.0
+    algo_id: int = 0
+    actual_order_id: str = ""
+    code: int = 0
+    reason: str = ""
+    amount: float = 0.0
+    entry_price: float = 0.0
+    mark_price: float = 0.0
+    open_orders: tuple[str, ...] = ()
+    open_algo_orders: tuple[str, ...] = ()
+    finding: str = ""
+    detail: str = ""
+
+
 #: The value record of every topic (subject ``<topic>-value``).
 RECORD_TYPES: Mapping[Topic, type[AvroRecord]] = {
     Topic.MARKET_TICKS: TickReceived,
@@ -404,6 +468,8 @@ RECORD_TYPES: Mapping[Topic, type[AvroRecord]] = {
     Topic.LEARNING_REWARDS: RewardComputed,
     Topic.MODELS_EVENTS: ModelEventRecorded,
     Topic.CONTROL_COMMANDS: ControlCommand,
+    Topic.VENUE_COMMANDS: VenueCommand,
+    Topic.VENUE_EVENTS: VenueEventReceived,
     Topic.DEADLETTER: DeadLettered,
 }
 

@@ -8,6 +8,12 @@ sizing and model versions). An order reaches the venue as the plan rebuilt from 
 alone (:func:`plan_from_order`), so the Faust topology and the runner trade exactly the same
 plan.
 
+With ``QT_MODE=testnet`` the state wraps a
+:class:`~streams.adapters.venues.binance.venue.BinanceVenue` instead: bars move nothing
+(:meth:`ExecutionStage.on_tick` returns nothing), the exchange's events do
+(:meth:`ExecutionStage.on_venue_event`), and what the venue wants sent waits in its outbox
+(:meth:`ExecutionStage.take_commands`) for the gateway (docs/venues.md). Same records out.
+
 Event time: an order of the decision on bar ``t`` (open time ``t``) is placed at the bar's
 close, ``t + bar_ms``, so it can fill from bar ``t + bar_ms`` on, never on the bar that produced
 the signal. Only closed klines drive the venue; TRADE ticks are not simulated yet.
@@ -19,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.adapters.venues.binance.messages import Command, ExchangeEvent
+from streams.adapters.venues.binance.venue import BinanceVenue, LivePosition, VenueRules
 from streams.adapters.venues.interface import (
     Bar,
     ClosedTrade,
@@ -50,10 +58,12 @@ from streams.instruments import INSTRUMENTS, Instrument, fallback_instrument, sp
 ExecutionRecord = FillExecuted | PositionChanged | TradeClosed
 
 VENUE = "paper"
+TESTNET_VENUE = "binance-testnet"
 _EXIT_REASONS = {
     "take_profit": ExitReason.TAKE_PROFIT,
     "stop_loss": ExitReason.STOP_LOSS,
     "trailing_stop": ExitReason.TRAILING_STOP,
+    "reconciled": ExitReason.MANUAL,  # closed outside the plan (found by reconciliation)
 }
 _POSITION_EVENTS = {
     PositionEventKind.ENTRY_PARTIAL: PositionEvent.INCREASED,
@@ -64,28 +74,41 @@ _POSITION_EVENTS = {
 
 @dataclass(slots=True)
 class ExecutionState:
-    """One symbol's paper venue and the order records of its live positions."""
+    """One symbol's venue (paper or Binance) and the order records of its live positions."""
 
-    venue: PaperVenue
+    venue: PaperVenue | BinanceVenue
     orders: dict[str, OrderPlanned] = field(default_factory=dict)  # key: decision id
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for a Faust table."""
+        orders = {k: o.to_avro() for k, o in self.orders.items()}
+        if isinstance(self.venue, BinanceVenue):
+            return {"venue": "binance", "binance": self.venue.to_dict(), "orders": orders}
         return {
             "positions": [p.to_dict() for ps in self.venue.positions.values() for p in ps],
             "known": self.venue.known.to_dict(),
-            "orders": {k: o.to_avro() for k, o in self.orders.items()},
+            "orders": orders,
         }
 
+    def open_positions(self) -> int:
+        """Positions not closed yet."""
+        if isinstance(self.venue, BinanceVenue):
+            return len(self.venue.positions)
+        return sum(len(ps) for ps in self.venue.positions.values())
+
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], cfg: PaperConfig) -> ExecutionState:
+    def from_dict(
+        cls, data: Mapping[str, Any], cfg: PaperConfig, rules: VenueRules | None = None
+    ) -> ExecutionState:
         """Inverse of :meth:`to_dict` (the venue config is the stage's, not the state's)."""
+        orders = {k: OrderPlanned.from_avro(v) for k, v in data["orders"].items()}
+        if data.get("venue") == "binance":
+            return cls(BinanceVenue.from_dict(data["binance"], rules or VenueRules()), orders)
         venue = PaperVenue(cfg)
         for raw in data["positions"]:
             pos = PaperPosition.from_dict(raw)
             venue.positions.setdefault(pos.intent.plan.symbol, []).append(pos)
         venue.known = SeenIds.from_dict(data["known"])
-        orders = {k: OrderPlanned.from_avro(v) for k, v in data["orders"].items()}
         return cls(venue, orders)
 
 
@@ -119,13 +142,17 @@ def plan_from_order(o: OrderPlanned, instrument: Instrument) -> ExitPlan:
 def _leg_kind(leg: str) -> LegKind:
     if leg.startswith("tp"):
         return LegKind.TP
-    return {"entry": LegKind.ENTRY, "sl": LegKind.SL}.get(leg, LegKind.TRAIL)
+    if leg.startswith("sl") or leg == "close":  # a re-placed stop, a flattening order
+        return LegKind.SL
+    return {"entry": LegKind.ENTRY}.get(leg, LegKind.TRAIL)
 
 
-def fill_record(f: Fill, o: OrderPlanned, cfg: PaperConfig) -> FillExecuted:
-    """Contract form of a paper fill (``leg_id`` is the order id's last part)."""
+def fill_record(f: Fill, o: OrderPlanned, cfg: PaperConfig, venue: str = VENUE) -> FillExecuted:
+    """Contract form of a fill (``leg_id`` is the order id's last part); an exchange's fills
+    carry no modelled slippage (their price is the real one)."""
     leg = f.order_id.rsplit(":", 1)[-1]
     taker = f.liquidity == "taker"
+    slippage = cfg.slippage_bps if taker and venue == VENUE else 0.0
     return FillExecuted(
         fill_id=f.fill_id,
         order_id=f.order_id,
@@ -140,8 +167,8 @@ def fill_record(f: Fill, o: OrderPlanned, cfg: PaperConfig) -> FillExecuted:
         fee=f.fee,
         is_partial=leg == "entry" and f.quantity < o.qty,
         liquidity=Liquidity.TAKER if taker else Liquidity.MAKER,
-        venue=VENUE,
-        slippage_bps=cfg.slippage_bps if taker else 0.0,
+        venue=venue,
+        slippage_bps=slippage,
     )
 
 
@@ -174,15 +201,52 @@ def position_record(
     )
 
 
+def live_position_record(
+    e: VenuePositionEvent, pos: LivePosition, o: OrderPlanned
+) -> PositionChanged | None:
+    """Contract form of a quantity change of a position on the exchange (see
+    :func:`position_record`); the stop is the stop-loss leg's trigger, re-anchored at the fill."""
+    kind = _POSITION_EVENTS.get(e.kind)
+    if kind is None:
+        return None
+    entry, s = pos.avg_entry, pos.plan.side.sign
+    realised = s * (pos.exit_value - entry * pos.exited_qty) - pos.fees
+    stop = entry - s * pos.plan.sl_offset if entry else None
+    return PositionChanged(
+        position_id=e.position_id,
+        order_id=o.order_id,
+        decision_id=o.decision_id,
+        symbol=e.symbol,
+        event_time_ms=e.time_ms,
+        event=kind,
+        side=o.side,
+        qty_open=e.open_quantity,
+        entry_price=entry,
+        mark_price=e.price,
+        realized_pnl=realised,
+        unrealized_pnl=s * (e.price - entry) * e.open_quantity,
+        stop_price=stop,
+    )
+
+
 def closed_records(t: ClosedTrade, o: OrderPlanned) -> tuple[PositionChanged, TradeClosed]:
     """The CLOSED position change and the ``trades.closed`` record of a flat position."""
     reason = _EXIT_REASONS.get(t.exit_reason, ExitReason.OTHER)
     closed = PositionChanged(
-        position_id=t.trade_id, order_id=o.order_id, decision_id=o.decision_id, symbol=t.symbol,
-        event_time_ms=t.closed_ms, event=PositionEvent.CLOSED, side=o.side, qty_open=0.0,
-        entry_price=t.entry_price, mark_price=t.exit_price, realized_pnl=t.net_pnl,
-        unrealized_pnl=0.0, stop_price=None,
-    )  # fmt: skip
+        position_id=t.trade_id,
+        order_id=o.order_id,
+        decision_id=o.decision_id,
+        symbol=t.symbol,
+        event_time_ms=t.closed_ms,
+        event=PositionEvent.CLOSED,
+        side=o.side,
+        qty_open=0.0,
+        entry_price=t.entry_price,
+        mark_price=t.exit_price,
+        realized_pnl=t.net_pnl,
+        unrealized_pnl=0.0,
+        stop_price=None,
+    )
     trade = TradeClosed(
         trade_id=t.trade_id,
         decision_id=o.decision_id,
@@ -212,23 +276,36 @@ def closed_records(t: ClosedTrade, o: OrderPlanned) -> tuple[PositionChanged, Tr
 
 
 class ExecutionStage:
-    """Paper execution per symbol (see the module doc)."""
+    """Execution per symbol on the paper venue or on Binance (see the module doc)."""
 
     stage = "execution"
 
     def __init__(
-        self, cfg: PaperConfig | None = None, instruments: Mapping[str, Instrument] | None = None
+        self,
+        cfg: PaperConfig | None = None,
+        instruments: Mapping[str, Instrument] | None = None,
+        venue: str = "paper",
+        rules: VenueRules | None = None,
     ) -> None:
+        if venue not in ("paper", "testnet"):
+            raise ValueError(f"unknown venue {venue!r} (paper | testnet)")
         self.cfg = cfg or PaperConfig()
         self.instruments = dict(INSTRUMENTS if instruments is None else instruments)
+        self.venue = venue
+        self.rules = rules or VenueRules()
+        self.venue_name = TESTNET_VENUE if venue == "testnet" else VENUE
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ExecutionStage:
-        """The stage as the settings configure it."""
-        return cls(settings.paper)
+        """The stage as the settings configure it (``QT_MODE`` picks the venue)."""
+        b = settings.binance
+        rules = VenueRules(b.trail_after_tp1, b.unknown_position, b.adopt_stop_fraction)
+        return cls(settings.paper, venue=settings.mode, rules=rules)
 
     def new_state(self) -> ExecutionState:
         """An empty venue for one symbol."""
+        if self.venue == "testnet":
+            return ExecutionState(BinanceVenue(self.rules))
         return ExecutionState(PaperVenue(self.cfg))
 
     def placed_ms(self, o: OrderPlanned) -> int:
@@ -236,7 +313,7 @@ class ExecutionStage:
         return o.event_time_ms + self.cfg.bar_ms
 
     def on_order(self, state: ExecutionState, o: OrderPlanned) -> list[ExecutionRecord]:
-        """Accept an order (once per decision); fills come from later bars."""
+        """Accept an order (once per decision); fills come from later bars (or the exchange)."""
         if o.decision_id in state.venue.known:
             return []
         instrument = self.instruments.get(o.symbol) or fallback_instrument(o.entry_price)
@@ -248,16 +325,58 @@ class ExecutionStage:
             regime=o.regime.value,
         )
         state.orders[o.decision_id] = o
-        state.venue.submit(OrderIntent(plan, self.placed_ms(o), ctx))
+        intent = OrderIntent(plan, self.placed_ms(o), ctx)
+        if isinstance(state.venue, BinanceVenue):
+            events = state.venue.submit(intent, o.entry_type.value, o.entry_price)
+            return self._live_records(state, events)  # a refusal closes the trade at once
+        state.venue.submit(intent)
         return []  # acceptance changes no quantity: nothing for the contract topics
 
     def on_tick(self, state: ExecutionState, t: TickReceived) -> list[ExecutionRecord]:
         """Advance the symbol's positions by one closed kline; the records, in order."""
-        if t.kind is not TickKind.KLINE_1M or not state.venue.positions.get(t.symbol):
+        venue = state.venue
+        if isinstance(venue, BinanceVenue):
+            return []  # the exchange fills, not the bars
+        if t.kind is not TickKind.KLINE_1M or not venue.positions.get(t.symbol):
             return []
-        book = {p.intent.plan.decision_id: p for p in state.venue.positions[t.symbol]}
+        book = {p.intent.plan.decision_id: p for p in venue.positions[t.symbol]}
         bar = Bar(t.symbol, t.event_time_ms, t.open, t.high, t.low, t.close, t.volume)
-        return self._records(state, book, state.venue.on_bar(bar))
+        return self._records(state, book, venue.on_bar(bar))
+
+    def on_venue_event(self, state: ExecutionState, ev: ExchangeEvent) -> list[ExecutionRecord]:
+        """Apply one exchange event (testnet); the records, in order."""
+        if not isinstance(state.venue, BinanceVenue):
+            return []
+        return self._live_records(state, state.venue.on_exchange_event(ev))
+
+    @staticmethod
+    def take_commands(state: ExecutionState) -> list[Command]:
+        """What the venue wants sent to the exchange, in order (none on paper)."""
+        if isinstance(state.venue, BinanceVenue):
+            return state.venue.take_commands()
+        return []
+
+    def _live_records(
+        self, state: ExecutionState, events: Sequence[object]
+    ) -> list[ExecutionRecord]:
+        assert isinstance(state.venue, BinanceVenue)
+        out: list[ExecutionRecord] = []
+        for e in events:
+            if isinstance(e, Fill):
+                o = state.orders.get(e.decision_id)
+                if o is not None:
+                    out.append(fill_record(e, o, self.cfg, self.venue_name))
+            elif isinstance(e, VenuePositionEvent):
+                pos = state.venue.positions.get(e.position_id)
+                o = state.orders.get(e.position_id)
+                rec = live_position_record(e, pos, o) if pos and o else None
+                if rec is not None:
+                    out.append(rec)
+            elif isinstance(e, ClosedTrade):
+                o = state.orders.pop(e.trade_id, None)
+                if o is not None:  # an adopted position has no decision: no trade to learn
+                    out.extend(closed_records(e, o))
+        return out
 
     def _records(
         self, state: ExecutionState, book: dict[str, PaperPosition], events: Sequence[object]

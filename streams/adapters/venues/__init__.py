@@ -1,4 +1,4 @@
-"""Execution venues: the interface (``interface``) and the paper venue (``paper``).
-
-A testnet venue (issue 11) goes here behind the same interface.
+"""Execution venues: the interface (``interface``), the paper venue (``paper``) and Binance USD-M
+futures testnet (``binance``: the venue state machine, its gateway, the local fake exchange;
+docs/venues.md).
 """

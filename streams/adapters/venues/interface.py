@@ -86,6 +86,19 @@ class OrderIntent:
     context: TradeContext = TradeContext()
 
 
+def intent_to_dict(intent: OrderIntent) -> dict[str, Any]:
+    """An intent as plain data (part of a venue's table value)."""
+    ctx = asdict(intent.context)
+    return {"plan": intent.plan.to_dict(), "placed_ms": intent.placed_ms, "context": ctx}
+
+
+def intent_from_dict(raw: Mapping[str, Any]) -> OrderIntent:
+    """Inverse of :func:`intent_to_dict`."""
+    ctx = dict(raw["context"])
+    ctx["model_versions"] = tuple(ctx["model_versions"])
+    return OrderIntent(ExitPlan.from_dict(raw["plan"]), raw["placed_ms"], TradeContext(**ctx))
+
+
 @dataclass(frozen=True, slots=True)
 class Bar:
     """One kline (or one trade, see :meth:`tick`) of one symbol."""
@@ -130,6 +143,7 @@ class PositionEventKind(StrEnum):
     TRAILING_ACTIVATED = "TRAILING_ACTIVATED"
     STOPPED = "STOPPED"
     CLOSED = "CLOSED"
+    REJECTED = "REJECTED"  # the exchange (or its filters) refused a leg: ``detail`` says why
 
 
 @dataclass(frozen=True, slots=True)

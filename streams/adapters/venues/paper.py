@@ -46,19 +46,19 @@ so one code path serves both sides: a long's high and a short's low are both ``m
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from streams.adapters.venues.interface import (
     Bar,
     ClosedTrade,
     Event,
-    ExitPlan,
     Fill,
     OrderIntent,
     PositionEvent,
     PositionEventKind,
-    TradeContext,
+    intent_from_dict,
+    intent_to_dict,
 )
 from streams.config import PaperConfig
 from streams.ids import SeenIds, fill_id, order_id
@@ -110,18 +110,13 @@ class PaperPosition:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for a Faust table."""
         data = {k: getattr(self, k) for k in self.__slots__ if k != "intent"}
-        plan = self.intent.plan.to_dict()
-        ctx = asdict(self.intent.context)
-        data["intent"] = {"plan": plan, "placed_ms": self.intent.placed_ms, "context": ctx}
+        data["intent"] = intent_to_dict(self.intent)
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PaperPosition:
         """Inverse of :meth:`to_dict`."""
-        raw = data["intent"]
-        ctx = dict(raw["context"])
-        ctx["model_versions"] = tuple(ctx["model_versions"])
-        intent = OrderIntent(ExitPlan.from_dict(raw["plan"]), raw["placed_ms"], TradeContext(**ctx))
+        intent = intent_from_dict(data["intent"])
         fields = {k: v for k, v in data.items() if k != "intent"}
         fields["leg_steps"], fields["tp_f"] = list(data["leg_steps"]), list(data["tp_f"])
         fields["seq"] = dict(data["seq"])

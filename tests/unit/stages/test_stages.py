@@ -150,3 +150,67 @@ def test_execution_fills_after_the_decision_bar_and_closes_with_the_decisions_co
     assert trade.model_versions == MODELS and trade.strategy == "trend_follow"
     assert trade.opened_ms == T0 + MIN and trade.event_time_ms == T0 + 3 * MIN
     assert state.orders == {} and state.venue.positions["ETHUSDT"] == []
+
+
+def test_testnet_execution_maps_the_exchanges_events_to_the_same_records() -> None:
+    from streams.adapters.venues.binance.messages import AlgoUpdate, OrderUpdate, PlaceOrder
+
+    planned = ExitPlannerStage(ExitPolicy(), RiskLimits()).on_approved(_approved())
+    ex = ExecutionStage(venue="testnet")
+    state = ex.new_state()
+    assert ex.on_order(state, planned) == []
+    assert ex.on_tick(state, kline("ETHUSDT", T0 + MIN, 2500, 2501, 2499.5, 2500.5)) == []
+    (entry,) = ex.take_commands(state)
+    assert isinstance(entry, PlaceOrder) and entry.quantity == pytest.approx(planned.qty)
+
+    def trade(cmd: PlaceOrder, price: float, t: int, n: int) -> OrderUpdate:
+        qty = cmd.quantity or planned.qty
+        return OrderUpdate(
+            cmd.client_id,
+            n,
+            "ETHUSDT",
+            cmd.side,
+            cmd.order_type,
+            "FILLED",
+            "TRADE",
+            t,
+            last_qty=qty,
+            last_price=price,
+            cum_qty=qty,
+            commission=price * qty * 0.0004,
+            trade_id=n,
+        )
+
+    out = ex.on_venue_event(state, trade(entry, 2500.7, T0 + MIN + 150, 1))
+    fill = next(r for r in out if isinstance(r, FillExecuted))
+    assert (fill.venue, fill.price, fill.slippage_bps, fill.leg_kind) == (
+        "binance-testnet",
+        2500.7,
+        0.0,
+        LegKind.ENTRY,
+    )
+    legs = {c.client_id.rsplit(".", 1)[-1]: c for c in ex.take_commands(state)}
+    assert sorted(legs) == ["sl", "tp1", "tp2", "tp3"]
+    ex.on_venue_event(
+        state, AlgoUpdate(legs["sl"].client_id, 7, "ETHUSDT", "TRIGGERED", T0 + 3 * MIN, "88")
+    )
+    stop_fill = OrderUpdate(
+        "autoclose-88",
+        88,
+        "ETHUSDT",
+        "SELL",
+        "STOP_MARKET",
+        "FILLED",
+        "TRADE",
+        T0 + 3 * MIN,
+        last_qty=planned.qty,
+        last_price=2480.0,
+        trade_id=9,
+    )
+    out = ex.on_venue_event(state, stop_fill)
+    trade_closed = next(r for r in out if isinstance(r, TradeClosed))
+    assert trade_closed.exit_reason is ExitReason.STOP_LOSS and trade_closed.exit_price == 2480.0
+    assert trade_closed.strategy == "trend_follow" and trade_closed.model_versions == MODELS
+    assert state.orders == {} and state.open_positions() == 0
+    restored = type(state).from_dict(state.to_dict(), ex.cfg, ex.rules)
+    assert restored.to_dict() == state.to_dict()
