@@ -223,8 +223,10 @@ class ExecutionHandler(MergeHandler):
     def load_state(self, data: Mapping[str, Any]) -> None:
         """Inverse of :meth:`to_state`."""
         super().load_state(data)
-        cfg = self.stage.cfg
-        self.states = {s: ExecutionState.from_dict(v, cfg, self.stage.rules) for s, v in data["venues"].items()}
+        cfg, rules = self.stage.cfg, self.stage.rules
+        self.states = {
+            s: ExecutionState.from_dict(v, cfg, rules) for s, v in data["venues"].items()
+        }
         self.tick_history = TickHistory.from_dict(data["ticks"])
         self.order_contexts = {
             d: ctx for d, t in data["order_traces"].items() if (ctx := context_from_state(t))
