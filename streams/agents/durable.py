@@ -18,6 +18,10 @@ instance's partition, written at a **flush**: after the outputs it covers are on
 before the offsets of the inputs it covers may be committed (the agent holds those acks until
 then, see :mod:`streams.app`). So a record a merge still buffers is in the table or its offset
 is not committed, and a restart restores exactly the state that matches the committed offsets.
+
+Reading it back, outside the worker (the dashboard, tests, tools): :func:`state_changelog_topic`
+names a stage's changelog, :class:`StateChangelog` folds its records into each instance's latest
+complete document, and :func:`read_stage_documents` reads a run's changelog to its end.
 """
 
 from __future__ import annotations
