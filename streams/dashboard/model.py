@@ -452,6 +452,8 @@ class ReadModel:
         if p is None:  # the stage has state, but no portfolio yet (no decision, close, command)
             return {"portfolio": None, "stored": head}
         equity = float(p["equity"])
+        # how far in event time the stage has released its inputs (the progress it sent)
+        progress = [int(t) for t in (doc.document["handler"].get("progress_sent") or {}).values()]
         at = self.last_event_ms
         # The stage rolls its marks at its next decision or close: a later day starts afresh.
         new_day = at is not None and day_index(at) > int(p["day"])
@@ -474,6 +476,7 @@ class ReadModel:
             ),
             "halted": bool(p["halted"]),
             "halt_reason": str(p.get("halt_reason") or ""),
+            "progress_ms": max(progress, default=None),
             "stored": head,
         }
 
@@ -497,9 +500,18 @@ class ReadModel:
             mode, detail = "DEFENSIVE", "weekly drawdown at its limit: new entries refused"
         else:
             mode, detail = "NORMAL", "entries allowed"
-        if sent is not None and (sent == CommandKind.HALT.value) != bool(risk["halted"]):
-            detail += f"; {sent} sent on control.commands, not applied by the risk stage yet"
-        return {"mode": mode, "detail": detail, "source": "state"}
+        pending = sent is not None and (sent == CommandKind.HALT.value) != bool(risk["halted"])
+        if pending and ks is not None:
+            # In event time the command is in force from its time on: every decision from then
+            # is refused (or allowed again); the stage applies it when its merge gets there.
+            at, progress = time_text(ks.event_time_ms), risk.get("progress_ms")
+            where = "" if progress is None else f", it is at {time_text(progress)}"
+            detail = (
+                f"{sent} sent on control.commands for event time {at}: the risk stage applies it "
+                f"when it gets there{where} (its stored state: {mode}, {detail})"
+            )
+            mode = "HALTED" if sent == CommandKind.HALT.value else "NORMAL"
+        return {"mode": mode, "detail": detail, "source": "state", "pending": pending}
 
     def overview(self) -> dict[str, Any]:
         """Equity and drawdown, PnL, fees, positions, the kill switch and the counters."""
@@ -678,6 +690,13 @@ class ReadModel:
             "learning": self.learning(),
             "state": self.state_summary(),
         }
+
+
+def time_text(ms: int) -> str:
+    """Epoch milliseconds as UTC ``YYYY-MM-DD HH:MM:SS``."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _head_json(head: StoredHead) -> dict[str, Any]:

@@ -198,7 +198,12 @@ def test_the_overview_takes_the_risk_stages_stored_portfolio(topology: Any) -> N
     handler = decode_state(store.load(0) or b"")["handler"]
     portfolio = PortfolioState.from_dict(handler["portfolio"]["portfolio"])
     o = model.overview()
-    assert o["trading_mode"] == {"mode": "NORMAL", "detail": "entries allowed", "source": "state"}
+    assert o["trading_mode"] == {
+        "mode": "NORMAL",
+        "detail": "entries allowed",
+        "source": "state",
+        "pending": False,
+    }
     assert o["equity_usd"] == portfolio.equity
     assert o["equity_source"].startswith("the risk stage's stored state")
     risk = o["risk"]

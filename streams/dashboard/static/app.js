@@ -129,6 +129,7 @@ function renderOverview() {
   trading.textContent = tm.mode === "HALTED" ? "HALTED (kill switch)" : tm.mode;
   trading.className = tm.mode === "NORMAL" ? "pos" : "neg";
   trading.dataset.source = tm.source;
+  trading.dataset.pending = tm.pending ? "true" : "false";
   let title = tm.detail || "";
   if (ks.command) title += ` · last command: ${ks.command.command} from ${time(ks.command.event_time_ms)} by ${ks.command.issued_by}: ${ks.command.reason}`;
   trading.title = title;
@@ -141,7 +142,7 @@ function renderOverview() {
   src.dataset.source = risk ? "state" : "commands";
   if (risk) {
     const st = risk.stored || {};
-    src.textContent = `trading mode, kill switch, equity and day/week marks: the risk stage's stored state (flushed ${time(st.written_ms)}, ${risk.reserved_positions} positions reserving ${money(risk.reserved_margin_usd)} USDT)` + (tm.detail ? ` · ${tm.detail}` : "");
+    src.textContent = `trading mode, kill switch, equity and day/week marks: the risk stage's stored state (flushed ${time(st.written_ms)}, at event time ${time(risk.progress_ms)}, ${risk.reserved_positions} positions reserving ${money(risk.reserved_margin_usd)} USDT)` + (tm.detail ? ` · ${tm.detail}` : "");
   } else {
     src.textContent = (o.risk && o.risk.error ? o.risk.error + " · " : "") + "no stored state of the risk stage read: trading mode from control.commands, equity from the trades (realised + unrealised)";
   }
