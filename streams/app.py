@@ -27,7 +27,14 @@ from streams.agents.base import (
     RawEvent,
     parse_watermark,
 )
-from streams.agents.durable import StageRuntime, assemble_state, state_head_key, state_parts
+from streams.agents.durable import (
+    StageRuntime,
+    app_name,
+    assemble_state,
+    state_head_key,
+    state_parts,
+    state_table_name,
+)
 from streams.brokers.faust_settings import faust_app_settings, resolve_bootstrap
 from streams.config import Settings, get_settings
 from streams.contracts.codec import TopicCodec, topic_codec
@@ -337,9 +344,8 @@ def build_app(
     One agent per stage of ``stages`` (default: the declaration in ``streams/topology.py``),
     reading its declared inputs.
     """
-    suffix = f"-{settings.topic_prefix.rstrip('.')}" if settings.topic_prefix else ""
     app = faust.App(
-        f"{settings.app_id}{suffix}",
+        app_name(settings.app_id, settings.topic_prefix),
         **cast(dict[str, Any], faust_app_settings(bootstrap, embedded=embedded)),
         web_port=web_port if web_port is not None else settings.web_port,
         web_host=settings.web_host,
@@ -363,7 +369,7 @@ def build_app(
         inputs = spec.input_topics
         health.register(spec.name, (topic_name(t, settings.topic_prefix) for t in inputs))
         table = app.Table(
-            f"state-{spec.name}",
+            state_table_name(spec.name),
             partitions=1 if spec.partitioning is Partitioning.SINGLE else settings.partitions,
             key_type=bytes,
             value_type=bytes,

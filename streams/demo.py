@@ -327,7 +327,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
     from streams.app import ensure_topics
     from streams.brokers.faust_settings import resolve_bootstrap
     from streams.dashboard.model import ReadModel
-    from streams.dashboard.sources import write_snapshot
+    from streams.dashboard.sources import read_stored_states, write_snapshot
     from streams.report import ReportBuilder, write_run
 
     console = console or Console()
@@ -381,7 +381,13 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
             latency = scrape_stage_latency(watch.port)
         elapsed = time.perf_counter() - started
         builder = ReportBuilder(settings.risk.starting_equity_usd)
-        board = ReadModel(settings.risk.starting_equity_usd, settings.sizing, settings.selector)
+        board = ReadModel(
+            settings.risk.starting_equity_usd, settings.sizing, settings.selector, settings.risk
+        )
+        try:  # the stages' last stored state, for the run folder's learning and overview views
+            read_stored_states(board, broker.bootstrap, settings.app_id, prefix, "at the run's end")
+        except (kafka_io.KafkaIOError, TimeoutError, RuntimeError) as exc:
+            console.print(f"[yellow]stored state not read for dashboard.json[/]: {exc}")
         for record, trace in read_back_traced(
             broker.bootstrap, prefix, settings.partitions, settings.max_event_skew_ms
         ):

@@ -19,6 +19,10 @@ message limit) in the stage's Faust table, under the instance's partition, writt
 covers may be committed (the agent holds those acks until then, see :mod:`streams.app`). So a
 record a merge still buffers is in the table or its offset is not committed, and a restart
 restores exactly the state that matches the committed offsets.
+
+Reading it back, outside the worker (the dashboard, tests, tools): :func:`state_changelog_topic`
+names a stage's changelog, :class:`StateChangelog` folds its records into each instance's latest
+complete document, and :func:`read_stage_documents` reads a run's changelog to its end.
 """
 
 from __future__ import annotations
@@ -332,3 +336,172 @@ class StageRuntime:
         for partition in partitions:
             self.instances.pop(partition, None)
             self._dirty.discard(partition)
+
+
+# -- reading stored state back (tools: the dashboard, tests) --------------------------------
+def app_name(app_id: str, prefix: str) -> str:
+    """The Faust app's name for a run: ``app_id``, then ``-<prefix without its dot>``."""
+    return f"{app_id}-{prefix.rstrip('.')}" if prefix else app_id
+
+
+def state_table_name(stage: str) -> str:
+    """The Faust table that holds ``stage``'s instances."""
+    return f"state-{stage}"
+
+
+def state_changelog_topic(app_id: str, prefix: str, stage: str) -> str:
+    """The changelog topic of ``stage``'s table (Faust's ``<app>-<table>-changelog``)."""
+    return f"{app_name(app_id, prefix)}-{state_table_name(stage)}-changelog"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredHead:
+    """Where an instance's latest stored document is, as its head record says."""
+
+    partition: int
+    offset: int  # the head record's offset in the changelog
+    written_ms: int | None  # the head record's timestamp: when the flush wrote it
+    parts: int
+    size_bytes: int | None  # the stored (compressed) document; None: parts not read yet
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """An instance's latest stored document, decoded, with its head."""
+
+    head: StoredHead
+    document: dict[str, Any]
+
+
+class StateChangelog:
+    """A state changelog's records folded into each instance's latest stored document.
+
+    Feed it the records in changelog order (:meth:`add`); the latest value per key wins, as in
+    the table. A head is written after its parts on the same partition, so any prefix of the
+    log names complete documents. ``keep_documents=False`` keeps only the parts' sizes (enough
+    for :meth:`heads`). Documents are decoded on demand, once per head.
+    """
+
+    def __init__(self, keep_documents: bool = True) -> None:
+        self.keep_documents = keep_documents
+        self._values: dict[bytes, bytes] = {}
+        self._sizes: dict[bytes, int] = {}
+        self._heads: dict[int, tuple[int, int | None, bytes]] = {}  # offset, timestamp, head
+        self._decoded: dict[int, StoredDocument] = {}
+        self.records = 0
+
+    def add(
+        self, offset: int, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None
+    ) -> None:
+        """One changelog record (a tombstone, ``value`` None, removes its key)."""
+        if key is None:
+            return
+        self.records += 1
+        head_partition = None if b"/" in key else int(key)
+        if head_partition is not None:
+            if value is None:
+                self._heads.pop(head_partition, None)
+            else:
+                self._heads[head_partition] = (offset, timestamp_ms, value)
+            self._decoded.pop(head_partition, None)
+            return
+        if value is None:
+            self._values.pop(key, None)
+            self._sizes.pop(key, None)
+            return
+        self._sizes[key] = len(value)
+        if self.keep_documents:
+            self._values[key] = value
+
+    def _head(self, partition: int) -> StoredHead:
+        offset, written_ms, raw = self._heads[partition]
+        try:
+            head = json.loads(raw)
+            slot, count = int(head["slot"]), int(head["parts"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateFormatError(
+                f"unreadable state head of partition {partition}: {exc}"
+            ) from None
+        sizes = [self._sizes.get(_part_key(partition, slot, i)) for i in range(count)]
+        size = None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
+        return StoredHead(partition, offset, written_ms, count, size)
+
+    def heads(self) -> dict[int, StoredHead]:
+        """Each instance's latest head, by partition."""
+        return {p: self._head(p) for p in sorted(self._heads)}
+
+    def documents(self) -> dict[int, StoredDocument]:
+        """Each instance's latest document, decoded (:class:`StateFormatError` if corrupt)."""
+        if not self.keep_documents:
+            raise StateFormatError("this changelog fold keeps sizes only, not documents")
+        for partition, (_offset, _ts, raw) in self._heads.items():
+            if partition in self._decoded:
+                continue
+            head_key = state_head_key(partition)
+
+            def get(key: bytes, head_key: bytes = head_key, raw: bytes = raw) -> bytes | None:
+                return raw if key == head_key else self._values.get(key)
+
+            blob = assemble_state(partition, get)
+            if blob is not None:
+                self._decoded[partition] = StoredDocument(self._head(partition), decode_state(blob))
+        return dict(sorted(self._decoded.items()))
+
+
+def read_state_changelog(
+    bootstrap: str, topic: str, *, keep_documents: bool = True, timeout_s: float = 30.0
+) -> StateChangelog:
+    """Every record of changelog ``topic`` up to its end now, folded (see :class:`StateChangelog`).
+
+    A pure reader: assigned partitions, nothing committed. A missing topic reads as empty (the
+    stage never flushed). Ends at each partition's end-of-partition event, not at ListOffsets'
+    answer (short on the embedded Tansu broker; :func:`streams.demo.topic_messages`).
+    """
+    import time
+    import uuid
+
+    from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+
+    from streams import kafka_io
+
+    fold = StateChangelog(keep_documents)
+    group = f"state-reader-{uuid.uuid4().hex[:8]}"
+    consumer = kafka_io.consumer(kafka_io.ConsumerOptions(bootstrap, group, partition_eof=True))
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            return fold
+        partitions = sorted(meta.partitions)
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
+            for p in partitions
+        }
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        pending = {p for p, end in ends.items() if end > 0}
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: not read to its end within {timeout_s} s")
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise kafka_io.KafkaIOError(f"reading {topic}: {kafka_io.describe(error)}")
+                if (msg.offset() or 0) >= ends[msg.partition() or 0]:
+                    pending.discard(msg.partition() or 0)
+                continue
+            kind, ts = msg.timestamp()
+            fold.add(msg.offset() or 0, msg.key(), msg.value(), ts if kind else None)
+    finally:
+        consumer.close()
+    return fold
+
+
+def read_stage_documents(
+    bootstrap: str, app_id: str, prefix: str, stage: str, timeout_s: float = 30.0
+) -> dict[int, StoredDocument]:
+    """The latest stored document of each instance of ``stage`` in the run ``prefix``."""
+    topic = state_changelog_topic(app_id, prefix, stage)
+    return read_state_changelog(bootstrap, topic, timeout_s=timeout_s).documents()

@@ -57,8 +57,10 @@ def _topic_source(
         prefix = settings.topic_prefix
     if prefix is None:
         prefix = choose_prefix(prefixes_on(broker_topics(bootstrap)), None)
-    model = ReadModel(settings.risk.starting_equity_usd, settings.sizing, settings.selector)
-    feed = TopicFeed(model, bootstrap, prefix).start()
+    model = ReadModel(
+        settings.risk.starting_equity_usd, settings.sizing, settings.selector, settings.risk
+    )
+    feed = TopicFeed(model, bootstrap, prefix, settings.app_id).start()
     return Source(feed=feed, worker_url=worker_url, trace_file=trace)
 
 
@@ -153,8 +155,8 @@ class DemoDashboard:
         from streams.dashboard.sources import TopicFeed
 
         s = self.settings
-        model = ReadModel(s.risk.starting_equity_usd, s.sizing, s.selector)
-        feed = TopicFeed(model, live.bootstrap, live.prefix).start()
+        model = ReadModel(s.risk.starting_equity_usd, s.sizing, s.selector, s.risk)
+        feed = TopicFeed(model, live.bootstrap, live.prefix, s.app_id).start()
         worker_url = f"http://127.0.0.1:{live.worker_port}"
         source = Source(feed=feed, worker_url=worker_url, trace_file=live.trace_file)
         self.context = context_for(source, s)

@@ -8,14 +8,19 @@ the operator commands. Every collection is bounded, so thousands of signals a mi
 constant memory; :meth:`ReadModel.drain_changes` hands the server only the rows that changed
 since the last push (incremental updates).
 
-It is a read model in the strict sense: nothing in the topology reads it, and the learning view
-is a replay of ``learning.rewards`` through the same update rules the strategy stage applies
-(:class:`~streams.stages.strategies.MetaSelector`, the Q update of
-:class:`~streams.stages.sizing.QTable`), not a copy of the stage's table. Two differences,
-stated so nobody reads more into the heatmap: a reward names its sizing state without the
-drawdown bucket (only the strategy stage knows it), so the heatmap's rows fold the drawdown
-buckets together; and the stage applies a reward ``QT_FEEDBACK_LAG_MS`` of event time after the
-trade closed, the dashboard as soon as it reads it.
+It is a read model in the strict sense: nothing in the topology reads it. It is also fed the
+stages' **stored state**, the records of their ``state-<stage>`` changelogs
+(:meth:`ReadModel.apply_state_record`, folded by
+:class:`~streams.agents.durable.StateChangelog`): when the strategy stage's state is there,
+the learning view is its Q-tables (per symbol, full state key with the drawdown bucket, visit
+counts) and bandit arms exactly as stored at its latest flush; when the risk stage's is there,
+the overview's trading mode, kill switch, equity and day/week marks are the portfolio it
+guards. Without stored state (a finished run folder of the in-process runner, no broker) the
+learning view falls back to a replay of ``learning.rewards`` through the strategy stage's own
+update rules (:class:`~streams.stages.strategies.MetaSelector`, the Q update of
+:class:`~streams.stages.sizing.QTable`); a reward names its sizing state without the drawdown
+bucket, so that heatmap folds the drawdown buckets together, and it applies a reward as soon
+as it is read, not ``QT_FEEDBACK_LAG_MS`` later. Every view says which source it shows.
 
 Pure: no Kafka, no web server; the same model serves a live run, a replay in progress and (as
 its :meth:`ReadModel.snapshot`, written to ``dashboard.json``) a finished run folder.
@@ -29,7 +34,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from streams.config import SelectorConfig, SizingConfig
+from streams.agents.durable import StateChangelog, StateFormatError, StoredDocument, StoredHead
+from streams.config import RiskLimits, SelectorConfig, SizingConfig
 from streams.contracts.base import AvroRecord
 from streams.contracts.records import (
     ControlCommand,
@@ -47,6 +53,8 @@ from streams.contracts.records import (
     TickReceived,
     TradeClosed,
 )
+from streams.stages.portfolio import DAY_MS, day_index, drawdown, iso_week_index
+from streams.stages.sizing import bucket
 from streams.stages.strategies import STRATEGIES, MetaSelector
 from streams.vocabulary import (
     Action,
@@ -69,6 +77,8 @@ RECENT_TRADES = 200
 RECENT_COMMANDS = 50
 RECENT_MODEL_EVENTS = 200
 SNAPSHOT_VERSION = 1
+#: Stages whose stored documents the pages read; of the others only sizes and flush times.
+DOCUMENT_STAGES = frozenset({"strategy", "risk"})
 
 
 @dataclass(slots=True)
@@ -172,10 +182,15 @@ class ReadModel:
         starting_equity: float,
         sizing: SizingConfig | None = None,
         selector: SelectorConfig | None = None,
+        limits: RiskLimits | None = None,
     ) -> None:
         self.starting_equity = starting_equity
         self.sizing = sizing or SizingConfig()
         self.selector = selector or SelectorConfig()
+        self.limits = limits or RiskLimits(starting_equity_usd=starting_equity)
+        #: Stage -> its changelog folded; ``stored_from``: how it was read (live, at the end).
+        self.stored: dict[str, StateChangelog] = {}
+        self.stored_from = "live"
         self.version = 0
         self.counts: Counter[str] = Counter()
         self.vetoes_by_rule: Counter[str] = Counter()
@@ -219,6 +234,36 @@ class ReadModel:
         for r in records:
             self.apply(r)
         return self
+
+    def apply_state_record(
+        self,
+        stage: str,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        """Fold one record of ``stage``'s state changelog in (changelog order per partition)."""
+        self.version += 1
+        fold = self.stored.get(stage)
+        if fold is None:
+            fold = self.stored[stage] = StateChangelog(stage in DOCUMENT_STAGES)
+        fold.add(offset, key, value, timestamp_ms)
+
+    def set_stored_state(self, stage: str, fold: StateChangelog, read: str) -> None:
+        """``stage``'s changelog as read in one go (``read`` says when, for the pages)."""
+        self.version += 1
+        self.stored[stage], self.stored_from = fold, read
+
+    def _documents(self, stage: str) -> tuple[dict[int, StoredDocument], str | None]:
+        """``stage``'s stored documents (empty: none) and why they could not be read."""
+        fold = self.stored.get(stage)
+        if fold is None or not fold.keep_documents:
+            return {}, None
+        try:
+            return fold.documents(), None
+        except StateFormatError as exc:
+            return {}, f"stored state of {stage} unreadable: {exc}"
 
     def _row(self, signal_id: str, symbol: str, event_time_ms: int) -> SignalRow:
         row = self.decided.get(signal_id) or self.recent.get(signal_id)
@@ -395,6 +440,79 @@ class ReadModel:
             )
         return out
 
+    def risk_state(self) -> dict[str, Any] | None:
+        """The risk stage's portfolio as stored at its latest flush (None: no stored state)."""
+        docs, error = self._documents("risk")
+        doc = docs.get(0)
+        if doc is None:
+            return None if error is None else {"error": error}
+        stored = (doc.document.get("handler") or {}).get("portfolio")
+        p = None if stored is None else stored.get("portfolio")
+        head = _head_json(doc.head)
+        if p is None:  # the stage has state, but no portfolio yet (no decision, close, command)
+            return {"portfolio": None, "stored": head}
+        equity = float(p["equity"])
+        # how far in event time the stage has released its inputs (the progress it sent)
+        progress = [int(t) for t in (doc.document["handler"].get("progress_sent") or {}).values()]
+        at = self.last_event_ms
+        # The stage rolls its marks at its next decision or close: a later day starts afresh.
+        new_day = at is not None and day_index(at) > int(p["day"])
+        new_week = at is not None and iso_week_index(at) > int(p["week"])
+        return {
+            "portfolio": True,
+            "equity_usd": equity,
+            "day": int(p["day"]) * DAY_MS,
+            "day_start_equity_usd": float(p["day_start_equity"]),
+            "week": int(p["week"]),
+            "week_start_ms": (int(p["week"]) * 7 - 3) * DAY_MS,
+            "week_start_equity_usd": float(p["week_start_equity"]),
+            "daily_drawdown": 0.0 if new_day else drawdown(float(p["day_start_equity"]), equity),
+            "weekly_drawdown": 0.0 if new_week else drawdown(float(p["week_start_equity"]), equity),
+            "max_daily_drawdown": self.limits.max_daily_drawdown,
+            "max_weekly_drawdown": self.limits.max_weekly_drawdown,
+            "reserved_positions": len(p.get("positions") or {}),
+            "reserved_margin_usd": sum(
+                float(x["margin"]) for x in (p.get("positions") or {}).values()
+            ),
+            "halted": bool(p["halted"]),
+            "halt_reason": str(p.get("halt_reason") or ""),
+            "progress_ms": max(progress, default=None),
+            "stored": head,
+        }
+
+    def trading_mode(self, risk: Mapping[str, Any] | None) -> dict[str, Any]:
+        """NORMAL, DEFENSIVE (a drawdown limit refuses new entries) or HALTED, and from where."""
+        ks = self.kill_switch
+        sent = None if ks is None else ks.command.value
+        if risk is None or not risk.get("portfolio"):
+            halted = sent == CommandKind.HALT.value
+            return {
+                "mode": "HALTED" if halted else "NORMAL",
+                "detail": "from the last HALT/RESUME on control.commands"
+                + ("" if risk is None else " (the risk stage has no portfolio yet)"),
+                "source": "commands",
+            }
+        if risk["halted"]:
+            mode, detail = "HALTED", f"kill switch: {risk['halt_reason']}"
+        elif risk["daily_drawdown"] >= risk["max_daily_drawdown"]:
+            mode, detail = "DEFENSIVE", "daily drawdown at its limit: new entries refused"
+        elif risk["weekly_drawdown"] >= risk["max_weekly_drawdown"]:
+            mode, detail = "DEFENSIVE", "weekly drawdown at its limit: new entries refused"
+        else:
+            mode, detail = "NORMAL", "entries allowed"
+        pending = sent is not None and (sent == CommandKind.HALT.value) != bool(risk["halted"])
+        if pending and ks is not None:
+            # In event time the command is in force from its time on: every decision from then
+            # is refused (or allowed again); the stage applies it when its merge gets there.
+            at, progress = time_text(ks.event_time_ms), risk.get("progress_ms")
+            where = "" if progress is None else f", it is at {time_text(progress)}"
+            detail = (
+                f"{sent} sent on control.commands for event time {at}: the risk stage applies it "
+                f"when it gets there{where} (its stored state: {mode}, {detail})"
+            )
+            mode = "HALTED" if sent == CommandKind.HALT.value else "NORMAL"
+        return {"mode": mode, "detail": detail, "source": "state", "pending": pending}
+
     def overview(self) -> dict[str, Any]:
         """Equity and drawdown, PnL, fees, positions, the kill switch and the counters."""
         points = self.equity_points()
@@ -403,6 +521,9 @@ class ReadModel:
         unrealised = sum(p["live_pnl"] for p in positions)
         equity = [e for _t, e in points]
         ks = self.kill_switch
+        risk = self.risk_state()
+        from_state = risk is not None and bool(risk.get("portfolio"))
+        mode = self.trading_mode(risk)
         return {
             "starting_equity_usd": self.starting_equity,
             "equity_curve": {
@@ -412,14 +533,22 @@ class ReadModel:
             },
             "realized_pnl_usd": realised,
             "unrealized_pnl_usd": unrealised,
-            "equity_usd": self.starting_equity + realised + unrealised,
+            "equity_usd": risk["equity_usd"]
+            if from_state and risk is not None
+            else self.starting_equity + realised + unrealised,
+            "equity_source": "the risk stage's stored state (realised equity)"
+            if from_state
+            else "closed trades + open positions at the newest tick",
             "fees_usd": self.fees,
             "venues": dict(self.venues),
             "positions": positions,
             "recent_trades": list(self.trades)[::-1],
             "last_event_ms": self.last_event_ms,
+            "trading_mode": mode,
+            "risk": risk,
             "kill_switch": {
-                "halted": ks is not None and ks.command is CommandKind.HALT,
+                "halted": mode["mode"] == "HALTED",
+                "source": mode["source"],
                 "command": None if ks is None else _command_json(ks),
                 "rejections": self.rejections_by_rule.get("KILL_SWITCH", 0),
             },
@@ -449,10 +578,22 @@ class ReadModel:
         }
 
     def learning(self) -> dict[str, Any]:
-        """Q-table cells per symbol (state x multiplier) and bandit arms per symbol."""
-        return {
+        """Q-table cells per symbol (state x multiplier) and bandit arms per symbol, with the
+        source: the strategy stage's stored state, else the rebuild from the rewards."""
+        base = {
             "multipliers": [repr(m) for m in self.sizing.multipliers],
             "alpha": self.sizing.alpha,
+            "strategies": list(STRATEGIES),
+        }
+        docs, error = self._documents("strategy")
+        if docs:
+            return base | self._learning_from_state(docs)
+        detail = (
+            "rebuilt from learning.rewards with the strategy stage's update rules (no stored "
+            "state of the strategy stage here); drawdown buckets folded together"
+        )
+        return base | {
+            "source": {"kind": "rewards", "detail": detail, "error": error},
             "qtables": {
                 symbol: {
                     state: {a: asdict(c) for a, c in sorted(cells.items())}
@@ -461,8 +602,82 @@ class ReadModel:
                 for symbol, table in sorted(self.qtables.items())
             },
             "bandits": {s: b.to_dict() for s, b in sorted(self.bandits.items())},
-            "strategies": list(STRATEGIES),
+            "symbols": {},
         }
+
+    def _learning_from_state(self, docs: Mapping[int, StoredDocument]) -> dict[str, Any]:
+        qtables: dict[str, Any] = {}
+        bandits: dict[str, Any] = {}
+        symbols: dict[str, Any] = {}
+        for partition, doc in docs.items():
+            states = (doc.document.get("handler") or {}).get("symbols") or {}
+            for symbol, st in states.items():
+                qtables[symbol] = self._qtable_cells(st["qtable"])
+                bandits[symbol] = dict(sorted(st["selector"].items()))
+                equity, peak = float(st["equity"]), float(st["peak_equity"])
+                dd = (peak - equity) / peak if peak else 0.0
+                symbols[symbol] = {
+                    "partition": partition,
+                    "regime": st["regime"],
+                    "equity": equity,
+                    "peak_equity": peak,
+                    "drawdown": dd,
+                    "drawdown_bucket": bucket(dd, self.sizing.drawdown_edges),
+                    "pending_sizing": len(st.get("pending_sizing") or {}),
+                    "pending_strategy": len(st.get("pending_strategy") or ()),
+                }
+        when = "read live" if self.stored_from == "live" else self.stored_from
+        return {
+            "source": {
+                "kind": "state",
+                "detail": f"the strategy stage's stored state (state-strategy changelog, {when}),"
+                " exact per symbol and drawdown bucket",
+                "partitions": {str(p): _head_json(d.head) for p, d in docs.items()},
+            },
+            "qtables": dict(sorted(qtables.items())),
+            "bandits": dict(sorted(bandits.items())),
+            "symbols": dict(sorted(symbols.items())),
+        }
+
+    def _qtable_cells(self, qtable: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """A stored :class:`~streams.stages.sizing.QTable` as state -> multiplier -> cell
+        (cells never updated left out: their Q is 0 by construction)."""
+        n_actions = int(qtable["n_actions"])
+        mults = self.sizing.multipliers
+        labels = (
+            [repr(m) for m in mults]
+            if len(mults) == n_actions
+            else [f"#{i}" for i in range(n_actions)]
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for state, values in sorted(qtable["q"].items()):
+            visits = qtable["visits"].get(state) or [0] * len(values)
+            out[state] = {
+                labels[i]: {"q": float(values[i]), "n": int(visits[i])}
+                for i in range(len(values))
+                if visits[i] > 0
+            }
+        return out
+
+    def state_summary(self) -> dict[str, Any]:
+        """Per stage: instances stored, their stored size, the last flush (head timestamp)."""
+        out: dict[str, Any] = {}
+        for stage, fold in sorted(self.stored.items()):
+            try:
+                heads = fold.heads()
+            except StateFormatError as exc:
+                out[stage] = {"error": str(exc)}
+                continue
+            sizes = [h.size_bytes for h in heads.values()]
+            written = [h.written_ms for h in heads.values() if h.written_ms is not None]
+            out[stage] = {
+                "instances": len(heads),
+                "size_bytes": None if None in sizes else sum(s or 0 for s in sizes),
+                "largest_bytes": max((s or 0 for s in sizes), default=0),
+                "last_flush_ms": max(written, default=None),
+                "records": fold.records,
+            }
+        return out
 
     def snapshot(self) -> dict[str, Any]:
         """Every view at once: the live pages' first load, and a run folder's dashboard.json."""
@@ -473,7 +688,25 @@ class ReadModel:
             "signals": self.signal_rows(),
             "models": self.models(),
             "learning": self.learning(),
+            "state": self.state_summary(),
         }
+
+
+def time_text(ms: int) -> str:
+    """Epoch milliseconds as UTC ``YYYY-MM-DD HH:MM:SS``."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _head_json(head: StoredHead) -> dict[str, Any]:
+    return {
+        "partition": head.partition,
+        "offset": head.offset,
+        "written_ms": head.written_ms,
+        "parts": head.parts,
+        "size_bytes": head.size_bytes,
+    }
 
 
 _TRADE_FIELDS = (

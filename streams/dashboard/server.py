@@ -71,6 +71,14 @@ class Source:
         assert self.run is not None
         return self.run.snapshot
 
+    def state_summary(self) -> dict[str, Any]:
+        """Per stage: stored state size and last flush (see :meth:`ReadModel.state_summary`)."""
+        if self.feed is not None:
+            with self.feed.lock:
+                return self.feed.model.state_summary()
+        assert self.run is not None
+        return dict(self.run.snapshot.get("state") or {})
+
     def info(self) -> dict[str, Any]:
         """What is shown and whether it can be controlled."""
         if self.feed is not None:
@@ -206,17 +214,19 @@ async def control(request: web.Request) -> web.Response:
 
 
 async def pipeline(request: web.Request) -> web.Response:
-    """Live: the worker's /health and stage latencies. A run folder: its report's figures."""
+    """Live: the worker's /health, stage latencies and flush times, and each stage's stored
+    state (size, last flush). A run folder: its report's figures and its last stored state."""
     ctx = _ctx(request)
+    state = {"state": ctx.source.state_summary(), "now_ms": int(time.time() * 1000)}
     if ctx.source.run is not None:
         report = ctx.source.run.report
-        return _json(
-            {"report": {k: report.get(k) for k in ("latency", "throughput", "counts", "workers")}}
-        )
+        keys = ("latency", "throughput", "counts", "workers")
+        return _json({"report": {k: report.get(k) for k in keys}} | state)
     if not ctx.source.worker_url:
-        return _json({"error": "no worker URL given (--worker-url)"})
+        return _json({"error": "no worker URL given (--worker-url)"} | state)
     url = ctx.source.worker_url
-    return _json(await asyncio.get_running_loop().run_in_executor(None, worker_pipeline, url))
+    loop = asyncio.get_running_loop()
+    return _json(await loop.run_in_executor(None, worker_pipeline, url) | state)
 
 
 async def registry(request: web.Request) -> web.Response:

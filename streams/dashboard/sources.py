@@ -3,9 +3,13 @@
 * :class:`TopicFeed`: a background thread that reads every topic of a run (one topic prefix)
   from the beginning and folds each decoded record into a :class:`ReadModel`; it keeps up with
   a live run or a replay in progress, and reads a finished run's topics if the broker still
-  has them. It commits nothing and joins no consumer group's work: a pure reader.
+  has them. It also reads every stage's state changelog (``<app>-state-<stage>-changelog``,
+  joined as soon as the worker created it): the stored state the learning view, the overview's
+  trading mode and marks and the pipeline page's state sizes come from. It commits nothing and
+  joins no consumer group's work: a pure reader.
 * :func:`load_run_folder`: a finished run folder (``runs/<id>/``): ``report.json``, its
   ``trades.csv`` and, when the run wrote one, ``dashboard.json`` (the read model's snapshot).
+* :func:`read_stored_states`: every stage's stored state in one go (the demo's last snapshot).
 * :func:`list_runs`, :func:`registry_models`, :func:`worker_pipeline`: the runs page, the
   models page's registry half and the pipeline page (the worker's ``/health`` and ``/metrics``).
 """
@@ -23,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from streams import kafka_io
-from streams.dashboard.model import ReadModel, drawdown_curve
+from streams.agents.durable import read_state_changelog, state_changelog_topic
+from streams.dashboard.model import DOCUMENT_STAGES, ReadModel, drawdown_curve
 from streams.ordering import WATERMARK_HEADER, header_value
 from streams.topics import Topic, topic_name
+from streams.topology import STAGES
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,13 @@ DASHBOARD_FILE = "dashboard.json"
 #: Not read: feature rows are large (price windows) and no page shows them.
 UNREAD_TOPICS = frozenset({Topic.MARKET_FEATURES})
 FEED_TOPICS = tuple(t for t in Topic if t not in UNREAD_TOPICS)
+#: How often the feed looks for state changelogs the worker has not created yet (seconds).
+CHANGELOG_POLL_S = 2.0
+
+
+def state_changelogs(app_id: str, prefix: str) -> dict[str, str]:
+    """Changelog topic -> stage, for every stage of the topology in the run ``prefix``."""
+    return {state_changelog_topic(app_id, prefix, spec.name): spec.name for spec in STAGES}
 
 
 class DashboardError(Exception):
@@ -95,10 +108,14 @@ class TopicFeed:
     ``lock`` guards ``model``: the web server takes it to read views.
     """
 
-    def __init__(self, model: ReadModel, bootstrap: str, prefix: str) -> None:
+    def __init__(
+        self, model: ReadModel, bootstrap: str, prefix: str, app_id: str = "quantum-trader"
+    ) -> None:
         self.model = model
         self.lock = threading.Lock()
         self.status = FeedStatus(bootstrap, prefix)
+        self.changelogs = state_changelogs(app_id, prefix)
+        self._assigned_changelogs: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dashboard-feed", daemon=True)
 
@@ -149,8 +166,12 @@ class TopicFeed:
                 for p in range(count)
             ]
         )
+        next_look = 0.0
         try:
             while not self._stop.is_set():
+                if time.monotonic() >= next_look and self._changelogs_missing():
+                    self._assign_changelogs(consumer)
+                    next_look = time.monotonic() + CHANGELOG_POLL_S
                 batch = consumer.consume(500, 0.2)
                 if batch:
                     self._fold(batch)
@@ -160,16 +181,42 @@ class TopicFeed:
         finally:
             consumer.close()
 
+    def _changelogs_missing(self) -> bool:
+        return len(self._assigned_changelogs) < len(self.changelogs)
+
+    def _assign_changelogs(self, consumer: Any) -> None:
+        """Add the state changelogs that exist by now to the assignment, from the start."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        try:
+            counts = broker_topics(self.status.bootstrap)
+        except kafka_io.KafkaIOError:
+            return  # said by the next topic read; tried again later
+        new = [
+            TopicPartition(name, p, OFFSET_BEGINNING)
+            for name in self.changelogs
+            if name in counts and name not in self._assigned_changelogs
+            for p in range(counts[name])
+        ]
+        if new:
+            consumer.incremental_assign(new)
+            self._assigned_changelogs.update(tp.topic for tp in new)
+
     def _fold(self, batch: list[Any]) -> None:
         from streams.contracts.codec import topic_codec
         from streams.contracts.errors import ContractError
 
         prefix = self.status.prefix
         decoded = []
+        state: list[tuple[str, Any]] = []
         for msg in batch:
             error = msg.error()
             if error is not None:
                 self.status.error = kafka_io.describe(error)
+                continue
+            stage = self.changelogs.get(msg.topic() or "")
+            if stage is not None:
+                state.append((stage, msg))
                 continue
             if header_value(msg.headers(), WATERMARK_HEADER) is not None:
                 continue
@@ -180,9 +227,27 @@ class TopicFeed:
                 self.status.undecodable += 1  # the stages dead-letter it; counted there
         with self.lock:
             self.model.apply_all(decoded)
+            for stage, msg in state:
+                kind, ts = msg.timestamp()
+                offset = msg.offset() or 0
+                self.model.apply_state_record(
+                    stage, offset, msg.key(), msg.value(), ts if kind else None
+                )
         self.status.records += len(decoded)
         if decoded:
             self.status.last_record_s = time.time()
+
+
+def read_stored_states(
+    model: ReadModel, bootstrap: str, app_id: str, prefix: str, read: str, timeout_s: float = 60.0
+) -> None:
+    """Every stage's state changelog read to its end now, into ``model`` (``read``: when)."""
+    for topic, stage in state_changelogs(app_id, prefix).items():
+        fold = read_state_changelog(
+            bootstrap, topic, keep_documents=stage in DOCUMENT_STAGES, timeout_s=timeout_s
+        )
+        if fold.records:
+            model.set_stored_state(stage, fold, read)
 
 
 # ------------------------------------------------------------------------------ run folders
@@ -352,7 +417,8 @@ def registry_models(registry_dir: Path) -> dict[str, Any]:
 
 
 def worker_pipeline(worker_url: str, timeout_s: float = 2.0) -> dict[str, Any]:
-    """The worker's ``/health`` body and per-stage latency from ``/metrics``, or why not."""
+    """The worker's ``/health`` body, per-stage latency and state flush time from ``/metrics``
+    (``qt_stage_latency_seconds``, ``qt_state_flush_seconds``), or why not."""
     import urllib.error
     import urllib.request
 
@@ -374,6 +440,7 @@ def worker_pipeline(worker_url: str, timeout_s: float = 2.0) -> dict[str, Any]:
         with urllib.request.urlopen(f"{worker_url}/metrics", timeout=timeout_s) as r:  # noqa: S310
             text = r.read().decode()
         out["latency"] = histogram_quantiles(text, "qt_stage_latency_seconds", "stage")
+        out["state_flush"] = histogram_quantiles(text, "qt_state_flush_seconds", "stage")
     except (OSError, ValueError) as exc:
         out["latency_error"] = str(exc)
     return out

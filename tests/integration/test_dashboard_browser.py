@@ -9,8 +9,10 @@ Two sources, as an operator meets them:
 * a replay in progress on the project's real Kafka (``quantum-trader demo``'s own code with its
   ``--dashboard`` hook): signals, positions and the equity curve appear and update in place
   (the page is never reloaded), halt and resume go through the confirmation dialog, reach
-  ``control.commands`` and the overview shows the new state; the pipeline page shows the
-  worker's stages.
+  ``control.commands`` and the overview shows the new state (the risk stage's stored state);
+  the pipeline page shows the worker's stages with their stored state; the learning page's
+  Q-table heatmap and bandit arms are the strategy stage's stored state, cell for cell, as
+  :func:`~streams.agents.durable.read_stage_documents` reads it from the changelog.
 
 Screenshots of every page land in ``test-artifacts/dashboard/`` (CI keeps them).
 """
@@ -171,6 +173,9 @@ def test_a_finished_run_on_every_page(page: Any, runs_dir: Path) -> None:
         page.wait_for_selector("#qtable tbody td[title]")
         assert page.locator("#qtable td[title$='updates']").count() > 0
         assert page.locator("#bandit tbody td").count() > 0
+        # the in-process runner has no stored state: the rebuild from the rewards, and it says so
+        assert page.get_attribute("#l-source", "data-kind") == "rewards"
+        assert "rebuilt from learning.rewards" in page.inner_text("#l-source")
         shoot(page, "run-learning")
 
         page.click("nav a[data-view=pipeline]")
@@ -188,6 +193,66 @@ def test_a_finished_run_on_every_page(page: Any, runs_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------- a replay in progress
+
+
+def heatmap_cells(page: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The symbol shown, its Q-table cells and bandit arms, as the page holds them."""
+    return tuple(
+        page.evaluate(
+            """() => {
+            const q = {}, arms = {};
+            for (const td of document.querySelectorAll('#qtable td[data-n]')) {
+              const state = td.closest('tr').dataset.state;
+              (q[state] = q[state] || {})[td.dataset.mult] =
+                [Number(td.dataset.q), Number(td.dataset.n)];
+            }
+            for (const td of document.querySelectorAll('#bandit td[data-count]')) {
+              arms[td.closest('tr').dataset.regime + '/' + td.dataset.strategy] =
+                [Number(td.dataset.value), Number(td.dataset.count)];
+            }
+            return [document.querySelector('#qtable').dataset.symbol, q, arms];
+          }"""
+        )
+    )
+
+
+def stored_cells(bootstrap: str, app_id: str, prefix: str, symbol: str) -> tuple[Any, Any]:
+    """The same cells from the strategy stage's changelog, read independently of the page."""
+    from streams.agents.durable import read_stage_documents
+    from streams.config import SizingConfig
+    from streams.stages.strategy import StrategyState
+
+    labels = [repr(m) for m in SizingConfig().multipliers]
+    for doc in read_stage_documents(bootstrap, app_id, prefix, "strategy").values():
+        data = doc.document["handler"]["symbols"].get(symbol)
+        if data is None:
+            continue
+        st = StrategyState.from_dict(data)
+        q = {
+            key: {labels[i]: [v, st.qtable.visits[key][i]] for i, v in enumerate(values)
+                  if st.qtable.visits[key][i]}
+            for key, values in st.qtable.q.items()
+        }  # fmt: skip
+        arms = {k: [a.value, a.count] for k, a in st.selector.arms.items()}
+        return q, arms
+    return None, None
+
+
+def assert_heatmap_is_the_stored_state(page: Any, bootstrap: str, app_id: str, prefix: str) -> None:
+    """Cell for cell (exact floats); the state moves on while the replay runs, so retry a while
+    until the page and the changelog show the same flush."""
+    import time
+
+    last: Any = None
+    for _ in range(40):
+        symbol, q, arms = heatmap_cells(page)
+        expected = stored_cells(bootstrap, app_id, prefix, symbol)
+        if expected == (q, arms):
+            assert q and all("/d" in state for state in q)  # full states, drawdown bucket too
+            return
+        last = (symbol, (q, arms), expected)
+        time.sleep(1.0)
+    raise AssertionError(f"the heatmap never matched the stored state: {last}")
 
 
 @pytest.mark.kafka
@@ -224,6 +289,8 @@ def test_a_replay_in_progress_updates_in_place_and_halts(
                 break
             thread.join(0.1)
         assert board.url, f"the demo never went live: {outcome.get('error')}"
+        assert board.context is not None
+        prefix = board.context.source.info()["prefix"]
         page.goto(f"{board.url}/#signals")
         page.evaluate("window.__loadedOnce = true")  # gone if the page ever reloads
         page.wait_for_selector("#signals tbody tr", timeout=180_000)
@@ -268,9 +335,22 @@ def test_a_replay_in_progress_updates_in_place_and_halts(
         )
         assert rows(page, "commands") == 2
 
+        assert page.get_attribute("#ov-source", "data-source") == "state"
+
         page.click("nav a[data-view=pipeline]")
         page.wait_for_selector("#pipeline tbody tr[data-stage=risk]", timeout=30_000)
+        page.wait_for_function(
+            "(document.querySelector('#pipeline tr[data-stage=strategy] td.state-size') || {})"
+            ".textContent?.includes('kB')",
+            timeout=30_000,
+        )
         shoot(page, "live-pipeline")
+
+        page.click("nav a[data-view=learning]")
+        page.wait_for_selector("#l-source[data-kind=state]", timeout=60_000)
+        page.wait_for_selector("#qtable td[data-n]", timeout=400_000)
+        assert_heatmap_is_the_stored_state(page, kafka_bootstrap, settings.app_id, prefix)
+        shoot(page, "live-learning")
         assert page.evaluate("window.__loadedOnce === true"), "the page reloaded"
 
         thread.join(900)

@@ -124,11 +124,30 @@ function renderOverview() {
   const venues = Object.keys(o.venues || {});
   $("ov-mode").textContent = (state.info.mode || "-") + (venues.length ? ` (venue ${venues.join(", ")})` : "");
   const ks = o.kill_switch || {};
+  const tm = o.trading_mode || { mode: ks.halted ? "HALTED" : "NORMAL", detail: "", source: "commands" };
   const trading = $("ov-trading");
-  trading.textContent = ks.halted ? "HALTED (kill switch)" : "NORMAL";
-  trading.className = ks.halted ? "neg" : "pos";
-  if (ks.command) trading.title = `${ks.command.command} from ${time(ks.command.event_time_ms)} by ${ks.command.issued_by}: ${ks.command.reason}`;
+  trading.textContent = tm.mode === "HALTED" ? "HALTED (kill switch)" : tm.mode;
+  trading.className = tm.mode === "NORMAL" ? "pos" : "neg";
+  trading.dataset.source = tm.source;
+  trading.dataset.pending = tm.pending ? "true" : "false";
+  let title = tm.detail || "";
+  if (ks.command) title += ` · last command: ${ks.command.command} from ${time(ks.command.event_time_ms)} by ${ks.command.issued_by}: ${ks.command.reason}`;
+  trading.title = title;
+  const risk = o.risk && o.risk.portfolio ? o.risk : null;
+  $("ov-day").textContent = risk ? `${money(risk.day_start_equity_usd)} (${pct(risk.daily_drawdown)} of ${pct(risk.max_daily_drawdown)})` : "-";
+  $("ov-day").title = risk ? `day ${time(risk.day).slice(0, 10)} start equity; drawdown since then, and the limit` : "";
+  $("ov-week").textContent = risk ? `${money(risk.week_start_equity_usd)} (${pct(risk.weekly_drawdown)} of ${pct(risk.max_weekly_drawdown)})` : "-";
+  $("ov-week").title = risk ? `ISO week from ${time(risk.week_start_ms).slice(0, 10)} start equity; drawdown since then, and the limit` : "";
+  const src = $("ov-source");
+  src.dataset.source = risk ? "state" : "commands";
+  if (risk) {
+    const st = risk.stored || {};
+    src.textContent = `trading mode, kill switch, equity and day/week marks: the risk stage's stored state (flushed ${time(st.written_ms)}, at event time ${time(risk.progress_ms)}, ${risk.reserved_positions} positions reserving ${money(risk.reserved_margin_usd)} USDT)` + (tm.detail ? ` · ${tm.detail}` : "");
+  } else {
+    src.textContent = (o.risk && o.risk.error ? o.risk.error + " · " : "") + "no stored state of the risk stage read: trading mode from control.commands, equity from the trades (realised + unrealised)";
+  }
   $("ov-equity").textContent = money(o.equity_usd);
+  $("ov-equity").title = o.equity_source || "";
   $("ov-realised").replaceChildren(signed(o.realized_pnl_usd));
   $("ov-unrealised").replaceChildren(signed(o.unrealized_pnl_usd));
   $("ov-fees").textContent = money(o.fees_usd);
@@ -276,16 +295,27 @@ function renderLearning() {
   const symbols = [...new Set([...Object.keys(l.qtables || {}), ...Object.keys(l.bandits || {})])].sort();
   syncOptions($("l-symbol"), symbols, false);
   const sym = $("l-symbol").value;
+  const source = l.source || { kind: "rewards", detail: "rebuilt from learning.rewards" };
+  const srcBox = $("l-source");
+  srcBox.dataset.kind = source.kind;
+  srcBox.textContent = "source: " + source.detail + (source.error ? ` (${source.error})` : "");
+  const info = (l.symbols || {})[sym];
+  const part = info && source.partitions ? source.partitions[String(info.partition)] : null;
+  $("l-state").textContent = info ? `${sym}: regime ${info.regime}, symbol equity ${money(info.equity)} of peak ${money(info.peak_equity)} (drawdown ${pct(info.drawdown)}, bucket d${info.drawdown_bucket}); rewards pending: ${info.pending_sizing} sizing, ${info.pending_strategy} strategy; instance ${info.partition}` + (part ? `, flushed ${time(part.written_ms)} (changelog offset ${part.offset})` : "") : "";
+  if (part) $("l-state").dataset.offset = String(part.offset); else delete $("l-state").dataset.offset;
   const q = (l.qtables || {})[sym] || {};
   const mults = l.multipliers || [];
   const states = Object.keys(q).sort();
   let maxAbs = 0;
   for (const s of states) for (const c of Object.values(q[s])) maxAbs = Math.max(maxAbs, Math.abs(c.q));
   const qt = $("qtable");
-  qt.replaceChildren(el("thead", {}, el("tr", {}, el("th", {}, "state (confidence bucket / regime)"), ...mults.map((m) => el("th", {}, `×${m}`)))),
-    el("tbody", {}, ...(states.length ? states.map((s) => el("tr", {}, el("th", {}, s), ...mults.map((m) => {
+  qt.dataset.symbol = sym || "";
+  const stateLabel = source.kind === "state" ? "state (confidence bucket / regime / drawdown bucket)" : "state (confidence bucket / regime; drawdown buckets folded)";
+  qt.replaceChildren(el("thead", {}, el("tr", {}, el("th", {}, stateLabel), ...mults.map((m) => el("th", {}, `×${m}`)))),
+    el("tbody", {}, ...(states.length ? states.map((s) => el("tr", { "data-state": s }, el("th", {}, s), ...mults.map((m) => {
       const c = q[s][m];
-      return el("td", { style: heatColor(c && c.q, maxAbs), title: c ? `${c.n} updates` : "never updated" }, c ? `${c.q.toFixed(3)} (${c.n})` : "·");
+      return el("td", { style: heatColor(c && c.q, maxAbs), title: c ? `${c.n} updates` : "never updated", "data-mult": m,
+        "data-q": c ? String(c.q) : null, "data-n": c ? String(c.n) : null }, c ? `${c.q.toFixed(3)} (${c.n})` : "·");
     }))) : [el("tr", {}, el("td", { colspan: mults.length + 1 }, "no sizing reward yet"))])));
   const arms = (l.bandits || {})[sym] || {};
   const regimes = [...new Set(Object.keys(arms).map((k) => k.split("/")[0]))].sort();
@@ -293,9 +323,10 @@ function renderLearning() {
   let maxArm = 0;
   for (const a of Object.values(arms)) maxArm = Math.max(maxArm, Math.abs(a.value));
   $("bandit").replaceChildren(el("thead", {}, el("tr", {}, el("th", {}, "regime"), ...strategies.map((s) => el("th", {}, s)))),
-    el("tbody", {}, ...(regimes.length ? regimes.map((r) => el("tr", {}, el("th", {}, r), ...strategies.map((s) => {
+    el("tbody", {}, ...(regimes.length ? regimes.map((r) => el("tr", { "data-regime": r }, el("th", {}, r), ...strategies.map((s) => {
       const a = arms[`${r}/${s}`];
-      return el("td", { style: heatColor(a && a.value, maxArm) }, a ? `${a.value.toFixed(3)} (${a.count})` : "·");
+      return el("td", { style: heatColor(a && a.value, maxArm), "data-strategy": s, "data-value": a ? String(a.value) : null,
+        "data-count": a ? String(a.count) : null }, a ? `${a.value.toFixed(3)} (${a.count})` : "·");
     }))) : [el("tr", {}, el("td", { colspan: strategies.length + 1 }, "no strategy reward yet"))])));
 }
 $("l-symbol").addEventListener("change", render);
@@ -309,14 +340,27 @@ async function loadPipeline() {
   renderPipeline(p);
   if (!p.report) pipelineTimer = setTimeout(loadPipeline, 2000);
 }
+const kB = (b) => (b === null || b === undefined ? "-" : (b / 1024).toFixed(1) + " kB");
+// the stage's stored state (its changelog) and its flush time (qt_state_flush_seconds)
+function stateCells(p, name) {
+  const st = (p.state || {})[name];
+  const fl = (p.state_flush || {})[name];
+  const stored = !st ? "-" : st.error ? st.error : `${kB(st.size_bytes)} in ${st.instances} instance${st.instances === 1 ? "" : "s"}`;
+  let flush = "-";
+  if (st && st.last_flush_ms) flush = p.report ? time(st.last_flush_ms) : `${((p.now_ms - st.last_flush_ms) / 1000).toFixed(1)} s ago`;
+  if (fl) flush += ` · ${num(fl.p50_us / 1000, 3)} / ${num(fl.p99_us / 1000, 3)} ms (${fl.count} flushes)`;
+  return [el("td", { class: "state-size", title: st && st.largest_bytes ? `largest instance ${kB(st.largest_bytes)}` : "" }, stored), el("td", { class: "state-flush" }, flush)];
+}
 function renderPipeline(p) {
   const status = $("pipeline-status");
   if (p.report) {
-    status.textContent = "finished run: latency and throughput as the report measured them";
+    status.textContent = "finished run: latency and throughput as the report measured them; stored state as read at the run's end";
     const lat = p.report.latency || {}, tp = p.report.throughput || {};
     status.append(el("div", {}, `${num(tp.bars_per_s, 3)} bars/s, ${num(tp.events_per_s, 3)} records/s over ${num(tp.elapsed_s, 3)} s`));
-    fillBody($("pipeline"), Object.keys(lat).sort().map((s) => el("tr", { "data-stage": s }, el("td", {}, s), el("td", {}, "-"),
-      el("td", {}, "-"), el("td", {}, `${num(lat[s].p50_us, 3)} / ${num(lat[s].p99_us, 3)}`), el("td", {}, "-"), el("td", {}, "-"), el("td", {}, "-"))));
+    const names = [...new Set([...Object.keys(lat), ...Object.keys(p.state || {})])].sort();
+    fillBody($("pipeline"), names.map((s) => el("tr", { "data-stage": s }, el("td", {}, s), el("td", {}, "-"),
+      el("td", {}, "-"), el("td", {}, lat[s] ? `${num(lat[s].p50_us, 3)} / ${num(lat[s].p99_us, 3)}` : "-"), el("td", {}, "-"), el("td", {}, "-"), el("td", {}, "-"),
+      ...stateCells(p, s))));
     return;
   }
   if (p.error) { status.textContent = p.error; status.className = "neg"; fillBody($("pipeline"), []); return; }
@@ -333,7 +377,8 @@ function renderPipeline(p) {
     const health = s.crashed ? "crashed: " + s.crashed : s.stalled ? "stalled" : "ok";
     return el("tr", { "data-stage": name }, el("td", {}, name), el("td", { class: health === "ok" ? "pos" : "neg" }, health),
       el("td", {}, rate), el("td", {}, lat[name] ? `${num(lat[name].p50_us, 3)} / ${num(lat[name].p99_us, 3)}` : "-"),
-      el("td", {}, s.pending), el("td", {}, time(s.watermark_ms)), el("td", {}, s.last_progress_s_ago === null ? "never" : `${s.last_progress_s_ago.toFixed(1)} s ago`));
+      el("td", {}, s.pending), el("td", {}, time(s.watermark_ms)), el("td", {}, s.last_progress_s_ago === null ? "never" : `${s.last_progress_s_ago.toFixed(1)} s ago`),
+      ...stateCells(p, name));
   }));
   state.pipelinePrev = p;
 }
