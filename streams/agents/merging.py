@@ -191,7 +191,10 @@ class MergeHandler:
         if kept is not record:
             raw = topic_codec(topic).encode(kept)  # once, not at every flush
         m.add(src, sort, (topic, partition, kept, otel_context.get_current(), out.position, raw))
-        if src not in self._feedback[merge]:
+        # Only a gating primary input floors the feedback: an operator command (no watermark
+        # source) may be stamped hours ahead of the stream, and flooring at its time made every
+        # earlier closed trade "late" and dead-lettered (found by the crash-restart test).
+        if src in self._shifts[merge] and src not in self._feedback[merge]:
             self._floor_feedback(merge, sort.time)
 
     def on_watermark(self, topic: str, partition: int, source: str, wm: int, out: Emitter) -> None:

@@ -155,3 +155,24 @@ def test_replayed_ticks_name_their_writer_so_merges_move_on_without_watermarks()
 
 def ticks_time(event) -> int:  # type: ignore[no-untyped-def]
     return int(topic_codec(Topic.MARKET_TICKS).decode_record(event.value).event_time_ms)
+
+
+def test_an_operator_command_ahead_of_the_stream_does_not_make_earlier_trades_late() -> None:
+    """A HALT stamped hours ahead (sent before the data) must not floor risk's feedback."""
+    from streams.agents.risk import RiskHandler
+    from streams.config import RiskLimits
+    from streams.contracts.records import CommandKind, ControlCommand
+    from streams.stages import RiskStage
+    from tests.unit.stages.factories import T0, trade_closed
+
+    risk = RiskHandler(RiskStage(RiskLimits()), partitions=1, feedback_lag_ms=300_000)
+    halt = ControlCommand(
+        command_id="halt", command=CommandKind.HALT, event_time_ms=T0 + 10 * 3_600_000,
+        issued_at_ms=T0, issued_by="test", reason="ahead of the stream",
+    )  # fmt: skip
+    out = Emitter("risk")
+    risk.on_record("control.commands", 0, "?", halt, out)
+    trade = trade_closed("ETHUSDT:1:decision", -10.0, T0)  # closes long before the HALT
+    risk.on_record("trades.closed", 0, "execution/0", trade, out)  # raised OrderingError before
+    buffered = [b[4][0] for b in risk.merges[0].to_dict(lambda item: item)["buffer"]]
+    assert buffered == ["trades.closed", "control.commands"]
