@@ -44,6 +44,32 @@ def settings() -> Settings:
     )
 
 
+def halt_window() -> list:  # type: ignore[type-arg]
+    """An operator HALT 17:15-17:50 (the runner approves six decisions inside it without the HALT)."""
+    from streams.contracts.records import CommandKind, ControlCommand
+
+    def command(kind: CommandKind, at: str) -> ControlCommand:
+        t = parse_time_bound(at)
+        return ControlCommand(command_id=f"{kind.value}-{t}", command=kind, event_time_ms=t,
+                              issued_at_ms=t, issued_by="test", reason="test")  # fmt: skip
+
+    return [
+        command(CommandKind.HALT, "2025-05-21T12:00"),
+        command(CommandKind.RESUME, "2025-05-21T13:30"),
+    ]
+
+
+def runner_hash(commands: list) -> str:  # type: ignore[type-arg]
+    from models.scorer import EnsembleScorer
+    from streams.runner import run
+
+    s = settings()
+    builder = ReportBuilder(s.risk.starting_equity_usd)
+    run(SAMPLE_DATA, EnsembleScorer.from_registry(s.registry_dir), builder, s,
+        symbols=SYMBOLS, window=WINDOW, commands=commands)  # fmt: skip
+    return trades_sha256(builder.trades)
+
+
 @pytest.fixture(scope="module")
 def runner_trades() -> str:
     from models.scorer import EnsembleScorer
@@ -57,6 +83,18 @@ def runner_trades() -> str:
     )  # fmt: skip
     assert builder.trades, "the window must trade for this test to bite"
     return trades_sha256(builder.trades)
+
+
+def test_a_halt_scheduled_ahead_holds_through_crashes_and_changes_trades_as_the_runner(
+    runner_trades: str,
+) -> None:
+    commands = halt_window()
+    expected = runner_hash(commands)
+    assert expected != runner_trades, "the HALT must change the trades for this test to bite"
+    log, crashes = run_topology(settings(), SAMPLE_DATA, WINDOW, symbols=SYMBOLS,
+                                crash_chance=1 / 8, commands=commands)  # fmt: skip
+    assert crashes > 0
+    assert trades_sha256(list(log.records(Topic.TRADES_CLOSED))) == expected
 
 
 def ids(log, topic: Topic, field: str) -> list[str]:  # type: ignore[no-untyped-def]
