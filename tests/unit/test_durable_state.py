@@ -45,7 +45,7 @@ def settings() -> Settings:
 
 
 def halt_window() -> list:  # type: ignore[type-arg]
-    """An operator HALT 17:15-17:50 (the runner approves six decisions inside it without the HALT)."""
+    """An operator HALT 17:15-17:50 (without it the runner approves six decisions in it)."""
     from streams.contracts.records import CommandKind, ControlCommand
 
     def command(kind: CommandKind, at: str) -> ControlCommand:
