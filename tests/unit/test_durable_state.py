@@ -45,7 +45,7 @@ def settings() -> Settings:
 
 
 def halt_window() -> list:  # type: ignore[type-arg]
-    """An operator HALT 17:15-17:50 (without it the runner approves six decisions in it)."""
+    """An operator HALT 17:00-17:58, after two trades closed (it changes the runner's trades)."""
     from streams.contracts.records import CommandKind, ControlCommand
 
     def command(kind: CommandKind, at: str) -> ControlCommand:
