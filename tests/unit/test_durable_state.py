@@ -54,8 +54,8 @@ def halt_window() -> list:  # type: ignore[type-arg]
                               issued_at_ms=t, issued_by="test", reason="test")  # fmt: skip
 
     return [
-        command(CommandKind.HALT, "2025-05-21T12:00"),
-        command(CommandKind.RESUME, "2025-05-21T13:30"),
+        command(CommandKind.HALT, "2025-05-21T17:00"),
+        command(CommandKind.RESUME, "2025-05-21T17:58"),
     ]
 
 
