@@ -137,13 +137,6 @@ def kill_when_risk_reaches(  # type: ignore[no-untyped-def]
     raise AssertionError(f"risk never reached {format_epoch_ms(at_ms)}; log {watch.log_path}")
 
 
-@pytest.mark.xfail(
-    reason="open (issue 9): on the loaded 2-core machine of session 3 the run after three "
-    "SIGKILLs made the runner's six trades with margins 0.7 % smaller (a stage's equity view "
-    "diverged after a restart); the in-memory crash test (tests/unit/test_durable_state.py) "
-    "passes, so the gap is in what Kafka/Faust delivers around a kill",
-    strict=False,
-)
 def test_sigkill_during_warmup_open_positions_and_a_halt_changes_no_trade(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -192,11 +185,23 @@ def test_sigkill_during_warmup_open_positions_and_a_halt_changes_no_trade(
     for attr in ("order_id", "fill_id", "trade_id", "decision_id"):
         ids = [getattr(r, attr) for r in records if hasattr(r, attr) and _owns(r, attr)]
         assert ids and len(ids) == len(set(ids)), f"{attr}: {Counter(ids).most_common(2)}"
-    # The crashes re-sent records: the copies on the topics are what the readers dropped.
-    features = topic_name(Topic.MARKET_FEATURES, prefix)
-    raw = sum(1 for _ in topic_messages(kafka_bootstrap, features, 2, copies=True))
-    kept = sum(1 for r in records if type(r).__name__ == "FeaturesComputed")
-    assert raw > kept
+    # Whatever a restarted stage sent again is a numbered copy the readers drop: a topic holds
+    # at least what was kept, and every decision's ids above were unique after the drop. (Whether
+    # a kill leaves copies depends on where it lands relative to a flush; the in-memory test,
+    # tests/unit/test_durable_state.py, crashes often enough to always make some.)
+    for topic in (Topic.DECISIONS_SIZED, Topic.ORDERS_APPROVED, Topic.EXECUTION_FILLS):
+        name = topic_name(topic, prefix)
+        raw = sum(
+            1 for _ in topic_messages(kafka_bootstrap, name, settings.partitions, copies=True)
+        )
+        kept = sum(1 for r in records if _owns(r, _ID_OF[topic]))
+        assert raw >= kept > 0, topic
+
+
+_ID_OF = {
+    Topic.DECISIONS_SIZED: "decision_id", Topic.ORDERS_APPROVED: "order_id",
+    Topic.EXECUTION_FILLS: "fill_id",
+}  # fmt: skip
 
 
 def _owns(record: object, attr: str) -> bool:
