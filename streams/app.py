@@ -220,8 +220,9 @@ class DurableAgent:
     async def run(self, stream: Any) -> None:
         """The agent body: every batch handled, sent and held for the next flush."""
         name = self.runtime.name
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
             started = time.perf_counter()
+            events = self._still_assigned(batch)
             raw = [
                 RawEvent(
                     e.message.topic,
@@ -257,6 +258,20 @@ class DurableAgent:
     def flush_due(self) -> bool:
         """Whether held events wait longer than the flush interval (an idle stage's last batch)."""
         return bool(self._held) and time.monotonic() - self._last_flush >= self.flush_every_s
+
+    def _still_assigned(self, events: list[Any]) -> list[Any]:
+        """The events of partitions this worker still holds.
+
+        After a rebalance the batch being gathered may still carry events of a partition that
+        went to another worker, which restores its instance from the table and processes them
+        itself: handling them here too would send a second, different copy under the same
+        ``qt-seq`` numbers.
+        """
+        try:
+            assigned = self.app.consumer.assignment()
+        except Exception:  # not started: nothing to judge by
+            return events
+        return [e for e in events if e.message.tp in assigned]
 
     async def flush(self) -> None:
         """Store the changed state and ack what it covers (the flush timer, a rebalance)."""

@@ -35,6 +35,7 @@ from streams.demo import (
 )
 from streams.report import ReportBuilder, trades_sha256
 from streams.topics import Topic, topic_name
+from streams.topology import partitions_of
 from streams.workers import WorkerWatch, running_worker, worker_env
 from tests.integration.test_topology import GATES, WINDOW
 
@@ -190,10 +191,8 @@ def test_sigkill_during_warmup_open_positions_and_a_halt_changes_no_trade(
     # a kill leaves copies depends on where it lands relative to a flush; the in-memory test,
     # tests/unit/test_durable_state.py, crashes often enough to always make some.)
     for topic in (Topic.DECISIONS_SIZED, Topic.ORDERS_APPROVED, Topic.EXECUTION_FILLS):
-        name = topic_name(topic, prefix)
-        raw = sum(
-            1 for _ in topic_messages(kafka_bootstrap, name, settings.partitions, copies=True)
-        )
+        name, n = topic_name(topic, prefix), partitions_of(topic, settings.partitions)
+        raw = sum(1 for _ in topic_messages(kafka_bootstrap, name, n, copies=True))
         kept = sum(1 for r in records if _owns(r, _ID_OF[topic]))
         assert raw >= kept > 0, topic
 
