@@ -632,6 +632,10 @@ def probe_summary(probe_dir: Path, warm_wall_s: float | None) -> dict[str, Any] 
         return out
 
     a, b = sizes(first), sizes(last)
+    for k, v in first.get("tracer", {}).items():
+        a[f"tracer {k}"] = v
+    for k, v in last.get("tracer", {}).items():
+        b[f"tracer {k}"] = v
     growth = sorted(
         ({"what": k, "after_warmup": a.get(k, 0), "end": v, "growth": v - a.get(k, 0)}
          for k, v in b.items()),

@@ -9,6 +9,8 @@ sees every structure between two batches, appends one JSON line to ``<dir>/probe
   document as JSON (what :meth:`~streams.agents.durable.Instance.to_document` gives, i.e. what
   the next flush compresses and writes), split by top-level key of the handler's state so a
   growing id set, buffer or window shows by name;
+* ``tracer``: the span sampler's bounded buffers (undecided traces and their spans, decided
+  trace ids, evictions) and the span export queue;
 * ``gc``: the 25 most numerous Python object types (``gc.get_objects``), for diffing;
 * ``vm_rss_kb``: the process's resident set at that moment.
 
@@ -76,6 +78,22 @@ def stage_sizes(runtimes: list[Any], tables: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def tracer_sizes(samplers: list[Any]) -> dict[str, int]:
+    """The span sampler's bounded buffers (:class:`~streams.observability.tracing.DecisionSampler`)
+    and the batch exporter's queue: traces waiting for their keep/drop mark, their spans,
+    trace ids remembered as decided, traces evicted, spans queued for export."""
+    out: dict[str, int] = {}
+    for sampler in samplers:
+        out["undecided_traces"] = len(sampler._buffer)
+        out["undecided_spans"] = sum(len(v) for v in list(sampler._buffer.values()))
+        out["decided_ids"] = len(sampler._decided)
+        out["evicted"] = sampler.evicted
+        queue = getattr(getattr(sampler.delegate, "_batch_processor", None), "_queue", None)
+        if queue is not None:
+            out["export_queue"] = len(queue)
+    return out
+
+
 def gc_types() -> dict[str, int]:
     """The most numerous object types the collector tracks."""
     counts = Counter(type(o).__name__ for o in gc.get_objects())
@@ -85,9 +103,18 @@ def gc_types() -> dict[str, int]:
 def install(probe_dir: Path, every_s: float, snapshots: bool) -> None:
     """Capture the app and its stage runtimes as the worker builds them; add the probe timer."""
     import streams.app as app_module
+    from streams.observability import tracing
 
     probe_dir.mkdir(parents=True, exist_ok=True)
     runtimes: list[Any] = []
+    samplers: list[Any] = []
+    original_sampler_init = tracing.DecisionSampler.__init__
+
+    def sampler_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_sampler_init(self, *args, **kwargs)
+        samplers.append(self)
+
+    tracing.DecisionSampler.__init__ = sampler_init  # type: ignore[method-assign]
     original_init = app_module.StageRuntime.__init__
     original_build: Callable[..., Any] = app_module.build_app
 
@@ -105,6 +132,7 @@ def install(probe_dir: Path, every_s: float, snapshots: bool) -> None:
             started = time.perf_counter()
             row: dict[str, Any] = {"n": count[0], "wall_s": time.time()}
             row["stages"] = stage_sizes(runtimes, dict(app.tables.items()))
+            row["tracer"] = tracer_sizes(samplers)
             row["gc"] = gc_types()
             if snapshots and tracemalloc.is_tracing():
                 tracemalloc.take_snapshot().dump(str(probe_dir / f"snap-{count[0]:04d}.pickle"))
