@@ -37,6 +37,10 @@ adds tracemalloc snapshots with N frames, and the suite writes the top allocatio
 between the warm-up and the end. Both are for finding what grows; the figures come from a run
 without tracemalloc.
 
+``--max-wall S`` (default 4 hours, so ``make bench`` ends) stops the replay and the wait after S
+seconds of wall time and reports what was measured, marked as not drained; ``--max-wall 0``
+runs to the end whatever it takes.
+
 Writes ``tests/benchmarks/results/memory.json``, ``memory.md`` and ``memory.png`` (matplotlib;
 the markdown has an ASCII plot too). With several brokers the files are per broker suffixed
 when not Kafka (``memory-embedded.*``). Figures are measured on a shared machine and
@@ -85,6 +89,8 @@ DEFAULT_DATA = BINANCE / "spot_1m"
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DRAIN_TIMEOUT_S = 6 * 3600.0
+#: Default wall-clock cap (``make bench`` runs every suite with its defaults).
+MAX_WALL_S = 4 * 3600.0
 WORKER_MODULE = "tests.benchmarks.apps.memory_worker"
 
 
@@ -943,8 +949,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="how far the replay may go before the topology announced any progress",
     )  # fmt: skip
     p.add_argument(
-        "--max-wall", type=float, default=None, metavar="S",
-        help="stop after S seconds and report what was measured (not drained)",
+        "--max-wall", type=float, default=MAX_WALL_S, metavar="S",
+        help="stop after S seconds and report what was measured, not drained (0: no limit)",
     )  # fmt: skip
     p.add_argument("--every", type=float, default=5.0, help="seconds between samples")
     p.add_argument("--warmup-share", type=float, default=0.25)
@@ -976,7 +982,7 @@ def main(argv: list[str] | None = None) -> int:
         tracemalloc_frames=args.tracemalloc,
         timeout_s=args.timeout,
         lead_minutes=args.lead_minutes,
-        max_wall_s=args.max_wall,
+        max_wall_s=args.max_wall or None,
         warmup_lead_minutes=args.warmup_lead_minutes,
         live_samples=(args.keep_logs / "samples.jsonl") if args.keep_logs else None,
     )
