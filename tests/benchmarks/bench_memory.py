@@ -400,7 +400,7 @@ class RunPlan:
     timeout_s: float
     lead_minutes: float
     max_wall_s: float | None = None
-    warmup_lead_minutes: float = 240.0
+    warmup_lead_minutes: float = 150.0
     live_samples: Path | None = None
 
 
@@ -779,10 +779,7 @@ def _f(value: float | None, spec: str = ".2f") -> str:
 def _run_state(res: dict[str, Any]) -> str:
     if res["drained"]:
         return f"replay {res['replay_s']:.0f} s, drained after {res['drained_s']:.0f} s"
-    return (
-        f"**stopped by `--max-wall` after {res['samples'][-1]['t_s']:.0f} s, not drained** "
-        f"(lead {res['lead_minutes']:g} min)"
-    )
+    return f"**stopped by `--max-wall` after {res['samples'][-1]['t_s']:.0f} s, not drained**"
 
 
 def _growth_row(label: str, r: dict[str, Any]) -> str:
@@ -799,8 +796,9 @@ def markdown(res: dict[str, Any], png: str | None) -> str:
         f"Data: `{res['data']}` ({res['symbols_label']}), {res['bars_replayed']:,} bars from "
         f"{_when(res['first_event_ms'])} to {_when(res['last_event_ms'])}; "
         f"{events:,} events handled (sum of `qt_stage_records_total`, watermarks excluded); "
-        f"{res['partitions']} partitions, confidence gate {res['min_confidence']:.0%}; replay "
-        f"{_run_state(res)}; samples every "
+        f"{res['partitions']} partitions, confidence gate {res['min_confidence']:.0%}, state "
+        f"flush every {res['state_flush_ms'] / 1000:g} s, replay lead {res['lead_minutes']:g} "
+        f"min; {_run_state(res)}; samples every "
         f"{res['every_s']:g} s; {res['machine']['cpus']} CPUs shared with other work (1-minute "
         f"load {res['machine']['load_min']:.1f} to {res['machine']['load_max']:.1f}). Generated "
         "by `python -m tests.benchmarks memory`; method in the suite's docstring.",
@@ -915,6 +913,7 @@ def bench(kind: str, settings: Settings, plan: RunPlan, args: argparse.Namespace
         "partitions": settings.partitions,
         "min_confidence": settings.supervisor.min_confidence,
         "feedback_lag_ms": settings.feedback_lag_ms,
+        "state_flush_ms": settings.state_flush_ms,
         "every_s": plan.every_s,
         **{k: v for k, v in run.items() if k != "samples"},
         "analysis": analysis,
@@ -945,12 +944,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="replay at most this far (event time) ahead of the topology; 0 = unpaced backlog",
     )  # fmt: skip
     p.add_argument(
-        "--warmup-lead-minutes", type=float, default=240.0,
+        "--warmup-lead-minutes", type=float, default=150.0,
         help="how far the replay may go before the topology announced any progress",
     )  # fmt: skip
     p.add_argument(
         "--max-wall", type=float, default=MAX_WALL_S, metavar="S",
         help="stop after S seconds and report what was measured, not drained (0: no limit)",
+    )  # fmt: skip
+    p.add_argument(
+        "--state-flush-ms", type=int, default=None,
+        help="QT_STATE_FLUSH_MS of the worker (default: the settings', 1 s)",
     )  # fmt: skip
     p.add_argument("--every", type=float, default=5.0, help="seconds between samples")
     p.add_argument("--warmup-share", type=float, default=0.25)
@@ -990,9 +993,10 @@ def main(argv: list[str] | None = None) -> int:
         args.keep_logs.mkdir(parents=True, exist_ok=True)
     # SIGTERM (kill <pid>) unwinds like Ctrl-C: the worker is stopped, the run's topics dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    settings = bench_settings(args.min_confidence).model_copy(
-        update={"partitions": args.partitions}
-    )
+    update: dict[str, Any] = {"partitions": args.partitions}
+    if args.state_flush_ms:
+        update["state_flush_ms"] = args.state_flush_ms
+    settings = bench_settings(args.min_confidence).model_copy(update=update)
     args.out.mkdir(parents=True, exist_ok=True)
     status = 0
     for kind in kinds:
