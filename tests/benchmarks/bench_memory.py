@@ -11,12 +11,18 @@ reads:
 * the worker's ``VmRSS`` and ``VmHWM`` (``/proc/<pid>/status``), and the broker's ``VmRSS``;
 * **events**: the sum of the worker's ``qt_stage_records_total`` (data records handled by all
   stages; watermarks are not counted) and **bars**: the features stage's ticks;
-* **event time**: the stages' watermarks from ``/health`` (the lowest is how far the whole
-  topology got, the highest how far the ingest side got).
+* **event time**: how far the whole topology got: the lowest watermark on the outputs of the
+  feedback loops' writers (closed trades, rewards, intents), read as the demo's drain wait reads
+  them (:class:`ProgressWatcher`); the stages' ``/health`` watermarks are only the in-band marks
+  they received, which dense ticks do not need.
 
-The replay is not paced: it produces the whole data set as fast as the broker takes it, so
-the worker reads a backlog all the time (the worst case for its fetch buffers; a live feed
-delivers 29 ticks a minute).
+**Pacing.** By default the replay is flow-controlled (:class:`FlowControl`): it runs at most
+``--lead-minutes`` (30) of event time ahead of the topology, after a ``--warmup-lead-minutes``
+(150) allowance for the feature windows, so the merges buffer what a live feed would make them
+buffer, however fast or slow the worker is. When the topology's event time stops moving for 5
+minutes while the replay waits for it, the run stops and says so. ``--lead-minutes 0`` replays
+unpaced: the worker reads a backlog all the time and the merges hold whatever their slowest
+input has not passed (the catch-up case).
 
 **Warm-up and verdict.** The warm-up is the first ``--warmup-share`` (default 25%) of the
 run's events: feature windows (64 bars), bias windows (200 signals), correlation returns (120
@@ -276,7 +282,7 @@ class ProgressWatcher:
         while (self.low or 0) < END_OF_STREAM:
             check()
             if stop_at is not None and time.monotonic() > stop_at:
-                raise StopRun
+                raise StopRun("--max-wall")
             if self.error:
                 raise BenchError(f"progress watcher failed: {self.error}")
             if time.monotonic() > deadline:
@@ -301,6 +307,7 @@ class FlowControl:
     check: Any  # WorkerWatch.check: fails the wait when the worker died or a stage crashed
     warmup_ms: int = 0
     deadline: float | None = None  # time.monotonic() after which the run stops (StopRun)
+    stall_s: float = 300.0
     poll_s: float = 0.5
     waited_s: float = 0.0
     _first: bool = True
@@ -326,10 +333,19 @@ class FlowControl:
     def sleep(self, delay_s: float) -> None:
         """Block until the topology moved ``delay_s`` of event time further."""
         target, t0 = self._last + delay_s, time.perf_counter()
+        moved_at, seen = time.monotonic(), self.progress.low
         while self.clock() < target:
             self.check()
-            if self.deadline is not None and time.monotonic() > self.deadline:
-                raise StopRun
+            now = time.monotonic()
+            if self.deadline is not None and now > self.deadline:
+                raise StopRun("--max-wall")
+            if self.progress.low != seen:
+                moved_at, seen = now, self.progress.low
+            elif now - moved_at > self.stall_s:
+                raise StopRun(
+                    f"stalled: the topology's event time stayed at {_when(seen)} for "
+                    f"{self.stall_s:.0f} s while the replay waited for it"
+                )
             time.sleep(self.poll_s)
         self.waited_s += time.perf_counter() - t0
 
@@ -507,7 +523,7 @@ def run_once(broker: Broker, base: Settings, plan: RunPlan, work: Path) -> dict[
                 thread.start()
             sampler.sample()
             t0 = time.perf_counter()
-            summary, replay_s, drained_s = None, None, None
+            summary, replay_s, drained_s, stopped = None, None, None, ""
             try:
                 summary = replay_files(
                     plan.data,
@@ -527,8 +543,9 @@ def run_once(broker: Broker, base: Settings, plan: RunPlan, work: Path) -> dict[
                 send_end_of_stream(broker.bootstrap, prefix, settings.partitions, summary)
                 progress.wait_drained(watch.check, plan.timeout_s, stop_at)
                 drained_s = time.perf_counter() - t0
-            except StopRun:
-                print(f"memory bench: stopped after {plan.max_wall_s:.0f} s (--max-wall)")
+            except StopRun as why:
+                stopped = str(why)
+                print(f"memory bench: stopped ({stopped})")
             stop.set()
             for thread in threads:
                 thread.join(30)
@@ -541,7 +558,7 @@ def run_once(broker: Broker, base: Settings, plan: RunPlan, work: Path) -> dict[
     return {
         "bootstrap": broker.bootstrap,
         "drained": drained_s is not None,
-        "stopped_by_max_wall": drained_s is None,
+        "stopped": stopped or None,
         "bars_replayed": summary.ticks if summary else last.get("bars", 0),
         "first_event_ms": summary.first_event_ms if summary else flow.start_ms,
         "last_event_ms": summary.last_event_ms if summary else last.get("event_time_ms"),
@@ -791,7 +808,7 @@ def _f(value: float | None, spec: str = ".2f") -> str:
 def _run_state(res: dict[str, Any]) -> str:
     if res["drained"]:
         return f"replay {res['replay_s']:.0f} s, drained after {res['drained_s']:.0f} s"
-    return f"**stopped by `--max-wall` after {res['samples'][-1]['t_s']:.0f} s, not drained**"
+    return f"**not drained: stopped after {res['samples'][-1]['t_s']:.0f} s ({res['stopped']})**"
 
 
 def _growth_row(label: str, r: dict[str, Any]) -> str:
