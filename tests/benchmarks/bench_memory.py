@@ -876,7 +876,7 @@ def markdown(res: dict[str, Any], png: str | None) -> str:
     lines += ["## Records handled per stage", "", "| stage | topic | records |", "|---|---|---:|"]
     for stage, topics in sorted(res["records_by_stage"].items()):
         for topic, n in sorted(topics.items()):
-            lines.append(f"| {stage} | `{topic.split('.', 1)[-1]}` | {n:,.0f} |")
+            lines.append(f"| {stage} | `{topic}` | {n:,.0f} |")
     lines.append("")
     probe = res.get("probe")
     if probe:
