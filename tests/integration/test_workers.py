@@ -68,12 +68,6 @@ def test_two_workers_from_the_start_trade_exactly_as_the_in_process_runner(
         assert two["counts"].get(key) == runner["counts"].get(key), key
 
 
-@pytest.mark.xfail(
-    reason="open (issue 9): in its one run (session 3, load 12 on 2 cores) the topology did not "
-    "drain within 900 s after the second worker joined: not yet known whether it stalled or "
-    "was only slow",
-    strict=False,
-)
 def test_a_second_worker_joining_mid_run_takes_over_partitions_and_changes_no_trade(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
