@@ -39,7 +39,7 @@ def test_the_topology_trades_on_the_testnet_venue(kafka_bootstrap: str, tmp_path
     settings = Settings(
         kafka_bootstrap=kafka_bootstrap,
         partitions=2,
-        supervisor={"min_confidence": 0.5},
+        supervisor={"gate": "confidence", "min_confidence": 0.5},
         runs_dir=tmp_path,
         mode="testnet",
         binance_api_key=SecretStr(KEY),

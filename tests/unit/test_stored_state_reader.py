@@ -79,7 +79,11 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Any:
         stores[f"#{len(stores)}"] = s
         return s
 
-    settings = Settings(partitions=2, feedback_lag_ms=300_000, supervisor={"min_confidence": 0.5})
+    settings = Settings(
+        partitions=2,
+        feedback_lag_ms=300_000,
+        supervisor={"gate": "confidence", "min_confidence": 0.5},
+    )
     mp = pytest.MonkeyPatch()
     mp.setattr(memory_log, "DictStore", store)
     try:
