@@ -92,6 +92,9 @@ class Emitter:
     position: SourcePosition | None = None
     #: The wire bytes of the record being handled (a merge keeps them for its stored state).
     raw: bytes | None = None
+    #: The stage instance (state partition) emitting: names the source of what has no
+    #: partition of its own (dead letters), so two instances never number under one source.
+    instance: int = 0
 
     def rollback(self, mark: int) -> None:
         """Drop what was emitted since ``len(items)`` was ``mark`` (a record that failed)."""

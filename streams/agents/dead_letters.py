@@ -102,7 +102,8 @@ def _int_field(record: Any, name: str) -> int | None:
 
 def send_dead_letter(out: Emitter, letter: DeadLettered, error: BaseException) -> None:
     """Emit ``letter``, count it, and make a stage error loud (traceback in the log)."""
-    out.record_to(Topic.DEADLETTER, 0, letter.source_topic or "", letter, None, out.stage)
+    source = f"{out.stage}/{out.instance}"
+    out.record_to(Topic.DEADLETTER, 0, letter.source_topic or "", letter, None, source)
     metrics().dead_letter(letter.stage, letter.reason)
     if letter.reason == STAGE_ERROR:
         metrics().stage_error(letter.stage, letter.error_type)

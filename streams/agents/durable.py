@@ -315,7 +315,7 @@ class StageRuntime:
             fresh = [e for e in group if inst.admit(e)]
             if len(fresh) < len(group):
                 metrics().redelivered(self.name, len(group) - len(fresh))
-            out = Emitter(self.name)
+            out = Emitter(self.name, instance=partition)
             dispatch(inst.handler, self._decoder, fresh, out)
             inst.number(out)
             outs.append(out)

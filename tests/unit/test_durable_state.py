@@ -214,3 +214,21 @@ def test_an_operator_command_ahead_of_the_stream_does_not_make_earlier_trades_la
     risk.on_record("trades.closed", 0, "execution/0", trade, out)  # raised OrderingError before
     buffered = [b[4][0] for b in risk.merges[0].to_dict(lambda item: item)["buffer"]]
     assert buffered == ["trades.closed", "control.commands"]
+
+
+def test_dead_letters_of_two_instances_are_numbered_under_their_own_sources() -> None:
+    """Two instances' dead letters share one topic; a shared source would make one a 'copy'."""
+    from streams.agents.base import RawEvent
+    from streams.agents.durable import StageRuntime
+    from streams.agents.features import FeaturesHandler
+    from streams.topology import stage_spec
+
+    runtime = StageRuntime(stage_spec("features"), FeaturesHandler, DictStore(), Decoder(""))
+    bad = [RawEvent("market.ticks", p, 0, b"BTCUSDT", b"not avro", {}) for p in (0, 1)]
+    letters = [i for out in runtime.handle(bad) for i in out.items if i.value is not None]
+    assert {i.source for i in letters} == {"features/0", "features/1"}
+    seen = Redeliveries()
+    kept = [
+        i for i in letters if seen.fresh("deadletter", 0, i.source.encode(), str(i.seq).encode())
+    ]
+    assert len(kept) == 2
