@@ -248,7 +248,7 @@ class DurableAgent:
                 for event in events:
                     event.message.incref()  # acked by the flush that stores its effects
                 self._held.extend(events)
-                if time.monotonic() - self._last_flush >= self.flush_every_s:
+                if self.flush_due():
                     await self._flush_locked()
             if raw:
                 elapsed = time.perf_counter() - started
