@@ -184,21 +184,8 @@ def position_record(
     entry, s = pos.avg_entry, pos.sign
     exited = pos.exited_steps * step
     realised = s * (pos.exit_value - entry * exited) - pos.fees
-    return PositionChanged(
-        position_id=e.position_id,
-        order_id=o.order_id,
-        decision_id=o.decision_id,
-        symbol=e.symbol,
-        event_time_ms=e.time_ms,
-        event=kind,
-        side=o.side,
-        qty_open=e.open_quantity,
-        entry_price=entry,
-        mark_price=e.price,
-        realized_pnl=realised,
-        unrealized_pnl=s * (e.price - entry) * e.open_quantity,
-        stop_price=s * pos.stop_f if pos.stop_f else None,
-    )
+    stop = s * pos.stop_f if pos.stop_f else None
+    return _position_changed(e, o, kind, entry, s, realised, stop)
 
 
 def live_position_record(
@@ -212,6 +199,19 @@ def live_position_record(
     entry, s = pos.avg_entry, pos.plan.side.sign
     realised = s * (pos.exit_value - entry * pos.exited_qty) - pos.fees
     stop = entry - s * pos.plan.sl_offset if entry else None
+    return _position_changed(e, o, kind, entry, s, realised, stop)
+
+
+def _position_changed(
+    e: VenuePositionEvent,
+    o: OrderPlanned,
+    kind: PositionEvent,
+    entry: float,
+    s: float,
+    realised: float,
+    stop: float | None,
+) -> PositionChanged:
+    """The ``positions.events`` record of a quantity change, on either venue."""
     return PositionChanged(
         position_id=e.position_id,
         order_id=o.order_id,
