@@ -41,13 +41,13 @@ class Recorder(ReportBuilder):
 
     def __init__(self) -> None:
         super().__init__(10_000.0)
-        self.decisions: list[DecisionSized] = []
+        self.sized: list[DecisionSized] = []
         self.fills: list[FillExecuted] = []
 
     def add(self, record):  # type: ignore[no-untyped-def]
         super().add(record)
         if isinstance(record, DecisionSized):
-            self.decisions.append(record)
+            self.sized.append(record)
         elif isinstance(record, FillExecuted):
             self.fills.append(record)
 
@@ -93,14 +93,14 @@ def test_counts_are_consistent(clean) -> None:  # type: ignore[no-untyped-def]
 
 def test_no_order_fills_before_its_decision_bar_has_closed(clean) -> None:  # type: ignore[no-untyped-def]
     rec, _ = clean
-    decided = {d.decision_id: d.event_time_ms for d in rec.decisions}
+    decided = {d.decision_id: d.event_time_ms for d in rec.sized}
     entries = [f for f in rec.fills if f.leg_kind is LegKind.ENTRY]
     assert entries, "the run should trade at least once on two days of three symbols"
     for f in entries:
         assert f.event_time_ms >= decided[f.decision_id] + 60_000
     for t in rec.trades:
         assert t.event_time_ms > t.opened_ms >= decided[t.decision_id] + 60_000
-        assert set(t.model_versions) == set(rec.decisions[0].model_versions)
+        assert set(t.model_versions) == set(rec.sized[0].model_versions)
 
 
 def _corrupt_copy(src: Path, dst: Path) -> int:

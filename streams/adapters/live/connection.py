@@ -101,14 +101,15 @@ class StreamConnection:
     async def run(self) -> None:
         """Keep a session open until cancelled; rotate and reconnect as the module doc says."""
         reader: asyncio.Task[None] | None = None
+        started = self._clock()
         try:
             while True:
                 ws = await self._open()
-                started = self._clock()
+                old_started, started = started, self._clock()
                 first = asyncio.Event()
                 new_reader = asyncio.create_task(self._read(ws, first, started))
                 if reader is not None:  # a rotation: the old session reads until the new delivers
-                    await self._hand_over(reader, new_reader, first)
+                    await self._hand_over(reader, new_reader, first, old_started)
                 reader = new_reader
                 done, _ = await asyncio.wait({reader}, timeout=self.settings.rotate_after_s)
                 if done:
@@ -181,12 +182,15 @@ class StreamConnection:
                     await ws.close()
 
     async def _hand_over(
-        self, old: asyncio.Task[None], new: asyncio.Task[None], first: asyncio.Event
-    ) -> None:
+        self, old: asyncio.Task[None], new: asyncio.Task[None], first: asyncio.Event,
+        old_started: float,
+    ) -> None:  # fmt: skip
         """Close ``old`` once ``new`` delivered (or failed, or ``old`` ended by itself)."""
         waiter = asyncio.create_task(first.wait())
         await asyncio.wait({waiter, new, old}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
+        if old.done():  # it failed during the hand-over: an unplanned end like any other
+            self._ended(old, old_started)
         old.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await old
