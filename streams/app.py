@@ -216,6 +216,8 @@ class DurableAgent:
         self._held: list[Any] = []
         self._deliveries: list[Awaitable[Any]] = []
         self._last_flush = time.monotonic()
+        #: input partitions revoked and not (yet) assigned back
+        self._revoked: set[Any] = set()
 
     async def run(self, stream: Any) -> None:
         """The agent body: every batch handled, sent and held for the next flush."""
@@ -265,13 +267,23 @@ class DurableAgent:
         After a rebalance the batch being gathered may still carry events of a partition that
         went to another worker, which restores its instance from the table and processes them
         itself: handling them here too would send a second, different copy under the same
-        ``qt-seq`` numbers.
+        ``qt-seq`` numbers, and write a state document the new owner never reads. Between the
+        revocation and the next assignment the consumer still reports the old assignment, so
+        the revoked partitions are dropped by name until they are assigned back.
         """
         try:
             assigned = self.app.consumer.assignment()
         except Exception:  # not started: nothing to judge by
-            return events
-        return [e for e in events if e.message.tp in assigned]
+            assigned = None
+        return [
+            e
+            for e in events
+            if e.message.tp not in self._revoked and (assigned is None or e.message.tp in assigned)
+        ]
+
+    def on_assigned(self, assigned: Iterable[Any]) -> None:
+        """Partitions assigned (back) to this worker are handled again."""
+        self._revoked.difference_update(assigned)
 
     async def flush(self) -> None:
         """Store the changed state and ack what it covers (the flush timer, a rebalance)."""
@@ -301,10 +313,9 @@ class DurableAgent:
         """
         async with self.lock:
             await self._flush_locked()
-            lost = {
-                self.runtime.instance_of(tp.partition) for tp in revoked if tp.topic in self.inputs
-            }
-            self.runtime.forget(lost)
+            mine = [tp for tp in revoked if tp.topic in self.inputs]
+            self._revoked.update(mine)
+            self.runtime.forget({self.runtime.instance_of(tp.partition) for tp in mine})
 
 
 def consumer_highwaters(app: faust.App) -> dict[TP, int | None]:
@@ -431,6 +442,16 @@ def add_state_flushing(app: faust.App, agents: Sequence[DurableAgent], every_s: 
     async def on_partitions_revoked(sender: Any, revoked: Any, **_: Any) -> None:
         for agent in agents:
             await agent.on_revoked(revoked)
+        # Faust flushed its producer before this signal: the documents just stored are still
+        # in its buffer, and the partitions' next owner recovers the changelog as it is when
+        # the group re-forms. A document missing there would restore older state than the
+        # committed offsets assume (inputs between the two never re-read: lost signals).
+        await app.producer.flush()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_partitions_assigned(sender: Any, assigned: Any, **_: Any) -> None:
+        for agent in agents:
+            agent.on_assigned(assigned)
 
 
 def run_worker(loglevel: str = "info", web_port: int | None = None) -> None:

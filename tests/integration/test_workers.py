@@ -69,10 +69,11 @@ def test_two_workers_from_the_start_trade_exactly_as_the_in_process_runner(
 
 
 @pytest.mark.xfail(
-    reason="open (issue 9): of its three runs in session 3, one did not drain in 900 s on a "
-    "loaded machine, one made the runner's trades but lost signals (a batch gathered across "
-    "the rebalance was handled by both workers: fixed), and the last stalled with the joining "
-    "worker holding partitions 0-1 but processing nothing for 9 minutes, on an idle machine",
+    reason="open (issue 9): of three runs in session 4 (after the revocation flush reached the "
+    "broker and revoked partitions stopped being handled), one passed; one stalled with the "
+    "partitions 0-1 of market.ticks never committed after the join; one drained with the "
+    "runner's trades but 165 signals of one partition missing for 82 minutes after the "
+    "rebalance and 64 changed (the new owner's ensemble did not resume from the old one's state)",
     strict=False,
 )
 def test_a_second_worker_joining_mid_run_takes_over_partitions_and_changes_no_trade(
