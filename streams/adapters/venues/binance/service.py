@@ -38,6 +38,9 @@ from streams.topics import Topic, topic_name
 
 log = logging.getLogger(__name__)
 SOURCE = b"venue"
+#: A periodic reconciliation waits while more of the request weight than this is in use:
+#: its ~135 weight a round must not push orders behind the rate limiter.
+RECONCILE_MAX_WEIGHT_SHARE = 0.5
 
 
 class VenueService:
@@ -63,7 +66,11 @@ class VenueService:
         self.connects = 0  # reconciliations done (at start, after every stream connect)
         self.last_activity = time.monotonic()  # a command executed or an event produced
         self.events_sent = 0
+        # Commands and reconciliations take turns (a snapshot never races an order in flight);
+        # stream events wait only for a reconciliation (never published before a snapshot they
+        # predate), never for an order request, which the rate limiter may hold back.
         self._lock = asyncio.Lock()
+        self._reconciling = asyncio.Lock()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop``: connect, reconcile, stream, execute commands."""
@@ -120,7 +127,7 @@ class VenueService:
 
     async def publish(self, events: list[ExchangeEvent]) -> None:
         """User-stream events to ``venue.events`` (in arrival order)."""
-        async with self._lock:
+        async with self._reconciling:
             self._produce(events)
 
     async def on_connect(self) -> None:
@@ -131,7 +138,7 @@ class VenueService:
     async def reconcile(self, connected: bool = False) -> None:
         """Missed trades, then a snapshot per symbol, to ``venue.events`` (stream events wait:
         a snapshot is never followed by an event it predates)."""
-        async with self._lock:
+        async with self._lock, self._reconciling:
             for symbol in self._symbols():
                 self._produce(await self.gateway.missed_trades(symbol, connected))
             self._produce(await self.gateway.snapshot(self._symbols()))
@@ -146,6 +153,9 @@ class VenueService:
     async def _periodic(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(self.settings.binance.reconcile_every_s)
+            if self.gateway.limiter.weight_share() > RECONCILE_MAX_WEIGHT_SHARE:
+                log.info("venue: reconciliation deferred: the request weight is for orders now")
+                continue
             try:
                 await self.reconcile()
             except VenueError:
