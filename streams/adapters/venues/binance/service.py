@@ -12,7 +12,7 @@ the exchange connection and does the I/O (docs/venues.md):
 - nothing blocks the event loop (the user stream's reading and pings share it): records are
   produced without waiting, and the waits for the broker (flush, commit) run on a thread;
 - on start, on every user-stream (re)connect and every ``reconcile_every_s``: the account's
-  trades since the last event (what a dropped stream missed) and one snapshot per symbol
+  trades since the last replay's newest (what a dropped stream missed) and one snapshot per symbol
   (position, open orders, open algo orders); the execution stage compares them with its state
   and fixes what differs.
 """
