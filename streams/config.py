@@ -148,6 +148,12 @@ class BinanceConfig(_Frozen):
     request_timeout_s: float = Field(10.0, gt=0)
     listen_key_keepalive_s: float = Field(1800.0, gt=0, description="Binance: every 30 minutes")
     reconcile_every_s: float = Field(300.0, gt=0)
+    user_stream_ping_s: float = Field(
+        10.0, gt=0, description="how often the gateway pings the user-data stream"
+    )
+    user_stream_silent_s: float = Field(
+        30.0, gt=0, description="no event and no pong for this long: reconnect and reconcile"
+    )
     unknown_position: Literal["flatten", "adopt"] = Field(
         "flatten", description="a position found on the exchange that no decision of ours opened"
     )

@@ -177,6 +177,17 @@ def test_the_limiter_waits_below_the_caps_and_trusts_the_exchanges_count() -> No
     assert lim.delay(1, order=False) == pytest.approx(5.0)
 
 
+def test_the_weight_share_counts_ours_or_the_exchanges() -> None:
+    now = [0.0]
+    lim = RateLimiter(Caps(weight_1m=1000), lambda: now[0])
+    lim.sent(300, order=False)
+    assert lim.weight_share() == pytest.approx(0.3)
+    lim.observe({"x-mbx-used-weight-1m": "800"})
+    assert lim.weight_share() == pytest.approx(0.8)
+    now[0] += 61
+    assert lim.weight_share() == 0.0
+
+
 # -- reconciliation ---------------------------------------------------------------------------
 def snap(amount: float, orders=(), algos=(), t: int = 1) -> SymbolSnapshot:
     return SymbolSnapshot("ETHUSDT", amount, 2500.0, 2510.0, tuple(orders), tuple(algos), t)

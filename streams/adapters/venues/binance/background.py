@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import gzip
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -26,6 +27,8 @@ from streams.adapters.venues.binance.service import VenueService
 from streams.config import Settings
 from streams.ordering import SOURCE_HEADER, WATERMARK_HEADER, header_value
 from streams.topics import Topic, topic_name
+
+log = logging.getLogger(__name__)
 
 
 def fake_exchange_for(
@@ -86,11 +89,14 @@ class BackgroundVenue:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
+        if t is None and self.error is not None:  # a gateway that died mid-run failed the run
+            raise RuntimeError(f"the venue gateway failed: {self.error!r}") from self.error
 
     def _main(self) -> None:
         try:
             asyncio.run(self._run())
-        except BaseException as exc:  # reported by __enter__ / the caller's checks
+        except BaseException as exc:  # reported by __enter__ / __exit__
+            log.exception("venue: the gateway stopped with an error")
             self.error = exc
             self._ready.set()
 

@@ -36,7 +36,7 @@ import hmac
 import itertools
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -146,6 +146,9 @@ class FakeExchange:
     clock_skew_ms: int = 0
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     sent_orders: int = 0  # orders accepted into the book (placement requests that succeeded)
+    #: called with the client id of an order just accepted, before any event or answer about it
+    #: (a test kills its client there: accepted, and nothing about it recorded)
+    on_accept: Callable[[str], None] | None = None
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1_000_001))
     _listen_keys: dict[str, list[web.WebSocketResponse]] = field(default_factory=dict)
     _weight: list[tuple[float, int]] = field(default_factory=list)
@@ -759,6 +762,8 @@ class FakeExchange:
             p.get("timeInForce", "GTC"),
         )
         self.sent_orders += 1
+        if self.on_accept is not None:
+            self.on_accept(o.client_id)
         await self._order_event(o, "NEW")
         if type_ == "MARKET":
             await self._fill(o, market, maker=False)

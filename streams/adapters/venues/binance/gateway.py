@@ -17,7 +17,11 @@ says into exchange events; it holds no trading state of its own beyond caches it
 - **The user-data stream** (:meth:`BinanceGateway.user_stream`): listenKey created, kept alive
   every ``listen_key_keepalive_s``, recreated on ``listenKeyExpired`` or -1125; every
   (re)connect calls back so the caller reconciles and replays the trades it may have missed
-  (:meth:`BinanceGateway.trades_since`).
+  (:meth:`BinanceGateway.missed_trades`). The socket is read by its own task into an unbounded
+  queue, so a slow consumer of the events never stops the reading (nor the ping/pong). A
+  silent stream is a lost one: no frame and no pong for ``user_stream_silent_s``, or trades
+  that two trades replays in a row found and the stream never delivered, end the connection
+  (:class:`UserStreamSilent`) and the caller reconnects and reconciles.
 - **Secrets.** Key and secret come in as ``SecretStr`` and go only to the client; nothing here
   logs a request's parameters, headers or URL query.
 """
@@ -53,6 +57,7 @@ from streams.adapters.venues.binance.filters import (
 )
 from streams.adapters.venues.binance.limiter import Caps, RateLimiter, retry_after_s
 from streams.adapters.venues.binance.messages import (
+    TRADE_REPLAY,
     AlgoUpdate,
     CancelOrder,
     Command,
@@ -80,11 +85,12 @@ _FATAL_HINT = {
 }
 
 OnEvents = Callable[[list[ExchangeEvent]], Awaitable[None]]
+#: Binance's page size cap for ``userTrades``; a full page is continued by the next replay.
+_TRADES_PAGE = 1000
 
 
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
+class UserStreamSilent(ConnectionError):
+    """The user-data stream is connected but delivers nothing: treated as lost."""
 
 
 def _now_ms() -> int:
@@ -115,6 +121,11 @@ class BinanceGateway:
         self._banned_until_ms = 0
         self.listen_key: str | None = None
         self.requests_sent = 0
+        self.silences = 0  # connections ended because the stream had gone silent
+        self._replayed_to: dict[str, int] = {}  # symbol -> newest trade time replayed
+        self._heard: dict[str, set[int]] = {}  # symbol -> trade ids the stream delivered
+        self._unheard: dict[str, set[int]] = {}  # replayed at the last round, not heard
+        self._inbox: asyncio.Queue[str | BaseException | None] | None = None
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -436,7 +447,9 @@ class BinanceGateway:
         assert self.client is not None
         window = {} if since_ms is None else {"startTime": since_ms}
         trades_fn = self.client.futures_account_trades
-        rows = await self._call("userTrades", 5, False, trades_fn, symbol=symbol, **window)
+        rows = await self._call(
+            "userTrades", 5, False, trades_fn, symbol=symbol, limit=_TRADES_PAGE, **window
+        )
         algos_fn = self.client.futures_get_all_algo_orders
         algos = await self._call("allAlgoOrders", 5, False, algos_fn, symbol=symbol, **window)
         # A triggered conditional order trades as a new matching-engine order: its client id
@@ -459,7 +472,7 @@ class BinanceGateway:
                     symbol=symbol,
                     side=str(r["side"]),
                     order_type="",
-                    status="TRADE_REPLAY",
+                    status=TRADE_REPLAY,
                     exec_type="TRADE",
                     time_ms=int(r["time"]),
                     last_qty=float(r["qty"]),
@@ -472,6 +485,31 @@ class BinanceGateway:
                 )
             )
         return out
+
+    async def missed_trades(self, symbol: str, connected: bool = False) -> list[OrderUpdate]:
+        """The trades on ``symbol`` the stream may have missed: all since the newest one the
+        last replay returned (the exchange's recent ones the first time), so a replay never
+        skips a trade however long the stream was silent; consecutive replays overlap by that
+        millisecond and the venue books each trade once. ``connected``: the replay right after
+        a (re)connect, whose trades predate the stream. A full page is continued next time.
+
+        Trades that this replay and the one before both found, and that the stream never
+        delivered, mean the stream has gone silent: it is ended (and reconnected)."""
+        trades = await self.trades_since(symbol, self._replayed_to.get(symbol))
+        if trades:
+            newest = max(t.time_ms for t in trades)
+            self._replayed_to[symbol] = max(self._replayed_to.get(symbol, newest), newest)
+        ids = {t.trade_id for t in trades}
+        heard = self._heard.setdefault(symbol, set())
+        if connected:
+            heard |= ids
+        unheard = ids - heard
+        if unheard & self._unheard.get(symbol, set()):
+            self._silent(f"{len(unheard)} trade(s) on {symbol} came only from two trades replays")
+        self._unheard[symbol] = unheard
+        if ids:  # ids grow per symbol: what the next replay can return is at or after these
+            self._heard[symbol] = {i for i in heard if i >= min(ids)}
+        return trades
 
     async def _client_id_of(self, symbol: str, order_id: int) -> str:
         assert self.client is not None
@@ -497,7 +535,7 @@ class BinanceGateway:
                 await self._stream_once(on_events, on_connect, stop)
                 backoff = 0.5
             except (OSError, websockets.WebSocketException, *_TRANSPORT_ERRORS) as e:
-                log.warning("venue: user stream lost (%s); reconnecting", type(e).__name__)
+                log.warning("venue: user stream lost (%s: %s); reconnecting", type(e).__name__, e)
             except BinanceAPIException as e:
                 if action_for(int(e.code or 0), e.status_code) is ErrorAction.FATAL:
                     raise self._fatal(e) from None
@@ -519,30 +557,67 @@ class BinanceGateway:
         key = await self._call("listenKey", 1, False, self.client.futures_stream_get_listen_key)
         self.listen_key = key
         url = f"{self.cfg.user_stream_url.rstrip('/')}/{key}"
-        async with websockets.connect(url, open_timeout=self.cfg.request_timeout_s) as ws:
-            await on_connect()
-            keepalive = asyncio.create_task(self._keepalive(key, ws))
-            stopper = asyncio.create_task(stop.wait())
+        # Our own pings (the watchdog), and no receive limit: websockets' queue limit pauses
+        # the socket's reading, and with it the pongs, while the events wait for a slow consumer.
+        async with websockets.connect(
+            url, open_timeout=self.cfg.request_timeout_s, ping_interval=None, max_queue=None
+        ) as ws:
+            inbox: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+            self._inbox = inbox
+            tasks = [
+                asyncio.create_task(self._read(ws, inbox)),
+                asyncio.create_task(self._watch(ws, inbox)),
+                asyncio.create_task(self._keepalive(key, ws)),
+                asyncio.create_task(_put_when_set(stop, inbox)),
+            ]
             try:
-                while not stop.is_set():
-                    recv = asyncio.ensure_future(ws.recv())
-                    recv.add_done_callback(_retrieve)  # a close while waiting is not an error
-                    done, _ = await asyncio.wait(
-                        {recv, stopper}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if recv not in done:
-                        recv.cancel()
-                        return
-                    msg = json.loads(recv.result())
+                await on_connect()
+                while (item := await inbox.get()) is not None:
+                    if isinstance(item, BaseException):
+                        raise item
+                    msg = json.loads(item)
                     if msg.get("e") == "listenKeyExpired":
                         log.info("venue: listenKey expired; recreating it")
                         return
                     events = parse_user_event(msg)
+                    self._note_heard(events)
                     if events:
                         await on_events(events)
             finally:
-                keepalive.cancel()
-                stopper.cancel()
+                self._inbox = None
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _note_heard(self, events: Iterable[ExchangeEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, OrderUpdate) and ev.exec_type == "TRADE":
+                self._heard.setdefault(ev.symbol, set()).add(ev.trade_id)
+
+    async def _read(self, ws: Any, inbox: asyncio.Queue[str | BaseException | None]) -> None:
+        """Every frame into ``inbox`` as it arrives; the end of the connection last."""
+        try:
+            async for raw in ws:
+                inbox.put_nowait(raw)
+            inbox.put_nowait(None)  # closed normally (a keepalive found the key gone)
+        except websockets.ConnectionClosed as e:
+            inbox.put_nowait(e)
+
+    async def _watch(self, ws: Any, inbox: asyncio.Queue[str | BaseException | None]) -> None:
+        """Ping every ``user_stream_ping_s``; no pong within ``user_stream_silent_s``: lost."""
+        while True:
+            await self._sleep(self.cfg.user_stream_ping_s)
+            try:
+                await asyncio.wait_for(await ws.ping(), self.cfg.user_stream_silent_s)
+            except (TimeoutError, websockets.ConnectionClosed):
+                self._silent(f"no event and no pong for {self.cfg.user_stream_silent_s:g} s")
+                return
+
+    def _silent(self, why: str) -> None:
+        """End the current connection as lost (the stream loop reconnects and reconciles)."""
+        if self._inbox is not None:
+            self.silences += 1
+            self._inbox.put_nowait(UserStreamSilent(why))
 
     async def _keepalive(self, key: str, ws: Any) -> None:
         assert self.client is not None
@@ -557,3 +632,8 @@ class BinanceGateway:
                     await ws.close()
                     return
                 log.warning("venue: keepalive: %s", describe(int(e.code or 0), e.message))
+
+
+async def _put_when_set(event: asyncio.Event, inbox: asyncio.Queue[Any]) -> None:
+    await event.wait()
+    inbox.put_nowait(None)

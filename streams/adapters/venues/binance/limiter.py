@@ -69,6 +69,10 @@ class RateLimiter:
             waits += [w.wait(now, 1) for w in self._orders]
         return max(0.0, *waits)
 
+    def weight_share(self) -> float:
+        """Share of the per-minute weight cap in use (ours or the exchange's count, the larger)."""
+        return self._weight.used(self.clock()) / self._weight.cap
+
     def sent(self, weight: int, order: bool) -> None:
         """A request went out."""
         now = self.clock()

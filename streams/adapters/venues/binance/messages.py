@@ -76,6 +76,10 @@ class CancelOrder(_Plain):
 Command = PlaceOrder | CancelOrder
 
 
+#: The status of a trade from ``userTrades`` (the replay of what a stream missed): unknown.
+TRADE_REPLAY = "TRADE_REPLAY"
+
+
 @dataclass(frozen=True, slots=True)
 class OrderUpdate(_Plain):
     """One ``ORDER_TRADE_UPDATE`` (or the same facts from a REST order query)."""

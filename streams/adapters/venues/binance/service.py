@@ -5,11 +5,14 @@ the exchange connection and does the I/O (docs/venues.md):
 
 - every ``VenueCommand`` is executed in offset order (the gateway looks its client id up before
   sending, so a command redelivered after a crash places nothing twice), its immediate answers
-  (acks, rejections) are produced to ``venue.events``, and only then is its offset committed;
+  (acks, rejections) are produced to ``venue.events``, and only once the broker has them is its
+  offset committed;
 - the user-data stream's events are produced as they arrive, keyed by symbol, so each reaches the
   execution instance that holds the symbol;
+- nothing blocks the event loop (the user stream's reading and pings share it): records are
+  produced without waiting, and the waits for the broker (flush, commit) run on a thread;
 - on start, on every user-stream (re)connect and every ``reconcile_every_s``: the account's
-  trades since the last event (what a dropped stream missed) and one snapshot per symbol
+  trades since the last replay's newest (what a dropped stream missed) and one snapshot per symbol
   (position, open orders, open algo orders); the execution stage compares them with its state
   and fixes what differs.
 """
@@ -25,7 +28,7 @@ from typing import Any
 from streams import kafka_io
 from streams.adapters.venues.binance.errors import VenueError
 from streams.adapters.venues.binance.gateway import BinanceGateway
-from streams.adapters.venues.binance.messages import ExchangeEvent, OrderUpdate
+from streams.adapters.venues.binance.messages import ExchangeEvent
 from streams.adapters.venues.binance.records import command_from_record, event_record
 from streams.config import Settings
 from streams.contracts.codec import serializer_for, topic_codec
@@ -35,6 +38,9 @@ from streams.topics import Topic, topic_name
 
 log = logging.getLogger(__name__)
 SOURCE = b"venue"
+#: A periodic reconciliation waits while more of the request weight than this is in use:
+#: its ~135 weight a round must not push orders behind the rate limiter.
+RECONCILE_MAX_WEIGHT_SHARE = 0.5
 
 
 class VenueService:
@@ -56,19 +62,22 @@ class VenueService:
         )
         self.encode = serializer_for(Topic.VENUE_EVENTS)
         self.decode = topic_codec(Topic.VENUE_COMMANDS).decode_record
-        self.last_event_ms: int | None = None  # none yet: the exchange's recent trades
         self.commands_done = 0
         self.connects = 0  # reconciliations done (at start, after every stream connect)
         self.last_activity = time.monotonic()  # a command executed or an event produced
         self.events_sent = 0
+        # Commands and reconciliations take turns (a snapshot never races an order in flight);
+        # stream events wait only for a reconciliation (never published before a snapshot they
+        # predate), never for an order request, which the rate limiter may hold back.
         self._lock = asyncio.Lock()
+        self._reconciling = asyncio.Lock()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop``: connect, reconcile, stream, execute commands."""
         await self.gateway.start()
         self.consumer.subscribe([self.commands_topic])
         tasks = [
-            asyncio.create_task(self.gateway.user_stream(self.publish, self.reconcile, stop)),
+            asyncio.create_task(self.gateway.user_stream(self.publish, self.on_connect, stop)),
             asyncio.create_task(self._periodic(stop)),
         ]
         try:
@@ -109,28 +118,30 @@ class VenueService:
                 continue
             assert isinstance(record, VenueCommand)
             async with self._lock:
-                events = await self.gateway.execute(command_from_record(record))
-                self._produce(events)
-                kafka_io.flush(self.producer, self.tracker, timeout_s=10)
-            self.consumer.commit(message=msg, asynchronous=False)  # after its answers are out
+                self._produce(await self.gateway.execute(command_from_record(record)))
+            await asyncio.to_thread(kafka_io.flush, self.producer, self.tracker, 10)
+            # after its answers are on the broker
+            await asyncio.to_thread(self.consumer.commit, message=msg, asynchronous=False)
             self.commands_done += 1
             self.last_activity = time.monotonic()
 
     async def publish(self, events: list[ExchangeEvent]) -> None:
         """User-stream events to ``venue.events`` (in arrival order)."""
-        async with self._lock:
+        async with self._reconciling:
             self._produce(events)
-            kafka_io.flush(self.producer, self.tracker, timeout_s=10)
 
-    async def reconcile(self) -> None:
-        """Missed trades, then a snapshot per symbol, to ``venue.events``."""
-        async with self._lock:
-            since = None if self.last_event_ms is None else self.last_event_ms - 60_000
-            for symbol in self._symbols():
-                self._produce(list(await self.gateway.trades_since(symbol, since)))
-            self._produce(list(await self.gateway.snapshot(self._symbols())))
-            kafka_io.flush(self.producer, self.tracker, timeout_s=10)
+    async def on_connect(self) -> None:
+        """After every (re)connect of the user stream: reconcile."""
+        await self.reconcile(connected=True)
         self.connects += 1
+
+    async def reconcile(self, connected: bool = False) -> None:
+        """Missed trades, then a snapshot per symbol, to ``venue.events`` (stream events wait:
+        a snapshot is never followed by an event it predates)."""
+        async with self._lock, self._reconciling:
+            for symbol in self._symbols():
+                self._produce(await self.gateway.missed_trades(symbol, connected))
+            self._produce(await self.gateway.snapshot(self._symbols()))
 
     def quiet_for(self) -> float:
         """Seconds since the last command or event (a bounded run waits for quiet to end)."""
@@ -142,6 +153,9 @@ class VenueService:
     async def _periodic(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(self.settings.binance.reconcile_every_s)
+            if self.gateway.limiter.weight_share() > RECONCILE_MAX_WEIGHT_SHARE:
+                log.info("venue: reconciliation deferred: the request weight is for orders now")
+                continue
             try:
                 await self.reconcile()
             except VenueError:
@@ -155,8 +169,6 @@ class VenueService:
     def _produce(self, events: Iterable[ExchangeEvent]) -> None:
         for ev in events:
             rec = event_record(ev)
-            if isinstance(ev, OrderUpdate):  # the exchange's own clock (snapshots use ours)
-                self.last_event_ms = max(self.last_event_ms or 0, rec.event_time_ms)
             kafka_io.produce(
                 self.producer,
                 self.events_topic,
@@ -167,6 +179,7 @@ class VenueService:
             )
             self.events_sent += 1
             self.last_activity = time.monotonic()
+        self.producer.poll(0)  # delivery callbacks, without waiting
 
 
 def describe_endpoints(settings: Settings) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from collections.abc import Iterable
 from streams.adapters.venues.binance.gateway import BinanceGateway
 from streams.adapters.venues.binance.messages import (
     ExchangeEvent,
-    OrderUpdate,
     ReconcileFinding,
 )
 from streams.adapters.venues.binance.venue import BinanceVenue
@@ -40,7 +39,6 @@ class VenueSession:
         self.journal: list[ExchangeEvent] = []
         self.published: list[Event] = []
         self.findings: list[ReconcileFinding] = []
-        self.last_event_ms = 0
         self.connects = 0
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -97,15 +95,14 @@ class VenueSession:
     async def on_connect(self) -> None:
         """After every (re)connect: what the stream missed, then the exchange's state."""
         self.connects += 1
-        await self.reconcile()
+        await self.reconcile(connected=True)
 
-    async def reconcile(self) -> list[ReconcileFinding]:
+    async def reconcile(self, connected: bool = False) -> list[ReconcileFinding]:
         """Replay missed trades, then compare every symbol's snapshot with the venue."""
         async with self._lock:
             out: list[Event] = []
-            since = self.last_event_ms - 60_000 if self.last_event_ms else None
             for symbol in self._tracked():
-                out += self._apply(list(await self.gateway.trades_since(symbol, since)))
+                out += self._apply(await self.gateway.missed_trades(symbol, connected))
             found: list[ReconcileFinding] = []
             for snap in await self.gateway.snapshot(self.symbols):
                 self.journal.append(snap)
@@ -131,8 +128,6 @@ class VenueSession:
         out: list[Event] = []
         for ev in events:
             self.journal.append(ev)
-            if isinstance(ev, OrderUpdate):  # the exchange's own clock (snapshots use ours)
-                self.last_event_ms = max(self.last_event_ms, ev.time_ms)
             out += self.venue.on_exchange_event(ev)
         return out
 

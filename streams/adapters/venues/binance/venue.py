@@ -30,11 +30,12 @@ margin through ``trades.closed``); a second decision on a symbol with a live pos
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from streams.adapters.venues.binance.client_ids import client_order_id
 from streams.adapters.venues.binance.messages import (
+    TRADE_REPLAY,
     AlgoUpdate,
     CancelOrder,
     Command,
@@ -308,6 +309,8 @@ class BinanceVenue:
         pos, leg = found
         if leg.state == "sent":
             leg.state = "open"
+        if ev.status == TRADE_REPLAY:
+            ev = _replayed_status(ev, leg, pos.plan.instrument.step_size)
         traded = ev.exec_type == "TRADE" and ev.last_qty > 0
         if traded:
             key = f"{ev.symbol}#{ev.trade_id}#{ev.order_id}"
@@ -544,7 +547,7 @@ class BinanceVenue:
             elif f.kind == ReconcileKind.QUANTITY_MISMATCH and pos is not None:
                 self._trim_excess(pos, snap)
             elif f.kind == ReconcileKind.ORDER_MISSING and pos is not None:
-                self._order_missing(pos, f.client_id)
+                self._order_missing(pos, f.client_id, out)
             elif f.kind == ReconcileKind.UNKNOWN_ORDER_CANCELLED:
                 algo = f.client_id in snap.open_algo_orders
                 self.outbox.append(CancelOrder(f.client_id, snap.symbol, algo))
@@ -570,14 +573,14 @@ class BinanceVenue:
             )
         )
 
-    def _order_missing(self, pos: LivePosition, client_id: str) -> None:
+    def _order_missing(self, pos: LivePosition, client_id: str, out: list[Event]) -> None:
         key = self.legs.get(client_id)
         if key is None:
             return
         leg = pos.legs[key[1]]
         leg.state = "done"
         if leg.name == "entry" and not pos.entry_done:  # its fills came with the trades replay
-            self._complete_entry(pos, self._latest_ms(pos), [])
+            self._complete_entry(pos, self._latest_ms(pos), out)
             return
         if leg.name == "sl" and pos.open_qty > 0:  # the stop must exist: place it again
             plan = pos.plan
@@ -689,6 +692,13 @@ class BinanceVenue:
             exit_reason=pos.exit_reason,
             context=pos.intent.context,
         )
+
+
+def _replayed_status(ev: OrderUpdate, leg: Leg, step: float) -> OrderUpdate:
+    """A replayed trade (``userTrades`` has no order status) that completes its leg's quantity
+    is the leg's FILLED, as the stream would have said; otherwise PARTIALLY_FILLED."""
+    full = leg.quantity > 0 and leg.filled + ev.last_qty >= leg.quantity - step / 2
+    return replace(ev, status="FILLED" if full else "PARTIALLY_FILLED")
 
 
 def _flatten_unknown(snap: SymbolSnapshot) -> PlaceOrder:
