@@ -321,6 +321,27 @@ def gate(
         _console().print(f"gate table written to {path}")
 
 
+@app.command()
+def reference(
+    stride: Annotated[int, typer.Option(min=1, help="every STRIDE-th minute of the window")] = 5,
+    registry: RegistryOpt = None,
+) -> None:
+    """Store each promoted model's drift reference in its manifest: per-feature quantile bins
+    and the predicted-class distribution (each model's and the ensemble's) on the training
+    window the manifest names. Deterministic: a re-run writes the same bytes."""
+    from models.reference import attach_references, build_references
+    from models.registry import read_index
+    from streams.config import get_settings
+
+    reg = _registry(registry)
+    with _our_errors():
+        versions = read_index(reg)
+        refs = build_references(reg, versions, get_settings().ensemble_weights, stride,
+                                _console().print)  # fmt: skip
+        for path in attach_references(reg, versions, refs):
+            _console().print(f"drift reference written to {path}")
+
+
 @app.command("list")
 def list_(registry: RegistryOpt = None) -> None:
     """Registered versions with walk-forward/held-back metrics, parity and the promoted flag."""
