@@ -113,6 +113,7 @@ def drift_reference(
         "format": REFERENCE_FORMAT,
         "bins": bins,
         "window": dict(window),
+        "feature_names": list(feature_names),  # the row order (the JSON sorts the dict's keys)
         "features": {n: feature_reference(x[:, i], bins) for i, n in enumerate(feature_names)},
         "predicted_classes": class_shares(predicted),
         "ensemble": dict(ensemble),

@@ -61,7 +61,7 @@ def reference_of(
     if not present:
         return None, "no reference: no loaded manifest has a drift_reference"
     first = next(iter(present.values()))
-    names = tuple(first["features"])
+    names = tuple(first["feature_names"])
     classes = {m: np.asarray(r["predicted_classes"], dtype=np.float64) for m, r in present.items()}
     ens = first.get("ensemble") or {}
     voters = {m: float(w) for m, w in weights.items() if m in versions and w > 0}
