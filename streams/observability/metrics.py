@@ -97,8 +97,8 @@ AGREED: tuple[MetricSpec, ...] = (
         "feature=predicted_class: a model's or the ensemble's predicted-class distribution)",
     ),
     MetricSpec(
-        "qt_model_drift_level", "gauge", ("instance",),
-        "0 stable, 1 moderate, 2 significant drift (worst PSI of an ensemble instance)",
+        "qt_model_drift_level", "gauge", ("partition",),
+        "0 stable, 1 moderate, 2 significant drift (worst PSI, per ensemble partition)",
     ),
     MetricSpec(
         "qt_model_scoring_seconds", "histogram", ("model",), "one model's scoring time per batch"

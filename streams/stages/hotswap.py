@@ -70,9 +70,7 @@ def check_scorer(new: Scorer, old: Scorer, weights: Mapping[str, float]) -> None
             raise SwapError(f"{model}: probe probabilities sum to {float(row.sum()):.6f}")
 
 
-def swap_request(
-    event: ModelEventRecorded, served: Mapping[str, str]
-) -> dict[str, str] | None:
+def swap_request(event: ModelEventRecorded, served: Mapping[str, str]) -> dict[str, str] | None:
     """The versions a swap record asks for (None: not a swap, or nothing changes)."""
     if event.kind not in SWAP_KINDS or event.model not in served:
         return None
@@ -96,6 +94,4 @@ def swap_event(
 
 def pending_to_state(pending: list[PendingSwap]) -> list[dict[str, Any]]:
     """Pending swaps without their sessions (they are reloaded from the registry)."""
-    return [
-        {"at": p.effective_ms, "versions": dict(p.versions), "cause": p.cause} for p in pending
-    ]
+    return [{"at": p.effective_ms, "versions": dict(p.versions), "cause": p.cause} for p in pending]
