@@ -106,7 +106,7 @@ class PromotionRule(_Frozen):
 class DriftConfig(_Frozen):
     """Drift of the live features and predictions from the training reference (docs/drift.md)."""
 
-    window_ms: int = Field(12 * 3_600_000, gt=0, description="rolling event-time window")
+    window_ms: int = Field(24 * 3_600_000, gt=0, description="rolling event-time window")
     slot_ms: int = Field(3_600_000, gt=0, description="the window moves and is measured per slot")
     min_samples: int = Field(500, ge=1, description="rows in the window before it is measured")
     moderate_psi: float = Field(0.1, gt=0, description="PSI of a moderate shift")

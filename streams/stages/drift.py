@@ -3,7 +3,7 @@
 The ensemble stage feeds every scored row to a :class:`DriftMonitor`: its tabular feature values
 and each model's and the ensemble's predicted class. Rows are counted into the reference's bins
 per event-time *slot* (``QT_DRIFT__SLOT_MS``, an hour); when a row opens a new slot the window of
-the slots before it (``QT_DRIFT__WINDOW_MS``, 12 hours) is measured, once it holds
+the slots before it (``QT_DRIFT__WINDOW_MS``, 24 hours) is measured, once it is full and holds
 ``QT_DRIFT__MIN_SAMPLES`` rows: PSI and KS per feature, PSI of each predicted-class
 distribution. The reading's level is its worst PSI's (stable / moderate / significant); a
 ``models.events`` record goes out only when the level changes: ``DRIFT_DETECTED`` going up (or
@@ -157,6 +157,7 @@ class DriftMonitor:
         self.problem = problem
         self.slots: dict[int, _Slot] = {}
         self.current: int | None = None  # start of the newest slot seen
+        self.first: int | None = None  # start of the first: a window is measured once full
         self.level = 0
         self.last: DriftReading | None = None
 
@@ -171,6 +172,7 @@ class DriftMonitor:
             if self.current is not None:
                 reading = self._measure(start)
             self.current = start
+            self.first = start if self.first is None else self.first
             self._evict(start)
         if start <= self.current - self.cfg.window_ms:
             return reading  # older than the window: nothing to count it in
@@ -200,7 +202,8 @@ class DriftMonitor:
         assert self.ref is not None
         window = [s for start, s in sorted(self.slots.items()) if start > end - self.cfg.window_ms]
         samples = sum(s.n for s in window)
-        if samples < self.cfg.min_samples:
+        full = self.first is not None and end - self.first >= self.cfg.window_ms
+        if not full or samples < self.cfg.min_samples:
             return None
         counts = [
             np.sum([s.features[i] for s in window], axis=0) for i in range(len(self.ref.edges))
@@ -219,12 +222,13 @@ class DriftMonitor:
 
     def to_state(self) -> dict[str, Any]:
         """The window's counts, the current slot and level."""
-        return {"current": self.current, "level": self.level,
+        return {"current": self.current, "first": self.first, "level": self.level,
                 "slots": {str(k): s.to_state() for k, s in self.slots.items()}}  # fmt: skip
 
     def load_state(self, data: Mapping[str, Any]) -> None:
         """Inverse of :meth:`to_state`."""
         self.current = data["current"]
+        self.first = data.get("first", self.current)
         self.level = int(data["level"])
         self.slots = {int(k): _Slot.from_state(v) for k, v in data["slots"].items()}
 
