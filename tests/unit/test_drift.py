@@ -85,7 +85,7 @@ def _rows(folder: str, symbols: list[str], start: str, end: str) -> list[Feature
             close=float(ds.close[i]),
             atr_pct=float(ds.tabular[i][12]),
             volatility=float(ds.tabular[i][5]),
-        )  # fmt: skip
+        )
         for i in range(len(ds))
     ]
 
