@@ -262,3 +262,42 @@ def _score_rows(registry: Path, versions: Mapping[str, str], oof_rows: Any, scor
     sub = ds.subset(idx)
     probs = scorer.from_registry(registry, dict(versions)).score(sub.tabular, sub.window)
     return {m: np.asarray(p, dtype=np.float64) for m, p in probs.items()}
+
+
+def served_history(registry: Path, model: str) -> list[str]:
+    """The versions of ``model`` that PROMOTED / ROLLED_BACK records in the registry's history
+    made current, oldest first."""
+    path = registry / EVENTS_FILE
+    if not path.is_file():
+        return []
+    kinds = {ModelEventKind.PROMOTED.value, ModelEventKind.ROLLED_BACK.value}
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        raw = json.loads(line)
+        if raw.get("model") == model and raw.get("kind") in kinds:
+            out.append(str(raw["version"]))
+    return out
+
+
+def rollback_target(current: str, history: list[str], registered: list[str]) -> str | None:
+    """The version to roll back to: the one served before ``current`` in ``history``, else the
+    highest registered version below it (None: there is nothing older)."""
+    served = [v for i, v in enumerate(history) if i == 0 or history[i - 1] != v]
+    last = len(served) - 1 - served[::-1].index(current) if current in served else 0
+    if last > 0:
+        return served[last - 1]
+    older = registered[: registered.index(current)] if current in registered else []
+    return older[-1] if older else None
+
+
+def rollback_event(model: str, version: str, was: str, event_time_ms: int, reason: str
+                   ) -> ModelEventRecorded:  # fmt: skip
+    """The ``ROLLED_BACK`` record: workers serve ``version`` from ``event_time_ms`` on."""
+    return ModelEventRecorded(
+        event_id=f"{model}:{version}:{ModelEventKind.ROLLED_BACK.value}:{event_time_ms}",
+        model=model,
+        version=version,
+        event_time_ms=event_time_ms,
+        kind=ModelEventKind.ROLLED_BACK,
+        detail=f"rolled back from {was}: {reason}",
+    )

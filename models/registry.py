@@ -67,6 +67,9 @@ class Manifest:
     edge_gate: dict[str, Any] | None = None
     """The expected-value gate table of the model set this version was promoted in
     (``models/edge.py``), or None before ``models gate`` ran for it."""
+    drift_reference: dict[str, Any] | None = None
+    """Binned feature and predicted-class distributions of the training window
+    (``models/drift.py``), or None before ``models reference`` ran for it."""
 
     def to_json(self) -> str:
         """Stable JSON (sorted keys) so re-registering the same model gives the same bytes."""

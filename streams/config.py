@@ -103,6 +103,17 @@ class PromotionRule(_Frozen):
     seed: int = 7
 
 
+class DriftConfig(_Frozen):
+    """Drift of the live features and predictions from the training reference (docs/drift.md)."""
+
+    window_ms: int = Field(24 * 3_600_000, gt=0, description="rolling event-time window")
+    slot_ms: int = Field(3_600_000, gt=0, description="the window moves and is measured per slot")
+    min_samples: int = Field(500, ge=1, description="rows in the window before it is measured")
+    moderate_psi: float = Field(0.1, gt=0, description="PSI of a moderate shift")
+    significant_psi: float = Field(0.25, gt=0, description="PSI of a significant shift")
+    worst: int = Field(3, ge=1, description="how many of the worst features an event names")
+
+
 class RewardConfig(_Frozen):
     """How a closed trade is scored."""
 
@@ -411,6 +422,7 @@ class Settings(BaseSettings):
     sizing: SizingConfig = SizingConfig()
     reward: RewardConfig = RewardConfig()
     promotion: PromotionRule = PromotionRule()
+    drift: DriftConfig = DriftConfig()
     paper: PaperConfig = PaperConfig()
     live: LiveConfig = LiveConfig()
     binance: BinanceConfig = BinanceConfig()

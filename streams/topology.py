@@ -180,11 +180,12 @@ STAGES: tuple[StageSpec, ...] = (
     ),
     StageSpec(
         name="ensemble",
-        inputs=(InputSpec(Topic.MARKET_FEATURES),),
-        outputs=(Topic.SIGNALS_ENSEMBLE,),
+        # models.events: a PROMOTED / ROLLED_BACK record hot-swaps the models (never waited for)
+        inputs=(InputSpec(Topic.MARKET_FEATURES), InputSpec(Topic.MODELS_EVENTS, gates=False)),
+        outputs=(Topic.SIGNALS_ENSEMBLE, Topic.MODELS_EVENTS),
         partitioning=_PS,
-        state="loaded model versions",
-        doc="XGB, LGBM, N-HiTS, PatchTST vote through ONNX Runtime",
+        state="served model versions, pending swaps, drift window",
+        doc="XGB, LGBM, N-HiTS, PatchTST vote through ONNX Runtime; drift; hot swap",
         handler="streams.agents.ensemble:build",
     ),
     StageSpec(

@@ -336,6 +336,15 @@ def ai_panels() -> list[Panel]:
             width=6,
             extra_options={"showHeader": True},
         ),
+        Panel(
+            "Drift from the training reference (PSI)",
+            "timeseries",
+            (Query("max by (model, feature) (qt_model_drift_psi)", "{{model}} {{feature}}"),),
+            "PSI of the rolling event-time window against the manifests' training reference, per "
+            "feature (model=features) and per predicted-class distribution (docs/drift.md); "
+            "0.1 moderate, 0.25 significant.",
+            width=24,
+        ),
     ]
 
 

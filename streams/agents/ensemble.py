@@ -1,10 +1,16 @@
-"""ensemble: ``market.features`` -> ``signals.ensemble``, one batched ONNX call per batch."""
+"""ensemble: ``market.features`` -> ``signals.ensemble``, one batched ONNX call per batch.
+
+It also reads ``models.events``: a PROMOTED or ROLLED_BACK record hot-swaps the ONNX sessions
+(``streams/stages/hotswap.py``); and it measures drift of the rows it scores against the loaded
+models' training reference (``streams/stages/drift.py``), sending ``DRIFT_DETECTED`` /
+``DRIFT_RECOVERED`` to ``models.events`` when the level changes."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -13,10 +19,13 @@ from opentelemetry.context import Context
 from streams.agents.base import Emitter, SourcePosition
 from streams.agents.dead_letters import released_dead_letter, send_dead_letter
 from streams.agents.merging import ForwardedWatermarks
-from streams.contracts.records import Action, FeaturesComputed, SignalScored
+from streams.config import Settings
+from streams.contracts.records import Action, FeaturesComputed, ModelEventRecorded, SignalScored
 from streams.observability import tracing
 from streams.observability.metrics import metrics
 from streams.stages import EnsembleStage
+from streams.stages.drift import DriftMonitor, drift_event
+from streams.stages.hotswap import pending_to_state
 from streams.topics import Topic
 from streams.topology import BuildContext, stage_spec
 
@@ -58,19 +67,30 @@ class EnsembleHandler:
     #: Rows are handled at the end of the batch (isolated there: see ``end_batch``).
     buffers_records = True
 
-    def __init__(self, stage: EnsembleStage) -> None:
+    def __init__(
+        self, stage: EnsembleStage, monitor: Callable[[Mapping[str, str]], DriftMonitor] | None
+    ) -> None:
         self.stage = stage
         self.pending: list[Pending] = []
         self.progress = ForwardedWatermarks()
+        self._monitor_for = monitor
+        self.drift = monitor(stage.versions) if monitor else None
+        self._drift_versions = dict(stage.versions)
 
     def on_record(self, topic: str, partition: int, source: str, record: Any, out: Emitter) -> None:
-        """Buffer the row (with its trace parent and position) until the end of the batch."""
+        """Buffer the row (with its trace parent and position) until the end of the batch; a
+        model event is handled at once (a swap it asks for waits for its event time)."""
+        if topic == Topic.MODELS_EVENTS.value:
+            self.stage.on_model_event(record)
+            self._send_events(out)
+            return
         self.pending.append((partition, record, otel_context.get_current(), out.position))
         self.progress.note(partition, record.event_time_ms)
 
     def on_watermark(self, topic: str, partition: int, source: str, wm: int, out: Emitter) -> None:
         """Progress of the features stage on ``partition``."""
-        self.progress.note(partition, wm)
+        if topic == Topic.MARKET_FEATURES.value:
+            self.progress.note(partition, wm)
 
     def end_batch(self, out: Emitter) -> None:
         """Score the batch (rows keep their order), then forward progress.
@@ -88,15 +108,68 @@ class EnsembleHandler:
                 self._score_each(batch, out)
             else:
                 self._emit(batch, signals, started, out)
+        self._send_events(out)
         self.progress.emit(out, Topic.SIGNALS_ENSEMBLE, self.name)
 
+    def _send_events(self, out: Emitter) -> None:
+        """The stage's swap events to ``models.events``; a new model set gets a new monitor."""
+        events, self.stage.events = self.stage.events, []
+        for event in events:
+            self._send_event(event, out)
+        self._renew_monitor()
+
+    def _renew_monitor(self) -> None:
+        """A new model set is measured against its own reference, from an empty window."""
+        if self._monitor_for and self.stage.versions != self._drift_versions:
+            self.drift = self._monitor_for(self.stage.versions)
+            self._drift_versions = dict(self.stage.versions)
+
+    def _send_event(self, event: ModelEventRecorded, out: Emitter) -> None:
+        mark = len(out.items)
+        source = f"{self.name}/{out.instance}"
+        out.record_to(Topic.MODELS_EVENTS, 0, event.model, event, event.event_time_ms, source)
+        out.seal(mark)
+        log.info("%s %s %s: %s", event.kind.value, event.model, event.version, event.detail)
+
+    def _observe(self, row: FeaturesComputed, signal: SignalScored, out: Emitter) -> None:
+        """Count the row in the drift window; a reading that changes the level is an event."""
+        if self.drift is None:
+            return
+        reading = self.drift.observe(row, signal)
+        if reading is None:
+            return
+        metrics().model_drift(out.instance, reading.level, reading.psi)
+        kind = self.drift.crossing(reading)
+        if kind is not None:
+            event = drift_event(reading, kind, self.stage.versions, out.instance,
+                                self.drift.cfg.worst)  # fmt: skip
+            self._send_event(event, out)
+
     def to_state(self) -> dict[str, Any]:
-        """The progress forwarded (rows are never pending between batches)."""
-        return {"progress": self.progress.to_state()}
+        """Progress forwarded, served versions and pending swaps, the drift window (rows are
+        never pending between batches)."""
+        return {
+            "progress": self.progress.to_state(),
+            "models": {"versions": self.stage.versions,
+                       "pending": pending_to_state(self.stage.pending)},
+            "drift": self.drift.to_state() if self.drift else None,
+        }  # fmt: skip
 
     def load_state(self, data: Mapping[str, Any]) -> None:
-        """Inverse of :meth:`to_state`."""
+        """Inverse of :meth:`to_state` (a state from before swaps and drift has neither)."""
         self.progress.load_state(data["progress"])
+        models = data.get("models")
+        if models and models["versions"] != self.stage.versions:
+            self.stage.request(-(2**62), models["versions"], "restored state")
+        for p in (models or {}).get("pending", []):
+            self.stage.request(p["at"], p["versions"], p["cause"])
+        self.stage.swap_due(-(2**62))
+        for event in self.stage.events:  # already announced before the restart, or a failure
+            log.warning("restoring ensemble state: %s", event.detail)
+        self.stage.events = []
+        self._renew_monitor()
+        if data.get("drift") and self.drift is not None:
+            self.drift.load_state(data["drift"])
 
     def _score_each(self, batch: list[Pending], out: Emitter) -> None:
         for item in batch:
@@ -132,6 +205,7 @@ class EnsembleHandler:
                 continue
             metrics().signal(signal.symbol, signal.action.value)
             self.progress.sent(partition, signal.event_time_ms)
+            self._observe(row, signal, out)
 
     def _dead(
         self,
@@ -146,6 +220,27 @@ class EnsembleHandler:
         send_dead_letter(out, letter, exc)
 
 
+def drift_monitor(settings: Settings) -> Callable[[Mapping[str, str]], DriftMonitor]:
+    """A monitor for a model set, its reference read from the set's manifests."""
+    from models.registry import read_manifest
+    from streams.stages.drift import reference_of
+
+    def make(versions: Mapping[str, str]) -> DriftMonitor:
+        refs = {m: read_manifest(settings.registry_dir, m, v).drift_reference
+                for m, v in versions.items()}  # fmt: skip
+        ref, problem = reference_of(refs, versions, settings.ensemble_weights)
+        if ref is None:
+            log.warning("drift is not measured for %s: %s", dict(versions), problem)
+        return DriftMonitor(ref, settings.drift, problem)
+
+    return make
+
+
 def build(context: BuildContext) -> EnsembleHandler:
     """The stage from the settings (``streams/topology.py`` names this factory)."""
-    return EnsembleHandler(EnsembleStage.from_settings(context.settings, context.scorer))
+    from streams.agents.registry import load_scorer
+
+    settings = context.settings
+    loader = partial(load_scorer, settings)
+    stage = EnsembleStage.from_settings(settings, context.scorer, loader)
+    return EnsembleHandler(stage, drift_monitor(settings))

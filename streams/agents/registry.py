@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 from streams.agents.base import StageHandler
@@ -12,14 +12,15 @@ from streams.observability.metrics import TimedScorer, metrics
 from streams.topology import STAGES, BuildContext, StageSpec
 
 
-def load_scorer(settings: Settings) -> TimedScorer:
-    """The promoted models, one scorer each so each model's scoring time is measured.
+def load_scorer(settings: Settings, versions: Mapping[str, str] | None = None) -> TimedScorer:
+    """The promoted models (or ``versions``), one scorer each so each model's scoring time is
+    measured.
 
     Scores equal ``EnsembleScorer.from_registry``'s: same sessions, inputs and order (by name).
     """
     from models.scorer import EnsembleScorer, ScorerError, promoted_versions
 
-    wanted = promoted_versions(settings.registry_dir)
+    wanted = dict(versions) if versions is not None else promoted_versions(settings.registry_dir)
     if not wanted:
         msg = f"nothing promoted in {settings.registry_dir}; run `quantum-trader models train`"
         raise ScorerError(msg)

@@ -321,6 +321,27 @@ def gate(
         _console().print(f"gate table written to {path}")
 
 
+@app.command()
+def reference(
+    stride: Annotated[int, typer.Option(min=1, help="every STRIDE-th minute of the window")] = 5,
+    registry: RegistryOpt = None,
+) -> None:
+    """Store each promoted model's drift reference in its manifest: per-feature quantile bins
+    and the predicted-class distribution (each model's and the ensemble's) on the training
+    window the manifest names. Deterministic: a re-run writes the same bytes."""
+    from models.reference import attach_references, build_references
+    from models.registry import read_index
+    from streams.config import get_settings
+
+    reg = _registry(registry)
+    with _our_errors():
+        versions = read_index(reg)
+        refs = build_references(reg, versions, get_settings().ensemble_weights, stride,
+                                _console().print)  # fmt: skip
+        for path in attach_references(reg, versions, refs):
+            _console().print(f"drift reference written to {path}")
+
+
 @app.command("list")
 def list_(registry: RegistryOpt = None) -> None:
     """Registered versions with walk-forward/held-back metrics, parity and the promoted flag."""
@@ -386,6 +407,42 @@ def promote_(
     with _our_errors():
         promoted = promote(_registry(registry), model, version)
     _console().print(f"promoted {model} {version}; now: {promoted}")
+
+
+@app.command()
+def rollback(
+    model: Annotated[str, typer.Argument(help="model name, e.g. xgboost")],
+    to: Annotated[str | None, typer.Option(help="version (default: the one served before)")] = None,
+    at: Annotated[
+        int | None,
+        typer.Option(help="event time (epoch ms) workers swap at; default now (live)"),
+    ] = None,
+    reason: Annotated[str, typer.Option(help="why (kept in the record)")] = "operator rollback",
+    registry: RegistryOpt = None,
+) -> None:
+    """Serve an earlier version of MODEL: marks it promoted in the registry and records
+    ROLLED_BACK on models.events (produced when QT_KAFKA_BOOTSTRAP is set); running workers
+    hot-swap to it from the record's event time, without a restart."""
+    import time
+
+    from models.promotion import append_events, rollback_event, rollback_target, served_history
+    from models.registry import RegistryError, list_versions, promote, read_index
+
+    reg = _registry(registry)
+    with _our_errors():
+        current = read_index(reg).get(model)
+        if current is None:
+            raise RegistryError(f"no promoted version of {model} in {reg}")
+        target = to or rollback_target(current, served_history(reg, model),
+                                       list_versions(reg, model))  # fmt: skip
+        if target is None or target == current:
+            raise RegistryError(f"{model} {current} has no earlier version to roll back to")
+        promote(reg, model, target)
+        event = rollback_event(model, target, current, at or int(time.time() * 1000), reason)
+        path = append_events(reg, [event])
+        _publish([event])
+    _console().print(f"{model}: {current} -> {target} (ROLLED_BACK at {event.event_time_ms}); "
+                     f"event in {path}")  # fmt: skip
 
 
 @app.command()

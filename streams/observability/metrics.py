@@ -92,6 +92,15 @@ AGREED: tuple[MetricSpec, ...] = (
     MetricSpec("qt_kill_switch", "gauge", (), "1 = new entries halted"),
     MetricSpec("qt_model_info", "gauge", ("model", "version"), "model versions in use (=1)"),
     MetricSpec(
+        "qt_model_drift_psi", "gauge", ("model", "feature"),
+        "PSI of the rolling window against the training reference (model=features: a feature; "
+        "feature=predicted_class: a model's or the ensemble's predicted-class distribution)",
+    ),
+    MetricSpec(
+        "qt_model_drift_level", "gauge", ("partition",),
+        "0 stable, 1 moderate, 2 significant drift (worst PSI, per ensemble partition)",
+    ),
+    MetricSpec(
         "qt_model_scoring_seconds", "histogram", ("model",), "one model's scoring time per batch"
     ),
     MetricSpec("qt_orders_total", "counter", ("side",), "orders planned by side"),
@@ -234,6 +243,12 @@ class Metrics:
         """The model versions this worker scores with."""
         for model, version in versions.items():
             self._c["qt_model_info"].labels(model, version).set(1)
+
+    def model_drift(self, instance: int, level: int, psi: Mapping[tuple[str, str], float]) -> None:
+        """A drift reading: its level and the PSI per (model, feature)."""
+        self._c["qt_model_drift_level"].labels(str(instance)).set(level)
+        for (model, feature), value in psi.items():
+            self._c["qt_model_drift_psi"].labels(model, feature).set(value)
 
     def model_scoring(self, model: str, seconds: float) -> None:
         """One batch scored by ``model`` in ``seconds``."""

@@ -26,10 +26,16 @@ import numpy as np
 
 from streams import ids
 from streams.config import Settings
-from streams.contracts.records import FeaturesComputed, ModelVote, SignalScored
+from streams.contracts.records import (
+    FeaturesComputed,
+    ModelEventRecorded,
+    ModelVote,
+    SignalScored,
+)
 from streams.errors import InvalidInputError, StageError
 from streams.stages.features import NAMES_HASH, tabular_of, window_of
-from streams.vocabulary import CLASSES, Action
+from streams.stages.hotswap import Loader, PendingSwap, check_scorer, swap_event, swap_request
+from streams.vocabulary import CLASSES, Action, ModelEventKind
 
 _PROB_TOLERANCE = 1e-6
 
@@ -193,23 +199,97 @@ class EnsembleStage:
     stage = "ensemble"
 
     def __init__(
-        self, scorer: Scorer, weights: Mapping[str, float], *, measure_latency: bool = False
+        self,
+        scorer: Scorer,
+        weights: Mapping[str, float],
+        *,
+        measure_latency: bool = False,
+        loader: Loader | None = None,
     ) -> None:
+        self._all_weights = dict(weights)
+        self._serve(scorer)
+        self.measure_latency = measure_latency
+        self.loader = loader
+        """Loads another model set for a hot swap (None: swap records are refused)."""
+        self.pending: list[PendingSwap] = []
+        self.events: list[ModelEventRecorded] = []
+        """What the swaps said (``LOADED``, ``LOAD_FAILED``), for the agent to send."""
+
+    def _serve(self, scorer: Scorer) -> None:
         names = scorer.names
         if len(set(names)) != len(names):
             raise StageError(self.stage, ",".join(names), "one vote per model")
-        missing = [m for m in names if m not in weights]
+        missing = [m for m in names if m not in self._all_weights]
         if missing:
             raise StageError(self.stage, ",".join(missing), "loaded models without a weight")
         self.scorer = scorer
-        self.weights = {m: float(weights[m]) for m in names}
+        self.weights = {m: float(self._all_weights[m]) for m in names}
         self.versions = dict(scorer.versions)
-        self.measure_latency = measure_latency
 
     @classmethod
-    def from_settings(cls, settings: Settings, scorer: Scorer) -> EnsembleStage:
+    def from_settings(
+        cls, settings: Settings, scorer: Scorer, loader: Loader | None = None
+    ) -> EnsembleStage:
         """The stage for ``scorer``'s models, weighted as the settings say."""
-        return cls(scorer, settings.ensemble_weights)
+        return cls(scorer, settings.ensemble_weights, loader=loader)
+
+    # -- hot swap (streams/stages/hotswap.py) ---------------------------------------------------
+    def on_model_event(self, event: ModelEventRecorded) -> None:
+        """Load the set a PROMOTED/ROLLED_BACK record asks for; it serves from its event time."""
+        served = self.pending[-1].versions if self.pending else self.versions
+        wanted = swap_request(event, served)
+        if wanted is None:
+            return
+        self.request(event.event_time_ms, wanted, event.event_id, event.model)
+
+    def request(self, at: int, wanted: Mapping[str, str], cause: str, model: str = "") -> bool:
+        """Load ``wanted`` now, serve it from event time ``at``; False (with an event) if not."""
+        try:
+            if self.loader is None:
+                raise RuntimeError("this stage was built without a model loader")
+            scorer = self.loader(wanted)
+            check_scorer(scorer, self.scorer, self._all_weights)
+        except Exception as exc:  # any failure to load keeps the old sessions serving
+            for m, v in sorted(wanted.items()):
+                if model in ("", m) and v != self.versions.get(m):
+                    detail = f"kept {self.versions.get(m)}: {exc}"
+                    self.events.append(
+                        swap_event(ModelEventKind.LOAD_FAILED, m, v, at, detail, cause)
+                    )
+            return False
+        self.pending.append(PendingSwap(at, dict(wanted), cause, scorer))
+        return True
+
+    def swap_due(self, t: int) -> None:
+        """Serve every pending set whose time has come by event time ``t``."""
+        while self.pending and self.pending[0].effective_ms <= t:
+            swap = self.pending.pop(0)
+            before = self.versions
+            self._serve(swap.scorer)
+            for m, v in sorted(self.versions.items()):
+                if before.get(m) != v:
+                    detail = f"serving {m} {v} (was {before.get(m)}) from event time {t}"
+                    self.events.append(
+                        swap_event(ModelEventKind.LOADED, m, v, t, detail, swap.cause)
+                    )
+
+    def _runs(self, rows: list[FeaturesComputed]) -> list[list[FeaturesComputed]]:
+        """``rows`` cut where a pending swap falls due (each run is scored by one set)."""
+        if not self.pending:
+            return [rows]
+        runs: list[list[FeaturesComputed]] = [[]]
+        due = self.pending[0].effective_ms
+        for f in rows:
+            if f.event_time_ms >= due:
+                if runs[-1]:
+                    runs.append([])
+                due = self._next_due(f.event_time_ms)
+            runs[-1].append(f)
+        return runs
+
+    def _next_due(self, t: int) -> int:
+        later = [p.effective_ms for p in self.pending if p.effective_ms > t]
+        return min(later, default=2**62)
 
     def _check(self, batch: Sequence[FeaturesComputed]) -> None:
         for f in batch:
@@ -222,11 +302,17 @@ class EnsembleStage:
                 )
 
     def on_features(self, batch: Sequence[FeaturesComputed]) -> list[SignalScored]:
-        """One signal per feature row, in batch order (one scorer call for the whole batch)."""
+        """One signal per feature row, in batch order (one scorer call per model set)."""
         if not batch:
             return []
         self._check(batch)
-        rows = list(batch)
+        out: list[SignalScored] = []
+        for run in self._runs(list(batch)):
+            self.swap_due(run[0].event_time_ms)
+            out.extend(self._score(run))
+        return out
+
+    def _score(self, rows: list[FeaturesComputed]) -> list[SignalScored]:
         started = time.perf_counter_ns()
         scores = self.scorer.score(tabular_of(rows), window_of(rows))
         elapsed_us = (time.perf_counter_ns() - started) // 1000

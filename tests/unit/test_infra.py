@@ -38,6 +38,8 @@ SYSTEMD = INFRA / "systemd"
 #: The agreed metric names (README of infra/, the observability issue): name -> labels.
 AGREED: dict[str, frozenset[str]] = {
     "qt_stage_records_total": frozenset({"stage", "topic"}),
+    "qt_model_drift_psi": frozenset({"model", "feature"}),
+    "qt_model_drift_level": frozenset({"partition"}),
     "qt_stage_latency_seconds": frozenset({"stage"}),
     "qt_stage_last_event_timestamp_seconds": frozenset({"stage"}),
     "qt_stage_watermark_ms": frozenset({"stage"}),

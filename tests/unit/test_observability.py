@@ -61,6 +61,8 @@ AGREED_IN_THE_ISSUE = (
     "qt_kill_switch",
     "qt_model_info",
     "qt_model_scoring_seconds",
+    "qt_model_drift_psi",  # issue 12: drift against the training reference
+    "qt_model_drift_level",
     "qt_orders_total",
     "qt_trades_closed_total",
 )

@@ -1,0 +1,253 @@
+"""Drift of the live stream from the models' training reference, in event time (docs/drift.md).
+
+The ensemble stage feeds every scored row to a :class:`DriftMonitor`: its tabular feature values
+and each model's and the ensemble's predicted class. Rows are counted into the reference's bins
+per event-time *slot* (``QT_DRIFT__SLOT_MS``, an hour); when a row opens a new slot the window of
+the slots before it (``QT_DRIFT__WINDOW_MS``, 24 hours) is measured, once it is full and holds
+``QT_DRIFT__MIN_SAMPLES`` rows: PSI and KS per feature, PSI of each predicted-class
+distribution. The reading's level is its worst PSI's (stable / moderate / significant); a
+``models.events`` record goes out only when the level changes: ``DRIFT_DETECTED`` going up (or
+down to moderate), ``DRIFT_RECOVERED`` back to stable. The counts are plain integers in the
+stage's state, so a restarted worker measures the same windows.
+
+The reference comes from the loaded models' manifests (``drift_reference``, written by
+``quantum-trader models reference``): features from the first member that has one, each model's
+class distribution from its own, the ensemble's only when the versions and weights it was
+measured with are the loaded ones. A set without any reference is not measured, and says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models.drift import bin_index, ks, level, psi
+from streams.config import DriftConfig
+from streams.contracts.records import FeaturesComputed, ModelEventRecorded, SignalScored
+from streams.vocabulary import CLASSES, ModelEventKind
+
+ENSEMBLE = "ensemble"
+FEATURES = "features"
+PREDICTED = "predicted_class"
+LEVELS = ("stable", "moderate", "significant")
+
+
+@dataclass(frozen=True)
+class DriftReference:
+    """The bins and shares the window is compared with."""
+
+    feature_names: tuple[str, ...]
+    edges: tuple[np.ndarray, ...]
+    proportions: tuple[np.ndarray, ...]
+    classes: Mapping[str, np.ndarray]
+    """Predicted-class shares per model name, and ``ensemble`` when it applies."""
+
+    @property
+    def bins(self) -> tuple[int, ...]:
+        """Bin count per feature."""
+        return tuple(len(e) + 1 for e in self.edges)
+
+
+def reference_of(
+    references: Mapping[str, Mapping[str, Any] | None],
+    versions: Mapping[str, str],
+    weights: Mapping[str, float],
+) -> tuple[DriftReference | None, str]:
+    """The reference of the loaded set from its manifests' ``drift_reference``; or None and why."""
+    present = {m: r for m, r in sorted(references.items()) if r}
+    if not present:
+        return None, "no reference: no loaded manifest has a drift_reference"
+    first = next(iter(present.values()))
+    names = tuple(first["feature_names"])
+    classes = {m: np.asarray(r["predicted_classes"], dtype=np.float64) for m, r in present.items()}
+    ens = first.get("ensemble") or {}
+    voters = {m: float(w) for m, w in weights.items() if m in versions and w > 0}
+    if ens.get("versions") == dict(sorted(versions.items())) and ens.get("weights") == voters:
+        classes[ENSEMBLE] = np.asarray(ens["predicted_classes"], dtype=np.float64)
+    feats = first["features"]
+    return (
+        DriftReference(
+            names,
+            tuple(np.asarray(feats[n]["edges"], dtype=np.float64) for n in names),
+            tuple(np.asarray(feats[n]["proportions"], dtype=np.float64) for n in names),
+            classes,
+        ),
+        "",
+    )
+
+
+@dataclass(frozen=True)
+class DriftReading:
+    """One measurement of the window that ends at ``event_time_ms``."""
+
+    event_time_ms: int
+    samples: int
+    psi: Mapping[tuple[str, str], float]
+    """PSI per (``features``, feature name) and per (model or ``ensemble``, ``predicted_class``)."""
+    ks: Mapping[str, float]
+    level: int
+
+    def worst(self, n: int) -> list[tuple[str, str, float]]:
+        """The ``n`` largest PSIs, largest first (ties by name)."""
+        ranked = sorted(self.psi.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [(m, f, v) for (m, f), v in ranked[:n]]
+
+    def describe(self, n: int) -> str:
+        """``significant drift over 720 rows: PSI vol_60 0.81 (KS 0.35), ...``."""
+        parts = []
+        for model, feature, value in self.worst(n):
+            what = feature if model == FEATURES else f"{model} {PREDICTED}"
+            extra = f" (KS {self.ks[feature]:.2f})" if model == FEATURES else ""
+            parts.append(f"PSI {what} {value:.3f}{extra}")
+        return f"{LEVELS[self.level]} drift over {self.samples} rows: " + ", ".join(parts)
+
+
+def measure(
+    ref: DriftReference,
+    counts: Sequence[np.ndarray],
+    classes: Mapping[str, np.ndarray],
+    samples: int,
+    t: int,
+    cfg: DriftConfig,
+) -> DriftReading:
+    """PSI and KS of the window's ``counts`` (per feature) and ``classes`` against ``ref``."""
+    values: dict[tuple[str, str], float] = {}
+    ks_values: dict[str, float] = {}
+    for name, p, c in zip(ref.feature_names, ref.proportions, counts, strict=True):
+        values[(FEATURES, name)] = psi(p, c)
+        ks_values[name] = ks(p, c)
+    for model, p in ref.classes.items():
+        if model in classes:
+            values[(model, PREDICTED)] = psi(p, classes[model])
+    worst = max(values.values(), default=float("nan"))
+    return DriftReading(t, samples, values, ks_values,
+                        level(worst, cfg.moderate_psi, cfg.significant_psi))  # fmt: skip
+
+
+class _Slot:
+    """Counts of one event-time slot: per feature bin, per model predicted class."""
+
+    def __init__(self, bins: Sequence[int], models: Sequence[str]) -> None:
+        self.n = 0
+        self.features = [np.zeros(b, dtype=np.int64) for b in bins]
+        self.classes = {m: np.zeros(len(CLASSES), dtype=np.int64) for m in models}
+
+    def to_state(self) -> dict[str, Any]:
+        return {"n": self.n, "f": [c.tolist() for c in self.features],
+                "c": {m: c.tolist() for m, c in self.classes.items()}}  # fmt: skip
+
+    @classmethod
+    def from_state(cls, data: Mapping[str, Any]) -> _Slot:
+        slot = cls([], [])
+        slot.n = int(data["n"])
+        slot.features = [np.asarray(c, dtype=np.int64) for c in data["f"]]
+        slot.classes = {m: np.asarray(c, dtype=np.int64) for m, c in data["c"].items()}
+        return slot
+
+
+class DriftMonitor:
+    """Rolling event-time window of one ensemble instance, measured at each slot boundary."""
+
+    def __init__(self, ref: DriftReference | None, cfg: DriftConfig, problem: str = "") -> None:
+        self.ref = ref
+        self.cfg = cfg
+        self.problem = problem
+        self.slots: dict[int, _Slot] = {}
+        self.current: int | None = None  # start of the newest slot seen
+        self.first: int | None = None  # start of the first: a window is measured once full
+        self.level = 0
+        self.last: DriftReading | None = None
+
+    def observe(self, features: FeaturesComputed, signal: SignalScored) -> DriftReading | None:
+        """Count one scored row; the reading of the window before it when it opens a slot."""
+        if self.ref is None:
+            return None
+        t = signal.event_time_ms
+        start = t - t % self.cfg.slot_ms
+        reading = None
+        if self.current is None or start > self.current:
+            if self.current is not None:
+                reading = self._measure(start)
+            self.current = start
+            self.first = start if self.first is None else self.first
+            self._evict(start)
+        if start <= self.current - self.cfg.window_ms:
+            return reading  # older than the window: nothing to count it in
+        self._count(self.slots.setdefault(start, self._new_slot()), features, signal)
+        return reading
+
+    def _new_slot(self) -> _Slot:
+        assert self.ref is not None
+        return _Slot(self.ref.bins, [*self.ref.classes])
+
+    def _count(self, slot: _Slot, features: FeaturesComputed, signal: SignalScored) -> None:
+        assert self.ref is not None
+        slot.n += 1
+        for i, edges in enumerate(self.ref.edges):
+            slot.features[i][int(bin_index(features.values[i], edges))] += 1
+        for v in signal.votes:
+            if v.model in slot.classes:
+                slot.classes[v.model][CLASSES.index(v.action)] += 1
+        if ENSEMBLE in slot.classes:
+            slot.classes[ENSEMBLE][CLASSES.index(signal.action)] += 1
+
+    def _evict(self, now: int) -> None:
+        for start in [s for s in self.slots if s <= now - self.cfg.window_ms]:
+            del self.slots[start]
+
+    def _measure(self, end: int) -> DriftReading | None:
+        assert self.ref is not None
+        window = [s for start, s in sorted(self.slots.items()) if start > end - self.cfg.window_ms]
+        samples = sum(s.n for s in window)
+        full = self.first is not None and end - self.first >= self.cfg.window_ms
+        if not full or samples < self.cfg.min_samples:
+            return None
+        counts = [
+            np.sum([s.features[i] for s in window], axis=0) for i in range(len(self.ref.edges))
+        ]
+        classes = {m: np.sum([s.classes[m] for s in window], axis=0) for m in self.ref.classes}
+        self.last = measure(self.ref, counts, classes, samples, end, self.cfg)
+        return self.last
+
+    def crossing(self, reading: DriftReading) -> ModelEventKind | None:
+        """The event kind when ``reading`` changes the level (and take the new level)."""
+        if reading.level == self.level:
+            return None
+        self.level = reading.level
+        recovered = reading.level == 0
+        return ModelEventKind.DRIFT_RECOVERED if recovered else ModelEventKind.DRIFT_DETECTED
+
+    def to_state(self) -> dict[str, Any]:
+        """The window's counts, the current slot and level."""
+        return {"current": self.current, "first": self.first, "level": self.level,
+                "slots": {str(k): s.to_state() for k, s in self.slots.items()}}  # fmt: skip
+
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`to_state`."""
+        self.current = data["current"]
+        self.first = data.get("first", self.current)
+        self.level = int(data["level"])
+        self.slots = {int(k): _Slot.from_state(v) for k, v in data["slots"].items()}
+
+
+def drift_event(
+    reading: DriftReading, kind: ModelEventKind, versions: Mapping[str, str], instance: int,
+    worst: int,
+) -> ModelEventRecorded:  # fmt: skip
+    """The ``models.events`` record of a level change (id from the instance and event time)."""
+    label = ",".join(f"{m}={v}" for m, v in sorted(versions.items()))
+    top = reading.worst(1)
+    t = reading.event_time_ms
+    return ModelEventRecorded(
+        event_id=f"{ENSEMBLE}:{label}:{kind.value}:{t}:{instance}",
+        model=ENSEMBLE,
+        version=label,
+        event_time_ms=t,
+        kind=kind,
+        detail=f"ensemble instance {instance}: {reading.describe(worst)}",
+        metric_name=f"psi:{top[0][1]}" if top else "psi",
+        metric=top[0][2] if top else None,
+    )

@@ -1,0 +1,200 @@
+"""Drift (PSI/KS against the training reference) and the ensemble's hot swap, on real models.
+
+PSI and KS are checked against the values the normal distribution gives for the same bins; the
+drift monitor runs on real Binance rows through the real ensemble handler: the training period
+of the promoted models must stay below "significant", the 2021 spot market must cross it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from models.drift import bin_counts, class_shares, ks, psi, quantile_edges
+from models.promotion import rollback_target
+from models.registry import read_manifest
+from streams.agents.base import Emitter
+from streams.agents.ensemble import EnsembleHandler, build
+from streams.config import DriftConfig, Settings
+from streams.contracts.records import FeaturesComputed, ModelEventRecorded
+from streams.stages.drift import DriftMonitor
+from streams.stages.features import NAMES_HASH
+from streams.topics import Topic
+from streams.topology import BuildContext
+from streams.vocabulary import ModelEventKind
+from tests.shared_data import BINANCE
+
+
+def _phi(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def _normal_shares(edges: Sequence[float], mean: float) -> np.ndarray:
+    cdf = [0.0, *(_phi(e - mean) for e in edges), 1.0]
+    return np.diff(cdf)
+
+
+def test_psi_and_ks_of_a_shifted_normal_match_the_distribution() -> None:
+    rng = np.random.default_rng(11)
+    edges = quantile_edges(rng.standard_normal(200_000))
+    reference = _normal_shares(edges, 0.0)
+    shifted = bin_counts(rng.standard_normal(200_000) + 0.5, edges)
+    expected = _normal_shares(edges, 0.5)
+    want_psi = float(np.sum((expected - reference) * np.log(expected / reference)))
+    want_ks = max(abs(_phi(e) - _phi(e - 0.5)) for e in edges)
+    assert psi(reference, shifted) == pytest.approx(want_psi, rel=0.03)
+    assert ks(reference, shifted) == pytest.approx(want_ks, abs=0.005)
+    same = bin_counts(rng.standard_normal(200_000), edges)
+    assert psi(reference, same) < 0.002 < want_psi
+    assert len(edges) == 9 and reference == pytest.approx(np.full(10, 0.1), abs=0.003)
+
+
+def test_an_empty_bin_gives_a_large_finite_psi() -> None:
+    counts = np.array([0, 50, 50])
+    value = psi([1 / 3, 1 / 3, 1 / 3], counts)
+    assert math.isfinite(value) and value > 1.0
+    assert class_shares([0, 2, 2, 1]) == [0.25, 0.25, 0.5]
+
+
+def test_rollback_goes_to_the_version_served_before() -> None:
+    assert rollback_target("v3", ["v1", "v3", "v2", "v3"], ["v1", "v2", "v3"]) == "v2"
+    assert rollback_target("v2", [], ["v1", "v2"]) == "v1"
+    assert rollback_target("v1", ["v1"], ["v1", "v2"]) is None
+
+
+# ---------------------------------------------------------------------------- real data
+
+
+def _rows(folder: str, symbols: list[str], start: str, end: str) -> list[FeaturesComputed]:
+    from models.dataset import build_dataset
+    from models.features import FEATURE_VERSION
+
+    ds = build_dataset(BINANCE / folder, symbols, start, end)
+    return [
+        FeaturesComputed(
+            symbol=str(ds.symbol[i]),
+            event_time_ms=int(ds.time_ms[i]),
+            feature_version=FEATURE_VERSION,
+            names_hash=NAMES_HASH,
+            values=tuple(float(v) for v in ds.tabular[i]),
+            window=tuple(float(v) for v in ds.window[i].ravel()),
+            window_rows=int(ds.window.shape[1]),
+            close=float(ds.close[i]),
+            atr_pct=float(ds.tabular[i][12]),
+            volatility=float(ds.tabular[i][5]),
+        )
+        for i in range(len(ds))
+    ]
+
+
+def _handler(settings: Settings) -> EnsembleHandler:
+    from streams.agents.registry import load_scorer
+
+    return build(BuildContext(settings, load_scorer(settings)))
+
+
+def _drive(handler: EnsembleHandler, rows: list[FeaturesComputed], batch: int = 200) -> list:
+    """Feed rows in batches; every record the handler sent, in order."""
+    sent = []
+    for i in range(0, len(rows), batch):
+        out = Emitter("ensemble")
+        for f in rows[i : i + batch]:
+            handler.on_record(Topic.MARKET_FEATURES.value, 0, "features/0", f, out)
+        handler.end_batch(out)
+        sent += [o.value for o in out.items if o.value is not None]
+    return sent
+
+
+def _drift_levels(handler: EnsembleHandler, rows: list[FeaturesComputed]) -> list[int]:
+    assert handler.drift is not None and handler.drift.ref is not None
+    levels = []
+    for f in rows:  # the monitor alone, on the signals the real ensemble gives
+        signal = handler.stage.on_features([f])[0]
+        reading = handler.drift.observe(f, signal)
+        if reading is not None:
+            levels.append(reading.level)
+    return levels
+
+
+SMALL = DriftConfig(window_ms=24 * 3_600_000, min_samples=1000)
+
+
+def test_training_period_data_does_not_drift() -> None:
+    settings = Settings(drift=SMALL)
+    # the reference's population: the 16 training symbols (majors alone are calmer than it)
+    symbols = read_manifest(settings.registry_dir, "xgboost", "v2").data_source["symbols"]
+    rows = _rows("um_futures_1m_2025", symbols, "2025-05-10", "2025-05-12T12:00Z")
+    levels = _drift_levels(_handler(settings), rows)
+    assert len(levels) >= 30
+    assert max(levels) < 2
+
+
+def test_the_2021_spot_market_raises_drift_once_per_crossing() -> None:
+    settings = Settings(drift=SMALL)
+    rows = _rows("spot_1m", ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"],
+                 "2021-04-10", "2021-04-12T12:00Z")  # fmt: skip
+    handler = _handler(settings)
+    sent = _drive(handler, rows)
+    events = [r for r in sent if isinstance(r, ModelEventRecorded)]
+    kinds = [e.kind for e in events]
+    assert ModelEventKind.DRIFT_DETECTED in kinds
+    assert handler.drift is not None and handler.drift.level == 2
+    # one record per level change, not one per reading
+    assert len(events) <= len(rows) // 60
+    worst = next(e for e in events if e.kind is ModelEventKind.DRIFT_DETECTED)
+    assert worst.metric is not None and worst.metric >= SMALL.moderate_psi
+    assert "PSI" in worst.detail and worst.metric_name and worst.metric_name.startswith("psi:")
+
+
+def test_a_promoted_record_swaps_the_models_at_its_event_time() -> None:
+    settings = Settings()
+    rows = _rows("um_futures_1m_2025", ["BTCUSDT"], "2025-05-21", "2025-05-21T03:00Z")
+    handler = _handler(settings)
+    assert handler.stage.versions["xgboost"] == "v2"
+    at = rows[len(rows) // 2].event_time_ms
+    promoted = ModelEventRecorded(
+        event_id=f"xgboost:v1:PROMOTED:{at}", model="xgboost", version="v1",
+        event_time_ms=at, kind=ModelEventKind.PROMOTED, detail="test",
+    )  # fmt: skip
+    out = Emitter("ensemble")
+    handler.on_record(Topic.MODELS_EVENTS.value, 0, "cli", promoted, out)
+    sent = _drive(handler, rows, batch=len(rows))  # one batch: the swap falls inside it
+    signals = [r for r in sent if not isinstance(r, ModelEventRecorded)]
+    xgb = {s.event_time_ms: next(v.version for v in s.votes if v.model == "xgboost")
+           for s in signals}  # fmt: skip
+    assert {v for t, v in xgb.items() if t < at} == {"v2"}
+    assert {v for t, v in xgb.items() if t >= at} == {"v1"}
+    loaded = [r for r in sent if isinstance(r, ModelEventRecorded)]
+    assert [(e.kind, e.model, e.version, e.event_time_ms) for e in loaded] == [
+        (ModelEventKind.LOADED, "xgboost", "v1", at)
+    ]
+    # a restarted instance serves what the state says, not the registry's index
+    state = handler.to_state()
+    fresh = _handler(settings)
+    fresh.load_state(state)
+    assert fresh.stage.versions["xgboost"] == "v1"
+
+
+def test_a_swap_that_cannot_load_keeps_the_old_sessions() -> None:
+    settings = Settings()
+    handler = _handler(settings)
+    before = dict(handler.stage.versions)
+    bad = ModelEventRecorded(
+        event_id="xgboost:v99:PROMOTED:1", model="xgboost", version="v99",
+        event_time_ms=1, kind=ModelEventKind.PROMOTED, detail="test",
+    )  # fmt: skip
+    out = Emitter("ensemble")
+    handler.on_record(Topic.MODELS_EVENTS.value, 0, "cli", bad, out)
+    assert handler.stage.versions == before and not handler.stage.pending
+    [failed] = [o.value for o in out.items]
+    assert isinstance(failed, ModelEventRecorded)
+    assert failed.kind is ModelEventKind.LOAD_FAILED and "v99 is not registered" in failed.detail
+
+
+def test_a_set_without_reference_is_not_measured() -> None:
+    monitor = DriftMonitor(None, DriftConfig(), "no reference: none")
+    rows = _rows("um_futures_1m_2025", ["BTCUSDT"], "2025-05-21", "2025-05-21T00:30Z")
+    assert all(monitor.observe(f, None) is None for f in rows)  # type: ignore[arg-type]
