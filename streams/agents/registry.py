@@ -19,7 +19,7 @@ def load_scorer(settings: Settings) -> TimedScorer:
     """
     from models.scorer import EnsembleScorer, ScorerError, promoted_versions
 
-    wanted = promoted_versions(settings.registry_dir)
+    wanted = {**promoted_versions(settings.registry_dir), **settings.model_versions}
     if not wanted:
         msg = f"nothing promoted in {settings.registry_dir}; run `quantum-trader models train`"
         raise ScorerError(msg)
