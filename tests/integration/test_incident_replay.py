@@ -1,7 +1,8 @@
 """Incident replay reproduces a recorded run's range, decision by decision, on real Kafka.
 
-A run of 20 hours of the bundled data is recorded through the whole topology (a Faust worker,
-the confidence gate so it trades); then 6 hours from its middle are replayed into a fresh
+A day of the bundled data is recorded through the whole topology (a Faust worker, the
+confidence gate so it trades); then 6 hours from its middle, starting while positions are open,
+are replayed into a fresh
 prefix with every stage warmed to its state at the range's start (stored documents from the
 state changelogs plus the recorded inputs after them). Every signal, veto, size, verdict,
 order, fill and closed trade of the range must equal the recorded one (cold, the features
@@ -26,8 +27,9 @@ from tests.run_diffs import assert_same_decisions
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-RECORDED = TimeWindow(parse_time_bound("2025-05-21T00:00"), parse_time_bound("2025-05-21T20:00"))
-START, END = "2025-05-21T12:00", "2025-05-21T18:00"
+RECORDED = TimeWindow(parse_time_bound("2025-05-21T00:00"), parse_time_bound("2025-05-22T00:00"))
+#: Positions opened at 17:24 are open at the start; a trade closed at 15:01, before it.
+START, END = "2025-05-21T17:25", "2025-05-21T23:25"
 RANGE = TimeWindow(parse_time_bound(START), parse_time_bound(END))
 
 
@@ -47,13 +49,16 @@ def test_a_replayed_range_with_warm_state_decides_as_recorded_and_a_setting_show
         settings, DemoPlan(window=RECORDED, prefix=source, run_dir=tmp_path / "recorded",
                            timeout_s=900),
     )  # fmt: skip
-    in_range = [
-        r for r in load_run_folder(recorded.run_dir).rows if RANGE.contains(r.event_time_ms)
-    ]
-    kinds = {r.kind for r in in_range}
-    assert {DecisionKind.SIZE, DecisionKind.TRADE} <= kinds, "the range must trade to be a test"
-    assert any(r.kind is DecisionKind.TRADE for r in recorded_before(recorded.run_dir)), (
-        "a trade must close before the range, so risk's equity at its start is not the seed's"
+    rows = load_run_folder(recorded.run_dir).rows
+    start_ms = parse_time_bound(START)
+    sized_before = {
+        r.decision_id for r in rows if r.kind is DecisionKind.SIZE and r.event_time_ms < start_ms
+    }
+    trades = [r for r in rows if r.kind is DecisionKind.TRADE]
+    assert any(RANGE.contains(r.event_time_ms) for r in trades), "the range must trade"
+    assert any(r.event_time_ms < start_ms for r in trades), "risk's equity is not the seed's"
+    assert any(r.decision_id in sized_before and RANGE.contains(r.event_time_ms) for r in trades), (
+        "a position open at the start closes inside the range"
     )
 
     same = run_incident(
@@ -77,7 +82,3 @@ def test_a_replayed_range_with_warm_state_decides_as_recorded_and_a_setting_show
     assert result.exit_code == 1, result.output
     assert "risk.max_leverage: A 30.0, B 10.0" in result.output
     assert "first divergence at 2025-05-21T1" in result.output  # inside the range
-
-
-def recorded_before(run_dir: Path) -> list:  # type: ignore[type-arg]
-    return [r for r in load_run_folder(run_dir).rows if r.event_time_ms < RANGE.start_ms]  # type: ignore[operator]
