@@ -166,9 +166,10 @@ def _raw(msg: Any) -> RawEvent:
 
 
 def _partition_count(bootstrap: str, topic: str) -> int:
-    """Partitions of ``topic`` on the broker (0: it does not exist)."""
+    """Partitions of ``topic`` on the broker (0: it does not exist). All topics are listed:
+    asking for one by name lets a broker that auto-creates topics create it."""
     admin = kafka_io.admin_client(bootstrap, quiet=True)
-    return kafka_io.partition_counts(admin, 30.0, topic).get(topic, 0)
+    return kafka_io.partition_counts(admin, 30.0).get(topic, 0)
 
 
 def read_cuts(bootstrap: str, topic: str, start_ms: int, gates: bool) -> dict[str, InputCut]:
