@@ -124,8 +124,13 @@ def in_arrival_order(cuts: Iterable[InputCut]) -> Iterator[RawEvent]:
 
 
 def _event_time(event: RawEvent) -> int:
+    """A watermark's value, else the record's timestamp (event time: every stage stamps its
+    records so); a broken watermark counts as a record, which the stage dead-letters."""
     wm = event.headers.get(WATERMARK_HEADER)
-    return int(wm) if wm is not None else int(event.headers.get(_TIMESTAMP, b"0"))
+    try:
+        return int(wm) if wm is not None else int(event.headers.get(_TIMESTAMP, b"0"))
+    except ValueError:
+        return int(event.headers.get(_TIMESTAMP, b"0"))
 
 
 #: Pseudo header carrying a read record's timestamp into the cut (never sent anywhere).
