@@ -16,6 +16,7 @@ from streams.commands import (
     data,
     demo,
     diff,
+    incident,
     journal,
     live,
     models_cmd,
@@ -56,6 +57,7 @@ app.command("resume")(control.resume)
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(data.app, name="data")
+app.add_typer(incident.app, name="incident")
 
 
 def main() -> None:

@@ -7,11 +7,20 @@ are rejected so a typo in a deployment never silently falls back to a default.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.contracts.ticks import DEFAULT_MAX_EVENT_SKEW_MS
@@ -426,6 +435,11 @@ class Settings(BaseSettings):
     paper: PaperConfig = PaperConfig()
     live: LiveConfig = LiveConfig()
     binance: BinanceConfig = BinanceConfig()
+    model_versions: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON map model -> registry version scored instead of the promoted one "
+        "(`quantum-trader incident replay --model-version`); empty = the promoted set",
+    )
     ensemble_weights: dict[str, float] = Field(
         default_factory=lambda: {"xgboost": 0.25, "lightgbm": 0.25, "nhits": 0.25, "patchtst": 0.25}
     )
@@ -513,6 +527,38 @@ def settings_env(settings: Settings) -> dict[str, str]:
         else:
             env[f"QT_{name.upper()}"] = text(value)
     return env
+
+
+def with_overrides(settings: Settings, assignments: Iterable[str]) -> Settings:
+    """``settings`` with ``section.field=value`` (or ``field=value``) assignments applied,
+    validated like the environment's ``QT_SECTION__FIELD`` (a JSON value for maps and lists);
+    ``ValueError`` names an unknown setting or a bad value."""
+    import json
+
+    data = settings.model_dump()
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        path = [p.strip().lower() for p in name.split(".") if p.strip()]
+        if not sep or not path or len(path) > 2:
+            raise ValueError(f"{assignment!r}: expected section.field=value or field=value")
+        holder = data
+        if len(path) == 2:
+            if not isinstance(data.get(path[0]), dict) or path[0] not in Settings.model_fields:
+                raise ValueError(f"{assignment!r}: {path[0]!r} is no settings section")
+            holder = data[path[0]]
+        if path[-1] not in holder:
+            raise ValueError(f"{assignment!r}: no setting {'.'.join(path)!r}")
+        value: object = text
+        if isinstance(holder[path[-1]], dict | list | tuple):
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"{assignment!r}: not JSON ({exc})") from None
+        holder[path[-1]] = value
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None
 
 
 @lru_cache(maxsize=1)

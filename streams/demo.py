@@ -107,6 +107,11 @@ class DemoPlan:
     #: Entered with (bootstrap, the run's settings) once the worker runs, left after the drain:
     #: the testnet venue's gateway (``QT_MODE=testnet``; see streams/adapters/venues/binance).
     venue: Callable[[str, Settings], contextlib.AbstractContextManager[Any]] | None = None
+    #: The run's topic prefix (default ``demo-<id>.``); it must not hold a run yet.
+    prefix: str | None = None
+    #: Called with (bootstrap, topic prefix) once the run's topics exist, before any worker
+    #: starts (``quantum-trader incident replay`` seeds the stages' state changelogs here).
+    before_workers: Callable[[str, str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -226,11 +231,12 @@ def read_back_traced(
 
 
 def topic_messages(
-    bootstrap: str, name: str, partitions: int, *, copies: bool = False
+    bootstrap: str, name: str, partitions: int, *, copies: bool = False, watermarks: bool = False
 ) -> Iterator[Any]:
     """Every data message (not watermarks) of ``name``'s ``partitions``, up to today's end.
 
-    A record a worker re-sent after a crash (same ``qt-seq``) is read once, unless ``copies``.
+    A record a worker re-sent after a crash (same ``qt-seq``) is read once, unless ``copies``;
+    ``watermarks`` yields the watermark records too (what a stage reads).
 
     A partition is done at its end-of-partition event, whose offset is the end the broker's
     Fetch reports: the embedded Tansu broker's ListOffsets answers the newest *batch's* base
@@ -261,6 +267,8 @@ def topic_messages(
                 continue
             headers = msg.headers() or []
             if header_value(headers, WATERMARK_HEADER) is not None:
+                if watermarks:
+                    yield msg
                 continue
             # A worker that crashed after sending re-sends with the same numbers: one copy.
             source, seq = header_value(headers, SOURCE_HEADER), header_value(headers, SEQ_HEADER)
@@ -332,7 +340,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
 
     console = console or Console()
     run_id = uuid.uuid4().hex[:8]
-    prefix = f"demo-{run_id}."
+    prefix = plan.prefix or f"demo-{run_id}."
     run_dir = plan.run_dir or settings.runs_dir / f"demo-{run_id}"
     started = time.perf_counter()
     # Live readers (plan.on_live) stop before the broker does, whatever happens.
@@ -342,6 +350,8 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
         console.print(f"[bold]broker[/] {where} at {broker.bootstrap}; topics under '{prefix}'")
         run_settings = settings.model_copy(update={"topic_prefix": prefix})
         ensure_topics(broker.bootstrap, run_settings, keep_forever=True)
+        if plan.before_workers is not None:
+            plan.before_workers(broker.bootstrap, prefix)
         traces = run_dir / "traces.jsonl"
 
         def env() -> dict[str, str]:  # each worker its own web port
@@ -396,7 +406,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
     from models.scorer import promoted_versions
 
     report = builder.build(
-        model_versions=promoted_versions(settings.registry_dir),
+        model_versions={**promoted_versions(settings.registry_dir), **settings.model_versions},
         elapsed_s=elapsed,
         bars=builder.counts["TickReceived"],
         extra={

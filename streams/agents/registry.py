@@ -20,7 +20,10 @@ def load_scorer(settings: Settings, versions: Mapping[str, str] | None = None) -
     """
     from models.scorer import EnsembleScorer, ScorerError, promoted_versions
 
-    wanted = dict(versions) if versions is not None else promoted_versions(settings.registry_dir)
+    if versions is not None:  # a hot swap names the whole set
+        wanted = dict(versions)
+    else:  # the promoted set, with the settings' pinned versions (incident replay)
+        wanted = {**promoted_versions(settings.registry_dir), **settings.model_versions}
     if not wanted:
         msg = f"nothing promoted in {settings.registry_dir}; run `quantum-trader models train`"
         raise ScorerError(msg)

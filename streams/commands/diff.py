@@ -33,6 +33,13 @@ def command(
         ),
     ] = "",
     limit: Annotated[int, typer.Option(help="divergences to list after the first")] = 10,
+    start: Annotated[
+        str | None,
+        typer.Option(help="compare only steps at or after this event time (ISO UTC or epoch ms)"),
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="compare only steps before this event time")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON report instead")] = False,
 ) -> None:
     """Compare two runs decision by decision; exit 1 when they differ (a CI gate).
@@ -54,6 +61,9 @@ def command(
     quantum-trader diff kafka:demo-1a2b3c4d. kafka:incident-42. --bootstrap 127.0.0.1:19092
 
     quantum-trader diff runs/a runs/b --steps trade,fill --json
+
+    quantum-trader diff kafka:demo-1a2b3c4d. runs/incident-5e6f --start 2025-05-21T12:00
+    --end 2025-05-21T13:00   (a recorded run's range against its incident replay)
     """
     from streams.decisions import DecisionLogError
     from streams.kafka_io import KafkaIOError
@@ -62,7 +72,7 @@ def command(
     try:
         kinds = parse_steps(steps)
         a, b = load_side(run_a, bootstrap), load_side(run_b, bootstrap)
-        a, b, notes = comparable(a, b)
+        a, b, notes = comparable(within(a, start, end), within(b, start, end))
     except (DecisionLogError, KafkaIOError) as exc:
         typer.secho(f"diff failed: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(UNUSABLE) from None
@@ -111,6 +121,24 @@ def load_side(spec: str, bootstrap: str | None) -> RunLog:
             f"kafka:{spec} and pass --bootstrap HOST:PORT (or set QT_KAFKA_BOOTSTRAP)"
         )
     return read_topic_prefix(chosen, spec)
+
+
+def within(log: RunLog, start: str | None, end: str | None) -> RunLog:
+    """``log`` with only the steps whose event time lies in ``[start, end)``."""
+    from dataclasses import replace
+
+    from streams.adapters.market_files import MarketFileError, TimeWindow, parse_time_bound
+
+    if start is None and end is None:
+        return log
+    try:
+        window = TimeWindow(
+            None if start is None else parse_time_bound(start),
+            None if end is None else parse_time_bound(end),
+        )
+    except MarketFileError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return replace(log, rows=[r for r in log.rows if window.contains(r.event_time_ms)])
 
 
 def comparable(a: RunLog, b: RunLog) -> tuple[RunLog, RunLog, list[str]]:
