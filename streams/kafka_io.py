@@ -23,6 +23,7 @@ confluent-kafka and aiokafka are imported inside the functions: importing this m
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -320,13 +321,19 @@ def topic_partitions(client: Any, bootstrap: str, topic: str, timeout_s: float) 
     """
     from confluent_kafka import KafkaException
 
-    try:
-        meta = client.list_topics(topic, timeout=timeout_s).topics.get(topic)
-    except KafkaException as exc:
-        raise broker_error(bootstrap, f"reading the partitions of {topic}", exc) from exc
-    if meta is None or meta.error is not None or not meta.partitions:
-        raise UnknownTopicError(f"topic {topic!r} does not exist on the broker {bootstrap}")
-    return sorted(meta.partitions)
+    # A topic created a moment ago can be reported unknown (or leaderless) until the broker's
+    # metadata catches up: ask again until the timeout before calling it missing.
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            meta = client.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        except KafkaException as exc:
+            raise broker_error(bootstrap, f"reading the partitions of {topic}", exc) from exc
+        if meta is not None and meta.error is None and meta.partitions:
+            return sorted(meta.partitions)
+        if time.monotonic() >= deadline:
+            raise UnknownTopicError(f"topic {topic!r} does not exist on the broker {bootstrap}")
+        time.sleep(0.25)
 
 
 def ensure_topics(
