@@ -275,6 +275,8 @@ class DurableAgent:
             assigned = self.app.consumer.assignment()
         except Exception:  # not started: nothing to judge by
             assigned = None
+        if assigned is None and not self._revoked:
+            return events
         return [
             e
             for e in events
