@@ -216,8 +216,6 @@ class DurableAgent:
         self._held: list[Any] = []
         self._deliveries: list[Awaitable[Any]] = []
         self._last_flush = time.monotonic()
-        #: input partitions revoked and not (yet) assigned back
-        self._revoked: set[Any] = set()
 
     async def run(self, stream: Any) -> None:
         """The agent body: every batch handled, sent and held for the next flush."""
@@ -262,30 +260,32 @@ class DurableAgent:
         return bool(self._held) and time.monotonic() - self._last_flush >= self.flush_every_s
 
     def _still_assigned(self, events: list[Any]) -> list[Any]:
-        """The events of partitions this worker still holds.
+        """The events this worker may still handle: fetched under the current assignment.
 
-        After a rebalance the batch being gathered may still carry events of a partition that
-        went to another worker, which restores its instance from the table and processes them
-        itself: handling them here too would send a second, different copy under the same
-        ``qt-seq`` numbers, and write a state document the new owner never reads. Between the
-        revocation and the next assignment the consumer still reports the old assignment, so
-        the revoked partitions are dropped by name until they are assigned back.
+        A batch gathered across a rebalance can carry events of a partition that went to
+        another worker, which restores the instance from the table and handles them itself:
+        handling them here too would send a second, different copy under the same ``qt-seq``
+        numbers and write a state document the new owner never reads. Between the revocation
+        and the next assignment the consumer still reports the old assignment, so an event
+        is kept only while the flow runs and only from the current generation (Faust's own
+        test for its streams). A dropped event is never acked: Faust seeks every partition it
+        assigns back to its committed offset, so what this worker still owns comes again.
         """
+        app = self.app
         try:
-            assigned = self.app.consumer.assignment()
+            assigned = app.consumer.assignment()
+            generation = app.consumer_generation_id
+            active = app.flow_control.is_active()
         except Exception:  # not started: nothing to judge by
-            assigned = None
-        if assigned is None and not self._revoked:
             return events
-        return [
-            e
-            for e in events
-            if e.message.tp not in self._revoked and (assigned is None or e.message.tp in assigned)
-        ]
-
-    def on_assigned(self, assigned: Iterable[Any]) -> None:
-        """Partitions assigned (back) to this worker are handled again."""
-        self._revoked.difference_update(assigned)
+        kept = []
+        for e in events:
+            m = e.message
+            if active and m.generation_id == generation and m.tp in assigned:
+                kept.append(e)
+            else:
+                m.incref()  # take_events acks the batch: this one must not count as handled
+        return kept
 
     async def flush(self) -> None:
         """Store the changed state and ack what it covers (the flush timer, a rebalance)."""
@@ -315,9 +315,10 @@ class DurableAgent:
         """
         async with self.lock:
             await self._flush_locked()
-            mine = [tp for tp in revoked if tp.topic in self.inputs]
-            self._revoked.update(mine)
-            self.runtime.forget({self.runtime.instance_of(tp.partition) for tp in mine})
+            lost = {
+                self.runtime.instance_of(tp.partition) for tp in revoked if tp.topic in self.inputs
+            }
+            self.runtime.forget(lost)
 
 
 def consumer_highwaters(app: faust.App) -> dict[TP, int | None]:
@@ -449,11 +450,6 @@ def add_state_flushing(app: faust.App, agents: Sequence[DurableAgent], every_s: 
         # the group re-forms. A document missing there would restore older state than the
         # committed offsets assume (inputs between the two never re-read: lost signals).
         await app.producer.flush()
-
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def on_partitions_assigned(sender: Any, assigned: Any, **_: Any) -> None:
-        for agent in agents:
-            agent.on_assigned(assigned)
 
 
 def run_worker(loglevel: str = "info", web_port: int | None = None) -> None:
