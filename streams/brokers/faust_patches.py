@@ -53,6 +53,20 @@ F2  A commit past a record still being processed (faust-streaming #606, fix prop
     closed) and can be committed although it was never applied. A stage must therefore not let
     an exception escape its batch (isolate the record, dead-letter it) rather than rely on a
     crash to have the batch redelivered.
+
+F3  A partition without a committed offset is not sought back after a rebalance.
+
+    Faust seeks every partition it assigns to its committed offset
+    (``Consumer.perform_seek``) and skips whatever it fetched under the previous generation,
+    relying on that seek to deliver it again. aiokafka's ``seek_to_committed`` seeks only
+    offsets above 0, so a partition with nothing committed yet (a run's first seconds, a
+    quiet partition) keeps the position the fetcher had reached: the records fetched before
+    the rebalance and skipped are never delivered in this process, and the partition stalls
+    with its backlog unread (the rebalance test in ``tests/integration/test_workers.py``:
+    the partitions the joining or the old worker held were never committed). The fix: after
+    Faust's seek, every assigned input partition without a committed offset above 0 is sought
+    to offset 0 (``consumer_auto_offset_reset`` "earliest" covers a log that no longer starts
+    there). Re-reading is harmless: stage instances skip what they applied.
 """
 
 from __future__ import annotations
@@ -88,6 +102,7 @@ def apply() -> None:
             "release's Recovery.on_recovery_completed and update or drop the patch"
         )
     from faust.tables.recovery import Recovery
+    from faust.transport.consumer import Consumer as FaustConsumer
 
     with _lock:
         if _originals:
@@ -96,15 +111,19 @@ def apply() -> None:
             original = getattr(Recovery, name)
             _originals[name] = original
             setattr(Recovery, name, _flow_stopped_during_handover(original))
+        _originals["perform_seek"] = FaustConsumer.perform_seek
+        seek = _uncommitted_sought_to_start(FaustConsumer.perform_seek)
+        FaustConsumer.perform_seek = seek  # type: ignore[method-assign,assignment]
 
 
 def remove() -> None:
     """Restore Faust's own methods (for tests that show the unpatched behaviour)."""
     from faust.tables.recovery import Recovery
+    from faust.transport.consumer import Consumer as FaustConsumer
 
     with _lock:
         for name, original in _originals.items():
-            setattr(Recovery, name, original)
+            setattr(FaustConsumer if name == "perform_seek" else Recovery, name, original)
         _originals.clear()
 
 
@@ -145,3 +164,19 @@ def _flow_stopped_during_handover(
         await original(self, generation_id)
 
     return handover
+
+
+def _uncommitted_sought_to_start(
+    original: Callable[..., Awaitable[None]],
+) -> Callable[..., Awaitable[None]]:
+    """F3: ``original`` (seek to committed), then partitions with nothing committed to 0."""
+
+    @functools.wraps(original)
+    async def perform_seek(self: Any) -> None:
+        await original(self)
+        changelogs = set(self.app.tables.changelog_topics)
+        for tp in sorted(self.assignment()):
+            if tp.topic not in changelogs and not self._committed_offset.get(tp):
+                await self.seek(tp, 0)
+
+    return perform_seek

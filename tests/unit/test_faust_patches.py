@@ -118,3 +118,31 @@ def test_a_real_faust_agent_with_concurrency_is_found() -> None:
 
     found = faust_patches.agents_with_concurrency(app)
     assert list(found.values()) == [3]
+
+
+async def test_partitions_without_a_committed_offset_are_sought_to_the_start() -> None:
+    from faust.types import TP
+
+    log: list[str] = []
+    ticks = [TP("p.market.ticks", n) for n in range(4)]
+    changelog = TP("app-state-features-changelog", 0)
+
+    class Consumer:
+        app = type("A", (), {"tables": type("T", (), {"changelog_topics": {changelog.topic}})()})
+
+        def __init__(self) -> None:
+            # what Faust's perform_seek leaves: an offset for partitions with one above 0 only
+            self._committed_offset = {ticks[1]: 120, ticks[3]: None}
+
+        def assignment(self) -> set[TP]:
+            return {*ticks, changelog}
+
+        async def seek(self, tp: TP, offset: int) -> None:
+            log.append(f"seek {tp.partition} {offset}")
+
+    async def original(self: object) -> None:
+        log.append("committed")
+
+    await faust_patches._uncommitted_sought_to_start(original)(Consumer())
+    # partition 1 stays at its committed offset; the changelog is recovery's to position
+    assert log == ["committed", "seek 0 0", "seek 2 0", "seek 3 0"]
