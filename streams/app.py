@@ -330,6 +330,18 @@ def consumer_highwaters(app: faust.App) -> dict[TP, int | None]:
         return {}
 
 
+def watch_gateway(health: HealthRegistry, settings: Settings, stages: Sequence[StageSpec]) -> None:
+    """On testnet, a worker running a reader of ``venue.events`` is not ready while the gateway
+    is silent (paper: no gateway, nothing watched)."""
+    if settings.mode == "testnet" and any(Topic.VENUE_EVENTS in s.input_topics for s in stages):
+        health.watch_feed(
+            topic_name(Topic.VENUE_EVENTS, settings.topic_prefix),
+            "gateway",
+            settings.binance.gateway_silent_after_s,
+            "QT_BINANCE__GATEWAY_SILENT_AFTER_S",
+        )
+
+
 def add_observability_views(app: faust.App, health: HealthRegistry) -> None:
     """``/health``, ``/ready`` and ``/metrics`` on the worker's web port, and a refresh timer."""
 
@@ -386,6 +398,7 @@ def build_app(
 
     health = HealthRegistry(settings.stall_after_s)
     health.expect_models()
+    watch_gateway(health, settings, stages)
     metrics().set_starting_equity(settings.risk.starting_equity_usd)
     add_observability_views(app, health)
     sender = Sender(app, settings)

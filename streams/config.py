@@ -168,6 +168,12 @@ class BinanceConfig(_Frozen):
     request_timeout_s: float = Field(10.0, gt=0)
     listen_key_keepalive_s: float = Field(1800.0, gt=0, description="Binance: every 30 minutes")
     reconcile_every_s: float = Field(300.0, gt=0)
+    gateway_silent_after_s: float = Field(
+        900.0,
+        gt=0,
+        description="a worker's /ready fails when no venue.events record (the gateway's "
+        "snapshots come every reconcile_every_s) arrived for this long",
+    )
     user_stream_ping_s: float = Field(
         10.0, gt=0, description="how often the gateway pings the user-data stream"
     )

@@ -67,6 +67,7 @@ class TopicSpec:
     doc: str
     journaled: bool = True  # written to PostgreSQL by ``quantum-trader journal``
     reported: bool = True  # read back into a run's report by the demo
+    outside: str = ""  # written by a process outside the topology too (drawn as its own node)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         "what the exchange said (testnet)",
         journaled=False,
         reported=False,
+        outside="gateway",
     ),
     TopicSpec(Topic.DEADLETTER, "source_topic", _SINGLE, "bad input with its reason"),
 )
@@ -245,6 +247,7 @@ STAGES: tuple[StageSpec, ...] = (
             Topic.POSITIONS_EVENTS,
             Topic.TRADES_CLOSED,
             Topic.VENUE_COMMANDS,
+            Topic.VENUE_EVENTS,  # reconciliation findings (testnet), read back and ignored
         ),
         partitioning=_PS,
         state="open orders, positions, trailing marks per symbol",
@@ -352,11 +355,12 @@ def merge_sources(
 
 
 def progress_targets(stage: StageSpec, instance: int, n: int) -> list[tuple[Topic, list[int]]]:
-    """Where an instance announces its progress: each consumed output, on the partitions
-    its records can reach (an output nobody consumes needs no watermark)."""
+    """Where an instance announces its progress: each output some stage waits for, on the
+    partitions its records can reach (an output nobody consumes, or only consumes without
+    waiting for its watermark, needs none)."""
     targets: list[tuple[Topic, list[int]]] = []
     for topic in stage.outputs:
-        if not consumers_of(topic):
+        if not any(i.gates for c in consumers_of(topic) for i in c.inputs if i.topic is topic):
             continue
         if partitions_of(topic, n) == 1:
             targets.append((topic, [0]))

@@ -49,10 +49,12 @@ def mermaid() -> str:
             for reader in readers:
                 arrow = "-.->" if _is_shifted(reader, topic.topic) else "-->"
                 lines.append(f"  {writer} {arrow}|{topic.topic.value}| {reader.name}")
-    ops = [t.topic for t in topology.TOPICS if not writers_of(t.topic) and consumers_of(t.topic)]
-    for op in ops:
+    drawn = [t for t in topology.TOPICS if t.outside or not writers_of(t.topic)]
+    ops = [t for t in drawn if consumers_of(t.topic)]
+    for spec in ops:
+        op = spec.topic
         node = op.value.replace(".", "_")
-        lines.append(f'  {node}[["operator<br/>{op.value}"]]')
+        lines.append(f'  {node}[["{spec.outside or "operator"}<br/>{op.value}"]]')
         for reader in consumers_of(op):
             lines.append(f"  {node} --> {reader.name}")
     lines.append(f"  dead[({Topic.DEADLETTER.value})]")

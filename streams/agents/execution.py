@@ -11,6 +11,7 @@ wait a bar for its stop), and what the venue wants sent goes to ``venue.commands
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -18,7 +19,11 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
-from streams.adapters.venues.binance.records import command_record, event_from_record
+from streams.adapters.venues.binance.records import (
+    command_record,
+    event_from_record,
+    event_record,
+)
 from streams.adapters.venues.binance.venue import BinanceVenue
 from streams.adapters.venues.paper import PaperVenue
 from streams.agents.base import Emitter, Restore, freeze, keyed_checkpoint, thaw
@@ -39,6 +44,8 @@ from streams.stages import ExecutionStage, ExecutionState
 from streams.stages.execution import ExecutionRecord
 from streams.topics import Topic
 from streams.topology import BuildContext, Shift, stage_spec
+
+log = logging.getLogger(__name__)
 
 
 def execution_attributes(r: ExecutionRecord) -> dict[str, Any]:
@@ -182,7 +189,17 @@ class ExecutionHandler(MergeHandler):
             else:
                 self._send(merge, r, out)
         if isinstance(state.venue, BinanceVenue):
+            self._send_findings(merge, state.venue, out)
             self._send_commands(merge, state.venue, record.event_time_ms, out)
+
+    def _send_findings(self, merge: int, venue: BinanceVenue, out: Emitter) -> None:
+        """Each reconciliation finding as a ``FINDING`` record on ``venue.events`` (its id from
+        the snapshot's symbol, exchange time, kind and order: a replayed snapshot repeats it).
+        This stage reads it back and ignores it (:meth:`BinanceVenue.on_exchange_event`)."""
+        for f in venue.take_findings():
+            log.warning("venue: reconcile %s %s: %s", f.symbol, f.kind, f.detail)
+            rec = event_record(f)
+            out.record(Topic.VENUE_EVENTS, f.symbol, rec, self._floor(merge, f.time_ms), merge)
 
     def _send_commands(self, merge: int, venue: BinanceVenue, time_ms: int, out: Emitter) -> None:
         """What the venue asked for, to the gateway (keyed by symbol: one symbol, one order)."""

@@ -3,7 +3,10 @@
 ``/health`` (liveness) fails when an agent crashed: the process answers, but a stage is gone
 and only a restart brings it back. ``/ready`` (readiness) fails when any stage has had input
 pending for longer than ``QT_STALL_AFTER_S`` without processing a record, when the models are
-not loaded, or when the consumer holds no partitions.
+not loaded, or when the consumer holds no partitions. On testnet it also fails when the
+gateway is silent (:meth:`HealthRegistry.watch_feed`): the gateway sends a snapshot per symbol on
+every reconciliation, so no ``venue.events`` record for longer than a few reconciliations means
+it is down or cut off from the exchange, and orders would go nowhere.
 
 "Input pending" is measured, not guessed: the agent wrapper reports the offsets it processed
 (:meth:`HealthRegistry.processed`), the worker's consumer reports the log end offsets of its
@@ -82,6 +85,46 @@ def pending_records(stage: StageHealth, highwaters: Mapping[TP, int | None]) -> 
     return total
 
 
+@dataclass(slots=True)
+class FeedHealth:
+    """An input written by a process outside this worker that must keep arriving."""
+
+    topic: str  # broker-side name
+    writer: str  # who writes it ("gateway"), for the reason
+    max_age_s: float
+    setting: str  # the setting of ``max_age_s``, for the reason
+    since_s: float  # when watching began: no record yet counts from here
+    last_record_s: float | None = None
+    held: bool = False  # this worker holds a partition of it that was ever written
+
+    def age_s(self, now_s: float) -> float:
+        """Seconds since its last record (since watching began, before the first)."""
+        return now_s - (self.last_record_s if self.last_record_s is not None else self.since_s)
+
+    def stale_reason(self, now_s: float) -> str | None:
+        """Why the feed counts as silent, ``None`` while fresh or not held here.
+
+        Only partitions ever written count: a partition no symbol maps to never gets a
+        record, and a worker holding only such partitions waits for nothing.
+        """
+        age = self.age_s(now_s)
+        if not self.held or age <= self.max_age_s:
+            return None
+        return (
+            f"{self.writer} silent: no {self.topic} record for {age:.0f} s "
+            f"(more than {self.setting}={self.max_age_s:g})"
+        )
+
+    def as_dict(self, now_s: float) -> dict[str, Any]:
+        """JSON view for the health endpoints."""
+        return {
+            "writer": self.writer,
+            "last_record_s_ago": round(self.age_s(now_s), 3),
+            "max_age_s": self.max_age_s,
+            "held": self.held,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """One endpoint's answer: ok or not, and why."""
@@ -116,6 +159,7 @@ class HealthRegistry:
         self.assigned = False
         #: ``topic/partition`` of every partition this worker holds (a fleet checks coverage).
         self.assignment: list[str] = []
+        self.feeds: dict[str, FeedHealth] = {}
 
     @property
     def sink(self) -> Metrics:
@@ -126,6 +170,11 @@ class HealthRegistry:
         """Watch ``stage``, which reads the broker-side topics ``inputs``."""
         self.stages[stage] = StageHealth(stage, frozenset(inputs))
         self.sink.stage_stalled(stage, False)
+
+    def watch_feed(self, topic: str, writer: str, max_age_s: float, setting: str) -> None:
+        """Not ready when no record of ``topic`` (broker-side) was processed for ``max_age_s``
+        while this worker holds a written partition of it."""
+        self.feeds[topic] = FeedHealth(topic, writer, max_age_s, setting, self.clock())
 
     def expect_models(self) -> None:
         """This worker scores models: not ready until :meth:`models_loaded`."""
@@ -150,6 +199,8 @@ class HealthRegistry:
         for tp, offset in positions.items():
             if offset + 1 > s.next_offset.get(tp, -1):
                 s.next_offset[tp] = offset + 1
+            if (feed := self.feeds.get(tp[0])) is not None:
+                feed.last_record_s = now
         if watermark_ms is not None and watermark_ms < END_OF_STREAM:
             s.watermark_ms = max(s.watermark_ms or watermark_ms, watermark_ms)
         self.sink.stage_progress(stage, now, s.watermark_ms)
@@ -170,6 +221,8 @@ class HealthRegistry:
         self.assigned = bool(highwaters)
         self.assignment = sorted(f"{t}/{p}" for t, p in highwaters)
         self._forget_unassigned(set(highwaters))
+        for feed in self.feeds.values():
+            feed.held = any(t == feed.topic and high for (t, _), high in highwaters.items())
         for s in self.stages.values():
             s.pending = pending_records(s, highwaters)
             if s.pending == 0:
@@ -195,6 +248,7 @@ class HealthRegistry:
             "assigned": self.assigned,
             "assignment": self.assignment,
             "stall_after_s": self.stall_after_s,
+            "feeds": {t: f.as_dict(now) for t, f in sorted(self.feeds.items())},
         }
 
     def liveness(self) -> Verdict:
@@ -205,7 +259,8 @@ class HealthRegistry:
         return Verdict(not reasons, reasons, body)
 
     def readiness(self) -> Verdict:
-        """``/ready``: live, models loaded, partitions assigned, no stage stalled."""
+        """``/ready``: live, models loaded, partitions assigned, no stage stalled, no watched
+        feed silent."""
         now = self.clock()
         reasons = list(self.liveness().reasons)
         if self.model_error:
@@ -220,5 +275,8 @@ class HealthRegistry:
                     f"{s.name} stalled: {s.pending} records pending, no progress for "
                     f"more than {self.stall_after_s:g} s"
                 )
+        for feed in self.feeds.values():
+            if (reason := feed.stale_reason(now)) is not None:
+                reasons.append(reason)
         body = {"status": "fail" if reasons else "ok", "reasons": reasons, **self._body(now)}
         return Verdict(not reasons, tuple(reasons), body)

@@ -388,6 +388,65 @@ def test_pending_ignores_other_topics_and_unknown_highwaters() -> None:
     assert pending_records(stage, {("p.market.ticks", 0): 10, ("p.decisions.sized", 0): None}) == 0
 
 
+def test_a_silent_gateway_makes_the_worker_not_ready_with_the_reason() -> None:
+    clock = _Clock()
+    health = HealthRegistry(5.0, clock=clock, sink=Metrics())
+    health.register("execution", ["p.orders.intents", "p.venue.events"])
+    health.watch_feed("p.venue.events", "gateway", 60.0, "QT_BINANCE__GATEWAY_SILENT_AFTER_S")
+    intents, events, idle = ("p.orders.intents", 0), ("p.venue.events", 0), ("p.venue.events", 1)
+    health.refresh({intents: 0, events: 3, idle: 0})
+    health.processed("execution", {events: 2})  # the gateway's snapshots
+    clock.now += 59.0
+    assert health.readiness().ok
+    clock.now += 2.0  # 61 s without a record
+    verdict = health.readiness()
+    assert verdict.status == 503
+    assert verdict.reasons == (
+        "gateway silent: no p.venue.events record for 61 s "
+        "(more than QT_BINANCE__GATEWAY_SILENT_AFTER_S=60)",
+    )
+    assert verdict.body["feeds"]["p.venue.events"]["last_record_s_ago"] == 61.0
+    health.processed("execution", {events: 3})  # the next snapshot
+    assert health.readiness().ok
+    clock.now += 120.0
+    assert not health.readiness().ok
+    # Other stages' progress is no sign of the gateway.
+    health.processed("execution", {intents: 0})
+    assert not health.readiness().ok
+    # A worker whose venue.events partitions were never written (no symbol maps to them)
+    # waits for nothing.
+    health.refresh({intents: 1, idle: 0})
+    assert health.readiness().ok
+
+
+def test_a_worker_without_a_watched_feed_ignores_venue_events_age() -> None:
+    clock = _Clock()  # paper: nothing watched
+    health = HealthRegistry(5.0, clock=clock, sink=Metrics())
+    health.register("execution", ["p.venue.events"])
+    health.refresh({("p.venue.events", 0): 3})
+    clock.now += 10_000.0
+    assert health.readiness().ok and health.readiness().body["feeds"] == {}
+
+
+def test_only_a_testnet_worker_with_the_execution_stage_watches_the_gateway() -> None:
+    from streams.app import watch_gateway
+    from streams.config import Settings
+    from streams.topology import STAGES, stage_spec
+
+    def watched(mode: str, stages: list[str]) -> list[str]:
+        health = HealthRegistry(5.0, clock=_Clock(), sink=Metrics())
+        keys = {"binance_api_key": "test-key", "binance_api_secret": "test-secret"}
+        binance = {"gateway_silent_after_s": 42}
+        settings = Settings(mode=mode, topic_prefix="t.", binance=binance, **keys)
+        watch_gateway(health, settings, [stage_spec(n) for n in stages])
+        return [f"{t} {f.max_age_s:g}" for t, f in health.feeds.items()]
+
+    everything = [s.name for s in STAGES]
+    assert watched("testnet", everything) == ["t.venue.events 42"]
+    assert watched("testnet", ["features", "risk"]) == []
+    assert watched("paper", everything) == []
+
+
 def test_a_crashed_agent_fails_liveness() -> None:
     health = HealthRegistry(5.0, clock=_Clock(), sink=Metrics())
     health.register("risk", ["p.decisions.sized"])

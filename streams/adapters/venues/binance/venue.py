@@ -170,6 +170,9 @@ class BinanceVenue:
         ] = {}  # matching-engine order id of a triggered algo -> client id
         self.outbox: list[Command] = []
         self.flattening: dict[str, str] = {}  # symbol -> client id of its unknown-position close
+        #: Reconciliation findings of the snapshots applied since the last
+        #: :meth:`take_findings`. Not stored: the stage takes them in the same step.
+        self.findings: list[ReconcileFinding] = []
 
     # ---------------------------------------------------------------- state
     def to_dict(self) -> dict[str, Any]:
@@ -200,6 +203,11 @@ class BinanceVenue:
     def take_commands(self) -> list[Command]:
         """The commands for the gateway, in order; the outbox is empty afterwards."""
         out, self.outbox = self.outbox, []
+        return out
+
+    def take_findings(self) -> list[ReconcileFinding]:
+        """The findings of the snapshots applied since the last call, in order."""
+        out, self.findings = self.findings, []
         return out
 
     def live_on(self, symbol: str) -> LivePosition | None:
@@ -270,9 +278,11 @@ class BinanceVenue:
         elif isinstance(ev, OrderRejected):
             self._on_rejected(ev, out)
         elif isinstance(ev, SymbolSnapshot):
-            self.reconcile(ev, out)
+            self.findings += self.reconcile(ev, out)
         elif isinstance(ev, PositionUpdate | ReconcileFinding):
-            pass  # facts for the journal; positions are reconciled from snapshots
+            # facts for the journal; positions are reconciled from snapshots, and a finding is
+            # this stage's own record of one (it reads venue.events back): nothing to apply
+            pass
         return out
 
     def _leg_of(
