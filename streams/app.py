@@ -60,13 +60,15 @@ BATCH_WITHIN = 0.002
 
 
 def ensure_topics(
-    bootstrap: str, settings: Settings, *, timeout_s: float = 30.0, keep_forever: bool = False
+    bootstrap: str, settings: Settings, *, timeout_s: float = 30.0, keep_forever: bool = True
 ) -> list[str]:
     """Create every topic of the topology that is missing; refuse wrong partition counts.
 
     Faust only creates its internal topics; the topology's topics must exist with the right
     partition counts before a worker starts (auto-created topics get the broker default).
-    ``keep_forever``: see :func:`streams.kafka_io.ensure_topics`.
+    ``keep_forever`` (the default): no time retention, see :func:`streams.kafka_io.ensure_topics`;
+    every record carries its event time, so a replay of history into topics a worker created
+    with the broker's retention would be deleted before the run is read.
     """
     wanted = wanted_topics(settings.topic_prefix, settings.partitions)
     return kafka_io.ensure_topics(

@@ -416,7 +416,7 @@ def registry_models(registry_dir: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ the worker
 
 
-def worker_pipeline(worker_url: str, timeout_s: float = 2.0) -> dict[str, Any]:
+def worker_pipeline(worker_url: str, timeout_s: float = 5.0) -> dict[str, Any]:
     """The worker's ``/health`` body, per-stage latency and state flush time from ``/metrics``
     (``qt_stage_latency_seconds``, ``qt_state_flush_seconds``), or why not."""
     import urllib.error

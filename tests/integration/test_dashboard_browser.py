@@ -271,8 +271,12 @@ def test_a_replay_in_progress_updates_in_place_and_halts(
     )
     board = DemoDashboard(settings, "127.0.0.1", free_port(), lambda _text: None)
     window = TimeWindow(parse_time_bound("2025-05-21T00:00"), parse_time_bound("2025-05-21T20:00"))
+    # The demo holds its end of stream until the live pages are checked: a fast (or a loaded
+    # and slow) machine must not finish the run, and stop its worker, while they are.
+    checked = threading.Event()
     plan = DemoPlan(window=window, symbols=("BTCUSDT", "ETHUSDT", "XRPUSDT"), timeout_s=900,
-                    run_dir=tmp_path / "live", on_live=board.watch)  # fmt: skip
+                    run_dir=tmp_path / "live", on_live=board.watch,
+                    before_end=lambda _bootstrap, _prefix: checked.wait(1200))  # fmt: skip
     outcome: dict[str, Any] = {}
 
     def demo() -> None:
@@ -353,9 +357,11 @@ def test_a_replay_in_progress_updates_in_place_and_halts(
         shoot(page, "live-learning")
         assert page.evaluate("window.__loadedOnce === true"), "the page reloaded"
 
+        checked.set()
         thread.join(900)
         assert "result" in outcome, f"the demo failed: {outcome.get('error')}"
         assert (tmp_path / "live" / "dashboard.json").is_file()
     finally:
+        checked.set()
         thread.join(900)
         board.close()

@@ -378,6 +378,7 @@ def kafka_tick_sink(
     kafka_io.ensure_topics(
         bootstrap, {ticks_topic: partitions, dead_topic: partitions},
         replication_factor=replication, timeout_s=10, exact_partitions=False,
+        keep_forever=True,  # replayed (and live) ticks carry event time: see ensure_topics
     )  # fmt: skip
     encode_tick, encode_dead = encoders or default_encoders()
     producer = kafka_io.producer(options or kafka_io.ProducerOptions(bootstrap))

@@ -381,7 +381,7 @@ def replay_topic(
         # A target that predates this replay is kept as it is, whatever its partition count.
         kafka_io.ensure_topics(
             bootstrap, {target: len(ranges)}, replication_factor=replication,
-            timeout_s=timeout_s, exact_partitions=False,
+            timeout_s=timeout_s, exact_partitions=False, keep_forever=True,
         )  # fmt: skip
         producer = kafka_io.producer(options or kafka_io.ProducerOptions(bootstrap))
         target_partitions = kafka_io.topic_partitions(producer, bootstrap, target, timeout_s)
