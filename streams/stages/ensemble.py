@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -40,6 +41,16 @@ from streams.vocabulary import CLASSES, Action, ModelEventKind
 _PROB_TOLERANCE = 1e-6
 
 Probs = tuple[float, float, float]
+Scores = dict[str, np.ndarray]
+Submit = Callable[[Callable[[], tuple[Scores, int]]], "Future[tuple[Scores, int]]"]
+"""Where :meth:`EnsembleStage.score_soon` runs the scorer: ``ThreadPoolExecutor.submit``."""
+
+
+def at_once(fn: Callable[[], tuple[Scores, int]]) -> Future[tuple[Scores, int]]:
+    """A :data:`Submit` that runs ``fn`` in the caller's thread (exceptions raise here)."""
+    done: Future[tuple[Scores, int]] = Future()
+    done.set_result(fn())
+    return done
 
 
 class Scorer(Protocol):
@@ -76,11 +87,18 @@ class Ballot(NamedTuple):
 # ----------------------------------------------------------------------------- rules
 
 
+_HOLD = CLASSES.index(Action.HOLD)
+
+
+def argmax_rows(probs: np.ndarray) -> np.ndarray:
+    """Arg-max class index of each (N, 3) row; an exact tie for the top resolves to HOLD."""
+    winners = probs == probs.max(axis=1, keepdims=True)
+    return np.where(winners.sum(axis=1) == 1, winners.argmax(axis=1), _HOLD)
+
+
 def argmax_action(probs: Sequence[float]) -> Action:
     """Arg-max class of ``probs``; an exact tie for the top resolves to HOLD."""
-    top = max(probs)
-    winners = [cls for cls, p in zip(CLASSES, probs, strict=True) if p == top]
-    return winners[0] if len(winners) == 1 else Action.HOLD
+    return CLASSES[int(argmax_rows(np.asarray([probs], dtype=np.float64))[0])]
 
 
 def validate_probs(what: str, probs: Sequence[float]) -> Probs:
@@ -94,13 +112,26 @@ def validate_probs(what: str, probs: Sequence[float]) -> Probs:
     return (float(probs[0]), float(probs[1]), float(probs[2]))
 
 
+def valid_rows(probs: np.ndarray) -> np.ndarray:
+    """Which (N, 3) float64 rows :func:`validate_probs` accepts (the same tests, vectorised)."""
+    finite = np.isfinite(probs).all(axis=1) & (probs >= 0.0).all(axis=1)
+    total = (probs[:, 0] + probs[:, 1]) + probs[:, 2]  # sum()'s order
+    return finite & ~(np.abs(total - 1.0) > _PROB_TOLERANCE)
+
+
+def normalised_rows(scores: np.ndarray) -> np.ndarray:
+    """(N, 3) float32 probabilities as float64 rows summing to 1 (ONNX softmax sums are off by
+    ~1e-7); a row without a positive sum stays as it is, for the vote's validation to reject."""
+    p = np.asarray(scores, dtype=np.float64)
+    total = (p[:, 0] + p[:, 1]) + p[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((total > 0.0)[:, None], p / total[:, None], p)
+
+
 def normalised(row: np.ndarray) -> Probs:
-    """A float32 probability row as float64 summing to 1 (ONNX softmax sums are off by ~1e-7)."""
-    p0, p1, p2 = (float(x) for x in row)
-    total = p0 + p1 + p2
-    if not total > 0.0:
-        return (p0, p1, p2)  # let the vote's validation reject it with the model named
-    return (p0 / total, p1 / total, p2 / total)
+    """One row of :func:`normalised_rows`."""
+    p0, p1, p2 = normalised_rows(np.asarray(row).reshape(1, 3))[0].tolist()
+    return (p0, p1, p2)
 
 
 def _vote_weights(models: Sequence[str], weights: Mapping[str, float]) -> tuple[float, ...]:
@@ -115,6 +146,39 @@ def _vote_weights(models: Sequence[str], weights: Mapping[str, float]) -> tuple[
     return tuple(w / total for w in raw)
 
 
+class Ballots(NamedTuple):
+    """The outcomes of N votes (:func:`vote_rows`)."""
+
+    weights: tuple[float, ...]
+    probs: np.ndarray
+    """(N, 3) float64 ensemble distributions."""
+    actions: np.ndarray
+    """(N,) class index of each row's action."""
+
+    def ballot(self, i: int) -> Ballot:
+        """Row ``i`` as a :class:`Ballot`."""
+        p0, p1, p2 = self.probs[i].tolist()
+        k = int(self.actions[i])
+        total: Probs = (p0, p1, p2)
+        return Ballot(self.weights, total, CLASSES[k], total[k])
+
+
+def vote_rows(probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> Ballots:
+    """:func:`vote` of N rows at once: ``probs`` are (N, 3) float64 per model, voting order.
+
+    Rows must be valid (:func:`valid_rows`). The sums are the same float64 operations in the
+    same order as one row's vote, so every row gets the same bits as voted alone.
+    """
+    if not probs:
+        raise InvalidInputError("votes", probs, "at least one model vote")
+    norm = _vote_weights(list(probs), weights)
+    first = next(iter(probs.values()))
+    combined = np.zeros((len(first), 3), dtype=np.float64)
+    for p, w in zip(probs.values(), norm, strict=True):
+        combined += w * p
+    return Ballots(norm, combined, argmax_rows(combined))
+
+
 def vote(probs: Mapping[str, Sequence[float]], weights: Mapping[str, float]) -> Ballot:
     """Combine each model's ``probs`` (in voting order) with ``weights`` into one ballot.
 
@@ -124,15 +188,9 @@ def vote(probs: Mapping[str, Sequence[float]], weights: Mapping[str, float]) -> 
     """
     if not probs:
         raise InvalidInputError("votes", probs, "at least one model vote")
-    checked = [validate_probs(f"probabilities of {m}", p) for m, p in probs.items()]
-    norm = _vote_weights(list(probs), weights)
-    combined = [0.0, 0.0, 0.0]
-    for p, w in zip(checked, norm, strict=True):
-        for i in range(3):
-            combined[i] += w * p[i]
-    total: Probs = (combined[0], combined[1], combined[2])
-    action = argmax_action(total)
-    return Ballot(norm, total, action, total[CLASSES.index(action)])
+    checked = {m: validate_probs(f"probabilities of {m}", p) for m, p in probs.items()}
+    rows = {m: np.array([p], dtype=np.float64) for m, p in checked.items()}
+    return vote_rows(rows, weights).ballot(0)
 
 
 # ----------------------------------------------------------------------------- records
@@ -303,27 +361,85 @@ class EnsembleStage:
 
     def on_features(self, batch: Sequence[FeaturesComputed]) -> list[SignalScored]:
         """One signal per feature row, in batch order (one scorer call per model set)."""
+        return self.score_soon(batch, at_once)()
+
+    def score_soon(
+        self, batch: Sequence[FeaturesComputed], submit: Submit
+    ) -> Callable[[], list[SignalScored]]:
+        """:meth:`on_features` in two halves: the scorer calls go to ``submit`` now, the votes
+        are cast when the returned function is called.
+
+        The runner submits to a background thread (ONNX Runtime releases the GIL), so the
+        models score the next block while the stateful stages step through this one. Each
+        row is still scored exactly as :meth:`on_features` scores it: same sessions, same
+        calls, same order, so the signals are the same bytes.
+        """
         if not batch:
-            return []
+            return list
         self._check(batch)
-        out: list[SignalScored] = []
+        casts = []
         for run in self._runs(list(batch)):
             self.swap_due(run[0].event_time_ms)
-            out.extend(self._score(run))
-        return out
+            casts.append(self._submit(run, submit))
+        return lambda: [signal for cast in casts for signal in cast()]
 
-    def _score(self, rows: list[FeaturesComputed]) -> list[SignalScored]:
-        started = time.perf_counter_ns()
-        scores = self.scorer.score(tabular_of(rows), window_of(rows))
-        elapsed_us = (time.perf_counter_ns() - started) // 1000
-        latency = int(elapsed_us // len(rows)) if self.measure_latency else 0
-        out: list[SignalScored] = []
-        for i, f in enumerate(rows):
-            probs = {m: normalised(scores[m][i]) for m in self.scorer.names}
-            sid = ids.signal_id(f.symbol, f.event_time_ms)
-            try:
-                ballot = vote(probs, self.weights)
-            except InvalidInputError as exc:
-                raise StageError(self.stage, sid, str(exc)) from exc
-            out.append(signal_record(sid, f, probs, self.versions, ballot, latency))
-        return out
+    def _submit(
+        self, rows: list[FeaturesComputed], submit: Submit
+    ) -> Callable[[], list[SignalScored]]:
+        # The served set as of now: a later swap must not change how these rows are voted.
+        scorer, weights, versions = self.scorer, self.weights, self.versions
+
+        def timed() -> tuple[Scores, int]:
+            started = time.perf_counter_ns()
+            scores = scorer.score(tabular_of(rows), window_of(rows))
+            return scores, (time.perf_counter_ns() - started) // 1000
+
+        future = submit(timed)
+
+        def cast() -> list[SignalScored]:
+            scores, elapsed_us = future.result()
+            latency = int(elapsed_us // len(rows)) if self.measure_latency else 0
+            return self._ballots(rows, scores, scorer.names, weights, versions, latency)
+
+        return cast
+
+    def _ballots(
+        self,
+        rows: list[FeaturesComputed],
+        scores: Scores,
+        names: Sequence[str],
+        weights: Mapping[str, float],
+        versions: Mapping[str, str],
+        latency: int,
+    ) -> list[SignalScored]:
+        normed = {m: normalised_rows(scores[m]) for m in names}
+        valid = np.logical_and.reduce([valid_rows(p) for p in normed.values()])
+        # Row by row, the first failing vote was row 0's (weights fail every row) or the first
+        # invalid row's (argmin: the first False): vote those alone, for the same error.
+        for i in sorted({0, int(valid.argmin())}):
+            self._vote_or_fail(rows[i], {m: tuple(p[i].tolist()) for m, p in normed.items()},
+                               weights)  # fmt: skip
+        ballots = vote_rows(normed, weights)
+        as_lists = {m: p.tolist() for m, p in normed.items()}
+        return [
+            signal_record(
+                ids.signal_id(f.symbol, f.event_time_ms),
+                f,
+                {m: tuple(p[i]) for m, p in as_lists.items()},
+                versions,
+                ballots.ballot(i),
+                latency,
+            )
+            for i, f in enumerate(rows)
+        ]
+
+    def _vote_or_fail(
+        self, row: FeaturesComputed, probs: Mapping[str, Sequence[float]],
+        weights: Mapping[str, float],
+    ) -> None:  # fmt: skip
+        try:
+            vote(probs, weights)
+        except InvalidInputError as exc:
+            raise StageError(
+                self.stage, ids.signal_id(row.symbol, row.event_time_ms), str(exc)
+            ) from exc
