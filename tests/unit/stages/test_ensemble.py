@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from streams.contracts.records import SignalScored
 from streams.errors import InvalidInputError, StageError
 from streams.stages import EnsembleStage
-from streams.stages.ensemble import argmax_action, model_vote, normalised, vote
+from streams.stages.ensemble import (
+    argmax_action,
+    model_vote,
+    normalised,
+    normalised_rows,
+    vote,
+    vote_rows,
+)
 from streams.stages.features import tabular_of, window_of
 from streams.vocabulary import Action
 from tests.unit.stages.factories import T0
@@ -111,6 +118,28 @@ def test_normalised_sums_to_one_in_float64_and_leaves_a_zero_row_to_the_vote() -
         vote({"xgboost": zero}, EQUAL)
 
 
+# Few distinct values, so ties for the top and equal rows come up often.
+_value = st.sampled_from([0.0, 0.1, 0.2, 0.25, 0.3, 0.45, 0.5, 1 / 3, 0.7])
+_probs = st.tuples(_value, _value, _value).filter(lambda p: sum(p) > 0)
+
+
+@given(st.lists(st.tuples(_probs, _probs, _probs, _probs), min_size=1, max_size=12))
+def test_votes_of_many_rows_are_the_bits_of_each_row_voted_alone(rows) -> None:  # type: ignore[no-untyped-def]
+    scores = {m: np.array([r[k] for r in rows], dtype=np.float32) for k, m in enumerate(EQUAL)}
+    ballots = vote_rows({m: normalised_rows(p) for m, p in scores.items()}, EQUAL)
+    for i in range(len(rows)):
+        alone = vote({m: normalised(p[i]) for m, p in scores.items()}, EQUAL)
+        assert ballots.ballot(i) == alone  # tuples of floats: equal means the same bits
+        # The same sums in plain Python floats, in voting order (the vote as once written).
+        combined = [0.0, 0.0, 0.0]
+        for p in scores.values():
+            p0, p1, p2 = (float(x) for x in p[i])
+            total = p0 + p1 + p2
+            for c, x in enumerate((p0 / total, p1 / total, p2 / total)):
+                combined[c] += 0.25 * x
+        assert alone.probs == tuple(combined)
+
+
 # ----------------------------------------------------------------------------- the stage
 
 
@@ -143,6 +172,16 @@ def test_signals_are_the_vote_on_each_row_and_do_not_depend_on_the_batch(scorer)
     assert stage.on_features([]) == []
 
 
+def test_scoring_on_another_thread_gives_the_same_signals(scorer) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = feature_rows("ETHUSDT")[:40]
+    stage = EnsembleStage(scorer, EQUAL)
+    with ThreadPoolExecutor(1) as pool:
+        cast = stage.score_soon(rows, pool.submit)
+        assert cast() == stage.on_features(rows)
+
+
 def test_features_of_another_version_are_refused(scorer) -> None:  # type: ignore[no-untyped-def]
     row = replace(feature_rows("BTCUSDT")[0], feature_version="f0-old")
     with pytest.raises(StageError, match="do not match the models'"):
@@ -165,6 +204,24 @@ def test_a_broken_probability_row_fails_its_signal_with_the_model_named(scorer) 
         EnsembleStage(NanFor(), EQUAL).on_features([row])
     assert f"BTCUSDT:{row.event_time_ms}" in str(info.value)
     assert "probabilities of xgboost" in str(info.value)
+
+
+def test_a_broken_row_inside_a_batch_fails_that_rows_signal(scorer) -> None:  # type: ignore[no-untyped-def]
+    class NanAt2:
+        """The real scorer, except that lightgbm's third row comes out NaN."""
+
+        names, versions, feature_version = scorer.names, scorer.versions, scorer.feature_version
+
+        def score(self, tabular, window):  # type: ignore[no-untyped-def]
+            out = scorer.score(tabular, window)
+            out["lightgbm"][2] = np.nan
+            return out
+
+    rows = feature_rows("BTCUSDT")[:4]
+    with pytest.raises(StageError) as info:
+        EnsembleStage(NanAt2(), EQUAL).on_features(rows)
+    assert f"BTCUSDT:{rows[2].event_time_ms}" in str(info.value)
+    assert "probabilities of lightgbm" in str(info.value)
 
 
 def test_a_model_without_weight_or_twice_is_refused_at_start(scorer) -> None:  # type: ignore[no-untyped-def]
