@@ -18,7 +18,6 @@ import heapq
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +55,6 @@ from streams.stages import (
     SupervisorStage,
     partition_for,
 )
-from streams.stages.ensemble import Submit, at_once
 from streams.stages.features import bar_closed
 from streams.stages.supervisor import SupervisorState
 from streams.topics import Topic
@@ -171,27 +169,20 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the block
     def score_block(
-        self, minutes: list[tuple[int, list[TickReceived]]], submit: Submit = at_once
-    ) -> Callable[[], list[tuple[list[FeaturesComputed], list[SignalScored]]]]:
+        self, minutes: list[tuple[int, list[TickReceived]]]
+    ) -> list[tuple[list[FeaturesComputed], list[SignalScored]]]:
         """Features and ensemble signals of several minutes at once, per minute.
 
         Neither depends on trades, rewards or any other feedback (they are functions of the
         market data alone), so scoring a block of minutes in one batch before the minutes are
-        stepped through changes no result; it only amortises the scorer's per-call cost. The
-        features are computed now, the scorer calls go to ``submit``; the returned function
-        waits for them and casts the votes.
+        stepped through changes no result; it only amortises the scorer's per-call cost.
         """
         per_minute = [self._features(ticks) for _t, ticks in minutes]
         rows = [row for minute_rows in per_minute for row in minute_rows]
-        cast = self.ensemble.score_soon(rows, submit)
-
-        def signals_per_minute() -> list[tuple[list[FeaturesComputed], list[SignalScored]]]:
-            started = time.perf_counter_ns()
-            signals = iter(cast())
-            self._time("ensemble", started, len(rows))
-            return [(r, [next(signals) for _ in r]) for r in per_minute]
-
-        return signals_per_minute
+        started = time.perf_counter_ns()
+        signals = iter(self.ensemble.on_features(rows))
+        self._time("ensemble", started, len(rows))
+        return [(r, [next(signals) for _ in r]) for r in per_minute]
 
     # ------------------------------------------------------------------ the minute
     def on_minute(
@@ -408,39 +399,6 @@ def blocks(
         yield block
 
 
-Block = list[tuple[int, list[TickReceived]]]
-Scored = list[tuple[list[FeaturesComputed], list[SignalScored]]]
-
-
-class HeldRecords:
-    """Records sunk while a block is read, kept until the block's turn to be stepped through."""
-
-    def __init__(self) -> None:
-        self._records: list[AvroRecord] = []
-
-    def put(self, record: AvroRecord) -> None:
-        """Hold ``record``."""
-        self._records.append(record)
-
-    def take(self) -> list[AvroRecord]:
-        """Everything held since the last call, in order."""
-        taken, self._records = self._records, []
-        return taken
-
-
-def _step(
-    pipeline: Pipeline,
-    sink: Sink,
-    held: list[AvroRecord],
-    block: Block,
-    scored: Callable[[], Scored],
-) -> None:
-    for record in held:
-        sink(record)
-    for (t, ticks), (rows, signals) in zip(block, scored(), strict=True):
-        pipeline.on_minute(t, ticks, rows, signals)
-
-
 def run(
     data: Path,
     scorer: Scorer,
@@ -469,19 +427,9 @@ def run(
     _readers, items = open_data_set(data, symbols, window)
     started = time.perf_counter()
     history = TickHistory(cfg.max_event_skew_ms)
-    # Block k+1 is read, featurised and handed to the scoring thread before block k is stepped
-    # through; what reading sinks (dead letters) is held back so the sink's order is unchanged.
-    held = HeldRecords()
-    minutes = ticks_by_minute(items, held.put, history, cfg.partitions)
-    previous: tuple[list[AvroRecord], Block, Callable[[], Scored]] | None = None
-    with ThreadPoolExecutor(1, thread_name_prefix="qt-runner-scorer") as scoring:
-        for block in blocks(minutes, block_minutes):
-            current = (held.take(), block, pipeline.score_block(block, scoring.submit))
-            if previous is not None:
-                _step(pipeline, sink, *previous)
-            previous = current
-        if previous is not None:
-            _step(pipeline, sink, *previous)
+    for block in blocks(ticks_by_minute(items, sink, history, cfg.partitions), block_minutes):
+        for (t, ticks), (rows, signals) in zip(block, pipeline.score_block(block), strict=True):
+            pipeline.on_minute(t, ticks, rows, signals)
     pipeline.finish()
     pipeline.stats.elapsed_s = time.perf_counter() - started
     if pipeline.stats.bars == 0:

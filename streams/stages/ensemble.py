@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -41,16 +40,6 @@ from streams.vocabulary import CLASSES, Action, ModelEventKind
 _PROB_TOLERANCE = 1e-6
 
 Probs = tuple[float, float, float]
-Scores = dict[str, np.ndarray]
-Submit = Callable[[Callable[[], tuple[Scores, int]]], "Future[tuple[Scores, int]]"]
-"""Where :meth:`EnsembleStage.score_soon` runs the scorer: ``ThreadPoolExecutor.submit``."""
-
-
-def at_once(fn: Callable[[], tuple[Scores, int]]) -> Future[tuple[Scores, int]]:
-    """A :data:`Submit` that runs ``fn`` in the caller's thread (exceptions raise here)."""
-    done: Future[tuple[Scores, int]] = Future()
-    done.set_result(fn())
-    return done
 
 
 class Scorer(Protocol):
@@ -361,58 +350,28 @@ class EnsembleStage:
 
     def on_features(self, batch: Sequence[FeaturesComputed]) -> list[SignalScored]:
         """One signal per feature row, in batch order (one scorer call per model set)."""
-        return self.score_soon(batch, at_once)()
-
-    def score_soon(
-        self, batch: Sequence[FeaturesComputed], submit: Submit
-    ) -> Callable[[], list[SignalScored]]:
-        """:meth:`on_features` in two halves: the scorer calls go to ``submit`` now, the votes
-        are cast when the returned function is called.
-
-        The runner submits to a background thread (ONNX Runtime releases the GIL), so the
-        models score the next block while the stateful stages step through this one. Each
-        row is still scored exactly as :meth:`on_features` scores it: same sessions, same
-        calls, same order, so the signals are the same bytes.
-        """
         if not batch:
-            return list
+            return []
         self._check(batch)
-        casts = []
+        out: list[SignalScored] = []
         for run in self._runs(list(batch)):
             self.swap_due(run[0].event_time_ms)
-            casts.append(self._submit(run, submit))
-        return lambda: [signal for cast in casts for signal in cast()]
+            out.extend(self._score(run))
+        return out
 
-    def _submit(
-        self, rows: list[FeaturesComputed], submit: Submit
-    ) -> Callable[[], list[SignalScored]]:
-        # The served set as of now: a later swap must not change how these rows are voted.
-        scorer, weights, versions = self.scorer, self.weights, self.versions
-
-        def timed() -> tuple[Scores, int]:
-            started = time.perf_counter_ns()
-            scores = scorer.score(tabular_of(rows), window_of(rows))
-            return scores, (time.perf_counter_ns() - started) // 1000
-
-        future = submit(timed)
-
-        def cast() -> list[SignalScored]:
-            scores, elapsed_us = future.result()
-            latency = int(elapsed_us // len(rows)) if self.measure_latency else 0
-            return self._ballots(rows, scores, scorer.names, weights, versions, latency)
-
-        return cast
+    def _score(self, rows: list[FeaturesComputed]) -> list[SignalScored]:
+        started = time.perf_counter_ns()
+        scores = self.scorer.score(tabular_of(rows), window_of(rows))
+        elapsed_us = (time.perf_counter_ns() - started) // 1000
+        latency = int(elapsed_us // len(rows)) if self.measure_latency else 0
+        return self._ballots(rows, scores, latency)
 
     def _ballots(
-        self,
-        rows: list[FeaturesComputed],
-        scores: Scores,
-        names: Sequence[str],
-        weights: Mapping[str, float],
-        versions: Mapping[str, str],
-        latency: int,
+        self, rows: list[FeaturesComputed], scores: dict[str, np.ndarray], latency: int
     ) -> list[SignalScored]:
-        normed = {m: normalised_rows(scores[m]) for m in names}
+        """The signals of ``rows``: every row's vote cast at once (:func:`vote_rows`)."""
+        weights = self.weights
+        normed = {m: normalised_rows(scores[m]) for m in self.scorer.names}
         valid = np.logical_and.reduce([valid_rows(p) for p in normed.values()])
         # Row by row, the first failing vote was row 0's (weights fail every row) or the first
         # invalid row's (argmin: the first False): vote those alone, for the same error.
@@ -426,7 +385,7 @@ class EnsembleStage:
                 ids.signal_id(f.symbol, f.event_time_ms),
                 f,
                 {m: tuple(p[i]) for m, p in as_lists.items()},
-                versions,
+                self.versions,
                 ballots.ballot(i),
                 latency,
             )

@@ -5,9 +5,9 @@
 settings (50% confidence gate: the default edge gate makes no trade, so nothing after the
 supervisor would be exercised), ``reps`` times, and writes
 ``tests/benchmarks/results/runner.json``: bars/s of each repetition (best and median), the
-process CPU seconds of each (both threads: the runner scores on a second one), the 1-minute
-load average before and after (the machine is shared), per-stage latency p50/p99 of the last
-repetition, the stages' share of the wall time and the trades' sha256.
+process CPU seconds of each, the 1-minute load average before and after (the machine is
+shared), per-stage latency p50/p99 of the last repetition, the stages' share of the wall time
+and the trades' sha256.
 """
 
 from __future__ import annotations

@@ -172,16 +172,6 @@ def test_signals_are_the_vote_on_each_row_and_do_not_depend_on_the_batch(scorer)
     assert stage.on_features([]) == []
 
 
-def test_scoring_on_another_thread_gives_the_same_signals(scorer) -> None:  # type: ignore[no-untyped-def]
-    from concurrent.futures import ThreadPoolExecutor
-
-    rows = feature_rows("ETHUSDT")[:40]
-    stage = EnsembleStage(scorer, EQUAL)
-    with ThreadPoolExecutor(1) as pool:
-        cast = stage.score_soon(rows, pool.submit)
-        assert cast() == stage.on_features(rows)
-
-
 def test_features_of_another_version_are_refused(scorer) -> None:  # type: ignore[no-untyped-def]
     row = replace(feature_rows("BTCUSDT")[0], feature_version="f0-old")
     with pytest.raises(StageError, match="do not match the models'"):
