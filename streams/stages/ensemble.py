@@ -186,10 +186,14 @@ def vote(probs: Mapping[str, Sequence[float]], weights: Mapping[str, float]) -> 
 
 
 def model_vote(
-    model: str, version: str, probs: Probs, weight: float, latency_us: int, as_of_ms: int
-) -> ModelVote:
-    """One model's vote record: its own arg-max action (ties -> HOLD) and that probability."""
-    action = argmax_action(probs)
+    model: str, version: str, probs: Probs, weight: float, latency_us: int, as_of_ms: int,
+    action: Action | None = None,
+) -> ModelVote:  # fmt: skip
+    """One model's vote record: its own arg-max action (ties -> HOLD) and that probability.
+
+    ``action`` is that arg-max when the caller has it already (:func:`argmax_rows`).
+    """
+    action = argmax_action(probs) if action is None else action
     return ModelVote(
         model=model,
         version=version,
@@ -209,11 +213,13 @@ def signal_record(
     versions: Mapping[str, str],
     ballot: Ballot,
     latency_us: int,
+    actions: Mapping[str, Action] | None = None,
 ) -> SignalScored:
-    """The contract record of a ballot on ``features`` (votes in voting order)."""
+    """The contract record of a ballot on ``features`` (votes in voting order; ``actions``:
+    each model's own arg-max, when the caller has them)."""
     t = features.event_time_ms
     votes = tuple(
-        model_vote(m, versions[m], p, w, latency_us, t)
+        model_vote(m, versions[m], p, w, latency_us, t, None if actions is None else actions[m])
         for (m, p), w in zip(probs.items(), ballot.weights, strict=True)
     )
     return SignalScored(
@@ -380,6 +386,7 @@ class EnsembleStage:
                                weights)  # fmt: skip
         ballots = vote_rows(normed, weights)
         as_lists = {m: p.tolist() for m, p in normed.items()}
+        actions = {m: [CLASSES[k] for k in argmax_rows(p).tolist()] for m, p in normed.items()}
         return [
             signal_record(
                 ids.signal_id(f.symbol, f.event_time_ms),
@@ -388,6 +395,7 @@ class EnsembleStage:
                 self.versions,
                 ballots.ballot(i),
                 latency,
+                {m: a[i] for m, a in actions.items()},
             )
             for i, f in enumerate(rows)
         ]
