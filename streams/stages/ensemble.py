@@ -76,18 +76,11 @@ class Ballot(NamedTuple):
 # ----------------------------------------------------------------------------- rules
 
 
-_HOLD = CLASSES.index(Action.HOLD)
-
-
-def argmax_rows(probs: np.ndarray) -> np.ndarray:
-    """Arg-max class index of each (N, 3) row; an exact tie for the top resolves to HOLD."""
-    winners = probs == probs.max(axis=1, keepdims=True)
-    return np.where(winners.sum(axis=1) == 1, winners.argmax(axis=1), _HOLD)
-
-
 def argmax_action(probs: Sequence[float]) -> Action:
     """Arg-max class of ``probs``; an exact tie for the top resolves to HOLD."""
-    return CLASSES[int(argmax_rows(np.asarray([probs], dtype=np.float64))[0])]
+    top = max(probs)
+    winners = [cls for cls, p in zip(CLASSES, probs, strict=True) if p == top]
+    return winners[0] if len(winners) == 1 else Action.HOLD
 
 
 def validate_probs(what: str, probs: Sequence[float]) -> Probs:
@@ -101,26 +94,13 @@ def validate_probs(what: str, probs: Sequence[float]) -> Probs:
     return (float(probs[0]), float(probs[1]), float(probs[2]))
 
 
-def valid_rows(probs: np.ndarray) -> np.ndarray:
-    """Which (N, 3) float64 rows :func:`validate_probs` accepts (the same tests, vectorised)."""
-    finite = np.isfinite(probs).all(axis=1) & (probs >= 0.0).all(axis=1)
-    total = (probs[:, 0] + probs[:, 1]) + probs[:, 2]  # sum()'s order
-    return finite & ~(np.abs(total - 1.0) > _PROB_TOLERANCE)
-
-
-def normalised_rows(scores: np.ndarray) -> np.ndarray:
-    """(N, 3) float32 probabilities as float64 rows summing to 1 (ONNX softmax sums are off by
-    ~1e-7); a row without a positive sum stays as it is, for the vote's validation to reject."""
-    p = np.asarray(scores, dtype=np.float64)
-    total = (p[:, 0] + p[:, 1]) + p[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where((total > 0.0)[:, None], p / total[:, None], p)
-
-
 def normalised(row: np.ndarray) -> Probs:
-    """One row of :func:`normalised_rows`."""
-    p0, p1, p2 = normalised_rows(np.asarray(row).reshape(1, 3))[0].tolist()
-    return (p0, p1, p2)
+    """A float32 probability row as float64 summing to 1 (ONNX softmax sums are off by ~1e-7)."""
+    p0, p1, p2 = (float(x) for x in row)
+    total = p0 + p1 + p2
+    if not total > 0.0:
+        return (p0, p1, p2)  # let the vote's validation reject it with the model named
+    return (p0 / total, p1 / total, p2 / total)
 
 
 def _vote_weights(models: Sequence[str], weights: Mapping[str, float]) -> tuple[float, ...]:
@@ -135,39 +115,6 @@ def _vote_weights(models: Sequence[str], weights: Mapping[str, float]) -> tuple[
     return tuple(w / total for w in raw)
 
 
-class Ballots(NamedTuple):
-    """The outcomes of N votes (:func:`vote_rows`)."""
-
-    weights: tuple[float, ...]
-    probs: np.ndarray
-    """(N, 3) float64 ensemble distributions."""
-    actions: np.ndarray
-    """(N,) class index of each row's action."""
-
-    def ballot(self, i: int) -> Ballot:
-        """Row ``i`` as a :class:`Ballot`."""
-        p0, p1, p2 = self.probs[i].tolist()
-        k = int(self.actions[i])
-        total: Probs = (p0, p1, p2)
-        return Ballot(self.weights, total, CLASSES[k], total[k])
-
-
-def vote_rows(probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> Ballots:
-    """:func:`vote` of N rows at once: ``probs`` are (N, 3) float64 per model, voting order.
-
-    Rows must be valid (:func:`valid_rows`). The sums are the same float64 operations in the
-    same order as one row's vote, so every row gets the same bits as voted alone.
-    """
-    if not probs:
-        raise InvalidInputError("votes", probs, "at least one model vote")
-    norm = _vote_weights(list(probs), weights)
-    first = next(iter(probs.values()))
-    combined = np.zeros((len(first), 3), dtype=np.float64)
-    for p, w in zip(probs.values(), norm, strict=True):
-        combined += w * p
-    return Ballots(norm, combined, argmax_rows(combined))
-
-
 def vote(probs: Mapping[str, Sequence[float]], weights: Mapping[str, float]) -> Ballot:
     """Combine each model's ``probs`` (in voting order) with ``weights`` into one ballot.
 
@@ -177,23 +124,25 @@ def vote(probs: Mapping[str, Sequence[float]], weights: Mapping[str, float]) -> 
     """
     if not probs:
         raise InvalidInputError("votes", probs, "at least one model vote")
-    checked = {m: validate_probs(f"probabilities of {m}", p) for m, p in probs.items()}
-    rows = {m: np.array([p], dtype=np.float64) for m, p in checked.items()}
-    return vote_rows(rows, weights).ballot(0)
+    checked = [validate_probs(f"probabilities of {m}", p) for m, p in probs.items()]
+    norm = _vote_weights(list(probs), weights)
+    combined = [0.0, 0.0, 0.0]
+    for p, w in zip(checked, norm, strict=True):
+        for i in range(3):
+            combined[i] += w * p[i]
+    total: Probs = (combined[0], combined[1], combined[2])
+    action = argmax_action(total)
+    return Ballot(norm, total, action, total[CLASSES.index(action)])
 
 
 # ----------------------------------------------------------------------------- records
 
 
 def model_vote(
-    model: str, version: str, probs: Probs, weight: float, latency_us: int, as_of_ms: int,
-    action: Action | None = None,
-) -> ModelVote:  # fmt: skip
-    """One model's vote record: its own arg-max action (ties -> HOLD) and that probability.
-
-    ``action`` is that arg-max when the caller has it already (:func:`argmax_rows`).
-    """
-    action = argmax_action(probs) if action is None else action
+    model: str, version: str, probs: Probs, weight: float, latency_us: int, as_of_ms: int
+) -> ModelVote:
+    """One model's vote record: its own arg-max action (ties -> HOLD) and that probability."""
+    action = argmax_action(probs)
     return ModelVote(
         model=model,
         version=version,
@@ -213,13 +162,11 @@ def signal_record(
     versions: Mapping[str, str],
     ballot: Ballot,
     latency_us: int,
-    actions: Mapping[str, Action] | None = None,
 ) -> SignalScored:
-    """The contract record of a ballot on ``features`` (votes in voting order; ``actions``:
-    each model's own arg-max, when the caller has them)."""
+    """The contract record of a ballot on ``features`` (votes in voting order)."""
     t = features.event_time_ms
     votes = tuple(
-        model_vote(m, versions[m], p, w, latency_us, t, None if actions is None else actions[m])
+        model_vote(m, versions[m], p, w, latency_us, t)
         for (m, p), w in zip(probs.items(), ballot.weights, strict=True)
     )
     return SignalScored(
@@ -370,43 +317,13 @@ class EnsembleStage:
         scores = self.scorer.score(tabular_of(rows), window_of(rows))
         elapsed_us = (time.perf_counter_ns() - started) // 1000
         latency = int(elapsed_us // len(rows)) if self.measure_latency else 0
-        return self._ballots(rows, scores, latency)
-
-    def _ballots(
-        self, rows: list[FeaturesComputed], scores: dict[str, np.ndarray], latency: int
-    ) -> list[SignalScored]:
-        """The signals of ``rows``: every row's vote cast at once (:func:`vote_rows`)."""
-        weights = self.weights
-        normed = {m: normalised_rows(scores[m]) for m in self.scorer.names}
-        valid = np.logical_and.reduce([valid_rows(p) for p in normed.values()])
-        # Row by row, the first failing vote was row 0's (weights fail every row) or the first
-        # invalid row's (argmin: the first False): vote those alone, for the same error.
-        for i in sorted({0, int(valid.argmin())}):
-            self._vote_or_fail(rows[i], {m: tuple(p[i].tolist()) for m, p in normed.items()},
-                               weights)  # fmt: skip
-        ballots = vote_rows(normed, weights)
-        as_lists = {m: p.tolist() for m, p in normed.items()}
-        actions = {m: [CLASSES[k] for k in argmax_rows(p).tolist()] for m, p in normed.items()}
-        return [
-            signal_record(
-                ids.signal_id(f.symbol, f.event_time_ms),
-                f,
-                {m: tuple(p[i]) for m, p in as_lists.items()},
-                self.versions,
-                ballots.ballot(i),
-                latency,
-                {m: a[i] for m, a in actions.items()},
-            )
-            for i, f in enumerate(rows)
-        ]
-
-    def _vote_or_fail(
-        self, row: FeaturesComputed, probs: Mapping[str, Sequence[float]],
-        weights: Mapping[str, float],
-    ) -> None:  # fmt: skip
-        try:
-            vote(probs, weights)
-        except InvalidInputError as exc:
-            raise StageError(
-                self.stage, ids.signal_id(row.symbol, row.event_time_ms), str(exc)
-            ) from exc
+        out: list[SignalScored] = []
+        for i, f in enumerate(rows):
+            probs = {m: normalised(scores[m][i]) for m in self.scorer.names}
+            sid = ids.signal_id(f.symbol, f.event_time_ms)
+            try:
+                ballot = vote(probs, self.weights)
+            except InvalidInputError as exc:
+                raise StageError(self.stage, sid, str(exc)) from exc
+            out.append(signal_record(sid, f, probs, self.versions, ballot, latency))
+        return out

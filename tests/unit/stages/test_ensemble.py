@@ -13,14 +13,7 @@ from hypothesis import strategies as st
 from streams.contracts.records import SignalScored
 from streams.errors import InvalidInputError, StageError
 from streams.stages import EnsembleStage
-from streams.stages.ensemble import (
-    argmax_action,
-    model_vote,
-    normalised,
-    normalised_rows,
-    vote,
-    vote_rows,
-)
+from streams.stages.ensemble import argmax_action, model_vote, normalised, vote
 from streams.stages.features import tabular_of, window_of
 from streams.vocabulary import Action
 from tests.unit.stages.factories import T0
@@ -116,28 +109,6 @@ def test_normalised_sums_to_one_in_float64_and_leaves_a_zero_row_to_the_vote() -
     zero = normalised(np.zeros(3, dtype=np.float32))
     with pytest.raises(InvalidInputError):
         vote({"xgboost": zero}, EQUAL)
-
-
-# Few distinct values, so ties for the top and equal rows come up often.
-_value = st.sampled_from([0.0, 0.1, 0.2, 0.25, 0.3, 0.45, 0.5, 1 / 3, 0.7])
-_probs = st.tuples(_value, _value, _value).filter(lambda p: sum(p) > 0)
-
-
-@given(st.lists(st.tuples(_probs, _probs, _probs, _probs), min_size=1, max_size=12))
-def test_votes_of_many_rows_are_the_bits_of_each_row_voted_alone(rows) -> None:  # type: ignore[no-untyped-def]
-    scores = {m: np.array([r[k] for r in rows], dtype=np.float32) for k, m in enumerate(EQUAL)}
-    ballots = vote_rows({m: normalised_rows(p) for m, p in scores.items()}, EQUAL)
-    for i in range(len(rows)):
-        alone = vote({m: normalised(p[i]) for m, p in scores.items()}, EQUAL)
-        assert ballots.ballot(i) == alone  # tuples of floats: equal means the same bits
-        # The same sums in plain Python floats, in voting order (the vote as once written).
-        combined = [0.0, 0.0, 0.0]
-        for p in scores.values():
-            p0, p1, p2 = (float(x) for x in p[i])
-            total = p0 + p1 + p2
-            for c, x in enumerate((p0 / total, p1 / total, p2 / total)):
-                combined[c] += 0.25 * x
-        assert alone.probs == tuple(combined)
 
 
 # ----------------------------------------------------------------------------- the stage
