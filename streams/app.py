@@ -57,8 +57,8 @@ log = logging.getLogger(__name__)
 #: Largest batch an agent takes, and how long it waits to fill one (seconds).
 BATCH_MAX = 500
 BATCH_WITHIN = 0.002
-#: A stage waits at least this many times its last flush's duration before the next one: a
-#: flush re-encodes whole documents, and a merge buffering a backlog made them take longer
+#: A stage waits at least this many times its last flush's encoding time before the next one:
+#: a flush re-encodes whole documents, and a merge buffering a backlog made them take longer
 #: than QT_STATE_FLUSH_MS (the demo's worker spent 90% of its time storing state).
 FLUSH_COST_FACTOR = 20.0
 
@@ -309,14 +309,16 @@ class DurableAgent:
         # Outputs first: a state that says "sent" must never outlive outputs that were not.
         deliveries, self._deliveries = self._deliveries, []
         await asyncio.gather(*deliveries)
+        encoding = time.perf_counter()
         self.runtime.flush()
+        # The encoding holds the event loop; waiting for the broker above does not.
+        encoded_s = time.perf_counter() - encoding
+        self._flush_interval_s = max(self.flush_every_s, FLUSH_COST_FACTOR * encoded_s)
         held, self._held = self._held, []
         consumer = self.app.consumer
         for event in held:
             event.message.ack(consumer)
-        took = time.perf_counter() - started
-        self._flush_interval_s = max(self.flush_every_s, FLUSH_COST_FACTOR * took)
-        metrics().state_flush(self.runtime.name, took)
+        metrics().state_flush(self.runtime.name, time.perf_counter() - started)
 
     async def on_revoked(self, revoked: Iterable[Any]) -> None:
         """Store what this worker has, then drop the instances of partitions it lost.
