@@ -31,7 +31,9 @@ from streams.agents.durable import (
     StageRuntime,
     app_name,
     assemble_state,
+    faust_topics,
     state_head_key,
+    state_partitions,
     state_parts,
     state_table_name,
 )
@@ -46,7 +48,6 @@ from streams.topics import Topic, topic_name
 from streams.topology import (
     STAGES,
     TOPICS,
-    Partitioning,
     StageSpec,
     partitions_of,
     wanted_topics,
@@ -73,11 +74,19 @@ def ensure_topics(
     ``keep_forever`` (the default): no time retention, see :func:`streams.kafka_io.ensure_topics`;
     every record carries its event time, so a replay of history into topics a worker created
     with the broker's retention would be deleted before the run is read.
+
+    Faust's own topics (the state changelogs, its leader topic) are created here too, before any
+    worker joins: created by the worker at its start, a topic could still be missing from the
+    broker's metadata when the group formed, and Faust's assignor leaves it out ("Ignoring
+    missing topic": the table never recovers and the worker stalls, seen on a just-started
+    broker).
     """
-    wanted = wanted_topics(settings.topic_prefix, settings.partitions)
+    internal = faust_topics(settings.app_id, settings.topic_prefix, settings.partitions, STAGES)
+    wanted = wanted_topics(settings.topic_prefix, settings.partitions) | internal
+    changelogs = [name for name in internal if name.endswith("-changelog")]
     return kafka_io.ensure_topics(
         bootstrap, wanted, replication_factor=settings.replication_factor,
-        keep_forever=keep_forever, timeout_s=timeout_s,
+        keep_forever=keep_forever, timeout_s=timeout_s, compacted=changelogs,
     )  # fmt: skip
 
 
@@ -425,7 +434,7 @@ def build_app(
         health.register(spec.name, (topic_name(t, settings.topic_prefix) for t in inputs))
         table = app.Table(
             state_table_name(spec.name),
-            partitions=1 if spec.partitioning is Partitioning.SINGLE else settings.partitions,
+            partitions=state_partitions(spec, settings.partitions),
             key_type=bytes,
             value_type=bytes,
         )

@@ -44,12 +44,13 @@ from streams.agents.durable import (
     decode_state,
     encode_state,
     state_changelog_topic,
+    state_partitions,
     state_parts,
 )
 from streams.config import Settings
 from streams.ordering import WATERMARK_HEADER, header_value
 from streams.topics import Topic, topic_name
-from streams.topology import STAGES, Partitioning, StageSpec
+from streams.topology import STAGES, StageSpec
 
 #: Events a warming stage handles per batch (the worker's batch size).
 WARM_BATCH = 500
@@ -283,7 +284,7 @@ def warm_state(
         stored = stored_documents(bootstrap, changelog, cuts)
         warm = warm_stage(spec, builders[spec.name], decoder, stored, list(cuts.values()))
         rebased = {p: rebase_document(d, source_prefix, target_prefix) for p, d in warm.items()}
-        partitions = 1 if spec.partitioning is Partitioning.SINGLE else settings.partitions
+        partitions = state_partitions(spec, settings.partitions)
         target = state_changelog_topic(settings.app_id, target_prefix, spec.name)
         seed_changelog(bootstrap, target, partitions, rebased, settings.replication_factor)
         read_count = sum(len(c.events) for c in cuts.values())

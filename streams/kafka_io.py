@@ -26,7 +26,7 @@ import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -289,14 +289,23 @@ def check_partitions(wanted: Mapping[str, int], existing: Mapping[str, int]) -> 
 
 
 def new_topics(
-    wanted: Mapping[str, int], replication_factor: int, keep_forever: bool
+    wanted: Mapping[str, int],
+    replication_factor: int,
+    keep_forever: bool,
+    compacted: Collection[str] = (),
 ) -> list[NewTopic]:
-    """``NewTopic`` requests for ``wanted``; ``keep_forever`` turns time-based retention off."""
+    """``NewTopic`` requests for ``wanted``; ``keep_forever`` turns time-based retention off;
+    the ``compacted`` ones keep each key's latest value instead (state changelogs)."""
     from confluent_kafka.admin import NewTopic
 
     config = {"retention.ms": "-1"} if keep_forever else {}
     return [
-        NewTopic(name, num_partitions=n, replication_factor=replication_factor, config=config)
+        NewTopic(
+            name,
+            num_partitions=n,
+            replication_factor=replication_factor,
+            config={"cleanup.policy": "compact"} if name in compacted else config,
+        )
         for name, n in wanted.items()
     ]
 
@@ -345,8 +354,13 @@ def ensure_topics(
     keep_forever: bool = False,
     timeout_s: float = 30.0,
     exact_partitions: bool = True,
+    compacted: Collection[str] = (),
 ) -> list[str]:
     """Create the topics of ``wanted`` (name -> partitions) that are missing; their names.
+
+    Returns once every created topic is in the broker's metadata with its partitions: a consumer
+    group formed before that leaves a topic out of its assignment (Faust's assignor: "Ignoring
+    missing topic"), which stalled workers started on a broker that had just come up.
 
     An existing topic with another partition count is refused (:class:`PartitionCountError`),
     also one a concurrent creator made meanwhile, unless ``exact_partitions=False`` (a replay
@@ -362,9 +376,12 @@ def ensure_topics(
         if exact_partitions:
             check_partitions(wanted, existing)
         missing = {name: n for name, n in wanted.items() if name not in existing}
-        raced = _create(admin, new_topics(missing, replication_factor, keep_forever), timeout_s)
+        requests = new_topics(missing, replication_factor, keep_forever, compacted)
+        raced = _create(admin, requests, timeout_s)
         if raced and exact_partitions:
             check_partitions({n: missing[n] for n in raced}, partition_counts(admin, timeout_s))
+        for name in missing:
+            topic_partitions(admin, bootstrap, name, timeout_s)
     except KafkaException as exc:
         raise broker_error(bootstrap, "creating topics", exc) from exc
     return list(missing)

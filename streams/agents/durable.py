@@ -354,6 +354,24 @@ def state_changelog_topic(app_id: str, prefix: str, stage: str) -> str:
     return f"{app_name(app_id, prefix)}-{state_table_name(stage)}-changelog"
 
 
+def state_partitions(spec: StageSpec, partitions: int) -> int:
+    """Partitions of ``spec``'s table (and changelog): one for a single-instance stage."""
+    return 1 if spec.partitioning is Partitioning.SINGLE else partitions
+
+
+def faust_topics(
+    app_id: str, prefix: str, partitions: int, stages: Iterable[StageSpec]
+) -> dict[str, int]:
+    """The topics Faust creates itself at start -> partitions: the stages' state changelogs
+    (compacted) and its assignor's leader topic (``<app>-__assignor-__leader``)."""
+    out = {
+        state_changelog_topic(app_id, prefix, s.name): state_partitions(s, partitions)
+        for s in stages
+    }
+    out[f"{app_name(app_id, prefix)}-__assignor-__leader"] = 1
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class StoredHead:
     """Where an instance's latest stored document is, as its head record says."""

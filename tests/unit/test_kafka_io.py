@@ -164,6 +164,9 @@ def test_new_topics_carry_partitions_replication_and_retention() -> None:
     assert kept.config == {"retention.ms": "-1"} and default.num_partitions == 1
     (plain,) = kafka_io.new_topics({"a": 2}, 1, keep_forever=False)
     assert plain.config == {}
+    log, changelog = kafka_io.new_topics({"a": 2, "c": 2}, 1, keep_forever=True, compacted={"c"})
+    assert log.config == {"retention.ms": "-1"}
+    assert changelog.config == {"cleanup.policy": "compact"}  # a state changelog keeps each key
 
 
 def test_unreachable_broker_when_ensuring_topics_is_a_clear_error() -> None:

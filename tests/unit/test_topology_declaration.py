@@ -181,3 +181,21 @@ def test_the_runner_refuses_a_topology_without_a_stage_it_needs() -> None:
     scorer = EnsembleScorer.from_registry(Settings().registry_dir)
     with pytest.raises(RunError, match="risk"):
         Pipeline(Settings(), scorer, lambda r: None, stages=stages)
+
+
+def test_the_topics_created_before_a_worker_are_the_ones_faust_would_create() -> None:
+    """ensure_topics pre-creates Faust's changelogs and leader topic (a worker that creates them
+    itself on a just-started broker can form its group before they are in the metadata)."""
+    from streams.agents.durable import faust_topics
+    from streams.app import build_app
+
+    settings = Settings(topic_prefix="p.", partitions=3)
+    app = build_app(settings, "127.0.0.1:9", embedded=False, web_port=16067)
+    changelogs = {
+        t.changelog_topic.get_topic_name(): t.changelog_topic.partitions
+        for t in app.tables.values()
+    }
+    leader = app._leader_assignor._leader_topic  # what Faust declares at start
+    expected = changelogs | {leader.get_topic_name(): leader.partitions}
+    assert faust_topics(settings.app_id, "p.", 3, STAGES) == expected
+    assert {1, 3} == set(changelogs.values())  # single-instance stages have one partition
