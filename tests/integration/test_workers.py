@@ -68,14 +68,6 @@ def test_two_workers_from_the_start_trade_exactly_as_the_in_process_runner(
         assert two["counts"].get(key) == runner["counts"].get(key), key
 
 
-@pytest.mark.xfail(
-    reason="open (issue 9): runs in session 4 found two stalls and fixed them (a partition "
-    "with no committed offset was never sought back after the rebalance: faust_patches F3; "
-    "the revocation's documents reached the broker late); after the fixes one run passed "
-    "(114 s) and one, started on a broker that had just come up, processed nothing in 650 s "
-    "(the worker's metadata reported the run's topics missing); not yet shown to hold",
-    strict=False,
-)
 def test_a_second_worker_joining_mid_run_takes_over_partitions_and_changes_no_trade(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
