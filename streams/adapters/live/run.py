@@ -3,7 +3,9 @@
 1. uses ``QT_KAFKA_BOOTSTRAP`` or starts the embedded broker, creates the topology's topics;
 2. starts one Faust worker of the whole topology (``join=False``), as the demo does;
 3. resumes every symbol after its newest kline already in ``market.ticks`` (:mod:`.resume`);
-   others start at ``since`` or warm up from ``warmup_minutes`` of history;
+   others start at ``since`` or warm up from ``warmup_minutes`` of history; with a universe
+   (``--universe N``) the start's selection is refreshed on the exchange clock while it runs
+   (:class:`~.universe.UniverseTracker`, changes on ``universe.events``);
 4. runs :class:`~.ingest.LiveIngest` until ``until_ms`` (then the end-of-stream watermark, the
    drain and a run report like a replay's) or until interrupted (Ctrl-C: the ingest stops,
    flushes and the worker is stopped; the topics keep everything for a later run or replay).
@@ -21,7 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from streams.adapters.live.ingest import LiveIngest, LiveSummary
 from streams.adapters.live.resume import last_kline_times
-from streams.adapters.live.universe import UniverseRule, UniverseSelection, selection_of
+from streams.adapters.live.universe import (
+    UniverseRule,
+    UniverseSelection,
+    UniverseTracker,
+    selection_of,
+)
 from streams.config import LiveConfig, Settings, UniverseConfig
 
 if TYPE_CHECKING:
@@ -39,11 +46,21 @@ class LivePlan:
     join: bool = False  # True: only ingest, a topology is already running on these topics
     run_dir: Path | None = None
     timeout_s: float = 1800.0
+    universe: UniverseSelection | None = None  # the start's selection: refreshed while running
 
 
 def universe_rule(config: UniverseConfig) -> UniverseRule:
     """The selection rule of the ``QT_LIVE__UNIVERSE__*`` settings."""
     return UniverseRule(config.size, config.min_listing_days, config.min_range, config.quote_asset)
+
+
+def universe_tracker(config: UniverseConfig, start: UniverseSelection) -> UniverseTracker:
+    """The running universe from the start's selection (its first refresh on the next grid
+    time of ``QT_LIVE__UNIVERSE__REFRESH_MINUTES``)."""
+    return UniverseTracker(
+        universe_rule(config), config.refresh_minutes * 60_000,
+        config.wind_down_minutes * 60_000, start,
+    )  # fmt: skip
 
 
 async def select_universe_now(live: LiveConfig) -> UniverseSelection:
@@ -99,9 +116,10 @@ async def ingest(
     )  # fmt: skip
     client = binance_client(live.market, live.rest_url, live.rest_timeout_s)
     rest = rest_client(client, live)
+    tracker = None if plan.universe is None else universe_tracker(live.universe, plan.universe)
     runner = LiveIngest(
         live, plan.symbols, sink, rest, starts=starts, until_ms=plan.until_ms,
-        end_of_stream=plan.until_ms is not None, on_progress=on_progress,
+        end_of_stream=plan.until_ms is not None, on_progress=on_progress, universe=tracker,
     )  # fmt: skip
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -199,6 +217,12 @@ def live_report(summary: LiveSummary) -> dict[str, Any]:
         "missing_on_exchange": dict(summary.sequencer.missing),
         "dead_letters": summary.dead_letters, "reconnects": summary.reconnects,
         "rest_requests": summary.rest.requests, "rest_rate_limited": summary.rest.rate_limited,
+        "universe_refreshes": summary.universe_refreshes,
+        "universe_changes": [
+            {"at_ms": e.event_time_ms, "symbol": e.symbol, "change": e.change.value,
+             "reason": e.reason}
+            for e in summary.universe_events
+        ],
         "connections": [
             {"name": c.name, "streams": len(c.streams), "sessions": c.sessions,
              "reconnects": c.reconnects, "rotations": c.rotations,

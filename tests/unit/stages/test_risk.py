@@ -126,8 +126,13 @@ def test_rule_order_is_fixed_and_first_failure_reported() -> None:
     assert _rule(evaluate(_d(margin=5_000.0, lev=31.0), s, LIMITS)) == RiskRule.MAX_MARGIN
     assert _rule(evaluate(_d(margin=2_000.0, lev=30.0), s, LIMITS)) == "approved"  # both at cap
     assert _rule(evaluate(_d(lev=30.5), s, LIMITS)) == RiskRule.MAX_LEVERAGE
-    order = [r for r, _check in RULES][:3]
-    assert order == [RiskRule.KILL_SWITCH, RiskRule.MAX_TOTAL_DRAWDOWN, RiskRule.DAILY_DRAWDOWN]
+    order = [r for r, _check in RULES][:4]
+    assert order == [
+        RiskRule.KILL_SWITCH,
+        RiskRule.LEFT_UNIVERSE,
+        RiskRule.MAX_TOTAL_DRAWDOWN,
+        RiskRule.DAILY_DRAWDOWN,
+    ]
 
 
 def test_max_concurrent_positions() -> None:
