@@ -314,6 +314,8 @@ class LiveIngest:
         if tracker is None or self._stopping:
             return
         at = tracker.due(clock)
+        if at is not None and self.until_ms is not None and at >= self.until_ms:
+            at = None  # a bounded run's end: nothing from then on is ingested
         if at is not None and self._refresh is None:
             self._refresh_at = at
             self._refresh = asyncio.create_task(self._refresh_universe(at), name="universe")
