@@ -237,6 +237,7 @@ def test_a_symbol_joins_a_running_sequencer_at_the_next_minute_owed_and_can_leav
     seq.add(kline("BBB", 3))
     seq.remove_symbol("AAA")  # left (wind-down over): nobody waits for it any more
     seq.remove_symbol("CCC")
+    assert seq.confirm(BackfillRequest("CCC", T0 + 3 * M, T0 + 4 * M), [kline("CCC", 3)]) == 0
     assert [(k.symbol, k.open_time_ms) for k in seq.release()] == [("BBB", T0 + 3 * M)]
     seq.remove_symbol("BBB")  # the last symbol stays: an empty universe has no frontier
     assert seq.symbols == ["BBB"]

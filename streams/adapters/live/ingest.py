@@ -36,6 +36,7 @@ from streams.adapters.live.klines import KlineMessageError, parse_stream_message
 from streams.adapters.live.rest import RestCounts, RestError
 from streams.adapters.live.sequencer import BackfillRequest, KlineSequencer, SequencerCounts
 from streams.adapters.live.universe import (
+    UniverseDataError,
     UniverseTracker,
     UniverseUpdate,
     selection_of,
@@ -325,21 +326,22 @@ class LiveIngest:
 
     async def _refresh_universe(self, at_ms: int) -> None:
         """One refresh at grid time ``at_ms``: its events written before klines from ``at_ms``."""
-        assert self.universe is not None
+        tracker = self.universe
+        assert tracker is not None
         try:
             info, tickers = await self.rest.universe_inputs()
-            selection = selection_of(info, tickers, self.universe.rule, at_ms=at_ms)
-            if not selection.symbols:  # an answer that selects nothing is no universe: keep ours
-                log.warning("universe refresh at %d selected nothing: universe kept", at_ms)
-                self.universe.next_at_ms = at_ms + self.universe.every_ms
-            else:
-                server = server_time_of(info, [])
-                update = self.universe.apply(selection, server)
-                self._send_universe(update)
-                for symbol in update.subscribe:
-                    await self._subscribe(symbol)
+            selection = selection_of(info, tickers, tracker.rule, at_ms=at_ms)
+            if not selection.symbols:
+                raise UniverseDataError("the answers select no symbol")
+            update = tracker.apply(selection, server_time_of(info, []))
+            self._send_universe(update)
+            for symbol in update.subscribe:
+                await self._subscribe(symbol)
             self.summary.universe_refreshes += 1
-        except (RestError, ValueError) as exc:  # ValueError: UniverseDataError, a bad answer
+        except UniverseDataError as exc:  # a bad answer is no universe: keep ours, retry later
+            log.warning("universe refresh at %d failed (%s): universe kept", at_ms, exc)
+            tracker.next_at_ms = at_ms + tracker.every_ms
+        except RestError as exc:
             self._failure = exc
         finally:
             self._refresh, self._refresh_at = None, None

@@ -143,6 +143,8 @@ class KlineSequencer:
 
         Returns how many klines were new (not seen on the stream or released already).
         """
+        if request.symbol not in self._next:
+            return 0  # it left the universe while the request was under way
         new = sum(self.add(k) for k in klines if k.symbol == request.symbol)
         nxt = self._next[request.symbol]
         pending, missing = self._pending[request.symbol], self._missing[request.symbol]
