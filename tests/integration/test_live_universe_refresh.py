@@ -131,6 +131,15 @@ async def test_symbols_join_and_leave_with_events_on_the_topic_and_no_stream_dro
     assert by_id[f"universe:{m(40)}:{joiner}"].rank == 1
     assert summary.universe_refreshes == 4  # at 40, 50, 60 and 70 (none at the end, 80)
 
+    # -- a restart reads the membership back: the universe it left, the joiner winding down
+    from streams.adapters.live.run import read_universe
+    from streams.config import Settings
+
+    restarted = universe_tracker(cfg.universe, start)
+    restarted.resume(read_universe(kafka_bootstrap, Settings(topic_prefix=unique_prefix)), m(70))
+    assert restarted.current is not None and set(restarted.current.symbols) == {kept, leaver}
+    assert restarted.winding_down == {joiner: m(75)}
+
     # -- the streams: changed on the one running session, nothing reconnected
     assert summary.reconnects == 0 and server.connections == 1
     assert [(r["method"], r["params"]) for r in server.requests_seen] == [
@@ -160,3 +169,59 @@ async def test_symbols_join_and_leave_with_events_on_the_topic_and_no_stream_dro
     for t in ticks:
         assert (t.open, t.close) == (float(data[t.symbol][t.event_time_ms][0]),
                                      float(data[t.symbol][t.event_time_ms][3]))  # fmt: skip
+
+
+def test_a_restarted_live_run_winds_down_a_symbol_its_new_selection_dropped(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Any
+) -> None:
+    """``live --join --universe 2`` twice (run_live, the command's path): the second run reads
+    the first one's universe back from ``universe.events``, so the symbol its selection drops
+    LEFT and keeps its stream (resumed after its last tick: no gap), the new one JOINED."""
+    from rich.console import Console
+
+    from streams.adapters.live.run import LivePlan, run_live
+    from streams.config import Settings
+    from tests.fakes.live_support import serving_in_thread
+
+    data = recorded(SYMBOLS, T0, m(100))
+    server = FakeBinance(data, m(30), 60.0)  # 1 simulated minute per second
+    universe = {"size": 2, "min_listing_days": 0, "min_range": 0, "wind_down_minutes": 120}
+    with serving_in_thread(server):
+        cfg = live_config(server, universe=universe, rotate_after_s=3600.0, idle_timeout_s=5.0)
+        settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=unique_prefix,
+                            live=cfg, runs_dir=tmp_path)  # fmt: skip
+
+        def run(until: int) -> tuple[Any, Any]:
+            start = asyncio.run(select_universe_now(cfg))
+            plan = LivePlan(start.symbols, since_ms=m(20), until_ms=until, join=True,
+                            universe=start)  # fmt: skip
+            return start, run_live(settings, plan, Console(stderr=True))[0]
+
+        first, _ = run(m(40))
+        kept, leaver = first.symbols
+        joiner = next(s for s in SYMBOLS if s not in first.symbols)
+        server.volume_factor = {(joiner, T0): 1000.0}  # from now on the joiner leads
+        second, summary = run(m(50))
+    assert set(second.symbols) == {joiner, kept}
+    events = universe_events(kafka_bootstrap, f"{unique_prefix}universe.events")
+    J, L = UniverseChangeKind.JOINED, UniverseChangeKind.LEFT
+    assert [(e.event_time_ms, e.symbol, e.change) for _k, _t, e in events] == [
+        (first.at_ms, kept, J), (first.at_ms, leaver, J),
+        (second.at_ms, joiner, J), (second.at_ms, leaver, L),
+    ]  # fmt: skip
+    assert [c["symbol"] for c in live_changes(summary)] == [joiner, leaver]
+    records = read_topic(kafka_bootstrap, f"{unique_prefix}market.ticks")
+    ticks = [
+        v for part in records.values() for _k, _t, _h, v in part if isinstance(v, TickReceived)
+    ]
+    assert minutes_of(sorted(ticks, key=lambda t: t.event_time_ms), leaver) == [
+        m(n) for n in range(20, 50)
+    ]  # through the restart: resumed after its last tick, streamed while winding down
+    came = minutes_of(sorted(ticks, key=lambda t: t.event_time_ms), joiner)
+    assert came and min(came) >= m(40) and came == list(range(min(came), m(50), MINUTE))
+
+
+def live_changes(summary: Any) -> list[dict[str, Any]]:
+    from streams.adapters.live.run import live_report
+
+    return list(live_report(summary)["universe_changes"])

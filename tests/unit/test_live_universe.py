@@ -243,6 +243,33 @@ def test_a_leaver_joining_again_during_its_wind_down_keeps_its_stream(
     )
 
 
+def test_a_restart_resumes_the_membership_an_earlier_run_wrote(
+    select: Callable[..., UniverseSelection],
+) -> None:
+    hour = 3_600_000
+    rule = UniverseRule(size=6, min_listing_days=0, min_range=0.03)
+    start, later = select(rule), select(rule, MAY_13)
+    earlier = UniverseTracker(rule, hour, wind_down_ms=2 * hour)
+    written = [*earlier.apply(start, start.at_ms).events, *earlier.apply(later, MAY_13).events]
+    # the restart at MAY_13 + 1 h selects the first day's universe again
+    again = UniverseSelection(MAY_13 + hour, start.symbols, start.candidates)
+    tracker = UniverseTracker(rule, hour, wind_down_ms=2 * hour, start=again)
+    tracker.resume(written, MAY_13 + hour)
+    assert tracker.current is not None and set(tracker.current.symbols) == set(later.symbols)
+    assert tracker.winding_down == earlier.winding_down  # the earlier leavers still wind down
+    assert set(tracker.streamed) == set(start.symbols) | set(later.symbols)
+    update = tracker.apply(again, MAY_13 + hour)
+    assert {(e.symbol, e.change) for e in update.events} == {
+        *((s, UniverseChangeKind.JOINED) for s in set(start.symbols) - set(later.symbols)),
+        *((s, UniverseChangeKind.LEFT) for s in set(later.symbols) - set(start.symbols)),
+    }
+    assert update.subscribe == ()  # every one of them is streamed from the start
+    # a wind-down that ended before the restart is not resumed
+    late = UniverseTracker(rule, hour, wind_down_ms=2 * hour, start=again)
+    late.resume(written, MAY_13 + 2 * hour)
+    assert late.winding_down == {}
+
+
 @pytest.mark.parametrize(
     ("info", "ticker"),
     [

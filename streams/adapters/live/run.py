@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from streams.adapters.live.universe import (
     selection_of,
 )
 from streams.config import LiveConfig, Settings, UniverseConfig
+from streams.contracts.records import UniverseChanged
 
 if TYPE_CHECKING:
     from streams.adapters.live.rest import RestKlines
@@ -87,11 +88,26 @@ def rest_client(client: Any, live: LiveConfig) -> RestKlines:
     )  # fmt: skip
 
 
+def read_universe(bootstrap: str, settings: Settings) -> list[UniverseChanged]:
+    """Every change on ``universe.events`` so far, in written order (one partition)."""
+    from streams.adapters.live.resume import written_values
+    from streams.contracts.codec import topic_codec
+
+    codec = topic_codec(Topic.UNIVERSE_EVENTS)
+    topic = topic_name(Topic.UNIVERSE_EVENTS, settings.topic_prefix)
+    records = [codec.decode_record(v) for v in written_values(bootstrap, topic)]
+    return [r for r in records if isinstance(r, UniverseChanged)]
+
+
 def resume_points(bootstrap: str, settings: Settings, plan: LivePlan) -> dict[str, int]:
-    """Next open time per symbol: after its newest tick in ``market.ticks``, else ``since``."""
+    """Next open time per symbol: after its newest tick in ``market.ticks``, else ``since``.
+
+    ``since`` is only for a topic none of the symbols is in yet: a symbol new to a topic that
+    has ticks starts with the others (the sequencer's rule), never behind their newest.
+    """
     topic = topic_name(Topic.MARKET_TICKS, settings.topic_prefix)
     starts = {s: t + 60_000 for s, t in last_kline_times(bootstrap, topic, plan.symbols).items()}
-    if plan.since_ms is not None:
+    if plan.since_ms is not None and not starts:
         for symbol in plan.symbols:
             starts.setdefault(symbol, plan.since_ms)
     return starts
@@ -104,6 +120,7 @@ async def ingest(
     starts: dict[str, int],
     idempotence: bool,
     on_progress: Callable[[LiveSummary], None] | None = None,
+    tracker: UniverseTracker | None = None,
 ) -> LiveSummary:
     """Run the ingest into the settings' topics; SIGINT/SIGTERM stop it cleanly."""
     from streams.adapters.live.rest import binance_client
@@ -116,7 +133,6 @@ async def ingest(
     )  # fmt: skip
     client = binance_client(live.market, live.rest_url, live.rest_timeout_s)
     rest = rest_client(client, live)
-    tracker = None if plan.universe is None else universe_tracker(live.universe, plan.universe)
     runner = LiveIngest(
         live, plan.symbols, sink, rest, starts=starts, until_ms=plan.until_ms,
         end_of_stream=plan.until_ms is not None, on_progress=on_progress, universe=tracker,
@@ -153,11 +169,16 @@ def run_live(
         embedded = broker.embedded or settings.kafka_embedded
         console.print(f"[bold]broker[/] {broker.bootstrap}; topics under '{settings.topic_prefix}'")
         ensure_topics(broker.bootstrap, settings, keep_forever=True)
+        tracker = None
+        if plan.universe is not None:
+            tracker = universe_tracker(settings.live.universe, plan.universe)
+            tracker.resume(read_universe(broker.bootstrap, settings), plan.universe.at_ms)
+            plan = replace(plan, symbols=tracker.streamed)  # leavers still winding down too
         starts = resume_points(broker.bootstrap, settings, plan)
         run_dir = plan.run_dir or settings.runs_dir / "live"
         if plan.join:
             summary = asyncio.run(
-                ingest(settings, broker.bootstrap, plan, starts, not embedded, on_progress)
+                ingest(settings, broker.bootstrap, plan, starts, not embedded, on_progress, tracker)
             )
             return summary, None
         env = worker_env(settings, broker.bootstrap, settings.topic_prefix, embedded,
@@ -165,7 +186,7 @@ def run_live(
         with running_worker(env, run_dir / "worker.log") as worker:
             console.print(f"[bold]worker[/] pid {worker.pid}, log {run_dir / 'worker.log'}")
             summary = asyncio.run(
-                ingest(settings, broker.bootstrap, plan, starts, not embedded, on_progress)
+                ingest(settings, broker.bootstrap, plan, starts, not embedded, on_progress, tracker)
             )
             if plan.until_ms is None or not summary.ticks:
                 return summary, None

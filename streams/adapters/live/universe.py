@@ -352,10 +352,29 @@ class UniverseTracker:
 
     @property
     def streamed(self) -> tuple[str, ...]:
-        """Every symbol whose klines the ingest must produce: members and those winding down."""
-        chosen = self.current or self.start
-        members = chosen.symbols if chosen is not None else ()
+        """Every symbol whose klines the ingest must produce: members (the start's too, until
+        applied) and those winding down."""
+        members = [*(self.current.symbols if self.current else ()),
+                   *(self.start.symbols if self.start else ())]  # fmt: skip
         return tuple(sorted({*members, *self.winding_down}))
+
+    def resume(self, events: Iterable[UniverseChanged], now_ms: int) -> None:
+        """The membership an earlier run left on ``universe.events`` (in written order): its
+        members are the previous universe, so the start's selection says who left since (and
+        winds them down); those still winding down at ``now_ms`` go on until it ends."""
+        members: dict[str, None] = {}
+        last = None
+        for e in events:
+            last = e.event_time_ms
+            if e.change is UniverseChangeKind.JOINED:
+                members[e.symbol] = None
+                self.winding_down.pop(e.symbol, None)
+            else:
+                members.pop(e.symbol, None)
+                self.winding_down[e.symbol] = e.event_time_ms + self.wind_down_ms
+        if last is not None:
+            self.current = UniverseSelection(last, tuple(members), ())
+        self.expired(now_ms)
 
     def due(self, clock_ms: int | None) -> int | None:
         """The grid time of the refresh due at exchange time ``clock_ms``, else ``None``."""
