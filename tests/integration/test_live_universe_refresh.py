@@ -130,6 +130,17 @@ async def test_symbols_join_and_leave_with_events_on_the_topic_and_no_stream_dro
     assert left.reason == "BELOW_TOP_N: rank 3 by 24h quote volume, top 2 kept"
     assert by_id[f"universe:{m(40)}:{joiner}"].rank == 1
     assert summary.universe_refreshes == 4  # at 40, 50, 60 and 70 (none at the end, 80)
+    from prometheus_client.exposition import generate_latest
+
+    from streams.observability.ingest import ingest_registry
+
+    exposition = generate_latest(ingest_registry(ingest)).decode()
+    for line in (
+        'qt_live_universe_refreshes_total{market="futures"} 4.0',
+        'qt_live_universe_symbols{state="member"} 2.0',
+        'qt_live_universe_symbols{state="winding_down"} 0.0',  # the joiner's ended at 75
+    ):
+        assert line in exposition, line
 
     # -- a restart reads the membership back: the universe it left, the joiner winding down
     from streams.adapters.live.run import read_universe
