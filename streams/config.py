@@ -285,6 +285,12 @@ class UniverseConfig(_Frozen):
     refresh_minutes: int = Field(
         60, ge=1, description="the selection is recomputed on this event-time grid"
     )
+    wind_down_minutes: int = Field(
+        1440,
+        ge=0,
+        description="a symbol that left keeps its stream this long (exchange time) so its "
+        "open positions reach their exits; the risk stage refuses its new entries",
+    )
 
 
 class LiveConfig(_Frozen):

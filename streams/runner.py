@@ -37,6 +37,7 @@ from streams.contracts.records import (
     TickKind,
     TickReceived,
     TradeClosed,
+    UniverseChanged,
     topic_of,
 )
 from streams.contracts.ticks import TickHistory, TickRejected
@@ -109,6 +110,7 @@ class Pipeline:
         measure_latency: bool = True,
         stages: Sequence[StageSpec] = STAGES,
         commands: Sequence[ControlCommand] = (),
+        universe: Sequence[UniverseChanged] = (),
     ) -> None:
         missing = [name for name in BUILT_IN if name not in {s.name for s in stages}]
         if missing:
@@ -132,6 +134,8 @@ class Pipeline:
         self.feedback: list[tuple[int, int, str, str, AvroRecord]] = []
         #: Operator commands in the risk merge's order: event time, then id.
         self.commands = sorted(commands, key=lambda c: (c.event_time_ms, c.command_id))
+        #: Live universe changes in the risk merge's order (file replays have none).
+        self.universe = sorted(universe, key=lambda u: (u.event_time_ms, u.event_id))
         self.stats = RunStats(model_versions=dict(scorer.versions))
         self._timed = measure_latency
 
@@ -199,6 +203,7 @@ class Pipeline:
         self.apply_commands(self.risk_state, t - 1)
         self.apply_feedback(t - self.cfg.feedback_lag_ms)
         self.apply_commands(self.risk_state, t)
+        self.apply_universe(self.risk_state, t)
         for tick in ticks:
             self.sink(tick)
             self._execute_bar(self.risk_state, tick)
@@ -226,6 +231,12 @@ class Pipeline:
         while self.commands and self.commands[0].event_time_ms <= until_ms:
             # Not sunk: control.commands is no reported topic (the demo's report has none).
             self.risk.on_command(risk, self.commands.pop(0))
+
+    def apply_universe(self, risk: RiskState, until_ms: int) -> None:
+        """Apply the universe changes stamped ``<= until_ms`` (wind-down of leavers)."""
+        while self.universe and self.universe[0].event_time_ms <= until_ms:
+            # Not sunk: universe.events is no reported topic.
+            self.risk.on_universe(risk, self.universe.pop(0))
 
     def _execute_bar(self, risk: RiskState, tick: TickReceived) -> None:
         bar = bar_closed(tick)  # what the topology's features stage sends risk on market.bars
@@ -411,10 +422,12 @@ def run(
     measure_latency: bool = True,
     stages: Sequence[StageSpec] = STAGES,
     commands: Sequence[ControlCommand] = (),
+    universe: Sequence[UniverseChanged] = (),
 ) -> RunStats:
     """Run the whole topology in-process over ``data``; every record goes to ``sink``.
 
-    ``commands`` are operator commands (halt, resume) as ``control.commands`` would carry them.
+    ``commands`` are operator commands (halt, resume) as ``control.commands`` would carry them;
+    ``universe`` the live universe's changes as ``universe.events`` would (a file has none).
 
     Raises :class:`RunError` when the range holds no kline, and lets
     :class:`~streams.adapters.market_files.MarketFileError` (unusable files) and
@@ -422,8 +435,9 @@ def run(
     """
     cfg = settings or Settings()
     pipeline = Pipeline(
-        cfg, scorer, sink, measure_latency=measure_latency, stages=stages, commands=commands
-    )
+        cfg, scorer, sink, measure_latency=measure_latency, stages=stages, commands=commands,
+        universe=universe,
+    )  # fmt: skip
     _readers, items = open_data_set(data, symbols, window)
     started = time.perf_counter()
     history = TickHistory(cfg.max_event_skew_ms)

@@ -27,6 +27,7 @@ class Topic(StrEnum):
     LEARNING_REWARDS = "learning.rewards"
     MODELS_EVENTS = "models.events"
     CONTROL_COMMANDS = "control.commands"
+    UNIVERSE_EVENTS = "universe.events"
     VENUE_COMMANDS = "venue.commands"
     VENUE_EVENTS = "venue.events"
     DEADLETTER = "deadletter"

@@ -92,6 +92,7 @@ class RiskRule(StrEnum):
     OPPOSITE_POSITION = "OPPOSITE_POSITION"
     MAX_TOTAL_DRAWDOWN = "MAX_TOTAL_DRAWDOWN"
     TRADING_HALTED = "TRADING_HALTED"
+    LEFT_UNIVERSE = "LEFT_UNIVERSE"  # the live universe dropped the symbol: winding down
     OTHER = "OTHER"
 
 
@@ -227,6 +228,13 @@ class UniverseVerdict(StrEnum):
     TOO_NEW = "TOO_NEW"  # listed less than the minimum age ago
     TOO_QUIET = "TOO_QUIET"  # 24h high-low range under the volatility floor
     NO_TICKER = "NO_TICKER"  # listed, but absent from the 24h ticker
+
+
+class UniverseChangeKind(StrEnum):
+    """A symbol joined or left the live universe (``universe.events``)."""
+
+    JOINED = "JOINED"  # new entries allowed (again)
+    LEFT = "LEFT"  # no new entries; open positions run to their exits (wind-down)
 
 
 class VenueCommandKind(StrEnum):

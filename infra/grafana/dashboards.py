@@ -540,6 +540,21 @@ def live_ingest_panels() -> list[Panel]:
             "Minutes REST confirmed absent (counted, never filled), REST load and rate limits.",
             width=12,
         ),
+        Panel(
+            "Live universe: members, winding down, refreshes",
+            "timeseries",
+            (
+                Query("max by (state) (qt_live_universe_symbols)", "{{state}}"),
+                Query(
+                    f"sum by (market) (increase(qt_live_universe_refreshes_total[{RATE}]))",
+                    "{{market}} refreshes",
+                ),
+            ),
+            "With --universe N: symbols in the universe, those that left and keep their stream "
+            "for their wind-down (no new entries), and refreshes on the exchange clock "
+            "(changes: universe.events).",
+            width=12,
+        ),
     ]
 
 

@@ -1,11 +1,14 @@
-"""risk (portfolio-wide, one partition): decisions, bars, closed trades, commands -> approvals.
+"""risk (portfolio-wide, one partition): decisions, bars, closed trades, commands, universe
+changes -> approvals.
 
 Every input has one partition (bars come from ``market.bars``, written by the features stage),
 so whichever worker holds this stage sees the whole portfolio.
 
 One event-time merge over every input: closed trades (shifted by the feedback lag) first, then
-operator commands, then each bar (returns for the correlation rule), then the bar's decisions
-in symbol order, exactly as the in-process runner applies them.
+operator commands and live universe changes (neither waits for a watermark: both are sparse,
+and the live ingest writes a universe change before the ticks it applies to), then each bar
+(returns for the correlation rule), then the bar's decisions in symbol order, exactly as the
+in-process runner applies them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from streams.contracts.records import (
     OrderApproved,
     OrderRejected,
     TradeClosed,
+    UniverseChanged,
 )
 from streams.observability import tracing
 from streams.observability.metrics import metrics
@@ -34,6 +38,7 @@ from streams.topology import BuildContext, Shift, stage_spec
 _RANK = {
     Topic.TRADES_CLOSED.value: 0,
     Topic.CONTROL_COMMANDS.value: 1,
+    Topic.UNIVERSE_EVENTS.value: 1,  # state of its own: its order against commands is moot
     Topic.MARKET_BARS.value: 2,
     Topic.DECISIONS_SIZED.value: 3,
 }
@@ -97,6 +102,8 @@ class RiskHandler(MergeHandler):
             )
         if isinstance(record, ControlCommand):
             return SortKey(record.event_time_ms, 1, record.command_id)
+        if isinstance(record, UniverseChanged):
+            return SortKey(record.event_time_ms, 1, record.event_id)
         if isinstance(record, BarClosed):
             return SortKey(record.event_time_ms, 2, record.symbol)
         return SortKey(record.event_time_ms, _RANK[topic], record.symbol)
@@ -107,7 +114,8 @@ class RiskHandler(MergeHandler):
         return self.state
 
     def checkpoint(self, topic: str, partition: int, record: Any) -> Restore | None:
-        """The portfolio as it was before a decision, a closed trade or a command.
+        """The portfolio as it was before a decision, a closed trade, a command or a universe
+        change.
 
         A snapshot (``to_dict``) costs about 0.5 ms with a day of history, paid only for
         those records (a few hundred a day). A bar needs none: ``on_bar`` computes its return
@@ -123,12 +131,14 @@ class RiskHandler(MergeHandler):
         return restore
 
     def process(self, merge: int, topic: str, partition: int, record: Any, out: Emitter) -> None:
-        """Apply feedback, a command or a bar; approve or reject a decision."""
+        """Apply feedback, a command, a universe change or a bar; approve or reject a decision."""
         state = self._state(record.event_time_ms)
         if isinstance(record, TradeClosed):
             self.stage.on_trade_closed(state, record)
         elif isinstance(record, ControlCommand):
             self.stage.on_command(state, record)
+        elif isinstance(record, UniverseChanged):
+            self.stage.on_universe(state, record)
         elif isinstance(record, BarClosed):
             self.stage.on_bar(state, record)
             return

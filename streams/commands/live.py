@@ -59,7 +59,12 @@ def command(
     Universe: --symbols, else with --universe N (or QT_LIVE__UNIVERSE__SIZE) the top N
     USD-M perpetuals by 24h quote volume that are TRADING, quoted in USDT, listed at least
     QT_LIVE__UNIVERSE__MIN_LISTING_DAYS and moved at least QT_LIVE__UNIVERSE__MIN_RANGE in
-    24 hours (chosen once at start; each symbol's verdict is printed), else QT_SYMBOLS.
+    24 hours (each symbol's verdict is printed at start), else QT_SYMBOLS. The universe is
+    refreshed every QT_LIVE__UNIVERSE__REFRESH_MINUTES of exchange time; each join and leave
+    is a record on <prefix>universe.events. A symbol that left gets no new entries from the
+    risk stage; its stream stays for QT_LIVE__UNIVERSE__WIND_DOWN_MINUTES so open positions
+    reach their exits, then it is unsubscribed. A joining symbol is subscribed on a running
+    connection (no other stream drops) and starts cold (its feature windows fill live).
 
     Modes: default starts a Faust worker of the topology (and the embedded broker when
     QT_KAFKA_BOOTSTRAP is unset) and runs until Ctrl-C; --until ends the run at that time with
@@ -106,13 +111,14 @@ def command(
             )
         settings = settings.model_copy(update={"live": live})
         wanted = symbols_of(symbols, ())
-        if not wanted and live.universe.size:
-            wanted = chosen_universe(live, console)
+        selection = chosen_universe(live, console) if not wanted and live.universe.size else None
+        if selection is not None:
+            wanted = selection.symbols
         plan = LivePlan(
             symbols=wanted or tuple(settings.symbols),
             since_ms=parse_time_bound(since) if since else None,
             until_ms=parse_time_bound(until) if until else None,
-            join=join, run_dir=out,
+            join=join, run_dir=out, universe=selection,
         )  # fmt: skip
         summary, report = run_live(settings, plan, console, progress)
     except (
@@ -133,8 +139,9 @@ def command(
         print_summary(report, out or settings.runs_dir / "live")
 
 
-def chosen_universe(live: Any, console: Any) -> tuple[str, ...]:
-    """The universe the exchange's answers give now, every listed contract's verdict printed."""
+def chosen_universe(live: Any, console: Any) -> Any:
+    """The universe the exchange's answers give now (a ``UniverseSelection``), every listed
+    contract's verdict printed."""
     import asyncio
 
     from rich.table import Table
@@ -154,4 +161,4 @@ def chosen_universe(live: Any, console: Any) -> tuple[str, ...]:
     console.print(table)
     if not selection.symbols:
         raise ValueError("no symbol passes the universe rule (QT_LIVE__UNIVERSE__*)")
-    return selection.symbols
+    return selection

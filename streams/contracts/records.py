@@ -31,6 +31,8 @@ from streams.vocabulary import (
     RiskRule,
     Side,
     TickKind,
+    UniverseChangeKind,
+    UniverseVerdict,
     VenueCommandKind,
     VenueEventKind,
     VetoRule,
@@ -363,6 +365,24 @@ class ControlCommand(AvroRecord):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UniverseChanged(AvroRecord):
+    """A symbol joined or left the live universe at a selection, with the rule's verdict."""
+
+    event_id: str
+    symbol: str
+    event_time_ms: int
+    change: UniverseChangeKind
+    verdict: UniverseVerdict | None = None
+    rank: int | None = None
+    quote_volume: float = 0.0
+    range_ratio: float = 0.0
+    listed_days: float | None = None
+    universe_size: int = 0
+    server_time_ms: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeadLettered(AvroRecord):
     """Input that could not be decoded or failed validation.
 
@@ -468,6 +488,7 @@ RECORD_TYPES: Mapping[Topic, type[AvroRecord]] = {
     Topic.LEARNING_REWARDS: RewardComputed,
     Topic.MODELS_EVENTS: ModelEventRecorded,
     Topic.CONTROL_COMMANDS: ControlCommand,
+    Topic.UNIVERSE_EVENTS: UniverseChanged,
     Topic.VENUE_COMMANDS: VenueCommand,
     Topic.VENUE_EVENTS: VenueEventReceived,
     Topic.DEADLETTER: DeadLettered,

@@ -58,6 +58,10 @@ INGEST_METRICS: tuple[MetricSpec, ...] = (
                "REST answers 429/418 waited out (Retry-After)"),
     MetricSpec("qt_live_dead_letters_total", "counter", ("market",),
                "messages that were no usable kline (dead-lettered)"),
+    MetricSpec("qt_live_universe_refreshes_total", "counter", ("market",),
+               "universe selections recomputed on the exchange clock (--universe)"),
+    MetricSpec("qt_live_universe_symbols", "gauge", ("state",),
+               "symbols of the live universe: member, or winding_down (left, still streamed)"),
 )  # fmt: skip
 
 
@@ -136,6 +140,12 @@ class IngestCollector:
             f[name].add_metric([market], value)
         for symbol, n in sorted(s.sequencer.missing.items()):
             f["qt_live_missing_klines_total"].add_metric([symbol], n)
+        tracker = ingest.universe
+        if tracker is not None:
+            f["qt_live_universe_refreshes_total"].add_metric([market], s.universe_refreshes)
+            members = tracker.current.symbols if tracker.current is not None else ()
+            f["qt_live_universe_symbols"].add_metric(["member"], len(members))
+            f["qt_live_universe_symbols"].add_metric(["winding_down"], len(tracker.winding_down))
 
 
 def _family(spec: MetricSpec) -> Any:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from streams.vocabulary import CommandKind, Side
+from streams.vocabulary import CommandKind, Side, UniverseChangeKind
 
 DAY_MS = 86_400_000
 
@@ -55,6 +55,9 @@ class PortfolioState:
     peak_equity: float = 0.0  # highest realised equity since the start or the last RESUME
     breaker_tripped: bool = False  # total drawdown from the peak hit its limit: needs a RESUME
     breaker_reason: str = ""
+    #: Symbols the live universe dropped (``universe.events`` LEFT): symbol -> why. No new
+    #: entries for them; their open positions run to their exits. A JOINED removes the symbol.
+    left_universe: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def start(cls, equity: float, event_time_ms: int) -> PortfolioState:
@@ -88,6 +91,8 @@ class PortfolioState:
             for k, p in data["positions"].items()
         }
         fields["returns"] = {s: list(r) for s, r in data["returns"].items()}
+        # A state stored before the universe events existed has no wind-down.
+        fields["left_universe"] = dict(data.get("left_universe", {}))
         return cls(**fields)
 
 
@@ -170,3 +175,14 @@ def apply_command(state: PortfolioState, command: CommandKind, reason: str = "")
             state.peak_equity = state.equity
         state.halted, state.halt_reason = False, ""
         state.breaker_tripped, state.breaker_reason = False, ""
+
+
+def apply_universe_change(
+    state: PortfolioState, symbol: str, change: UniverseChangeKind, reason: str = ""
+) -> None:
+    """Wind-down: a symbol that LEFT the live universe takes no new entries until it JOINED
+    again; its open positions are left to the exits, like under the kill switch."""
+    if change is UniverseChangeKind.LEFT:
+        state.left_universe[symbol] = reason or "left the universe"
+    else:
+        state.left_universe.pop(symbol, None)

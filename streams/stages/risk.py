@@ -8,21 +8,24 @@ value and the limit):
 
 1. ``kill_switch`` - trading halted by a ``control.commands`` HALT (open positions keep being
    managed by the position monitor; only new entries are refused).
-2. ``total_drawdown`` - the circuit breaker: (peak equity - equity) / peak equity >=
+2. ``left_universe`` - the symbol left the live universe (a ``universe.events`` LEFT, written
+   by the live ingest's refresh): no new entries on it until it joins again; its open positions
+   are still managed to their exits (wind-down). File replays carry no universe events.
+3. ``total_drawdown`` - the circuit breaker: (peak equity - equity) / peak equity >=
    ``max_total_drawdown`` over any number of days and weeks (``MAX_TOTAL_DRAWDOWN``); once it
    fired it stays latched (``TRADING_HALTED``) until an operator RESUME, which also restarts the
    peak at the equity of that moment.
-3. ``daily_drawdown`` - (day-start equity - equity) / day-start equity >= ``max_daily_drawdown``;
+4. ``daily_drawdown`` - (day-start equity - equity) / day-start equity >= ``max_daily_drawdown``;
    *at* the limit is already refused.
-4. ``weekly_drawdown`` - the same against the ISO-week start equity.
-5. ``max_positions`` - open (or reserved) positions >= ``max_concurrent_positions``.
-6. ``opposite_position`` - a position on the other side of the same symbol is open (one-way
+5. ``weekly_drawdown`` - the same against the ISO-week start equity.
+6. ``max_positions`` - open (or reserved) positions >= ``max_concurrent_positions``.
+7. ``opposite_position`` - a position on the other side of the same symbol is open (one-way
    mode: no hedged books).
-7. ``max_margin`` - margin > ``max_margin_per_position_usd``.
-8. ``max_leverage`` - leverage > ``max_leverage``.
-9. ``symbol_concentration`` - (open margin on the symbol + this margin) / equity >
-   ``max_symbol_concentration``.
-10. ``correlation`` - the direction-signed correlation of this symbol's recent returns with an
+8. ``max_margin`` - margin > ``max_margin_per_position_usd``.
+9. ``max_leverage`` - leverage > ``max_leverage``.
+10. ``symbol_concentration`` - (open margin on the symbol + this margin) / equity >
+    ``max_symbol_concentration``.
+11. ``correlation`` - the direction-signed correlation of this symbol's recent returns with an
     open position's symbol > ``max_open_correlation`` (long A + long B with correlation 0.9 is
     one bet twice; long A + short B is a hedge, signed correlation -0.9).
 
@@ -61,12 +64,14 @@ from streams.contracts.records import (
     OrderRejected,
     RiskRule,
     TradeClosed,
+    UniverseChanged,
 )
 from streams.ids import DEDUPE_WINDOW_MS, SeenIds
 from streams.stages.portfolio import (
     PortfolioState,
     apply_close,
     apply_command,
+    apply_universe_change,
     day_index,
     drawdown,
     iso_week_index,
@@ -145,6 +150,16 @@ def check_kill_switch(
     return (
         _reject(p, RiskRule.KILL_SWITCH, f"halted: {s.halt_reason}", 1.0, 0.0) if s.halted else None
     )
+
+
+def check_left_universe(
+    p: Proposal, s: PortfolioState, lim: RiskLimits, c: CorrelationConfig
+) -> OrderRejected | None:
+    """Refuse new entries on a symbol the live universe dropped (wind-down)."""
+    why = s.left_universe.get(p.decision.symbol)
+    if why is None:
+        return None
+    return _reject(p, RiskRule.LEFT_UNIVERSE, f"winding down: {why}", 1.0, 0.0)
 
 
 def _period_drawdown(
@@ -297,6 +312,7 @@ def check_correlation(
 #: The fixed evaluation order (see the module docstring), each rule with its contract symbol.
 RULES: tuple[tuple[RiskRule, Check], ...] = (
     (RiskRule.KILL_SWITCH, check_kill_switch),
+    (RiskRule.LEFT_UNIVERSE, check_left_universe),
     (RiskRule.MAX_TOTAL_DRAWDOWN, check_total_drawdown),
     (RiskRule.DAILY_DRAWDOWN, check_daily_drawdown),
     (RiskRule.WEEKLY_DRAWDOWN, check_weekly_drawdown),
@@ -428,3 +444,7 @@ class RiskStage:
         """HALT / RESUME the kill switch (PROMOTE is the ensemble's business)."""
         if c.command in (CommandKind.HALT, CommandKind.RESUME):
             apply_command(state.portfolio, c.command, c.reason)
+
+    def on_universe(self, state: RiskState, u: UniverseChanged) -> None:
+        """A symbol joined (entries allowed again) or left (wind-down) the live universe."""
+        apply_universe_change(state.portfolio, u.symbol, u.change, u.reason)

@@ -6,13 +6,18 @@ An aiohttp server with
   ``/stream?streams=...`` (spot): combined-stream kline messages as Binance sends them
   (``{"stream", "data": {"e": "kline", "E", "s", "k": {...}}}``), one closed kline per symbol
   and minute plus one update of the open minute (``"x": false``), pinging the client
-  (aiohttp's heartbeat: a client that does not answer is closed, as Binance does);
+  (aiohttp's heartbeat: a client that does not answer is closed, as Binance does); live
+  ``{"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [...], "id": n}`` requests on an open
+  connection change its streams and are answered ``{"result": null, "id": n}`` (logged in
+  :attr:`FakeBinance.requests_seen`);
 * ``/fapi/v1/klines`` and ``/api/v3/klines``: JSON arrays of kline rows, ``startTime``,
   ``endTime`` and ``limit`` honoured, ``X-MBX-USED-WEIGHT-1M`` counted, ``429`` with
   ``Retry-After`` on the requests named in :attr:`Faults.rate_limit_requests`;
 * ``/fapi/v1/time`` (``/api/v3/time``): the simulated clock as ``serverTime``;
 * ``/fapi/v1/exchangeInfo`` and ``/fapi/v1/ticker/24hr``: Binance's shapes, computed from the
-  same klines at the simulated clock (:func:`ticker_24h`, :func:`exchange_info`).
+  same klines at the simulated clock (:func:`ticker_24h`, :func:`exchange_info`); a test makes
+  the market change between universe refreshes with :attr:`FakeBinance.volume_factor`
+  (``(symbol, from ms) -> factor`` on the 24h quote volume from that simulated time on).
 
 The exchange clock is simulated: it starts at ``start_ms`` and runs ``speed`` times faster
 than the wall clock, so a day of klines takes seconds. Klines come from the CSV(.gz) files of
@@ -139,6 +144,9 @@ class FakeBinance:
         self.heartbeat_s = heartbeat_s
         self.requests = 0
         self.connections = 0
+        self.volume_factor: dict[tuple[str, int], float] = {}
+        self.ticker_delay_s = 0.0  # a slow 24h ticker answer (wall seconds)
+        self.requests_seen: list[dict[str, Any]] = []
         self.weight = 0
         self._wall0: float | None = None  # the clock starts at the first request
         self._runner: web.AppRunner | None = None
@@ -218,7 +226,16 @@ class FakeBinance:
         headers = self._weigh(40)  # Binance: 40 without a symbol
         if (refused := self._rate_limited(headers)) is not None:
             return refused
-        return web.json_response(ticker_24h(self.klines, self.now_ms()), headers=headers)
+        await asyncio.sleep(self.ticker_delay_s)
+        now = self.now_ms()
+        rows = ticker_24h(self.klines, now)
+        for row in rows:
+            factor = 1.0
+            for (symbol, since), f in sorted(self.volume_factor.items()):
+                if symbol == row["symbol"] and now >= since:
+                    factor = f  # the latest change in force
+            row["quoteVolume"] = _text(float(row["quoteVolume"]) * factor)
+        return web.json_response(rows, headers=headers)
 
     async def _rest_klines(self, request: web.Request) -> web.Response:
         headers = self._weigh(5)
@@ -253,25 +270,41 @@ class FakeBinance:
         routed = request.path == "/market/stream"
         ws = web.WebSocketResponse(heartbeat=self.heartbeat_s, autoping=True)
         await ws.prepare(request)
-        sender = asyncio.create_task(self._send_minutes(ws, request, streams if routed else []))
+        symbols = self._symbols(streams if routed else [])  # changed by (UN)SUBSCRIBE
+        sender = asyncio.create_task(self._send_minutes(ws, request, symbols))
         try:
             async for msg in ws:  # reading answers pings and notices the client's close
                 if msg.type == WSMsgType.ERROR:
                     break
+                if msg.type == WSMsgType.TEXT:
+                    await self._control(ws, msg.data, symbols, routed)
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
         return ws
 
+    async def _control(
+        self, ws: web.WebSocketResponse, text: str, symbols: list[str], routed: bool
+    ) -> None:
+        """A live SUBSCRIBE / UNSUBSCRIBE, as Binance's combined streams take them (klines
+        subscribed on an unrouted URL stay silent there too)."""
+        request = json.loads(text)
+        self.requests_seen.append(request)
+        wanted = set(self._symbols(request.get("params", []))) if routed else set()
+        if request.get("method") == "SUBSCRIBE":
+            symbols[:] = sorted(set(symbols) | wanted)
+        elif request.get("method") == "UNSUBSCRIBE":
+            symbols[:] = [s for s in symbols if s not in wanted]
+        await ws.send_str(json.dumps({"result": None, "id": request.get("id")}))
+
     def _symbols(self, streams: list[str]) -> list[str]:
         wanted = {s.split("@", 1)[0].upper() for s in streams if s.endswith("@kline_1m")}
         return sorted(s for s in self.klines if s in wanted)
 
     async def _send_minutes(
-        self, ws: web.WebSocketResponse, request: web.Request, streams: list[str]
+        self, ws: web.WebSocketResponse, request: web.Request, symbols: list[str]
     ) -> None:
-        symbols = self._symbols(streams)
         minute = self.now_ms() // MINUTE * MINUTE  # the open minute: its kline closes next
         while True:
             close_at = minute + MINUTE
@@ -288,9 +321,9 @@ class FakeBinance:
                 times = 2 if m in self.faults.duplicate else 1
                 self.faults.duplicate.discard(m)
                 for _ in range(times):
-                    for symbol in symbols:
+                    for symbol in list(symbols):
                         await self._send_kline(ws, symbol, m, closed=True)
-            for symbol in symbols:  # an update of the minute now open (x = false)
+            for symbol in list(symbols):  # an update of the minute now open (x = false)
                 await self._send_kline(ws, symbol, minute + MINUTE, closed=False)
             minute += MINUTE
 

@@ -196,17 +196,23 @@ def run_topology(
     seed: int = 1,
     crash_chance: float = 0.0,
     commands: Sequence[Any] = (),
+    universe: Sequence[Any] = (),
 ) -> tuple[MemoryLog, int]:
     """The whole topology over the replayed data; after any batch, a crash with this chance.
 
     ``commands`` (operator HALT/RESUME) are in ``control.commands`` before any tick, as when an
-    operator schedules them ahead. Returns the log and how many crashes happened.
+    operator schedules them ahead; ``universe`` (live universe changes) in ``universe.events``
+    likewise, as the live ingest writes a change before the ticks it applies to. Returns the
+    log and how many crashes happened.
     """
     rng = random.Random(seed)
     log = MemoryLog(settings.partitions)
     codec = topic_codec(Topic.CONTROL_COMMANDS)
     for command in commands:
         log.append(Topic.CONTROL_COMMANDS.value, 0, b"ops", codec.encode(command), {})
+    for change in universe:
+        encoded = topic_codec(Topic.UNIVERSE_EVENTS).encode(change)
+        log.append(Topic.UNIVERSE_EVENTS.value, 0, change.symbol.encode(), encoded, {})
     replay(log, data, window, symbols)
     stores = {s.name: DictStore(part_bytes=4096) for s in STAGES}  # many parts each
     committed: dict[tuple[str, TP], int] = {}

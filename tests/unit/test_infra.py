@@ -77,6 +77,8 @@ AGREED: dict[str, frozenset[str]] = {
     "qt_live_rest_requests_total": frozenset({"market"}),
     "qt_live_rest_rate_limited_total": frozenset({"market"}),
     "qt_live_dead_letters_total": frozenset({"market"}),
+    "qt_live_universe_refreshes_total": frozenset({"market"}),
+    "qt_live_universe_symbols": frozenset({"state"}),
 }
 HISTOGRAMS = frozenset(
     {"qt_stage_latency_seconds", "qt_model_scoring_seconds", "qt_state_flush_seconds"}

@@ -220,6 +220,39 @@ def test_a_symbol_new_to_the_topic_joins_where_the_others_are() -> None:
     assert seq.settled_until("NEW") == T0 + 5 * M
 
 
+def test_a_symbol_joins_a_running_sequencer_at_the_next_minute_owed_and_can_leave() -> None:
+    seq = sequencer()
+    for m in (0, 1):
+        seq.add(kline("AAA", m))
+        seq.add(kline("BBB", m))
+    assert len(seq.release()) == 4
+    seq.add_symbol("CCC")  # joins cold: owed from minute 2, like the others (never behind)
+    assert seq.settled_until("CCC") == T0 + 2 * M and seq.symbols == ["AAA", "BBB", "CCC"]
+    seq.add(kline("AAA", 2))
+    seq.add(kline("BBB", 2))
+    assert seq.release() == []  # minute 2 waits for the newcomer too
+    assert not seq.add(kline("CCC", 1))  # before its start: a duplicate of nothing owed
+    seq.add(kline("CCC", 2))
+    assert [k.symbol for k in seq.release()] == ["AAA", "BBB", "CCC"]
+    seq.add(kline("BBB", 3))
+    seq.remove_symbol("AAA")  # left (wind-down over): nobody waits for it any more
+    seq.remove_symbol("CCC")
+    assert seq.confirm(BackfillRequest("CCC", T0 + 3 * M, T0 + 4 * M), [kline("CCC", 3)]) == 0
+    assert [(k.symbol, k.open_time_ms) for k in seq.release()] == [("BBB", T0 + 3 * M)]
+    seq.remove_symbol("BBB")  # the last symbol stays: an empty universe has no frontier
+    assert seq.symbols == ["BBB"]
+
+
+def test_release_is_held_before_a_universe_refresh_not_written_yet() -> None:
+    seq = sequencer()
+    for m in (0, 1, 2):
+        seq.add(kline("AAA", m))
+        seq.add(kline("BBB", m))
+    assert seq.frontier(T0 + 2 * M) == T0 + 2 * M
+    assert [k.open_time_ms for k in seq.release(T0 + 2 * M)] == [T0, T0, T0 + M, T0 + M]
+    assert [k.open_time_ms for k in seq.release()] == [T0 + 2 * M] * 2  # once written
+
+
 # ------------------------------------------------------------------------------- REST
 
 

@@ -19,6 +19,7 @@ from streams.adapters.live.universe import (
     UniverseDataError,
     UniverseRule,
     UniverseSelection,
+    UniverseTracker,
     next_refresh_ms,
     parse_exchange_info,
     parse_ticker_24h,
@@ -26,7 +27,7 @@ from streams.adapters.live.universe import (
     selection_of,
     universe_changes,
 )
-from streams.vocabulary import UniverseVerdict
+from streams.vocabulary import UniverseChangeKind, UniverseVerdict
 from tests.fakes.binance import exchange_info, load_klines, ticker_24h
 from tests.shared_data import BINANCE
 
@@ -186,6 +187,87 @@ def test_refreshes_run_on_an_event_time_grid() -> None:
     assert next_refresh_ms(MAY_12 + 1, hour) == MAY_12 + hour
     with pytest.raises(ValueError):
         next_refresh_ms(MAY_12, 0)
+
+
+def test_the_tracker_refreshes_on_the_grid_and_winds_leavers_down(
+    select: Callable[..., UniverseSelection],
+) -> None:
+    hour = 3_600_000
+    rule = UniverseRule(size=6, min_listing_days=0, min_range=0.03)
+    start, later = select(rule), select(rule, MAY_13)
+    tracker = UniverseTracker(rule, hour, wind_down_ms=2 * hour, start=start)
+    assert tracker.streamed == tuple(sorted(start.symbols)) and tracker.due(MAY_12) is None
+    first = tracker.apply(start, start.at_ms + 412)
+    assert [e.change for e in first.events] == [UniverseChangeKind.JOINED] * 6
+    assert first.subscribe == ()  # the start's streams are the ingest's from the beginning
+    assert tracker.next_at_ms == MAY_12 + hour
+    assert tracker.due(MAY_12 + hour - 1) is None and tracker.due(MAY_12 + hour + 5) == (
+        MAY_12 + hour
+    )
+    # the refresh at MAY_13 (the grid time, the selection's time): the real day's changes
+    update = tracker.apply(later, MAY_13 + 900)
+    joined = [e.symbol for e in update.events if e.change is UniverseChangeKind.JOINED]
+    left = sorted(e.symbol for e in update.events if e.change is UniverseChangeKind.LEFT)
+    assert joined and left and update.subscribe == tuple(joined)
+    for e in update.events:
+        assert e.event_id == f"universe:{MAY_13}:{e.symbol}" and e.event_time_ms == MAY_13
+        assert e.server_time_ms == MAY_13 + 900 and e.universe_size == 6
+    leaver = next(e for e in update.events if e.change is UniverseChangeKind.LEFT)
+    assert leaver.reason.startswith(f"{leaver.verdict}:")  # type: ignore[union-attr]
+    # leavers keep their streams through the wind-down, then are forgotten
+    assert set(tracker.streamed) == set(later.symbols) | set(left)
+    assert tracker.expired(MAY_13 + 2 * hour - 1) == ()
+    assert tracker.expired(MAY_13 + 2 * hour) == tuple(left)
+    assert set(tracker.streamed) == set(later.symbols)
+
+
+def test_a_leaver_joining_again_during_its_wind_down_keeps_its_stream(
+    select: Callable[..., UniverseSelection],
+) -> None:
+    hour = 3_600_000
+    rule = UniverseRule(size=6, min_listing_days=0, min_range=0.03)
+    start, later = select(rule), select(rule, MAY_13)
+    tracker = UniverseTracker(rule, hour, wind_down_ms=2 * hour)
+    tracker.apply(start, start.at_ms)
+    tracker.apply(later, later.at_ms)
+    back = UniverseSelection(MAY_13 + hour, start.symbols, start.candidates)
+    update = tracker.apply(back, MAY_13 + hour)
+    assert {e.symbol for e in update.events if e.change is UniverseChangeKind.JOINED} == set(
+        start.symbols
+    ) - set(later.symbols)
+    assert update.subscribe == ()  # still streamed: nothing to subscribe
+    assert tracker.expired(MAY_13 + 2 * hour) == ()  # its wind-down was called off
+    # the others left at MAY_13 + hour; their wind-down runs from then
+    assert tracker.expired(MAY_13 + 3 * hour) == tuple(
+        sorted(set(later.symbols) - set(start.symbols))
+    )
+
+
+def test_a_restart_resumes_the_membership_an_earlier_run_wrote(
+    select: Callable[..., UniverseSelection],
+) -> None:
+    hour = 3_600_000
+    rule = UniverseRule(size=6, min_listing_days=0, min_range=0.03)
+    start, later = select(rule), select(rule, MAY_13)
+    earlier = UniverseTracker(rule, hour, wind_down_ms=2 * hour)
+    written = [*earlier.apply(start, start.at_ms).events, *earlier.apply(later, MAY_13).events]
+    # the restart at MAY_13 + 1 h selects the first day's universe again
+    again = UniverseSelection(MAY_13 + hour, start.symbols, start.candidates)
+    tracker = UniverseTracker(rule, hour, wind_down_ms=2 * hour, start=again)
+    tracker.resume(written, MAY_13 + hour)
+    assert tracker.current is not None and set(tracker.current.symbols) == set(later.symbols)
+    assert tracker.winding_down == earlier.winding_down  # the earlier leavers still wind down
+    assert set(tracker.streamed) == set(start.symbols) | set(later.symbols)
+    update = tracker.apply(again, MAY_13 + hour)
+    assert {(e.symbol, e.change) for e in update.events} == {
+        *((s, UniverseChangeKind.JOINED) for s in set(start.symbols) - set(later.symbols)),
+        *((s, UniverseChangeKind.LEFT) for s in set(later.symbols) - set(start.symbols)),
+    }
+    assert update.subscribe == ()  # every one of them is streamed from the start
+    # a wind-down that ended before the restart is not resumed
+    late = UniverseTracker(rule, hour, wind_down_ms=2 * hour, start=again)
+    late.resume(written, MAY_13 + 2 * hour)
+    assert late.winding_down == {}
 
 
 @pytest.mark.parametrize(

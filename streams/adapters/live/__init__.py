@@ -17,6 +17,8 @@ unchanged. One module per concern:
 * :mod:`.connection`: the websocket supervisor (``websockets``): reconnect forever, idle
   watchdog per stream, pings answered, planned rotation opening the new connection first;
 * :mod:`.resume`: the last kline of each symbol already in ``market.ticks``;
+* :mod:`.universe`: the universe rule (top N by 24h quote volume, floors) and its refresh on
+  the exchange clock, with the change events and the wind-down of leavers (pure);
 * :mod:`.ingest`: all of it wired together, into Kafka.
 
 Why not python-binance's websockets: its ``ReconnectingWebsocket`` gives up after 5 attempts,

@@ -14,6 +14,11 @@ Built on ``websockets`` (asyncio client) rather than python-binance's ``Reconnec
   and closes the old one only once the new one delivered a message, so no minute is lost to
   the rotation (duplicates from the overlap are the sequencer's job).
 
+Streams are added and removed on the open session (:meth:`StreamConnection.subscribe`,
+:meth:`~StreamConnection.unsubscribe`: Binance's ``SUBSCRIBE``/``UNSUBSCRIBE`` requests on a
+combined stream), so a universe change drops no other stream; the next session's URL names the
+streams of that moment.
+
 Every message goes to ``on_text(text) -> stream name | None``; what it did is in
 :class:`ConnectionHealth` (for logs, metrics and ``/ready``).
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -89,6 +95,7 @@ class StreamConnection:
         *,
         connect: Callable[..., Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        url_for: Callable[[list[str]], str] | None = None,
     ) -> None:
         self.url = url
         self.on_text = on_text
@@ -97,6 +104,45 @@ class StreamConnection:
         self.health = ConnectionHealth(name, list(streams))
         self._connect = connect
         self._clock = clock
+        self._url_for = url_for  # the URL of the streams at the time of a (re)connect
+        self._ws: Any = None  # the newest session
+        self._request_id = 0
+
+    @property
+    def capacity_used(self) -> int:
+        """Streams carried now."""
+        return len(self.health.streams)
+
+    async def subscribe(self, streams: list[str]) -> None:
+        """Add ``streams`` (the watchdog counts them from now); sent on the open session."""
+        new = [s for s in streams if s not in self.health.streams]
+        now = self._clock()
+        for stream in new:
+            self.health.streams.append(stream)
+            self.health.last_message[stream] = now
+        await self._request("SUBSCRIBE", new)
+
+    async def unsubscribe(self, streams: list[str]) -> None:
+        """Remove ``streams`` from the open session and from every later one."""
+        gone = [s for s in streams if s in self.health.streams]
+        for stream in gone:
+            self.health.streams.remove(stream)
+            self.health.last_message.pop(stream, None)
+        await self._request("UNSUBSCRIBE", gone)
+
+    async def _request(self, method: str, streams: list[str]) -> None:
+        """A live (un)subscribe; with no session open, the next URL carries the change."""
+        if self._url_for is not None:
+            self.url = self._url_for(self.health.streams)
+        if not streams or self._ws is None:
+            return
+        self._request_id += 1
+        body = json.dumps({"method": method, "params": streams, "id": self._request_id})
+        try:
+            await self._ws.send(body)
+        except Exception as exc:  # the session is failing: its successor opens on self.url
+            log.warning("%s: %s not sent (%s); the next session carries it", self.health.name,
+                        method, exc)  # fmt: skip
 
     async def run(self) -> None:
         """Keep a session open until cancelled; rotate and reconnect as the module doc says."""
@@ -153,6 +199,7 @@ class StreamConnection:
 
     async def _read(self, ws: Any, first: asyncio.Event, started: float) -> None:
         """Hand every message to ``on_text`` until the session fails or a stream goes idle."""
+        self._ws = ws
         try:
             check_every = max(0.01, self.settings.idle_timeout_s / 4)
             while True:
@@ -177,6 +224,8 @@ class StreamConnection:
                         f"for {self.settings.idle_timeout_s:g} s"
                     )
         finally:
+            if self._ws is ws:
+                self._ws = None
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2.0):
                     await ws.close()

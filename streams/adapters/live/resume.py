@@ -44,6 +44,33 @@ def last_kline_times(
     return found
 
 
+def written_values(bootstrap: str, topic: str, timeout_s: float = 15.0) -> list[bytes]:
+    """Every value of the one-partition ``topic`` in written order (the universe's changes)."""
+    from confluent_kafka import TopicPartition
+
+    consumer = kafka_io.consumer(kafka_io.ConsumerOptions(bootstrap, f"{topic}-live-resume"))
+    out: list[bytes] = []
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return []  # no topic yet: no earlier run
+        low, high = _watermarks(consumer, TopicPartition(topic, 0), timeout_s)
+        consumer.assign([TopicPartition(topic, 0, low)])
+        position, misses = low, 0
+        while position < high and misses < int(timeout_s):
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error() is not None:
+                misses += msg is None
+                continue
+            position = (msg.offset() or 0) + 1
+            value = msg.value()
+            if value is not None:
+                out.append(value)
+    finally:
+        consumer.close()
+    return out
+
+
 def _watermarks(consumer: Any, tp: Any, timeout_s: float) -> tuple[int, int]:
     """A partition's (low, high) offsets, waiting out a leader election (a topic just created)."""
     from confluent_kafka import KafkaError, KafkaException

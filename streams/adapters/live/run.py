@@ -3,7 +3,9 @@
 1. uses ``QT_KAFKA_BOOTSTRAP`` or starts the embedded broker, creates the topology's topics;
 2. starts one Faust worker of the whole topology (``join=False``), as the demo does;
 3. resumes every symbol after its newest kline already in ``market.ticks`` (:mod:`.resume`);
-   others start at ``since`` or warm up from ``warmup_minutes`` of history;
+   others start at ``since`` or warm up from ``warmup_minutes`` of history; with a universe
+   (``--universe N``) the start's selection is refreshed on the exchange clock while it runs
+   (:class:`~.universe.UniverseTracker`, changes on ``universe.events``);
 4. runs :class:`~.ingest.LiveIngest` until ``until_ms`` (then the end-of-stream watermark, the
    drain and a run report like a replay's) or until interrupted (Ctrl-C: the ingest stops,
    flushes and the worker is stopped; the topics keep everything for a later run or replay).
@@ -15,14 +17,20 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streams.adapters.live.ingest import LiveIngest, LiveSummary
 from streams.adapters.live.resume import last_kline_times
-from streams.adapters.live.universe import UniverseRule, UniverseSelection, selection_of
+from streams.adapters.live.universe import (
+    UniverseRule,
+    UniverseSelection,
+    UniverseTracker,
+    selection_of,
+)
 from streams.config import LiveConfig, Settings, UniverseConfig
+from streams.contracts.records import UniverseChanged
 
 if TYPE_CHECKING:
     from streams.adapters.live.rest import RestKlines
@@ -39,11 +47,21 @@ class LivePlan:
     join: bool = False  # True: only ingest, a topology is already running on these topics
     run_dir: Path | None = None
     timeout_s: float = 1800.0
+    universe: UniverseSelection | None = None  # the start's selection: refreshed while running
 
 
 def universe_rule(config: UniverseConfig) -> UniverseRule:
     """The selection rule of the ``QT_LIVE__UNIVERSE__*`` settings."""
     return UniverseRule(config.size, config.min_listing_days, config.min_range, config.quote_asset)
+
+
+def universe_tracker(config: UniverseConfig, start: UniverseSelection) -> UniverseTracker:
+    """The running universe from the start's selection (its first refresh on the next grid
+    time of ``QT_LIVE__UNIVERSE__REFRESH_MINUTES``)."""
+    return UniverseTracker(
+        universe_rule(config), config.refresh_minutes * 60_000,
+        config.wind_down_minutes * 60_000, start,
+    )  # fmt: skip
 
 
 async def select_universe_now(live: LiveConfig) -> UniverseSelection:
@@ -70,11 +88,26 @@ def rest_client(client: Any, live: LiveConfig) -> RestKlines:
     )  # fmt: skip
 
 
+def read_universe(bootstrap: str, settings: Settings) -> list[UniverseChanged]:
+    """Every change on ``universe.events`` so far, in written order (one partition)."""
+    from streams.adapters.live.resume import written_values
+    from streams.contracts.codec import topic_codec
+
+    codec = topic_codec(Topic.UNIVERSE_EVENTS)
+    topic = topic_name(Topic.UNIVERSE_EVENTS, settings.topic_prefix)
+    records = [codec.decode_record(v) for v in written_values(bootstrap, topic)]
+    return [r for r in records if isinstance(r, UniverseChanged)]
+
+
 def resume_points(bootstrap: str, settings: Settings, plan: LivePlan) -> dict[str, int]:
-    """Next open time per symbol: after its newest tick in ``market.ticks``, else ``since``."""
+    """Next open time per symbol: after its newest tick in ``market.ticks``, else ``since``.
+
+    ``since`` is only for a topic none of the symbols is in yet: a symbol new to a topic that
+    has ticks starts with the others (the sequencer's rule), never behind their newest.
+    """
     topic = topic_name(Topic.MARKET_TICKS, settings.topic_prefix)
     starts = {s: t + 60_000 for s, t in last_kline_times(bootstrap, topic, plan.symbols).items()}
-    if plan.since_ms is not None:
+    if plan.since_ms is not None and not starts:
         for symbol in plan.symbols:
             starts.setdefault(symbol, plan.since_ms)
     return starts
@@ -87,6 +120,7 @@ async def ingest(
     starts: dict[str, int],
     idempotence: bool,
     on_progress: Callable[[LiveSummary], None] | None = None,
+    tracker: UniverseTracker | None = None,
 ) -> LiveSummary:
     """Run the ingest into the settings' topics; SIGINT/SIGTERM stop it cleanly."""
     from streams.adapters.live.rest import binance_client
@@ -101,7 +135,7 @@ async def ingest(
     rest = rest_client(client, live)
     runner = LiveIngest(
         live, plan.symbols, sink, rest, starts=starts, until_ms=plan.until_ms,
-        end_of_stream=plan.until_ms is not None, on_progress=on_progress,
+        end_of_stream=plan.until_ms is not None, on_progress=on_progress, universe=tracker,
     )  # fmt: skip
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -135,11 +169,16 @@ def run_live(
         embedded = broker.embedded or settings.kafka_embedded
         console.print(f"[bold]broker[/] {broker.bootstrap}; topics under '{settings.topic_prefix}'")
         ensure_topics(broker.bootstrap, settings, keep_forever=True)
+        tracker = None
+        if plan.universe is not None:
+            tracker = universe_tracker(settings.live.universe, plan.universe)
+            tracker.resume(read_universe(broker.bootstrap, settings), plan.universe.at_ms)
+            plan = replace(plan, symbols=tracker.streamed)  # leavers still winding down too
         starts = resume_points(broker.bootstrap, settings, plan)
         run_dir = plan.run_dir or settings.runs_dir / "live"
         if plan.join:
             summary = asyncio.run(
-                ingest(settings, broker.bootstrap, plan, starts, not embedded, on_progress)
+                ingest(settings, broker.bootstrap, plan, starts, not embedded, on_progress, tracker)
             )
             return summary, None
         env = worker_env(settings, broker.bootstrap, settings.topic_prefix, embedded,
@@ -147,7 +186,7 @@ def run_live(
         with running_worker(env, run_dir / "worker.log") as worker:
             console.print(f"[bold]worker[/] pid {worker.pid}, log {run_dir / 'worker.log'}")
             summary = asyncio.run(
-                ingest(settings, broker.bootstrap, plan, starts, not embedded, on_progress)
+                ingest(settings, broker.bootstrap, plan, starts, not embedded, on_progress, tracker)
             )
             if plan.until_ms is None or not summary.ticks:
                 return summary, None
@@ -199,6 +238,12 @@ def live_report(summary: LiveSummary) -> dict[str, Any]:
         "missing_on_exchange": dict(summary.sequencer.missing),
         "dead_letters": summary.dead_letters, "reconnects": summary.reconnects,
         "rest_requests": summary.rest.requests, "rest_rate_limited": summary.rest.rate_limited,
+        "universe_refreshes": summary.universe_refreshes,
+        "universe_changes": [
+            {"at_ms": e.event_time_ms, "symbol": e.symbol, "change": e.change.value,
+             "reason": e.reason}
+            for e in summary.universe_events
+        ],
         "connections": [
             {"name": c.name, "streams": len(c.streams), "sessions": c.sessions,
              "reconnects": c.reconnects, "rotations": c.rotations,

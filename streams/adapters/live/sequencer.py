@@ -18,7 +18,8 @@ or from REST, and it
 
 A symbol without a start (nothing in ``market.ticks``, no ``since``) starts at the exchange's
 current minute minus ``warmup_ms`` once the first message shows the clock: the start is then
-backfilled like any gap.
+backfilled like any gap. The universe can change while it runs (:meth:`add_symbol`,
+:meth:`remove_symbol`): a joining symbol starts with the others, at the next minute they owe.
 """
 
 from __future__ import annotations
@@ -89,6 +90,27 @@ class KlineSequencer:
         self._missing: dict[str, set[int]] = {s: set() for s in self.symbols}
         self.counts = SequencerCounts()
 
+    # ------------------------------------------------------------------------- universe
+
+    def add_symbol(self, symbol: str) -> None:
+        """``symbol`` joins: owed from the next minute the others owe (never behind them)."""
+        if symbol in self._next:
+            return
+        started = [t for t in self._next.values() if t is not None]
+        self.symbols = sorted([*self.symbols, symbol])
+        self._next[symbol] = max(started) if started else None
+        self._pending[symbol] = {}
+        self._missing[symbol] = set()
+        if self._next[symbol] is None and self.clock_ms is not None:
+            self.observe_clock(self.clock_ms)
+
+    def remove_symbol(self, symbol: str) -> None:
+        """``symbol`` is no longer ingested: what it had in hand is dropped."""
+        if symbol not in self._next or len(self.symbols) == 1:
+            return  # the last symbol stays: an empty universe has no frontier
+        self.symbols.remove(symbol)
+        del self._next[symbol], self._pending[symbol], self._missing[symbol]
+
     # ----------------------------------------------------------------------------- input
 
     def observe_clock(self, exchange_ms: int) -> None:
@@ -121,6 +143,8 @@ class KlineSequencer:
 
         Returns how many klines were new (not seen on the stream or released already).
         """
+        if request.symbol not in self._next:
+            return 0  # it left the universe while the request was under way
         new = sum(self.add(k) for k in klines if k.symbol == request.symbol)
         nxt = self._next[request.symbol]
         pending, missing = self._pending[request.symbol], self._missing[request.symbol]
@@ -141,10 +165,14 @@ class KlineSequencer:
             t += self.interval_ms
         return t if self.until_ms is None else min(t, self.until_ms)
 
-    def frontier(self) -> int | None:
-        """Every symbol is complete below this open time (None until every symbol started)."""
+    def frontier(self, before_ms: int | None = None) -> int | None:
+        """Every symbol is complete below this open time (None until every symbol started),
+        capped at ``before_ms`` (a universe refresh at that time has not been written yet)."""
         settled = [self.settled_until(s) for s in self.symbols]
-        return None if any(t is None for t in settled) else min(t for t in settled if t is not None)
+        if any(t is None for t in settled):
+            return None
+        low = min(t for t in settled if t is not None)
+        return low if before_ms is None else min(low, before_ms)
 
     @property
     def done(self) -> bool:
@@ -154,9 +182,10 @@ class KlineSequencer:
             t is not None and t >= self.until_ms for t in nexts
         )
 
-    def release(self) -> list[Kline]:
-        """Every kline below the frontier, in (open time, symbol) order; missing ones counted."""
-        frontier = self.frontier()
+    def release(self, before_ms: int | None = None) -> list[Kline]:
+        """Every kline below the frontier (and ``before_ms``), in (open time, symbol) order;
+        missing ones counted."""
+        frontier = self.frontier(before_ms)
         if frontier is None:
             return []
         out: list[Kline] = []

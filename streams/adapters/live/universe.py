@@ -19,6 +19,13 @@ Every listed contract gets a :class:`Candidate` with its verdict, so a change of
 (:func:`universe_changes`) carries its reason: a symbol that leaves says whether it fell below
 the top N, under a floor or off the exchange. Refreshes run on the exchange's clock
 (:func:`next_refresh_ms`), never the wall clock.
+
+While the live ingest runs, :class:`UniverseTracker` keeps the schedule and the membership:
+a refresh is due when the exchange clock reaches the next grid time; its changes become
+``universe.events`` records (:func:`change_event`, id ``universe:<time>:<symbol>``, event time
+= the refresh's grid time); a symbol that left keeps its stream for ``wind_down_ms`` (its open
+positions need prices to reach their exits; the risk stage refuses its new entries) and is
+unsubscribed after that unless it joined again.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from streams.vocabulary import UniverseVerdict
+from streams.contracts.records import UniverseChanged
+from streams.vocabulary import UniverseChangeKind, UniverseVerdict
 
 DAY_MS: Final = 86_400_000
 #: The contract type of a crypto perpetual (Binance also lists ``TRADIFI_PERPETUAL``).
@@ -259,12 +267,20 @@ def universe_changes(
     return changes
 
 
-def selection_of(info: Any, tickers: Any, rule: UniverseRule) -> UniverseSelection:
-    """The selection from an ``exchangeInfo`` and a ``ticker/24hr`` answer, at the exchange's
-    ``serverTime`` (the newest ticker close when absent): exchange time, not ours."""
-    stats = parse_ticker_24h(tickers)
+def server_time_of(info: Any, stats: Iterable[DayStats]) -> int:
+    """The exchange's ``serverTime`` of an ``exchangeInfo`` answer (the newest ticker close
+    when absent): exchange time, not ours."""
     server = info.get("serverTime") if isinstance(info, dict) else None
-    now = server if isinstance(server, int) else max((s.close_time_ms for s in stats), default=0)
+    return server if isinstance(server, int) else max((s.close_time_ms for s in stats), default=0)
+
+
+def selection_of(
+    info: Any, tickers: Any, rule: UniverseRule, at_ms: int | None = None
+) -> UniverseSelection:
+    """The selection from an ``exchangeInfo`` and a ``ticker/24hr`` answer at ``at_ms`` (a
+    refresh's grid time), else at the answer's ``serverTime``."""
+    stats = parse_ticker_24h(tickers)
+    now = server_time_of(info, stats) if at_ms is None else at_ms
     return select_universe(parse_exchange_info(info), stats, rule, now)
 
 
@@ -273,3 +289,119 @@ def next_refresh_ms(after_ms: int, every_ms: int) -> int:
     if every_ms <= 0:
         raise ValueError(f"universe refresh interval must be positive, got {every_ms} ms")
     return (after_ms // every_ms + 1) * every_ms
+
+
+def change_reason(change: UniverseChange, size: int) -> str:
+    """Why a symbol joined or left, with the numbers (the record's ``reason``)."""
+    if change.verdict is None:
+        return "no longer listed by the exchange"
+    rank = f"rank {change.rank} by 24h quote volume" if change.rank else "no rank"
+    if change.verdict in (UniverseVerdict.SELECTED, UniverseVerdict.BELOW_TOP_N):
+        return f"{change.verdict.value}: {rank}, top {size} kept"
+    return f"{change.verdict.value}: a floor of the rule failed"
+
+
+def change_event(
+    change: UniverseChange, selection: UniverseSelection, size: int, server_time_ms: int
+) -> UniverseChanged:
+    """The ``universe.events`` record of ``change`` (id from its cause: time and symbol)."""
+    c = selection.candidate(change.symbol)
+    return UniverseChanged(
+        event_id=f"universe:{change.at_ms}:{change.symbol}",
+        symbol=change.symbol,
+        event_time_ms=change.at_ms,
+        change=UniverseChangeKind.JOINED if change.joined else UniverseChangeKind.LEFT,
+        verdict=change.verdict,
+        rank=change.rank,
+        quote_volume=change.quote_volume,
+        range_ratio=c.range_ratio if c else 0.0,
+        listed_days=c.listed_days if c else None,
+        universe_size=size,
+        server_time_ms=server_time_ms,
+        reason=change_reason(change, size),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UniverseUpdate:
+    """What one selection changes for the ingest: its events, and the streams to add."""
+
+    events: tuple[UniverseChanged, ...]
+    subscribe: tuple[str, ...]  # joined and not streamed yet (rank order)
+
+
+class UniverseTracker:
+    """The live universe over time: schedule, membership, wind-down (see the module doc)."""
+
+    def __init__(
+        self,
+        rule: UniverseRule,
+        every_ms: int,
+        wind_down_ms: int,
+        start: UniverseSelection | None = None,
+    ) -> None:
+        self.rule = rule
+        self.every_ms = every_ms
+        self.wind_down_ms = wind_down_ms
+        #: The selection the run starts from, until applied (its members all JOIN then).
+        self.start = start
+        self.current: UniverseSelection | None = None
+        self.next_at_ms: int | None = None
+        #: Symbols that left, still streamed: symbol -> exchange time their stream ends.
+        self.winding_down: dict[str, int] = {}
+
+    @property
+    def streamed(self) -> tuple[str, ...]:
+        """Every symbol whose klines the ingest must produce: members (the start's too, until
+        applied) and those winding down."""
+        members = [*(self.current.symbols if self.current else ()),
+                   *(self.start.symbols if self.start else ())]  # fmt: skip
+        return tuple(sorted({*members, *self.winding_down}))
+
+    def resume(self, events: Iterable[UniverseChanged], now_ms: int) -> None:
+        """The membership an earlier run left on ``universe.events`` (in written order): its
+        members are the previous universe, so the start's selection says who left since (and
+        winds them down); those still winding down at ``now_ms`` go on until it ends."""
+        members: dict[str, None] = {}
+        last = None
+        for e in events:
+            last = e.event_time_ms
+            if e.change is UniverseChangeKind.JOINED:
+                members[e.symbol] = None
+                self.winding_down.pop(e.symbol, None)
+            else:
+                members.pop(e.symbol, None)
+                self.winding_down[e.symbol] = e.event_time_ms + self.wind_down_ms
+        if last is not None:
+            self.current = UniverseSelection(last, tuple(members), ())
+        self.expired(now_ms)
+
+    def due(self, clock_ms: int | None) -> int | None:
+        """The grid time of the refresh due at exchange time ``clock_ms``, else ``None``."""
+        if clock_ms is None or self.next_at_ms is None or clock_ms < self.next_at_ms:
+            return None
+        return self.next_at_ms
+
+    def apply(self, selection: UniverseSelection, server_time_ms: int) -> UniverseUpdate:
+        """Take ``selection`` (at its ``at_ms``) as the universe; schedule the next refresh."""
+        before = set(self.streamed)
+        changes = universe_changes(self.current, selection)
+        for c in changes:
+            if c.joined:
+                self.winding_down.pop(c.symbol, None)
+            else:
+                self.winding_down[c.symbol] = c.at_ms + self.wind_down_ms
+        self.current, self.start = selection, None
+        self.next_at_ms = next_refresh_ms(selection.at_ms, self.every_ms)
+        events = tuple(change_event(c, selection, self.rule.size, server_time_ms) for c in changes)
+        joined = tuple(c.symbol for c in changes if c.joined and c.symbol not in before)
+        return UniverseUpdate(events, joined)
+
+    def expired(self, clock_ms: int | None) -> tuple[str, ...]:
+        """Symbols whose wind-down ended by exchange time ``clock_ms`` (forgotten now)."""
+        if clock_ms is None:
+            return ()
+        done = tuple(sorted(s for s, end in self.winding_down.items() if clock_ms >= end))
+        for symbol in done:
+            del self.winding_down[symbol]
+        return done

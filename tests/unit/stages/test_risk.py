@@ -16,12 +16,13 @@ from streams.stages.portfolio import (
     PortfolioState,
     apply_close,
     apply_command,
+    apply_universe_change,
     iso_week_index,
     remember_return,
     reserve,
 )
 from streams.stages.risk import RULES, Proposal, correlation, evaluate
-from streams.vocabulary import CommandKind, RiskRule, Side
+from streams.vocabulary import CommandKind, RiskRule, Side, UniverseChangeKind
 from tests.unit.stages.factories import decision
 
 LIMITS = RiskLimits()
@@ -126,8 +127,13 @@ def test_rule_order_is_fixed_and_first_failure_reported() -> None:
     assert _rule(evaluate(_d(margin=5_000.0, lev=31.0), s, LIMITS)) == RiskRule.MAX_MARGIN
     assert _rule(evaluate(_d(margin=2_000.0, lev=30.0), s, LIMITS)) == "approved"  # both at cap
     assert _rule(evaluate(_d(lev=30.5), s, LIMITS)) == RiskRule.MAX_LEVERAGE
-    order = [r for r, _check in RULES][:3]
-    assert order == [RiskRule.KILL_SWITCH, RiskRule.MAX_TOTAL_DRAWDOWN, RiskRule.DAILY_DRAWDOWN]
+    order = [r for r, _check in RULES][:4]
+    assert order == [
+        RiskRule.KILL_SWITCH,
+        RiskRule.LEFT_UNIVERSE,
+        RiskRule.MAX_TOTAL_DRAWDOWN,
+        RiskRule.DAILY_DRAWDOWN,
+    ]
 
 
 def test_max_concurrent_positions() -> None:
@@ -219,3 +225,19 @@ def test_never_approves_when_halted(
         _rule(evaluate(_d(side=side, conf=conf, margin=margin, lev=lev), s, LIMITS))
         == RiskRule.KILL_SWITCH
     )
+
+
+def test_a_symbol_that_left_the_universe_takes_no_new_entry_until_it_joins_again() -> None:
+    s = _fresh()
+    apply_universe_change(s, "SOLUSDT", UniverseChangeKind.LEFT, "BELOW_TOP_N: rank 7")
+    refused = evaluate(_d(symbol="SOLUSDT"), s, LIMITS)
+    assert refused is not None and refused.rule is RiskRule.LEFT_UNIVERSE
+    assert refused.detail == "winding down: BELOW_TOP_N: rank 7"
+    assert _rule(evaluate(_d(symbol="BTCUSDT"), s, LIMITS)) == "approved"  # others trade on
+    # the state is stored and restored like the rest of the portfolio (a restart keeps it)
+    restored = PortfolioState.from_dict(s.to_dict())
+    assert _rule(evaluate(_d(symbol="SOLUSDT"), restored, LIMITS)) == RiskRule.LEFT_UNIVERSE
+    old = {k: v for k, v in s.to_dict().items() if k != "left_universe"}
+    assert PortfolioState.from_dict(old).left_universe == {}  # a state from before the rule
+    apply_universe_change(restored, "SOLUSDT", UniverseChangeKind.JOINED)
+    assert _rule(evaluate(_d(symbol="SOLUSDT"), restored, LIMITS)) == "approved"
