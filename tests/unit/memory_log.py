@@ -196,17 +196,22 @@ def run_topology(
     seed: int = 1,
     crash_chance: float = 0.0,
     commands: Sequence[Any] = (),
+    model_events: Sequence[Any] = (),
 ) -> tuple[MemoryLog, int]:
     """The whole topology over the replayed data; after any batch, a crash with this chance.
 
-    ``commands`` (operator HALT/RESUME) are in ``control.commands`` before any tick, as when an
-    operator schedules them ahead. Returns the log and how many crashes happened.
+    ``commands`` (operator HALT/RESUME) are in ``control.commands`` and ``model_events``
+    (PROMOTED / ROLLED_BACK) in ``models.events`` before any tick, as when an operator
+    schedules them ahead. Returns the log and how many crashes happened.
     """
     rng = random.Random(seed)
     log = MemoryLog(settings.partitions)
     codec = topic_codec(Topic.CONTROL_COMMANDS)
     for command in commands:
         log.append(Topic.CONTROL_COMMANDS.value, 0, b"ops", codec.encode(command), {})
+    events = topic_codec(Topic.MODELS_EVENTS)
+    for event in model_events:
+        log.append(Topic.MODELS_EVENTS.value, 0, event.model.encode(), events.encode(event), {})
     replay(log, data, window, symbols)
     stores = {s.name: DictStore(part_bytes=4096) for s in STAGES}  # many parts each
     committed: dict[tuple[str, TP], int] = {}
