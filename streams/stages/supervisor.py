@@ -366,7 +366,7 @@ class SupervisorStage:
         def gates(wanted: Mapping[str, str]) -> EdgeGateLoaded:
             return load_edge_gate(registry, wanted, weights)
 
-        edge = gates(versions) if versions is not None else load_edge_gate(registry, None, weights)
+        edge = load_edge_gate(registry, versions, weights)
         return cls(settings.supervisor, expected_models, settings.bias, edge, gates, versions)
 
     def edge_for(self, signal: SignalScored) -> EdgeGateLoaded:
