@@ -3,29 +3,36 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 EXTRAS  ?= train,dev,live
-STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# The demo runs only the runtime (ONNX scoring, no torch/CUDA: ~0.5 GB instead of ~6 GB).
+DEMO_EXTRAS ?= live
+HASH    := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
+comma   := ,
+# One stamp per (pyproject, extras): a slim demo install does not count as the full one.
+stamp    = $(VENV)/.installed-$(HASH)-$(subst $(comma),-,$(1))
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser dashboard demo test test-fast lint format bench kafka kafka-stop postgres journal schemas-check models-train models-evaluate clean
+.PHONY: help install install-demo browser dashboard demo test test-fast lint format bench kafka kafka-stop postgres journal schemas-check models-train models-evaluate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(VENV)/.installed-$(HASH)-%: pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check uv
 	$(PY) -m uv venv -q --allow-existing --python 3.11 $(VENV)
-	$(PY) -m uv pip install -q -p $(BIN)/python -e '.[$(EXTRAS)]'
+	$(PY) -m uv pip install -q -p $(BIN)/python -e '.[$(subst -,$(comma),$*)]'
 	@touch $@
 
-install: $(STAMP) ## create .venv and install the project with all extras
+install: $(call stamp,$(EXTRAS)) ## create .venv and install the project with all extras (training, tests)
+
+install-demo: $(call stamp,$(DEMO_EXTRAS)) ## create .venv with the runtime only (no torch): what the demo runs
 
 browser: ## install Debian's Chromium for the dashboard's browser tests (root; no-op when present)
 	bash infra/browser/ensure-chromium.sh
 
-dashboard: install ## the web dashboard of the newest run folder (or of a live run: QT_KAFKA_BOOTSTRAP)
+dashboard: install-demo ## the web dashboard of the newest run folder (or of a live run: QT_KAFKA_BOOTSTRAP)
 	$(BIN)/quantum-trader dashboard
 
-demo: install ## replay bundled real data through the whole topology on the embedded broker; writes runs/<id>/
+demo: install-demo ## replay bundled real data through the whole topology on the embedded broker; writes runs/<id>/
 	$(BIN)/quantum-trader demo
 
 test: install ## the whole test suite (starts a real Apache Kafka unless QT_KAFKA_BOOTSTRAP is set)

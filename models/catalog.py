@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from models.fitting import TrainingError
+from models.fitting import TRAIN_EXTRA_HINT, TrainingError
 
 MODEL_MODULES: dict[str, str] = {
     "xgboost": "models.xgb",
@@ -38,7 +38,9 @@ def model_module(spec: str) -> tuple[str, ModuleType, Any]:
     try:
         module = importlib.import_module(MODEL_MODULES[base])
     except ImportError as exc:
-        raise TrainingError(f"{base}: cannot import {MODEL_MODULES[base]} ({exc})") from exc
+        raise TrainingError(
+            f"{base}: cannot import {MODEL_MODULES[base]} ({exc}); {TRAIN_EXTRA_HINT}"
+        ) from exc
     if not variant:
         return base, module, module.DEFAULT_CONFIG
     attr = f"{variant.upper()}_CONFIG"

@@ -25,6 +25,10 @@ N_CLASSES = 3
 """SELL, HOLD, BUY (``models.dataset.CLASSES`` order)."""
 
 
+TRAIN_EXTRA_HINT = "install the train extra: make install"
+"""Told when a training-only import fails: ``make demo`` installs the runtime only (no torch)."""
+
+
 class TrainingError(RuntimeError):
     """Training could not produce a valid model (bad data, bad shapes, unknown model)."""
 

@@ -269,6 +269,10 @@ def run(plan: TrainPlan, log: Callable[[str], None] = print) -> list[ModelOutcom
     from models.dataset import LabelSpec, build_dataset
     from models.parity import ExportError, ParityError
 
+    # A model whose extra is missing fails before the dataset is built (minutes), not after.
+    importable, failures = _importable(plan.models, log)
+    if not importable:
+        raise TrainingError(f"no model can be trained ({'; '.join(failures)})")
     spec = LabelSpec(**plan.label)
     dataset = build_dataset(plan.data_dir, plan.symbols, plan.start, plan.end, spec)
     split = split_rows(dataset.time_ms, plan, spec.horizon_bars * 60_000)
@@ -278,8 +282,8 @@ def run(plan: TrainPlan, log: Callable[[str], None] = print) -> list[ModelOutcom
         f"{len(split.folds)} walk-forward folds, balance {dataset.class_balance()}"
     )
     context = run_context(dataset, plan)
-    outcomes, failures = [], []
-    for spec_name in plan.models:
+    outcomes = []
+    for spec_name in importable:
         try:
             outcome = train_model(spec_name, dataset, split, plan, context)
         except (TrainingError, ParityError, ExportError) as exc:
@@ -294,6 +298,20 @@ def run(plan: TrainPlan, log: Callable[[str], None] = print) -> list[ModelOutcom
             f"registered: {[o.name for o in outcomes]}"
         )
     return outcomes
+
+
+def _importable(specs: tuple[str, ...], log: Callable[[str], None]) -> tuple[list[str], list[str]]:
+    """The specs whose model module imports, and one failure line for each of the others."""
+    ok, failures = [], []
+    for spec_name in specs:
+        try:
+            model_module(spec_name)
+        except TrainingError as exc:
+            failures.append(str(exc))
+            log(f"[red]{exc}[/red]")
+            continue
+        ok.append(spec_name)
+    return ok, failures
 
 
 def _summary_line(o: ModelOutcome) -> str:

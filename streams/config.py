@@ -400,7 +400,8 @@ class Settings(BaseSettings):
     state_flush_ms: int = Field(
         1_000,
         gt=0,
-        description="a worker stores each stage's changed state (Faust table) at most this often; "
+        description="a worker stores each stage's changed state (Faust table) at most this often "
+        "(less often when a flush is slow: streams/app.py FLUSH_COST_FACTOR); "
         "inputs are committed only once their effects are stored (docs/determinism.md)",
     )
     web_host: str = Field(

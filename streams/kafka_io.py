@@ -22,6 +22,7 @@ confluent-kafka and aiokafka are imported inside the functions: importing this m
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
@@ -390,11 +391,13 @@ def _create(admin: AdminClient, topics: Iterable[NewTopic], timeout_s: float) ->
 # --------------------------------------------------------------------------------- placement
 
 
+@functools.lru_cache(maxsize=4096)
 def partition_for(key: str, partitions: int) -> int:
     """Kafka's default partition of a keyed record: ``(murmur2(key) & 0x7fffffff) % n``.
 
     What the producers' ``murmur2_random`` partitioner, aiokafka (so Faust) and the Java client
     choose, so the runner and the replay's watermarks place a symbol where the topology has it.
+    Cached: the keys are mostly symbols, asked for on every tick and signal.
     """
     from aiokafka.partitioner import murmur2  # aiokafka takes 0.2 s to import: only when placing
 

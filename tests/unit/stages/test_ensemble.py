@@ -149,22 +149,25 @@ def test_features_of_another_version_are_refused(scorer) -> None:  # type: ignor
         EnsembleStage(scorer, EQUAL).on_features([row])
 
 
-def test_a_broken_probability_row_fails_its_signal_with_the_model_named(scorer) -> None:  # type: ignore[no-untyped-def]
-    class NanFor:
-        """The real scorer, except that one model's first row comes out NaN."""
+@pytest.mark.parametrize(("model", "broken", "n_rows"), [("xgboost", 0, 1), ("lightgbm", 2, 4)])
+def test_a_broken_probability_row_fails_its_signal_with_the_model_named(  # type: ignore[no-untyped-def]
+    scorer, model: str, broken: int, n_rows: int
+) -> None:
+    class NanAt:
+        """The real scorer, except that one model's row ``broken`` comes out NaN."""
 
         names, versions, feature_version = scorer.names, scorer.versions, scorer.feature_version
 
         def score(self, tabular, window):  # type: ignore[no-untyped-def]
             out = scorer.score(tabular, window)
-            out["xgboost"][0] = np.nan
+            out[model][broken] = np.nan
             return out
 
-    row = feature_rows("BTCUSDT")[0]
+    rows = feature_rows("BTCUSDT")[:n_rows]
     with pytest.raises(StageError) as info:
-        EnsembleStage(NanFor(), EQUAL).on_features([row])
-    assert f"BTCUSDT:{row.event_time_ms}" in str(info.value)
-    assert "probabilities of xgboost" in str(info.value)
+        EnsembleStage(NanAt(), EQUAL).on_features(rows)
+    assert f"BTCUSDT:{rows[broken].event_time_ms}" in str(info.value)
+    assert f"probabilities of {model}" in str(info.value)
 
 
 def test_a_model_without_weight_or_twice_is_refused_at_start(scorer) -> None:  # type: ignore[no-untyped-def]
