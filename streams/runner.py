@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from streams.contracts.records import (
     DeadLettered,
     DecisionSized,
     FeaturesComputed,
+    ModelEventRecorded,
     OrderApproved,
     RewardComputed,
     SignalScored,
@@ -57,9 +58,11 @@ from streams.stages import (
     partition_for,
 )
 from streams.stages.features import bar_closed
+from streams.stages.hotswap import Loader
 from streams.stages.supervisor import SupervisorState
 from streams.topics import Topic
 from streams.topology import STAGES, BuildContext, StageSpec, partitions_of
+from streams.vocabulary import ModelEventKind
 
 Sink = Callable[[AvroRecord], None]
 
@@ -111,6 +114,7 @@ class Pipeline:
         stages: Sequence[StageSpec] = STAGES,
         commands: Sequence[ControlCommand] = (),
         universe: Sequence[UniverseChanged] = (),
+        model_events: Sequence[ModelEventRecorded] = (),
     ) -> None:
         missing = [name for name in BUILT_IN if name not in {s.name for s in stages}]
         if missing:
@@ -119,7 +123,8 @@ class Pipeline:
         extra = [s for s in stages if s.name not in BUILT_IN]
         self.sink = TapStages(settings, extra, sink).send if extra else sink
         self.features = FeaturesStage()
-        self.ensemble = EnsembleStage.from_settings(settings, scorer)
+        self.ensemble = EnsembleStage.from_settings(settings, scorer, swap_loader(settings))
+        self.swap(model_events)
         self.supervisor = SupervisorStage.from_settings(settings, scorer.names, scorer.versions)
         self.strategy = StrategyStage.from_settings(settings)
         self.risk = RiskStage.from_settings(settings)
@@ -140,6 +145,16 @@ class Pipeline:
         self._timed = measure_latency
 
     # ------------------------------------------------------------------ helpers
+    def swap(self, events: Sequence[ModelEventRecorded]) -> None:
+        """Hand ``models.events`` records to the ensemble before any row, as a replay whose
+        records are on the topic first: each swap serves from its event time on."""
+        for event in sorted(events, key=lambda e: (e.event_time_ms, e.event_id)):
+            self.ensemble.on_model_event(event)
+        failed = [e.detail for e in self.ensemble.events if e.kind is ModelEventKind.LOAD_FAILED]
+        self.ensemble.events = []  # models.events is no reported topic
+        if failed:
+            raise RunError(f"a model swap cannot load: {'; '.join(failed)}")
+
     def _time(self, stage: str, started: int, n: int = 1) -> None:
         if self._timed and n:
             per = (time.perf_counter_ns() - started) // n
@@ -341,6 +356,17 @@ class TapStages:
                     self.send(item.value, item.topic)
 
 
+def swap_loader(settings: Settings) -> Loader:
+    """Loads a model set from the settings' registry for a hot swap (the worker's sessions)."""
+
+    def load(versions: Mapping[str, str]) -> Scorer:
+        from models.scorer import EnsembleScorer
+
+        return EnsembleScorer.from_registry(settings.registry_dir, dict(versions))
+
+    return load
+
+
 def rejected_tick_letter(tick: TickReceived, error: TickRejected) -> DeadLettered:
     """The dead letter the topology's features stage writes for a tick the rule refuses."""
     return DeadLettered(
@@ -423,11 +449,14 @@ def run(
     stages: Sequence[StageSpec] = STAGES,
     commands: Sequence[ControlCommand] = (),
     universe: Sequence[UniverseChanged] = (),
+    model_events: Sequence[ModelEventRecorded] = (),
 ) -> RunStats:
     """Run the whole topology in-process over ``data``; every record goes to ``sink``.
 
     ``commands`` are operator commands (halt, resume) as ``control.commands`` would carry them;
     ``universe`` the live universe's changes as ``universe.events`` would (a file has none).
+    ``model_events`` are ``models.events`` records (PROMOTED / ROLLED_BACK hot-swap the models
+    from their event time, :meth:`Pipeline.swap`).
 
     Raises :class:`RunError` when the range holds no kline, and lets
     :class:`~streams.adapters.market_files.MarketFileError` (unusable files) and
@@ -437,6 +466,7 @@ def run(
     pipeline = Pipeline(
         cfg, scorer, sink, measure_latency=measure_latency, stages=stages, commands=commands,
         universe=universe,
+        model_events=model_events,
     )  # fmt: skip
     _readers, items = open_data_set(data, symbols, window)
     started = time.perf_counter()

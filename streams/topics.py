@@ -26,6 +26,7 @@ class Topic(StrEnum):
     TRADES_CLOSED = "trades.closed"
     LEARNING_REWARDS = "learning.rewards"
     MODELS_EVENTS = "models.events"
+    MODELS_SWAPS = "models.swaps"
     CONTROL_COMMANDS = "control.commands"
     UNIVERSE_EVENTS = "universe.events"
     VENUE_COMMANDS = "venue.commands"

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +121,9 @@ class BuildContext:
 
     settings: Any  # streams.config.Settings (not imported: keeps this module light)
     scorer: Any = None  # streams.observability.metrics.TimedScorer, loaded once for the app
+    #: Model sets a hot swap loaded, by sorted ``(model, version)`` pairs: every instance of
+    #: the process that swaps to a set shares its sessions, as they share ``scorer``.
+    swapped: dict[Any, Any] = field(default_factory=dict)
 
 
 _PS, _SINGLE = Partitioning.PER_SYMBOL, Partitioning.SINGLE
@@ -148,7 +151,24 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.POSITIONS_EVENTS, "symbol", _PS, "position opened/changed/closed"),
     TopicSpec(Topic.TRADES_CLOSED, "symbol", _SINGLE, "closed trades (risk's feedback)"),
     TopicSpec(Topic.LEARNING_REWARDS, "symbol", _PS, "rewards for the learners"),
-    TopicSpec(Topic.MODELS_EVENTS, "model", _SINGLE, "model lifecycle", reported=False),
+    TopicSpec(
+        Topic.MODELS_EVENTS,
+        "model",
+        _SINGLE,
+        "model lifecycle",
+        reported=False,
+        outside="models promote / rollback",
+    ),
+    # Each swap record once per partition, so every ensemble instance reads it on its own
+    # partition, on whichever worker owns that partition (streams/agents/swaps.py).
+    TopicSpec(
+        Topic.MODELS_SWAPS,
+        "model",
+        _PS,
+        "promotions and rollbacks, one copy per partition",
+        journaled=False,
+        reported=False,
+    ),
     TopicSpec(Topic.CONTROL_COMMANDS, "command", _SINGLE, "halt, resume, promote", reported=False),
     TopicSpec(
         Topic.UNIVERSE_EVENTS,
@@ -190,9 +210,18 @@ STAGES: tuple[StageSpec, ...] = (
         handler="streams.agents.features:build",
     ),
     StageSpec(
+        name="swaps",
+        inputs=(InputSpec(Topic.MODELS_EVENTS, gates=False),),
+        outputs=(Topic.MODELS_SWAPS,),
+        partitioning=_SINGLE,
+        state="none",
+        doc="copies each PROMOTED / ROLLED_BACK record to every partition of models.swaps",
+        handler="streams.agents.swaps:build",
+    ),
+    StageSpec(
         name="ensemble",
-        # models.events: a PROMOTED / ROLLED_BACK record hot-swaps the models (never waited for)
-        inputs=(InputSpec(Topic.MARKET_FEATURES), InputSpec(Topic.MODELS_EVENTS, gates=False)),
+        # models.swaps: a PROMOTED / ROLLED_BACK record hot-swaps the models (never waited for)
+        inputs=(InputSpec(Topic.MARKET_FEATURES), InputSpec(Topic.MODELS_SWAPS, gates=False)),
         outputs=(Topic.SIGNALS_ENSEMBLE, Topic.MODELS_EVENTS),
         partitioning=_PS,
         state="served model versions, pending swaps, drift window",

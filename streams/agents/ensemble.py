@@ -1,17 +1,18 @@
 """ensemble: ``market.features`` -> ``signals.ensemble``, one batched ONNX call per batch.
 
-It also reads ``models.events``: a PROMOTED or ROLLED_BACK record hot-swaps the ONNX sessions
-(``streams/stages/hotswap.py``); and it measures drift of the rows it scores against the loaded
-models' training reference (``streams/stages/drift.py``), sending ``DRIFT_DETECTED`` /
-``DRIFT_RECOVERED`` to ``models.events`` when the level changes."""
+It also reads ``models.swaps`` (the relay's per-partition copies of ``models.events``' swap
+records, ``streams/agents/swaps.py``): a PROMOTED or ROLLED_BACK record hot-swaps the ONNX
+sessions (``streams/stages/hotswap.py``); and it measures drift of the rows it scores against
+the loaded models' training reference (``streams/stages/drift.py``), sending ``DRIFT_DETECTED``
+/ ``DRIFT_RECOVERED`` to ``models.events`` when the level changes."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Mapping
-from functools import partial
-from typing import Any
+from dataclasses import replace
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
@@ -23,9 +24,9 @@ from streams.config import Settings
 from streams.contracts.records import Action, FeaturesComputed, ModelEventRecorded, SignalScored
 from streams.observability import tracing
 from streams.observability.metrics import metrics
-from streams.stages import EnsembleStage
+from streams.stages import EnsembleStage, Scorer
 from streams.stages.drift import DriftMonitor, drift_event
-from streams.stages.hotswap import pending_to_state
+from streams.stages.hotswap import Loader, pending_to_state
 from streams.topics import Topic
 from streams.topology import BuildContext, stage_spec
 
@@ -80,7 +81,7 @@ class EnsembleHandler:
     def on_record(self, topic: str, partition: int, source: str, record: Any, out: Emitter) -> None:
         """Buffer the row (with its trace parent and position) until the end of the batch; a
         model event is handled at once (a swap it asks for waits for its event time)."""
-        if topic == Topic.MODELS_EVENTS.value:
+        if topic == Topic.MODELS_SWAPS.value:
             self.stage.on_model_event(record)
             self._send_events(out)
             return
@@ -114,8 +115,10 @@ class EnsembleHandler:
     def _send_events(self, out: Emitter) -> None:
         """The stage's swap events to ``models.events``; a new model set gets a new monitor."""
         events, self.stage.events = self.stage.events, []
-        for event in events:
-            self._send_event(event, out)
+        for event in events:  # every instance answers the same swap: each names itself
+            self._send_event(replace(event, event_id=f"{event.event_id}:{out.instance}",
+                                     detail=f"ensemble instance {out.instance}: {event.detail}"),
+                             out)  # fmt: skip
         self._renew_monitor()
 
     def _renew_monitor(self) -> None:
@@ -236,11 +239,22 @@ def drift_monitor(settings: Settings) -> Callable[[Mapping[str, str]], DriftMoni
     return make
 
 
-def build(context: BuildContext) -> EnsembleHandler:
-    """The stage from the settings (``streams/topology.py`` names this factory)."""
+def shared_loader(context: BuildContext) -> Loader:
+    """Loads a model set for a swap once per process (``BuildContext.swapped``)."""
     from streams.agents.registry import load_scorer
 
+    def load(versions: Mapping[str, str]) -> Scorer:
+        key = tuple(sorted(versions.items()))
+        scorer = context.swapped.get(key)
+        if scorer is None:  # a set that fails to load is not kept: the next request retries
+            scorer = context.swapped[key] = load_scorer(context.settings, versions)
+        return cast(Scorer, scorer)
+
+    return load
+
+
+def build(context: BuildContext) -> EnsembleHandler:
+    """The stage from the settings (``streams/topology.py`` names this factory)."""
     settings = context.settings
-    loader = partial(load_scorer, settings)
-    stage = EnsembleStage.from_settings(settings, context.scorer, loader)
+    stage = EnsembleStage.from_settings(settings, context.scorer, shared_loader(context))
     return EnsembleHandler(stage, drift_monitor(settings))

@@ -487,6 +487,7 @@ RECORD_TYPES: Mapping[Topic, type[AvroRecord]] = {
     Topic.TRADES_CLOSED: TradeClosed,
     Topic.LEARNING_REWARDS: RewardComputed,
     Topic.MODELS_EVENTS: ModelEventRecorded,
+    Topic.MODELS_SWAPS: ModelEventRecorded,  # the relay's copies (streams/agents/swaps.py)
     Topic.CONTROL_COMMANDS: ControlCommand,
     Topic.UNIVERSE_EVENTS: UniverseChanged,
     Topic.VENUE_COMMANDS: VenueCommand,
@@ -500,7 +501,10 @@ def record_type(topic: Topic | str) -> type[AvroRecord]:
     return RECORD_TYPES[Topic(topic)]
 
 
-_TOPIC_OF: Mapping[type[AvroRecord], Topic] = {cls: t for t, cls in RECORD_TYPES.items()}
+#: A record's home topic: the first that carries it (``models.swaps`` only copies model events).
+_TOPIC_OF: Mapping[type[AvroRecord], Topic] = {
+    cls: t for t, cls in reversed(list(RECORD_TYPES.items()))
+}
 
 
 def topic_of(record_class: type[AvroRecord]) -> Topic | None:

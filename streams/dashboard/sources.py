@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 
 #: The snapshot a run folder keeps for the dashboard (written by the demo).
 DASHBOARD_FILE = "dashboard.json"
-#: Not read: feature rows are large (price windows) and no page shows them.
-UNREAD_TOPICS = frozenset({Topic.MARKET_FEATURES})
+#: Not read: feature rows are large (price windows) and no page shows them; ``models.swaps``
+#: holds copies of ``models.events`` records (one per partition), read there once.
+UNREAD_TOPICS = frozenset({Topic.MARKET_FEATURES, Topic.MODELS_SWAPS})
 FEED_TOPICS = tuple(t for t in Topic if t not in UNREAD_TOPICS)
 #: How often the feed looks for state changelogs the worker has not created yet (seconds).
 CHANGELOG_POLL_S = 2.0

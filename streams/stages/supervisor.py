@@ -18,6 +18,9 @@ Rules (each a pure function of the record returning ``VetoReason | None``), in r
     probability bucket showed no net-of-cost edge (bootstrap lower bound above zero) in
     walk-forward out-of-fold predictions of the training period (:mod:`streams.stages.edge`).
     No table for the loaded versions and weights: every BUY/SELL is vetoed, with that reason.
+    The table is the one of the model set that scored the signal (its votes' versions): after
+    a hot swap the signals of the new set are judged by the new set's table from the row the
+    ensemble swapped at, read once from the registry (:meth:`SupervisorStage.edge_for`).
 ``LOW_CONFIDENCE`` (``gate="confidence"``)
     A BUY/SELL whose ensemble confidence is under ``min_confidence`` (65 %).
 ``MISSING_MODEL``
@@ -43,7 +46,7 @@ partitions are both reproduced exactly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,13 +301,17 @@ def bias_shares(state: SupervisorState, symbol: str) -> BiasShares:
 def load_edge_gate(
     registry: Path, versions: Mapping[str, str] | None, weights: Mapping[str, float]
 ) -> EdgeGateLoaded:
-    """The gate table the loaded models' manifests carry (reads the registry once, at build)."""
+    """The gate table the manifests of ``versions`` carry (reads the registry)."""
     if versions is None:
         return EdgeGateLoaded(None, "the loaded model versions are unknown")
     from models.registry import gate_tables
 
     gate, problem = gate_from_manifests(gate_tables(registry, dict(versions)), versions, weights)
     return EdgeGateLoaded(gate, problem)
+
+
+#: Reads the gate table of a model set (``{model: version}``).
+GateSource = Callable[[Mapping[str, str]], EdgeGateLoaded]
 
 
 # ----------------------------------------------------------------------------- stage
@@ -326,11 +333,19 @@ class SupervisorStage:
         expected_models: Iterable[str],
         bias: BiasConfig | None = None,
         edge: EdgeGateLoaded | None = None,
+        gates: GateSource | None = None,
+        versions: Mapping[str, str] | None = None,
     ) -> None:
         self.policy = policy
         self.expected_models = tuple(expected_models)
         self.bias = bias or BiasConfig()
         self.edge = edge or EdgeGateLoaded(None, "no gate table given")
+        """The table of ``versions`` (the startup set); every signal's without ``gates``."""
+        self.gates = gates
+        """Reads the table of another model set (a signal of a swapped-in set)."""
+        self._tables: dict[tuple[tuple[str, str], ...], EdgeGateLoaded] = {}
+        if versions is not None:
+            self._tables[tuple(sorted(versions.items()))] = self.edge
 
     @classmethod
     def from_settings(
@@ -344,10 +359,34 @@ class SupervisorStage:
         With the edge gate, the table comes from the manifests of ``versions`` (the loaded
         models) in ``settings.registry_dir``.
         """
-        edge = None
-        if settings.supervisor.gate == "edge":
-            edge = load_edge_gate(settings.registry_dir, versions, settings.ensemble_weights)
-        return cls(settings.supervisor, expected_models, settings.bias, edge)
+        if settings.supervisor.gate != "edge":
+            return cls(settings.supervisor, expected_models, settings.bias)
+        registry, weights = settings.registry_dir, settings.ensemble_weights
+
+        def gates(wanted: Mapping[str, str]) -> EdgeGateLoaded:
+            return load_edge_gate(registry, wanted, weights)
+
+        edge = load_edge_gate(registry, versions, weights)
+        return cls(settings.supervisor, expected_models, settings.bias, edge, gates, versions)
+
+    def edge_for(self, signal: SignalScored) -> EdgeGateLoaded:
+        """The gate table of the model set whose votes made ``signal`` (read once per set).
+
+        A signal carries the version of every vote, and the ensemble swaps at a row's event
+        time, so the table follows the swap at the same row in every run. A set whose table
+        cannot be read has none: its BUY/SELL are vetoed ``NO_EDGE`` with the reason.
+        """
+        if self.gates is None:
+            return self.edge
+        key = tuple(sorted((v.model, v.version) for v in signal.votes))
+        table = self._tables.get(key)
+        if table is None:
+            try:
+                table = self.gates(dict(key))
+            except Exception as exc:  # a registry without that version: no evidence, say so
+                table = EdgeGateLoaded(None, f"gate table not read: {exc}")
+            self._tables[key] = table
+        return table
 
     def new_state(self) -> SupervisorState:
         """Empty windows of the configured size (one state per partition)."""
@@ -357,7 +396,8 @@ class SupervisorStage:
         """Record ``s`` in the windows (mutates ``state``) and return it with its vetoes."""
         if s.action is Action.HOLD:
             return None
-        reasons = supervise(s, state, self.policy, self.expected_models, self.bias, self.edge)
+        edge = self.edge_for(s)
+        reasons = supervise(s, state, self.policy, self.expected_models, self.bias, edge)
         return SignalSupervised(
             signal_id=s.signal_id,
             symbol=s.symbol,

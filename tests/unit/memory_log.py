@@ -197,11 +197,13 @@ def run_topology(
     crash_chance: float = 0.0,
     commands: Sequence[Any] = (),
     universe: Sequence[Any] = (),
+    model_events: Sequence[Any] = (),
 ) -> tuple[MemoryLog, int]:
     """The whole topology over the replayed data; after any batch, a crash with this chance.
 
-    ``commands`` (operator HALT/RESUME) are in ``control.commands`` before any tick, as when an
-    operator schedules them ahead; ``universe`` (live universe changes) in ``universe.events``
+    ``commands`` (operator HALT/RESUME) are in ``control.commands`` and ``model_events``
+    (PROMOTED / ROLLED_BACK) in ``models.events`` before any tick, as when an operator
+    schedules them ahead; ``universe`` (live universe changes) in ``universe.events``
     likewise, as the live ingest writes a change before the ticks it applies to. Returns the
     log and how many crashes happened.
     """
@@ -213,6 +215,9 @@ def run_topology(
     for change in universe:
         encoded = topic_codec(Topic.UNIVERSE_EVENTS).encode(change)
         log.append(Topic.UNIVERSE_EVENTS.value, 0, change.symbol.encode(), encoded, {})
+    events = topic_codec(Topic.MODELS_EVENTS)
+    for event in model_events:
+        log.append(Topic.MODELS_EVENTS.value, 0, event.model.encode(), events.encode(event), {})
     replay(log, data, window, symbols)
     stores = {s.name: DictStore(part_bytes=4096) for s in STAGES}  # many parts each
     committed: dict[tuple[str, TP], int] = {}

@@ -59,14 +59,15 @@ def halt_window() -> list:  # type: ignore[type-arg]
     ]
 
 
-def runner_hash(commands: list) -> str:  # type: ignore[type-arg]
+def runner_hash(commands: list, model_events: list | None = None) -> str:  # type: ignore[type-arg]
     from models.scorer import EnsembleScorer
     from streams.runner import run
 
     s = settings()
     builder = ReportBuilder(s.risk.starting_equity_usd)
     run(SAMPLE_DATA, EnsembleScorer.from_registry(s.registry_dir), builder, s,
-        symbols=SYMBOLS, window=WINDOW, commands=commands)  # fmt: skip
+        symbols=SYMBOLS, window=WINDOW, commands=commands,
+        model_events=model_events or ())  # fmt: skip
     return trades_sha256(builder.trades)
 
 
@@ -95,6 +96,35 @@ def test_a_halt_scheduled_ahead_holds_through_crashes_and_changes_trades_as_the_
                                 crash_chance=1 / 8, commands=commands)  # fmt: skip
     assert crashes > 0
     assert trades_sha256(list(log.records(Topic.TRADES_CLOSED))) == expected
+
+
+def test_a_rollback_scheduled_ahead_swaps_every_partition_at_its_event_time_through_crashes(
+    runner_trades: str,
+) -> None:
+    """The record on ``models.events`` reaches both partitions' ensemble instances (through the
+    swaps relay and ``models.swaps``), survives crashes as their pending state, and swaps at the
+    same row as the in-process runner's ensemble does."""
+    from models.promotion import rollback_event
+    from streams.contracts.records import ModelEventRecorded
+    from streams.stages import partition_for
+    from streams.vocabulary import ModelEventKind
+
+    at = parse_time_bound("2025-05-21T17:00")
+    events = [rollback_event("xgboost", "v1", "v2", at, "test")]
+    expected = runner_hash([], events)
+    assert expected != runner_trades, "the swap must change the trades for this test to bite"
+    log, crashes = run_topology(settings(), SAMPLE_DATA, WINDOW, symbols=SYMBOLS,
+                                crash_chance=1 / 8, model_events=events)  # fmt: skip
+    assert crashes > 0
+    assert trades_sha256(list(log.records(Topic.TRADES_CLOSED))) == expected
+    served: dict[tuple[int, bool], set[str]] = {}
+    for s in log.records(Topic.SIGNALS_ENSEMBLE):
+        key = (partition_for(s.symbol, 2), s.event_time_ms >= at)
+        served.setdefault(key, set()).update(v.version for v in s.votes if v.model == "xgboost")
+    assert served == {(0, False): {"v2"}, (0, True): {"v1"}, (1, False): {"v2"}, (1, True): {"v1"}}
+    loaded = [e for e in log.records(Topic.MODELS_EVENTS)
+              if isinstance(e, ModelEventRecorded) and e.kind is ModelEventKind.LOADED]  # fmt: skip
+    assert sorted((e.event_id[-2:], e.event_time_ms) for e in loaded) == [(":0", at), (":1", at)]
 
 
 def ids(log, topic: Topic, field: str) -> list[str]:  # type: ignore[no-untyped-def]

@@ -160,7 +160,7 @@ def test_a_promoted_record_swaps_the_models_at_its_event_time() -> None:
         event_time_ms=at, kind=ModelEventKind.PROMOTED, detail="test",
     )  # fmt: skip
     out = Emitter("ensemble")
-    handler.on_record(Topic.MODELS_EVENTS.value, 0, "cli", promoted, out)
+    handler.on_record(Topic.MODELS_SWAPS.value, 0, "swaps/0", promoted, out)
     sent = _drive(handler, rows, batch=len(rows))  # one batch: the swap falls inside it
     signals = [r for r in sent if not isinstance(r, ModelEventRecorded)]
     xgb = {s.event_time_ms: next(v.version for v in s.votes if v.model == "xgboost")
@@ -187,7 +187,7 @@ def test_a_swap_that_cannot_load_keeps_the_old_sessions() -> None:
         event_time_ms=1, kind=ModelEventKind.PROMOTED, detail="test",
     )  # fmt: skip
     out = Emitter("ensemble")
-    handler.on_record(Topic.MODELS_EVENTS.value, 0, "cli", bad, out)
+    handler.on_record(Topic.MODELS_SWAPS.value, 0, "swaps/0", bad, out)
     assert handler.stage.versions == before and not handler.stage.pending
     [failed] = [o.value for o in out.items]
     assert isinstance(failed, ModelEventRecorded)

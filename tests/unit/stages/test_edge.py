@@ -125,3 +125,34 @@ def test_without_a_gate_table_the_edge_gate_stands_aside_and_says_why() -> None:
     assert out is not None and out.vetoed and out.final_action is Action.HOLD
     assert out.veto_reasons[0].rule is VetoRule.NO_EDGE
     assert "manifest of xgboost" in out.veto_reasons[0].detail
+
+
+def test_after_a_swap_the_gate_judges_by_the_table_of_the_versions_that_scored_the_signal() -> None:
+    """The registry's promoted set carries a gate table; xgboost v1's manifest has none, so a
+    signal its set scored stands aside for that reason (read from the registry, once)."""
+    from models.scorer import promoted_versions
+    from streams.config import Settings
+
+    settings = Settings()  # the default gate: edge
+    champion = promoted_versions(settings.registry_dir)
+    stage = SupervisorStage.from_settings(settings, sorted(champion), champion)
+    assert stage.edge.gate is not None, "the promoted set must carry a gate table"
+
+    def signal(versions: dict[str, str]):  # type: ignore[no-untyped-def]
+        s = scored(probs=(0.05, 0.05, 0.9))
+        votes = tuple(dataclasses.replace(s.votes[0], model=m, version=v)
+                      for m, v in sorted(versions.items()))  # fmt: skip
+        return dataclasses.replace(s, votes=votes)
+
+    def edge_detail(versions: dict[str, str]) -> str:
+        out = stage.on_signal(stage.new_state(), signal(versions))
+        assert out is not None
+        return next((r.detail for r in out.veto_reasons if r.rule is VetoRule.NO_EDGE), "")
+
+    assert "no gate table" not in edge_detail(champion)  # passed, or vetoed by a bucket
+    swapped = {**champion, "xgboost": "v1"}
+    assert edge_detail(swapped) == "no gate table: no gate table in the manifest of xgboost"
+    assert stage.edge_for(signal(swapped)) is stage.edge_for(signal(swapped))  # read once
+    unknown = edge_detail({**champion, "xgboost": "v99"})
+    assert "not read" in unknown and "v99 is not registered" in unknown
+    assert stage.edge_for(signal(champion)) is stage.edge  # the startup table, not re-read
