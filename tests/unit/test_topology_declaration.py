@@ -190,7 +190,7 @@ def test_the_topics_created_before_a_worker_are_the_ones_faust_would_create() ->
     from streams.app import build_app
 
     settings = Settings(topic_prefix="p.", partitions=3)
-    app = build_app(settings, "127.0.0.1:9", embedded=False, web_port=16067)
+    app = build_app(settings, "127.0.0.1:9", embedded=False, web_port=16067, stages=STAGES)
     changelogs = {
         t.changelog_topic.get_topic_name(): t.changelog_topic.partitions
         for t in app.tables.values()
