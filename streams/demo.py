@@ -139,6 +139,16 @@ def with_min_confidence(settings: Settings, gate: float) -> Settings:
     return settings.model_copy(update={"supervisor": policy})
 
 
+DRAIN_TASK = "topology (event time)"
+
+
+def drain_description(stalled: dict[str, str]) -> str:
+    """The drain bar's label: the stalled stages (``/ready`` fails on them) when there are."""
+    if not stalled:
+        return DRAIN_TASK
+    return f"{DRAIN_TASK} [yellow]stalled: {', '.join(sorted(stalled))}[/]"
+
+
 def wait_until_drained(
     bootstrap: str,
     prefix: str,
@@ -164,16 +174,19 @@ def wait_until_drained(
             for p in range(partitions_of(Topic(t), partitions))
         ]
     )
-    task = progress.add_task("topology (event time)", total=100.0)
+    task = progress.add_task(DRAIN_TASK, total=100.0)
     first: int | None = None
     deadline = time.monotonic() + timeout_s
     try:
         while min(marks.values()) < END_OF_STREAM:
             watch.check()
+            # A stalled stage is said while the bar waits, not only at the timeout.
+            progress.update(task, description=drain_description(watch.stalled))
             if time.monotonic() > deadline:
+                stalled = "; ".join(f"{n}: {w}" for n, w in watch.stalled.items()) or "none"
                 raise DemoError(
-                    f"the topology did not drain within {timeout_s:.0f} s; watermarks {marks}; "
-                    f"worker log: {watch.log_path}"
+                    f"the topology did not drain within {timeout_s:.0f} s; stalled stages: "
+                    f"{stalled}; watermarks {marks}; worker log: {watch.log_path}"
                 )
             msg = consumer.poll(0.5)
             if msg is None or msg.error():

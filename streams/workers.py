@@ -109,6 +109,18 @@ def crashed_stages(body: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def stalled_stages(body: dict[str, Any]) -> dict[str, str]:
+    """``{stage: what}`` of every stalled stage in a ``/health`` body (pending, no progress)."""
+    stages = body.get("stages") or {}
+    out = {}
+    for name, stage in stages.items():
+        if isinstance(stage, dict) and stage.get("stalled"):
+            quiet = stage.get("last_progress_s_ago")
+            since = "never progressed" if quiet is None else f"no progress for {quiet:.0f} s"
+            out[name] = f"{stage.get('pending')} pending, {since}"
+    return out
+
+
 @dataclass
 class WorkerWatch:
     """Fails fast while waiting on the topology: a dead worker or a crashed stage.
@@ -122,6 +134,8 @@ class WorkerWatch:
     log_path: Path
     every_s: float = 1.0
     _next_s: float = 0.0
+    #: The stalled stages the last ``/health`` answer named (see :func:`stalled_stages`).
+    stalled: dict[str, str] = field(default_factory=dict)
 
     def check(self) -> None:
         """Raise :class:`WorkerError` (with the error and the log's path) if the worker failed."""
@@ -135,6 +149,8 @@ class WorkerWatch:
             return
         self._next_s = now + self.every_s
         health = worker_health(self.port)
+        if health is not None:
+            self.stalled = stalled_stages(health[1])
         if health is None or health[0] == 200:
             return
         crashed = crashed_stages(health[1])
@@ -186,6 +202,11 @@ class Fleet:
         """Raise :class:`WorkerError` if any worker died or any stage crashed."""
         for watch in self.watches:
             watch.check()
+
+    @property
+    def stalled(self) -> dict[str, str]:
+        """The stalled stages of every worker, as their last ``/health`` answers named them."""
+        return {name: what for w in self.watches for name, what in w.stalled.items()}
 
     def wait_until_assigned(self, expected: set[str], timeout_s: float) -> None:
         """Block until the workers hold every partition of ``expected`` between them, each
