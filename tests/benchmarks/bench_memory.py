@@ -540,7 +540,9 @@ def run_once(broker: Broker, base: Settings, plan: RunPlan, work: Path) -> dict[
                 )
                 replay_s = time.perf_counter() - t0
                 print(f"memory bench: replayed {summary.ticks:,} bars in {replay_s:.0f} s")
-                send_end_of_stream(broker.bootstrap, prefix, settings.partitions, summary)
+                send_end_of_stream(
+                    broker.bootstrap, prefix, settings.partitions, summary.last_event_ms or 0
+                )
                 progress.wait_drained(watch.check, plan.timeout_s, stop_at)
                 drained_s = time.perf_counter() - t0
             except StopRun as why:
