@@ -17,8 +17,9 @@ the mark wait in a bounded buffer. So every decision's trace is complete from it
 the ~70 % of ticks that end in HOLD cost spans but no export. A trace's upstream spans live
 in the worker that owns the symbol's partition (Faust assigns co-partitioned topics together),
 so the mark and the buffer meet in one process; downstream of the mark the decision travels
-with the trace as the W3C ``tracestate`` entry ``qt=keep``, so a worker running the
-portfolio-wide risk stage exports its spans of kept traces without having seen the mark.
+with the trace as the W3C ``tracestate`` entry ``qt=keep`` or ``qt=drop``, so a worker running
+the portfolio-wide risk stage exports its spans of kept traces without having seen the mark,
+and the sampler need not remember a decision for longer than the marking stage's own spans.
 """
 
 from __future__ import annotations
