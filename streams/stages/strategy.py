@@ -28,6 +28,8 @@ Inputs, in event-time order per symbol:
     drawdown bucket is only known here) and the realised equity track; ``STRATEGY`` rewards
     update the selector arm. A reward for an unknown or already rewarded decision is ignored, so
     at-least-once redelivery never learns twice; a strategy unknown to this build teaches nothing.
+    A decision that never trades (risk rejected it) never gets a reward: its pending entries are
+    forgotten :data:`REWARD_WAIT_MS` of event time after it, so they do not pile up forever.
 
 Drawdown for the sizing state is the symbol's own realised drawdown: ``(peak - equity) / peak``
 of ``starting equity + net PnL of this symbol's closed trades``. Portfolio equity is the risk
@@ -36,9 +38,9 @@ stage's business: it re-bases the margin on the portfolio equity at approval.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from streams import ids
 from streams.config import (
@@ -63,6 +65,12 @@ from streams.stages.regime import MarketView, RegimeState, detect_regime, market
 from streams.stages.sizing import QTable, SizingState, size_position
 from streams.stages.strategies import STRATEGIES, MetaSelector, StrategyInput, choose_strategy
 
+V = TypeVar("V")
+
+#: How long a decision waits for its rewards (event time): the dedupe window, far longer than
+#: a trade stays open; past it the decision is forgotten (rejected ones never get any).
+REWARD_WAIT_MS = ids.DEDUPE_WINDOW_MS
+
 
 @dataclass(slots=True)
 class StrategyState:
@@ -76,8 +84,10 @@ class StrategyState:
     regime: Regime = Regime.RANGE
     qtable: QTable = field(default_factory=QTable)
     selector: MetaSelector = field(default_factory=MetaSelector)
-    pending_sizing: dict[str, tuple[str, int]] = field(default_factory=dict)
-    pending_strategy: set[str] = field(default_factory=set)
+    #: Decisions waiting for their rewards: sizing state key, action and the decision's event
+    #: time; the strategy reward's decision time. Insertion order is event-time order.
+    pending_sizing: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    pending_strategy: dict[str, int] = field(default_factory=dict)
 
     @property
     def drawdown(self) -> float:
@@ -96,25 +106,46 @@ class StrategyState:
             "qtable": self.qtable.to_dict(),
             "selector": self.selector.to_dict(),
             "pending_sizing": {k: list(v) for k, v in self.pending_sizing.items()},
-            "pending_strategy": sorted(self.pending_strategy),
+            "pending_strategy": dict(self.pending_strategy),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StrategyState:
         """Inverse of :meth:`to_dict`."""
-        view = data["view"]
+        view, seen = data["view"], int(data["view_time_ms"])
+        strategy = data["pending_strategy"]
+        if isinstance(strategy, list):  # a document from before decisions kept their time
+            strategy = dict.fromkeys(strategy, seen)
         return cls(
             equity=float(data["equity"]),
             peak_equity=float(data["peak_equity"]),
             regime_state=RegimeState.from_dict(data["regime_state"]),
             view=None if view is None else MarketView.from_dict(view),
-            view_time_ms=int(data["view_time_ms"]),
+            view_time_ms=seen,
             regime=Regime(data["regime"]),
             qtable=QTable.from_dict(data["qtable"]),
             selector=MetaSelector.from_dict(data["selector"]),
-            pending_sizing={k: (str(v[0]), int(v[1])) for k, v in data["pending_sizing"].items()},
-            pending_strategy=set(data["pending_strategy"]),
+            pending_sizing={
+                k: (str(v[0]), int(v[1]), int(v[2]) if len(v) > 2 else seen)
+                for k, v in data["pending_sizing"].items()
+            },
+            pending_strategy={k: int(t) for k, t in strategy.items()},
         )
+
+
+def forget_unrewarded(state: StrategyState, before_ms: int) -> None:
+    """Drop the pending decisions made before ``before_ms``."""
+    _drop_before(state.pending_sizing, before_ms, lambda entry: entry[2])
+    _drop_before(state.pending_strategy, before_ms, lambda time_ms: time_ms)
+
+
+def _drop_before(pending: dict[str, V], before_ms: int, time_of: Callable[[V], int]) -> None:
+    """Oldest first: entries are inserted in event-time order (as :class:`~streams.ids.SeenIds`)."""
+    while pending:
+        first = next(iter(pending))
+        if time_of(pending[first]) >= before_ms:
+            return
+        del pending[first]
 
 
 def _side(action: Action) -> Side:
@@ -181,8 +212,9 @@ class StrategyStage:
         choice = size_position(
             state.qtable, conf, state.regime, state.drawdown, state.equity, limits, rng, t.sizing
         )
-        state.pending_sizing[decision] = (choice.state.key, choice.action)
-        state.pending_strategy.add(decision)
+        forget_unrewarded(state, s.event_time_ms - REWARD_WAIT_MS)
+        state.pending_sizing[decision] = (choice.state.key, choice.action, s.event_time_ms)
+        state.pending_strategy[decision] = s.event_time_ms
         return DecisionSized(
             decision_id=decision,
             signal_id=s.signal_id,
@@ -206,14 +238,14 @@ class StrategyStage:
             pending = state.pending_sizing.pop(r.decision_id, None)
             if pending is None:
                 return False
-            key, action = pending
+            key, action, _ = pending
             state.qtable.update(SizingState.from_key(key), action, r.reward, self.tuning.sizing)
             state.equity += r.net_pnl
             state.peak_equity = max(state.peak_equity, state.equity)
             return True
         if r.decision_id not in state.pending_strategy:
             return False
-        state.pending_strategy.discard(r.decision_id)
+        del state.pending_strategy[r.decision_id]
         if r.strategy in STRATEGIES:
             state.selector.update(r.regime, r.strategy, r.reward, self.tuning.selector)
         return True

@@ -26,8 +26,9 @@ input has not passed (the catch-up case).
 
 **Warm-up and verdict.** The warm-up is the first ``--warmup-share`` (default 25%) of the
 run's events: feature windows (64 bars), bias windows (200 signals), correlation returns (120
-per symbol), the tracer's bounded buffers (20,000 undecided traces, 200,000 decided trace ids:
-about 7,000 minutes of 29 symbols) and the allocator's arenas all fill in it. After it, the
+per symbol), the tracer's bounded buffers (20,000 undecided traces, 20,000 decided trace ids:
+about 700 minutes of 29 symbols), the ensemble's drift window (24 hours of event time) and the
+allocator's arenas all fill in it. After it, the
 RSS samples are fitted with a least-squares line against events and against event time: the
 slope in MB per million events and in MB per hour of event time. The verdict is **flat** when
 the slope is at most ``--bound-mb-per-million`` (default 2 MB per million events: a worker of
@@ -540,7 +541,9 @@ def run_once(broker: Broker, base: Settings, plan: RunPlan, work: Path) -> dict[
                 )
                 replay_s = time.perf_counter() - t0
                 print(f"memory bench: replayed {summary.ticks:,} bars in {replay_s:.0f} s")
-                send_end_of_stream(broker.bootstrap, prefix, settings.partitions, summary)
+                send_end_of_stream(
+                    broker.bootstrap, prefix, settings.partitions, summary.last_event_ms or 0
+                )
                 progress.wait_drained(watch.check, plan.timeout_s, stop_at)
                 drained_s = time.perf_counter() - t0
             except StopRun as why:

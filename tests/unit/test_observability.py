@@ -523,6 +523,28 @@ def test_a_kept_trace_is_exported_by_a_worker_that_never_saw_the_mark() -> None:
     assert trace.get_current_span().get_span_context().is_valid is False  # nothing leaked
 
 
+def test_a_dropped_trace_stays_dropped_after_the_sampler_forgot_its_mark() -> None:
+    # the ensemble marks a HOLD row "drop"; its children run after many other decisions
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    sampler = tracing.DecisionSampler(SimpleSpanProcessor(exported), max_decided=1)
+    provider.add_span_processor(sampler)
+    tracer = provider.get_tracer("w")
+    with tracer.start_as_current_span("ensemble", attributes={tracing.SAMPLE_ATTRIBUTE: "drop"}):
+        out = Emitter("ensemble")
+        out.record(Topic.SIGNALS_ENSEMBLE, "ETHUSDT", scored(), T0, 0)
+    with tracer.start_as_current_span("other", attributes={tracing.SAMPLE_ATTRIBUTE: "drop"}):
+        pass  # a later decision: the first trace's id is forgotten (max_decided=1)
+    ctx = out.items[0].span_context
+    assert ctx is not None
+    headers = dict(tracing.trace_headers(ctx))
+    assert headers["tracestate"] == b"qt=drop"
+    with tracer.start_as_current_span("supervisor", context=tracing.extract_context(headers)):
+        pass
+    assert exported.get_finished_spans() == ()
+    assert not sampler._buffer  # discarded, not held as undecided until evicted
+
+
 def test_unmarked_spans_carry_no_tracestate() -> None:
     provider = TracerProvider()
     with provider.get_tracer("a").start_as_current_span("features"):

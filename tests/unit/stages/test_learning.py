@@ -46,8 +46,8 @@ def test_reward_state_is_the_sizing_key_without_its_drawdown_bucket() -> None:
 def _pending(stage: StrategyStage) -> StrategyState:
     """A state that sized ``DECISION`` at 1.5x (action 4) in state ``c2/TREND/d0``."""
     state = stage.new_state()
-    state.pending_sizing[DECISION] = ("c2/TREND/d0", 4)
-    state.pending_strategy.add(DECISION)
+    state.pending_sizing[DECISION] = ("c2/TREND/d0", 4, T0)
+    state.pending_strategy[DECISION] = T0
     return state
 
 

@@ -17,6 +17,7 @@ from streams.stages.strategies import (
     choose_strategy,
     evaluate_all,
 )
+from streams.stages.strategy import REWARD_WAIT_MS
 from streams.vocabulary import Regime, Side
 from tests.unit.stages.factories import MIN, scored, supervised, trade_closed
 from tests.unit.stages.sample import tradeable_signal
@@ -129,6 +130,36 @@ def test_strategy_decides_deterministically_and_learns_each_reward_once() -> Non
     assert stage.on_reward(state, strat) and not stage.on_reward(state, strat)
     assert state.equity == pytest.approx(10_000.0 - 50.0)
     assert sum(sum(v) for v in state.qtable.visits.values()) == 1
+
+
+def test_a_decision_without_rewards_is_forgotten_after_the_wait() -> None:
+    # risk rejected "old": no trade, no reward ever; "edge" is exactly the wait old
+    row, signal = tradeable_signal()
+    stage = StrategyStage(RiskLimits(), seed=7)
+    state = stage.new_state()
+    for decision, t in (("old", row.event_time_ms - REWARD_WAIT_MS - 1),
+                        ("edge", row.event_time_ms - REWARD_WAIT_MS)):  # fmt: skip
+        state.pending_sizing[decision] = ("c2/TREND/d0", 4, t)
+        state.pending_strategy[decision] = t
+    stage.on_features(state, row)
+    d = stage.on_signal(state, signal)
+    assert d is not None
+    assert list(state.pending_sizing) == list(state.pending_strategy) == ["edge", d.decision_id]
+    sizing, strat = LearningStage().on_trade_closed(trade_closed("old", -50.0, row.event_time_ms))
+    assert not stage.on_reward(state, sizing) and not stage.on_reward(state, strat)
+    assert StrategyState.from_dict(state.to_dict()) == state
+
+
+def test_a_stored_state_from_before_pending_times_loads() -> None:
+    row, _ = tradeable_signal()
+    stage = StrategyStage(RiskLimits(), seed=7)
+    state = stage.new_state()
+    stage.on_features(state, row)
+    doc = state.to_dict() | {"pending_sizing": {"d": ["c2/TREND/d0", 4]}, "pending_strategy": ["d"]}
+    loaded = StrategyState.from_dict(doc)
+    # its decisions wait from the last bar the state saw
+    assert loaded.pending_sizing == {"d": ("c2/TREND/d0", 4, row.event_time_ms)}
+    assert loaded.pending_strategy == {"d": row.event_time_ms}
 
 
 def test_strategy_never_trades_a_signal_without_its_own_bars_features() -> None:
