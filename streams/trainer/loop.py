@@ -149,7 +149,8 @@ class Trainer:
             state = TrainerState(TickClock(len(partitions)), keep_ms=keep)
             events = [TopicPartition(self.events_topic, 0, OFFSET_BEGINNING)]
             consumer.assign(events)
-            self._read_to_end(consumer, state, {(self.events_topic, 0)})
+            at_end: set[tuple[str, int]] = set()
+            self._read_to_end(consumer, state, {(self.events_topic, 0)}, at_end)
             self.log(f"models.events read: {len(state.handled)} trigger(s) trained before, "
                      f"{len(state.pending)} drift trigger(s)")  # fmt: skip
             consumer.incremental_assign(
@@ -157,7 +158,7 @@ class Trainer:
             )
             ends = {(self.ticks_topic, p) for p in partitions} | {(self.events_topic, 0)}
             while not stop():
-                self._read_to_end(consumer, state, ends, stop)
+                self._read_to_end(consumer, state, ends, at_end, stop)
                 self._caught_up(state)
                 outcome = self._retrain_due(state, once)
                 if once:
@@ -197,24 +198,29 @@ class Trainer:
                                "`quantum-trader live`)") from exc  # fmt: skip
 
     def _read_to_end(self, consumer: Any, state: TrainerState, ends: set[tuple[str, int]],
-                     stop: Callable[[], bool] = lambda: False) -> None:  # fmt: skip
-        """Poll until every partition of ``ends`` reported its end since its last record."""
+                     at_end: set[tuple[str, int]], stop: Callable[[], bool] = lambda: False
+                     ) -> None:  # fmt: skip
+        """Poll at least once, then until every partition of ``ends`` is at its end.
+
+        ``at_end`` holds the partitions whose end-of-partition event came after their last
+        record; the broker reports the end once, so it lives as long as the assignment.
+        """
         from confluent_kafka import KafkaError
 
-        at_end: set[tuple[str, int]] = set()
-        while at_end != ends and not stop():
+        while not stop():
             msg = consumer.poll(POLL_S)
-            if msg is None:
-                continue
-            where = (msg.topic() or "", msg.partition() or 0)
-            error = msg.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
+            if msg is not None:
+                where = (msg.topic() or "", msg.partition() or 0)
+                error = msg.error()
+                if error is None:
+                    at_end.discard(where)
+                    self._handle(state, msg)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(where)
+                else:
                     raise TrainerError(f"reading {where[0]}: {kafka_io.describe(error)}")
-                at_end.add(where)
-                continue
-            at_end.discard(where)
-            self._handle(state, msg)
+            if ends <= at_end:
+                return
 
     def _handle(self, state: TrainerState, msg: Any) -> None:
         """One record of either topic (an undecodable one is counted and skipped)."""

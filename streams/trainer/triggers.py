@@ -13,7 +13,7 @@
 A trigger is *ready* once the ticks before its time have all been read (its ``at_ms`` is at or
 below the clock); the retrain trains on the ticks before ``at_ms``. Its id (``drift-<ms>``,
 ``schedule-<ms>``) is derived from its cause and ends the ``RETRAINED`` records' ids, so a
-restarted trainer that reads them back does not train the same trigger twice.
+restarted trainer that reads them back trains neither that trigger nor an older one again.
 """
 
 from __future__ import annotations
@@ -96,22 +96,38 @@ class Choice:
     superseded: tuple[Trigger, ...] = ()
     """Ready triggers not trained: an older one than ``train`` (the newer data covers it)."""
     already: tuple[Trigger, ...] = ()
-    """Ready triggers a ``RETRAINED`` record says were trained (before a restart)."""
+    """Ready triggers a ``RETRAINED`` record covers (trained, or superseded, before)."""
     waiting: tuple[Trigger, ...] = ()
     """Triggers whose ticks are not all read yet."""
 
 
 def choose(pending: Iterable[Trigger], clock_ms: int, handled: Iterable[str]) -> Choice:
-    """The newest ready trigger not handled yet; older ready ones are superseded by it."""
+    """The newest ready trigger not covered yet; older ready ones are superseded by it.
+
+    A trigger is covered when it, or a trigger at the same or a later time, was trained (its
+    ``RETRAINED`` records were read): a restarted trainer neither retrains it nor the ones that
+    retrain superseded.
+    """
     done = set(handled)
+    done_ms = max((at for at in map(_at_of, done) if at is not None), default=None)
     ordered = sorted(set(pending), key=lambda t: (t.at_ms, t.cause))
     ready = [t for t in ordered if t.at_ms <= clock_ms]
     waiting = tuple(t for t in ordered if t.at_ms > clock_ms)
-    already = tuple(t for t in ready if t.trigger_id in done)
-    fresh = [t for t in ready if t.trigger_id not in done]
+
+    def covered(t: Trigger) -> bool:
+        return t.trigger_id in done or (done_ms is not None and t.at_ms <= done_ms)
+
+    already = tuple(t for t in ready if covered(t))
+    fresh = [t for t in ready if not covered(t)]
     if not fresh:
         return Choice(None, (), already, waiting)
     return Choice(fresh[-1], tuple(fresh[:-1]), already, waiting)
+
+
+def _at_of(trigger_id: str) -> int | None:
+    """The event time a trigger id ends with (None for an id of another form)."""
+    _, _, at = trigger_id.rpartition("-")
+    return int(at) if at.isdigit() else None
 
 
 @dataclass
