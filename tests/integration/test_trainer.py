@@ -12,14 +12,13 @@ day boundaries the ticks crossed were due too and are superseded by the newer dr
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from streams.adapters.market_files import TimeWindow, parse_time_bound
-from streams.config import Settings, get_settings
+from streams.config import get_settings
 from streams.contracts.codec import topic_codec
 from streams.contracts.records import ModelEventRecorded
 from streams.demo import topic_messages
@@ -27,7 +26,7 @@ from streams.kafka_io import ProducerOptions
 from streams.topics import Topic, topic_name
 from streams.trainer.publish import publish_model_events
 from streams.vocabulary import ModelEventKind
-from tests.shared_data import BINANCE
+from tests.shared_data import BINANCE, registry_copy
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -35,16 +34,6 @@ FUTURES = BINANCE / "um_futures_1m_2025"
 WINDOW = TimeWindow(parse_time_bound("2025-05-15T00:00"), parse_time_bound("2025-05-17T12:00"))
 DRIFT_AT = parse_time_bound("2025-05-17T06:00")
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
-
-
-def registry_copy(to: Path) -> Path:
-    """The promoted models and the index: the trainer registers into this copy only."""
-    source = Settings().registry_dir
-    to.mkdir(parents=True)
-    shutil.copy2(source / "index.json", to / "index.json")
-    for model in ("lightgbm", "nhits", "patchtst", "xgboost"):
-        shutil.copytree(source / model, to / model)
-    return to
 
 
 def test_drift_retrains_a_candidate_on_the_recorded_ticks_and_records_the_gate_decision(
