@@ -149,13 +149,13 @@ class Trainer:
             state = TrainerState(TickClock(len(partitions)), keep_ms=keep)
             events = [TopicPartition(self.events_topic, 0, OFFSET_BEGINNING)]
             consumer.assign(events)
-            at_end: set[tuple[str, int]] = set()
+            at_end = _empty(consumer, events)
             self._read_to_end(consumer, state, {(self.events_topic, 0)}, at_end)
             self.log(f"models.events read: {len(state.handled)} trigger(s) trained before, "
                      f"{len(state.pending)} drift trigger(s)")  # fmt: skip
-            consumer.incremental_assign(
-                [TopicPartition(self.ticks_topic, p, OFFSET_BEGINNING) for p in partitions]
-            )
+            ticks = [TopicPartition(self.ticks_topic, p, OFFSET_BEGINNING) for p in partitions]
+            consumer.incremental_assign(ticks)
+            at_end |= _empty(consumer, ticks)
             ends = {(self.ticks_topic, p) for p in partitions} | {(self.events_topic, 0)}
             while not stop():
                 self._read_to_end(consumer, state, ends, at_end, stop)
@@ -289,3 +289,14 @@ class Trainer:
         from streams.trainer.publish import publish_model_events
 
         publish_model_events(self.bootstrap, self.prefix, events)
+
+
+def _empty(consumer: Any, partitions: list[Any]) -> set[tuple[str, int]]:
+    """The partitions holding no record yet: at their end without waiting for the broker to
+    say so (an empty partition's end-of-partition event is not to be relied on)."""
+    out = set()
+    for tp in partitions:
+        low, high = consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
+        if high <= low:
+            out.add((tp.topic, tp.partition))
+    return out

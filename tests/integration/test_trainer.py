@@ -6,7 +6,9 @@ replay, watermarks and end of stream included); a ``DRIFT_DETECTED`` record at 0
 last day goes on ``models.events``. ``quantum-trader trainer --once --models xgboost`` (the
 CLI, on a copy of the registry) reads both topics, retrains xgboost on the last 2 days of the
 ticks before the drift, registers it as a candidate and records what the gate decided. The
-day boundaries the ticks crossed were due too and are superseded by the newer drift trigger.
+day boundaries the ticks crossed were due too and are superseded by the newer drift trigger;
+a restarted trainer does not train any of them again. Without any drift, the day boundary the
+ticks crossed is what a trainer on a fresh prefix trains.
 """
 
 from __future__ import annotations
@@ -129,3 +131,42 @@ def test_drift_retrains_a_candidate_on_the_recorded_ticks_and_records_the_gate_d
     ][len(records) :]
     assert [r.event_id for r in later][:1] == [f"xgboost:v4:RETRAINED:{end}"]
     assert not [r for r in later if r.event_id.endswith(trigger)]
+
+
+def test_a_trainer_on_a_prefix_without_model_events_retrains_at_the_day_its_ticks_crossed(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """No ``models.events`` yet (nothing drifted): the trainer creates it; the ticks' event time
+    crossed midnight, so ``once`` trains that schedule trigger, on the ticks before it only (the
+    replay is still open: no end of stream)."""
+    from streams.adapters.replay.files import replay_files
+    from streams.config import Settings
+    from streams.trainer.loop import Trainer
+    from streams.trainer.retrain import RetrainPlan
+
+    registry = registry_copy(tmp_path / "registry")
+    window = TimeWindow(parse_time_bound("2025-05-12T00:00"), parse_time_bound("2025-05-13T18:00"))
+    midnight = parse_time_bound("2025-05-13T00:00")
+    replay_files(
+        FUTURES, bootstrap=kafka_bootstrap, prefix=unique_prefix, symbols=("SOLUSDT",),
+        window=window, options=ProducerOptions(kafka_bootstrap), partitions=2,
+        show_progress=False,
+    )  # fmt: skip
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=unique_prefix)
+    plan = RetrainPlan(registry, tmp_path / "trainer", ("xgboost",), lookback_days=1.0, folds=2,
+                       seed=7)  # fmt: skip
+    [outcome] = Trainer(kafka_bootstrap, unique_prefix, settings, plan, log=lambda _: None).run(
+        once=True
+    )
+    assert outcome.trigger.trigger_id == f"schedule-{midnight}"
+    manifest = json.loads((registry / "xgboost" / "v3" / "manifest.json").read_text())
+    assert manifest["data_source"]["requested_start"] == "2025-05-12T00:00:00Z"
+    assert manifest["validation_range"]["last_ms"] < midnight
+    codec = topic_codec(Topic.MODELS_EVENTS)
+    records = [
+        codec.decode_record(m.value())
+        for m in topic_messages(kafka_bootstrap, topic_name(Topic.MODELS_EVENTS, unique_prefix), 1)
+    ]
+    assert [r.event_id for r in records] == [e.event_id for e in outcome.events]
+    assert records[0].event_id == f"xgboost:v3:RETRAINED:schedule-{midnight}"
+    assert records[-1].kind in (ModelEventKind.PROMOTED, ModelEventKind.PROMOTION_REFUSED)
