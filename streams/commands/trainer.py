@@ -113,5 +113,5 @@ def _summary(console: Console, outcomes: list[RetrainOutcome]) -> None:
     for outcome in outcomes:
         table = Table(show_header=False, title="retrain")
         for key, value in describe_outcome(outcome):
-            table.add_row(key, str(value))
+            table.add_row(key, value)
         console.print(table)

@@ -24,7 +24,7 @@ import gzip
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from models.dataset import KLINE_COLUMNS, DatasetError
 from models.features import BAR_MS, WARMUP_BARS
@@ -188,7 +188,7 @@ def _candidates(outcomes: Iterable[ModelOutcome]) -> dict[str, str]:
     return {o.name: o.version for o in outcomes if "-" not in o.name}
 
 
-def describe_outcome(outcome: RetrainOutcome) -> list[tuple[str, Any]]:
+def describe_outcome(outcome: RetrainOutcome) -> list[tuple[str, str]]:
     """Rows of the trainer's summary table."""
     d = outcome.decision
     return [
