@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.edge import block_bootstrap_ci, block_ids, net_returns
-from streams.config import PromotionRule
+from streams.config import PromotionRule, Settings
 from streams.contracts.records import ModelEventRecorded
 from streams.stages.edge import EdgeGate, lookup
 from streams.vocabulary import CLASSES, Action, ModelEventKind
@@ -243,6 +243,38 @@ def shadow_compare(
         cand_pnl, champ_pnl, blocks, rule, bias_limit,
     )  # fmt: skip
     return decision, int(shadow.time_ms.max()) + 60_000
+
+
+def gate_and_promote(
+    registry: Path,
+    candidate: Mapping[str, str],
+    settings: Settings,
+    cache_dir: Path,
+    event_time_ms: int | None = None,
+    log: Any = print,
+) -> tuple[PromotionDecision, list[ModelEventRecorded]]:
+    """Shadow-score ``candidate`` against the promoted set, record the gate's decision in the
+    registry's history and, only when it passes, promote the candidate's versions.
+
+    ``event_time_ms`` is the decision records' event time (and so when workers swap); default
+    the end of the shadow rows. The caller publishes the records to ``models.events``.
+    """
+    from models.registry import RegistryError, promote, read_index
+
+    champion = read_index(registry)
+    if not champion:
+        raise RegistryError(f"nothing is promoted in {registry}: no champion to shadow-score")
+    decision, at = shadow_compare(
+        registry, candidate, champion, settings.ensemble_weights, settings.promotion,
+        settings.supervisor.bias_threshold, cache_dir, log,
+    )  # fmt: skip
+    events = decision_events(decision, at if event_time_ms is None else event_time_ms)
+    append_events(registry, events)
+    if decision.promote:
+        for model, version in sorted(candidate.items()):
+            if champion.get(model) != version:
+                promote(registry, model, version)
+    return decision, events
 
 
 def _score_rows(registry: Path, versions: Mapping[str, str], oof_rows: Any, scorer: Any

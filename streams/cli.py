@@ -25,6 +25,7 @@ from streams.commands import (
     schemas,
     topology,
     trace,
+    trainer,
     venue,
     worker,
 )
@@ -52,6 +53,7 @@ app.command("journal")(journal.command)
 app.command("trace")(trace.command)
 app.command("topology")(topology.command)
 app.command("venue")(venue.command)
+app.command("trainer")(trainer.command)
 app.command("halt")(control.halt)
 app.command("resume")(control.resume)
 app.add_typer(schemas.app, name="schemas")

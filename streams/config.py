@@ -123,6 +123,28 @@ class DriftConfig(_Frozen):
     worst: int = Field(3, ge=1, description="how many of the worst features an event names")
 
 
+class TrainerConfig(_Frozen):
+    """The retraining worker, ``quantum-trader trainer`` (docs/drift.md, "The retrain loop")."""
+
+    schedule_ms: int = Field(
+        24 * 3_600_000, ge=0, description="retrain when event time crosses a multiple; 0 = off"
+    )
+    drift_cooldown_ms: int = Field(
+        6 * 3_600_000,
+        ge=0,
+        description="a DRIFT_DETECTED this soon after the last drift retrain "
+        "(event time) does not retrain again",
+    )
+    lookback_days: float = Field(7.0, gt=0, description="train on the ticks of the last N days")
+    models: tuple[str, ...] = ("xgboost", "lightgbm", "nhits", "patchtst")
+    folds: int = Field(3, ge=0, description="walk-forward folds of each retrain")
+    work_dir: Path | None = Field(
+        None,
+        description="where each retrain's data (CSV) and gate cache are kept "
+        "(default <runs_dir>/trainer); the candidates' manifests point at it",
+    )
+
+
 class RewardConfig(_Frozen):
     """How a closed trade is scored."""
 
@@ -445,6 +467,7 @@ class Settings(BaseSettings):
     reward: RewardConfig = RewardConfig()
     promotion: PromotionRule = PromotionRule()
     drift: DriftConfig = DriftConfig()
+    trainer: TrainerConfig = TrainerConfig()
     paper: PaperConfig = PaperConfig()
     live: LiveConfig = LiveConfig()
     binance: BinanceConfig = BinanceConfig()
@@ -509,7 +532,7 @@ def run_configuration(settings: Settings) -> dict[str, object]:
     skip = {"binance_api_key", "binance_api_secret", "journal_dsn", "kafka_bootstrap",
             "schema_registry_url", "data_dir", "registry_dir", "runs_dir", "trace_file",
             "web_host", "web_port", "dashboard_host", "dashboard_port",
-            "jaeger_ui_url", "live"}  # fmt: skip
+            "jaeger_ui_url", "live", "trainer"}  # fmt: skip
     data = settings.model_dump(mode="json", exclude=skip)
     for endpoint in ("rest_url", "user_stream_url"):
         data["binance"].pop(endpoint, None)

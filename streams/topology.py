@@ -157,7 +157,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         _SINGLE,
         "model lifecycle",
         reported=False,
-        outside="models promote / rollback",
+        outside="trainer · models promote / rollback",
     ),
     # Each swap record once per partition, so every ensemble instance reads it on its own
     # partition, on whichever worker owns that partition (streams/agents/swaps.py).

@@ -160,25 +160,19 @@ def train(
 
 def _gate_and_promote(reg: Path, trained: dict[str, str]) -> None:
     """Shadow-score the candidate set against the champion; promote it only if the gate says so."""
-    from models.promotion import append_events, decision_events, shadow_compare
-    from models.registry import promote, read_index
+    from models.promotion import EVENTS_FILE, gate_and_promote
+    from models.registry import read_index
     from streams.config import get_settings
 
     settings = get_settings()
-    champion = read_index(reg)
-    candidate = {**champion, **trained}
     console = _console()
-    decision, at = shadow_compare(
-        reg, candidate, champion, settings.ensemble_weights, settings.promotion,
-        settings.supervisor.bias_threshold, Path("runs/edge"), console.print,
-    )  # fmt: skip
-    events = decision_events(decision, at)
-    path = append_events(reg, events)
+    candidate = {**read_index(reg), **trained}
+    decision, events = gate_and_promote(reg, candidate, settings, Path("runs/edge"),
+                                        log=console.print)  # fmt: skip
     _publish(events)
     console.print(decision.detail())
+    path = reg / EVENTS_FILE
     if decision.promote:
-        for model, version in sorted(trained.items()):
-            promote(reg, model, version)
         console.print(f"promoted {trained}; events in {path}")
     else:
         console.print(f"[yellow]not promoted[/yellow]; the champion stays; events in {path}")
@@ -186,24 +180,12 @@ def _gate_and_promote(reg: Path, trained: dict[str, str]) -> None:
 
 def _publish(events: list[Any]) -> None:
     """Produce the events to ``models.events`` when a broker is configured."""
-    from streams import kafka_io
     from streams.config import get_settings
-    from streams.contracts.codec import serializer_for
-    from streams.topics import Topic, topic_name
+    from streams.trainer.publish import publish_model_events
 
     settings = get_settings()
-    if not settings.kafka_bootstrap:
-        return
-    producer = kafka_io.producer(kafka_io.ProducerOptions(settings.kafka_bootstrap,
-                                                          idempotence=False))  # fmt: skip
-    tracker = kafka_io.DeliveryTracker()
-    serialize = serializer_for(Topic.MODELS_EVENTS)
-    for e in events:
-        kafka_io.produce(
-            producer, topic_name(Topic.MODELS_EVENTS, settings.topic_prefix),
-            e.event_id.encode(), serialize(e), on_delivery=tracker,
-        )  # fmt: skip
-    kafka_io.flush(producer, tracker, timeout_s=15)
+    if settings.kafka_bootstrap:
+        publish_model_events(settings.kafka_bootstrap, settings.topic_prefix, events)
 
 
 @app.command()

@@ -14,7 +14,6 @@ runner's with the same record (which differ from the runner's without it).
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -29,22 +28,13 @@ from streams.contracts.records import ModelEventRecorded, SignalScored
 from streams.demo import SAMPLE_DATA, DemoPlan, LiveRun, run_demo, topic_messages
 from streams.topics import Topic, topic_name
 from streams.vocabulary import ModelEventKind
+from tests.shared_data import registry_copy
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 WINDOW = TimeWindow(parse_time_bound("2025-05-21T12:30"), parse_time_bound("2025-05-21T19:30"))
 SWAP_AT = parse_time_bound("2025-05-21T17:25")
 PARTITIONS = 2
-
-
-def registry_copy(to: Path) -> Path:
-    """The promoted models' folders and the index: the rollback changes this copy only."""
-    source = Settings().registry_dir
-    to.mkdir(parents=True)
-    shutil.copy2(source / "index.json", to / "index.json")
-    for model in ("lightgbm", "nhits", "patchtst", "xgboost"):
-        shutil.copytree(source / model, to / model)
-    return to
 
 
 def settings_for(bootstrap: str, runs_dir: Path, registry: Path) -> Settings:
