@@ -161,6 +161,29 @@ def stage_increments(
     return out
 
 
+def span_figures(
+    spans: Iterable[Mapping[str, Any]], ticks_ns: Mapping[tuple[str, int], int]
+) -> dict[str, dict[str, Any]]:
+    """Per span name: when stages began handling a tick's records (ms after the tick was sent)
+    and how long they took, over the spans whose symbol and event time name a tick of
+    ``ticks_ns`` (the stages' spans carry ``qt.symbol`` and ``qt.event_time_ms``)."""
+    starts: dict[str, list[float]] = {}
+    durations: dict[str, list[float]] = {}
+    for span in spans:
+        attrs = span.get("attributes") or {}
+        sent = ticks_ns.get((attrs.get("qt.symbol"), attrs.get("qt.event_time_ms")))
+        if sent is None or span.get("start_ns") is None or span.get("end_ns") is None:
+            continue
+        name = str(span.get("name"))
+        starts.setdefault(name, []).append((span["start_ns"] - sent) / 1e6)
+        durations.setdefault(name, []).append((span["end_ns"] - span["start_ns"]) / 1e6)
+    order = sorted(starts, key=lambda n: latency_summary(starts[n])["p50_ms"] or 0.0)
+    return {
+        n: {"start": latency_summary(starts[n]), "duration": latency_summary(durations[n])}
+        for n in order
+    }
+
+
 # --------------------------------------------------------------------------- replay
 
 
@@ -324,7 +347,7 @@ def replay(
             on_segment(seg, current)
             current, pacer = seg, Pacer(seg.speed)
             walls[seg.name] = {"start": time.monotonic()}
-        pacer.wait_for(item.event_time_ms)
+        pacer.wait_for(item.event_time_ms, sink.announce)  # as the replay's pump does
         sink.send_tick(item)
     sink.flush()
     if current is not None:
@@ -345,6 +368,7 @@ def measure(
     from streams.adapters.replay.files import kafka_tick_sink
     from streams.app import ensure_topics
     from streams.kafka_io import ProducerOptions
+    from streams.observability.tracing import read_spans
     from streams.topics import Topic, topic_name
     from streams.workers import running_worker, worker_env
     from tests.benchmarks.bench_topology import cpu_seconds, wait_until_ready
@@ -353,7 +377,8 @@ def measure(
     partitions = settings.partitions
     run_settings = settings.model_copy(update={"topic_prefix": prefix})
     ensure_topics(broker.bootstrap, run_settings, keep_forever=True)
-    env = worker_env(settings, broker.bootstrap, prefix, False, work_dir / "traces.jsonl")
+    trace_path = work_dir / "traces.jsonl"
+    env = worker_env(settings, broker.bootstrap, prefix, False, trace_path)
     log_path = work_dir / "worker.log"
     window = TimeWindow(segments[0].start_ms, segments[-1].end_ms)
     _, items = open_data_set(DATA, symbols, window)
@@ -408,11 +433,9 @@ def measure(
         monitor.stop()
     if monitor.error:
         notes.append(f"consumer error: {monitor.error}")
-    return figures(sink.sent_ns, monitor.seen, segments, partitions, walls, loads, notes) | {
-        "ready_s": ready_s,
-        "worker_cpu_s": worker_cpu,
-        "prefix": prefix,
-    }
+    spans = list(read_spans(trace_path)) if trace_path.exists() else []
+    out = figures(sink.sent_ns, monitor.seen, segments, partitions, walls, loads, notes, spans)
+    return out | {"ready_s": ready_s, "worker_cpu_s": worker_cpu, "prefix": prefix}
 
 
 def figures(
@@ -423,8 +446,10 @@ def figures(
     walls: Mapping[str, Mapping[str, float]],
     loads: Mapping[str, list[float]],
     notes: list[str],
+    spans: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Per paced segment: latency summaries per topic (records, progress) and per stage."""
+    """Per paced segment: latency summaries per topic (records, progress), per stage, and the
+    stages' spans (exported for the traces the ensemble kept: BUY/SELL signals)."""
     from streams.kafka_io import partition_for
 
     by_tp: dict[tuple[str, int], list[Seen]] = {}
@@ -475,6 +500,7 @@ def figures(
             "records": {t: latency_summary(lat(records[t])) for t in order},
             "progress": {t: latency_summary(lat(passed[t])) for t in order},
             "stages": {stage: latency_summary(increments[t]) for t, stage in CHAIN},
+            "spans": span_figures(spans, ticks),
         }
     return out
 
@@ -540,6 +566,20 @@ def markdown(res: Mapping[str, Any]) -> str:
                 f"{_ms(r['max_ms'])} | {p['n']:,} | {_ms(p['p50_ms'])} | {_ms(p['p99_ms'])} | "
                 f"{_ms(p['max_ms'])} | {s['n']:,} | {_ms(s['p50_ms'])} | {_ms(s['p99_ms'])} | "
                 f"{_ms(s['max_ms'])} |"
+            )
+        lines += [
+            "",
+            "Spans of the kept (BUY/SELL) traces: when a stage began handling the tick's record, "
+            "and for how long.",
+            "",
+            "| span | n | start p50 ms | start p99 ms | duration p50 ms | duration p99 ms |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for span, f in seg.get("spans", {}).items():
+            st, du = f["start"], f["duration"]
+            lines.append(
+                f"| `{span}` | {st['n']:,} | {_ms(st['p50_ms'])} | {_ms(st['p99_ms'])} | "
+                f"{_ms(du['p50_ms'])} | {_ms(du['p99_ms'])} |"
             )
         lines.append("")
     lines += ["## Goal", "", f"- {json.dumps(res['goals'])}", ""]

@@ -18,6 +18,7 @@ from tests.benchmarks.bench_latency import (
     passed_at,
     plan_segments,
     progress_curve,
+    span_figures,
     stage_increments,
 )
 
@@ -69,6 +70,23 @@ def test_stage_increments_chain_from_the_tick() -> None:
     }
     out = stage_increments(reached, ["x", "y"], ticks)
     assert out == {"x": [50 / 1e6, 60 / 1e6], "y": [1_000 / 1e6]}
+
+
+def test_span_figures_time_spans_from_their_tick() -> None:
+    ticks = {("BTC", 60_000): 1_000_000}
+    spans = [
+        {"name": "features market.ticks", "start_ns": 3_000_000, "end_ns": 4_000_000,
+         "attributes": {"qt.symbol": "BTC", "qt.event_time_ms": 60_000}},
+        {"name": "features market.ticks", "start_ns": 9, "end_ns": 10,
+         "attributes": {"qt.symbol": "ETH", "qt.event_time_ms": 60_000}},  # not a measured tick
+    ]  # fmt: skip
+    out = span_figures(spans, ticks)
+    assert out == {
+        "features market.ticks": {
+            "start": {"n": 1, "p50_ms": 2.0, "p99_ms": 2.0, "max_ms": 2.0},
+            "duration": {"n": 1, "p50_ms": 1.0, "p99_ms": 1.0, "max_ms": 1.0},
+        }
+    }
 
 
 def test_segments_are_back_to_back_in_event_time() -> None:
