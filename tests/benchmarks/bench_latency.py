@@ -358,6 +358,7 @@ def replay(
 def measure(
     broker: Broker,
     settings: Settings,
+    data: Path,
     symbols: Sequence[str],
     segments: Sequence[Segment],
     work_dir: Path,
@@ -381,7 +382,7 @@ def measure(
     env = worker_env(settings, broker.bootstrap, prefix, False, trace_path)
     log_path = work_dir / "worker.log"
     window = TimeWindow(segments[0].start_ms, segments[-1].end_ms)
-    _, items = open_data_set(DATA, symbols, window)
+    _, items = open_data_set(data, symbols, window)
     sink = kafka_tick_sink(
         broker.bootstrap, prefix, ProducerOptions(broker.bootstrap), partitions, 1, None,
         TimedTickSink,
@@ -608,7 +609,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         if broker is None:
             raise RuntimeError("no Kafka: set QT_KAFKA_BOOTSTRAP or install Java")
         print(f"latency bench: kafka at {broker.bootstrap}, {len(symbols)} symbols", flush=True)
-        measured = measure(broker, settings, symbols, segments, Path(tmp), args.catch_up_s)
+        measured = measure(
+            broker, settings, args.data, symbols, segments, Path(tmp), args.catch_up_s
+        )
         bootstrap = broker.bootstrap
     res: dict[str, Any] = {
         "suite": "latency",
