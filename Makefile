@@ -52,7 +52,7 @@ format: install ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install ## run tests/benchmarks/ and write results to tests/benchmarks/results/
+bench: $(call stamp,$(EXTRAS)$(comma)bench) ## run tests/benchmarks/ (with the bench extra's anchors); results in tests/benchmarks/results/
 	$(BIN)/python -m tests.benchmarks
 
 kafka: install ## start a single-node Apache Kafka (KRaft) on 127.0.0.1:19092 and wait until ready

@@ -447,6 +447,56 @@ def test_pacer_spaces_events_by_event_time_over_speed() -> None:
     assert len(clock.sleeps) == 3
 
 
+def test_the_pacer_calls_before_sleep_only_when_it_sleeps() -> None:
+    clock = FakeClock()
+    pacer = Pacer(60.0, clock, clock.sleep)
+    announced: list[int] = []
+    for t in (DAY_START, DAY_START, DAY_START + 60_000, DAY_START + 60_000):
+        pacer.wait_for(t, announced.append)
+    # The anchor and the second tick of a minute are due at once: nothing to announce.
+    assert announced == [DAY_START + 60_000]
+    assert clock.sleeps == pytest.approx([1.0])
+
+
+@pytest.mark.kafka
+def test_a_paced_replay_announces_each_minute_before_it_waits_and_sends_the_same_ticks(
+    kafka_bootstrap: str, unique_prefix: str, encoders: Any
+) -> None:
+    from streams.ordering import header_value
+
+    clock = FakeClock()
+    runs = {}
+    for name, speed in (("paced", 60.0), ("unpaced", None)):
+        prefix = f"{unique_prefix}{name}."
+        replay_files(
+            FUTURES, bootstrap=kafka_bootstrap, prefix=prefix, encoders=encoders,
+            symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"], partitions=3, speed=speed,
+            window=TimeWindow(DAY_START, DAY_START + 10 * 60_000), show_progress=False,
+            clock=clock, sleep=clock.sleep,
+        )  # fmt: skip
+        runs[name] = raw_records(kafka_bootstrap, f"{prefix}market.ticks")
+    assert len(clock.sleeps) == 9  # one wait per minute after the first
+    for partition, records in runs["paced"].items():
+        data = [m for m in records if header_value(m.headers(), WATERMARK_HEADER) is None]
+        unpaced = [
+            m for m in runs["unpaced"][partition]
+            if header_value(m.headers(), WATERMARK_HEADER) is None
+        ]  # fmt: skip
+        assert [(m.key(), m.value()) for m in data] == [(m.key(), m.value()) for m in unpaced]
+        # Before each later minute's first tick, every partition was told that minute had come.
+        marks = {
+            int(mark) for m in records if (mark := header_value(m.headers(), WATERMARK_HEADER))
+        }
+        assert {DAY_START + i * 60_000 for i in range(1, 10)} <= marks
+        promised = -1
+        for msg in records:
+            mark = header_value(msg.headers(), WATERMARK_HEADER)
+            if mark is not None:
+                promised = max(promised, int(mark))
+            else:
+                assert msg.timestamp()[1] >= promised
+
+
 def test_a_replayed_trade_tick_encodes_as_a_valid_tick_received(
     registry_client: Any, encoders: Any
 ) -> None:

@@ -83,8 +83,13 @@ class Pacer:
         self._sleep = sleep
         self._anchor: tuple[int, float] | None = None
 
-    def wait_for(self, event_time_ms: int) -> None:
-        """Sleep until ``event_time_ms`` is due; returns at once with ``speed=None``."""
+    def wait_for(
+        self, event_time_ms: int, before_sleep: Callable[[int], None] | None = None
+    ) -> None:
+        """Sleep until ``event_time_ms`` is due; returns at once with ``speed=None``.
+
+        ``before_sleep(event_time_ms)`` runs only when the pacer is about to sleep.
+        """
         if self.speed is None:
             return
         if self._anchor is None:
@@ -94,6 +99,8 @@ class Pacer:
         due = first_wall + (event_time_ms - first_event_ms) / 1000.0 / self.speed
         delay = due - self._clock()
         if delay > 0:
+            if before_sleep is not None:
+                before_sleep(event_time_ms)
             self._sleep(delay)
 
 
@@ -145,6 +152,9 @@ class TickSink(Protocol):
     def flush(self) -> None:
         """Wait until everything sent is acknowledged; raise on any failure."""
 
+    def announce(self, event_time_ms: int) -> None:
+        """Nothing before ``event_time_ms`` follows (a paced replay is about to wait for it)."""
+
 
 class NullSink:
     """Dry run: validate only."""
@@ -157,6 +167,9 @@ class NullSink:
 
     def flush(self) -> None:
         """Nothing to wait for."""
+
+    def announce(self, event_time_ms: int) -> None:
+        """Nothing to announce."""
 
 
 #: Headers of every replayed tick: its writer, as the topology declares it (``INGEST``).
@@ -207,6 +220,16 @@ class KafkaTickSink:
         )  # fmt: skip
         self.tracker.raise_if_failed()
 
+    def announce(self, event_time_ms: int) -> None:
+        """Tell every partition now that nothing before ``event_time_ms`` follows.
+
+        A paced replay knows this before it sleeps until the next tick is due. Without it the
+        merges downstream (strategy, risk, execution) could release a minute only once the
+        next minute's ticks arrive: a tick's decision would wait one bar of wall time.
+        """
+        self.watermarks.announce(event_time_ms)
+        self.producer.poll(0)  # serve delivery callbacks; librdkafka sends after its linger
+
     def end_stream(self) -> None:
         """Close a bounded replay: the last watermark lets every downstream merge drain."""
         self.watermarks.end_stream()
@@ -235,7 +258,7 @@ def pump(
     """Send every item in order, pacing ticks by event time; flush at the end."""
     for item in items:
         if isinstance(item, TickReceived):
-            pacer.wait_for(item.event_time_ms)
+            pacer.wait_for(item.event_time_ms, sink.announce)
             sink.send_tick(item)
         else:
             sink.send_rejected(item)

@@ -79,6 +79,16 @@ class WatermarkWriter:
         self._quiet = set(range(self.partitions))
         return True
 
+    def announce(self, event_time_ms: int) -> None:
+        """Every partition: no tick before ``event_time_ms`` follows (the next tick's time).
+
+        What :meth:`before_tick` of that tick would imply, said before the tick is produced
+        (a paced replay waits for it); the tick then needs no watermark of its own.
+        """
+        if event_time_ms > self._watermark:
+            self.send(event_time_ms)
+            self._quiet = set(range(self.partitions))
+
     def end_stream(self) -> None:
         """Close a bounded replay: the last watermark lets every downstream merge drain."""
         self.send(END_OF_STREAM)
