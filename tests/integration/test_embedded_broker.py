@@ -166,72 +166,26 @@ def one_record_batches(embedded_bootstrap: str) -> str:
     import asyncio
     import secrets
 
-    import aiokafka
+    from tests.benchmarks.bench_embedded_broker import produce_batches
 
     topic = f"b5-{secrets.token_hex(4)}"
     create_topics(embedded_bootstrap, [topic], partitions=1)
-
-    async def produce() -> None:
-        producer = aiokafka.AIOKafkaProducer(bootstrap_servers=embedded_bootstrap)
-        await producer.start()
-        try:
-            for i in range(BATCHES):
-                await producer.send_and_wait(topic, b"bar-%06d" % i, partition=0)
-        finally:
-            await producer.stop()
-
-    asyncio.run(produce())
+    asyncio.run(produce_batches(embedded_bootstrap, topic, BATCHES))
     return topic
-
-
-async def _read_all(bootstrap: str, topic: str, fetch_max_wait_ms: int, within_s: float) -> int:
-    """How many records of partition 0 a consumer with this fetch wait reads within the time."""
-    import asyncio
-
-    import aiokafka
-
-    consumer = aiokafka.AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=fetch_max_wait_ms
-    )
-    await consumer.start()
-    try:
-        tp = aiokafka.TopicPartition(topic, 0)
-        consumer.assign([tp])
-        consumer.seek(tp, 0)
-        got, deadline = 0, asyncio.get_running_loop().time() + within_s
-        while got < BATCHES and asyncio.get_running_loop().time() < deadline:
-            got += len((await consumer.getmany(tp, timeout_ms=200)).get(tp, []))
-        return got
-    finally:
-        await consumer.stop()
-
-
-@pytest.mark.slow
-async def test_b5_a_short_fetch_wait_starves_on_many_small_batches(
-    embedded_bootstrap: str, one_record_batches: str
-) -> None:
-    """B5 reproduced with stock aiokafka (the broker under a name no workaround is registered
-    for): every record is there (a long wait reads them all), but with the worker's 10 ms
-    wait the broker's listing of the batch objects runs out of time before the fetch offset,
-    the answers come back empty and the consumer stops. Fails when Tansu is fixed (or lists
-    20k objects in 10 ms here): then re-measure and drop the workaround."""
-    from streams.brokers.tansu_workarounds import FETCH_MAX_WAIT_MS, is_embedded
-
-    host, port = embedded_bootstrap.rsplit(":", 1)
-    stock = f"localhost:{port}" if host == "127.0.0.1" else embedded_bootstrap
-    assert not is_embedded([stock])
-    assert await _read_all(stock, one_record_batches, 500, within_s=60) == BATCHES
-    assert await _read_all(stock, one_record_batches, FETCH_MAX_WAIT_MS, within_s=10) < BATCHES
 
 
 @pytest.mark.slow
 async def test_b5_workaround_reads_the_whole_partition_with_the_short_wait(
     embedded_bootstrap: str, one_record_batches: str
 ) -> None:
-    """With the workaround installed (as every embedded worker has it), the same consumer with
-    the same 10 ms wait reads everything: a starved answer makes the next Fetch wait long."""
+    """With the workaround installed (as every embedded worker has it), a consumer with the
+    worker's 10 ms wait reads everything: a starved answer makes the next Fetch wait long.
+    Whether stock aiokafka starves here (B5) depends on the machine's speed, so that is
+    measured, not asserted: ``python -m tests.benchmarks embedded_broker``."""
     from streams.brokers import tansu_workarounds
+    from tests.benchmarks.bench_embedded_broker import read_all
 
     tansu_workarounds.apply(embedded_bootstrap)
     wait = tansu_workarounds.FETCH_MAX_WAIT_MS
-    assert await _read_all(embedded_bootstrap, one_record_batches, wait, within_s=60) == BATCHES
+    got, _ = await read_all(embedded_bootstrap, one_record_batches, wait, BATCHES, within_s=60)
+    assert got == BATCHES
