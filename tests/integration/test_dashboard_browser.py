@@ -330,7 +330,10 @@ def test_a_replay_in_progress_updates_in_place_and_halts(
 
         page.click("#btn-resume")
         page.click("dialog button[value=cancel]")  # a cancelled command is not sent
-        assert page.inner_text("#control-result") == "cancelled"
+        # The dialog's close event is a queued task: the click can return before it ran.
+        page.wait_for_function(
+            "document.querySelector('#control-result').textContent === 'cancelled'"
+        )
         assert page.inner_text("#ov-trading").startswith("HALTED")
         page.click("#btn-resume")
         page.click("#confirm-ok")

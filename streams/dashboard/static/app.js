@@ -207,7 +207,7 @@ function askControl(command) {
 }
 $("confirm").addEventListener("close", async () => {
   const dlg = $("confirm");
-  if (dlg.returnValue !== "ok") { $("control-result").textContent = "cancelled"; return; }
+  if (dlg.returnValue !== "ok") { $("control-result").textContent = "cancelled"; $("control-result").className = ""; return; }
   const body = { command: dlg.dataset.command, reason: $("confirm-reason").value, at_ms: dlg.dataset.at ? Number(dlg.dataset.at) : null, confirm: true };
   $("control-result").textContent = `sending ${body.command}…`;
   const j = await getJSON("/api/control", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
