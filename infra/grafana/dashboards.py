@@ -250,7 +250,20 @@ def trading_panels() -> list[Panel]:
             (Query(f"sum by (rule) (rate(qt_risk_rejections_total[{RATE}]))", "{{rule}}"),),
             "Sized decisions the risk stage refused, by the rule that refused them.",
             unit="ops",
-            width=24,
+            width=16,
+        ),
+        Panel(
+            "Venue reconciliation findings",
+            "timeseries",
+            (
+                Query(
+                    f"sum by (kind) (increase(qt_venue_reconcile_findings_total[{RATE}]))",
+                    "{{kind}}",
+                ),
+            ),
+            "Testnet venue: differences between the exchange and our state, by the fix made "
+            "(an unknown position flattened or adopted, a leg missing, ...). Empty on paper.",
+            width=8,
         ),
     ]
 

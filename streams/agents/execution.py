@@ -198,6 +198,7 @@ class ExecutionHandler(MergeHandler):
         This stage reads it back and ignores it (:meth:`BinanceVenue.on_exchange_event`)."""
         for f in venue.take_findings():
             log.warning("venue: reconcile %s %s: %s", f.symbol, f.kind, f.detail)
+            metrics().venue_finding(f.kind)
             rec = event_record(f)
             out.record(Topic.VENUE_EVENTS, f.symbol, rec, self._floor(merge, f.time_ms), merge)
 

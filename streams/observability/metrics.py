@@ -105,6 +105,10 @@ AGREED: tuple[MetricSpec, ...] = (
     ),
     MetricSpec("qt_orders_total", "counter", ("side",), "orders planned by side"),
     MetricSpec("qt_trades_closed_total", "counter", ("exit_reason",), "closed trades by reason"),
+    MetricSpec(
+        "qt_venue_reconcile_findings_total", "counter", ("kind",),
+        "differences reconciliation found between the exchange and the venue, by the fix made",
+    ),
 )  # fmt: skip
 
 
@@ -261,6 +265,10 @@ class Metrics:
     def trade_closed(self, exit_reason: str) -> None:
         """One trade closed for ``exit_reason``."""
         self._c["qt_trades_closed_total"].labels(exit_reason).inc()
+
+    def venue_finding(self, kind: str) -> None:
+        """One reconciliation finding (a ``ReconcileKind``) of the testnet venue."""
+        self._c["qt_venue_reconcile_findings_total"].labels(kind).inc()
 
     # -- exposition -------------------------------------------------------------------------
     def exposition(self) -> bytes:

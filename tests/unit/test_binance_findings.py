@@ -57,7 +57,9 @@ def venue_events(out: Emitter) -> list[VenueEventReceived]:
     return [i.value for i in out.items if i.topic is Topic.VENUE_EVENTS and i.value is not None]
 
 
-async def test_a_position_behind_our_back_yields_one_finding_record_with_its_reason() -> None:
+async def test_a_position_behind_our_back_yields_one_finding_record_with_its_reason(
+    fresh_metrics: Metrics,
+) -> None:
     fake = FakeExchange(KEY, SECRET)
     fake.load_klines("ETHUSDT", klines("ETHUSDT"))
     async with serve(fake) as (rest, ws):
@@ -78,6 +80,12 @@ async def test_a_position_behind_our_back_yields_one_finding_record_with_its_rea
     assert finding.kind is VenueEventKind.FINDING
     assert finding.finding == ReconcileKind.UNKNOWN_POSITION_FLATTENED
     assert "no decision of ours opened" in finding.detail and finding.amount == -0.5
+    assert (
+        fresh_metrics.registry.get_sample_value(
+            "qt_venue_reconcile_findings_total", {"kind": "UNKNOWN_POSITION_FLATTENED"}
+        )
+        == 1.0
+    )
     snap = snapshots[0]
     assert finding.event_id == (
         f"finding/ETHUSDT/{snap.event_time_ms}/{ReconcileKind.UNKNOWN_POSITION_FLATTENED}/"
@@ -91,3 +99,9 @@ async def test_a_position_behind_our_back_yields_one_finding_record_with_its_rea
     assert dispatch(handler, Decoder(""), raw([finding], first_offset=1), back) == 0
     records = [i for i in back.items if i.value is not None]
     assert records == [] and not any(isinstance(i.value, DeadLettered) for i in back.items)
+    assert (
+        fresh_metrics.registry.get_sample_value(
+            "qt_venue_reconcile_findings_total", {"kind": "UNKNOWN_POSITION_FLATTENED"}
+        )
+        == 1.0
+    )  # the record read back is not counted again

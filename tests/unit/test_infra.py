@@ -62,6 +62,7 @@ AGREED: dict[str, frozenset[str]] = {
     "qt_model_scoring_seconds": frozenset({"model"}),
     "qt_orders_total": frozenset({"side"}),
     "qt_trades_closed_total": frozenset({"exit_reason"}),
+    "qt_venue_reconcile_findings_total": frozenset({"kind"}),
     # the live ingest's own process (streams/observability/ingest.py)
     "qt_live_ready": frozenset({"market"}),
     "qt_live_exchange_lag_seconds": frozenset({"market"}),

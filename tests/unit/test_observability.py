@@ -65,6 +65,7 @@ AGREED_IN_THE_ISSUE = (
     "qt_model_drift_level",
     "qt_orders_total",
     "qt_trades_closed_total",
+    "qt_venue_reconcile_findings_total",  # issue 11: the testnet venue's reconciliation
 )
 
 
