@@ -4,7 +4,9 @@ The demo's data (real klines, data/sample) runs through every stage with QT_MODE
 execution stage's venue sends its orders over ``venue.commands`` to the gateway (python-binance
 against the fake exchange, which fills them on the same recorded klines, paced by the
 topology), and the exchange's answers come back over ``venue.events``. A position opened behind
-the system's back is found by the gateway's periodic reconciliation and flattened.
+the system's back is found by the gateway's periodic reconciliation and flattened. The in-process
+runner on the paper venue, over the same window, decides the same: the two runs part first at a
+fill (the venues match differently), and what differs after it is what those fills fed back.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -20,8 +23,12 @@ from streams.adapters.market_files import TimeWindow, parse_time_bound
 from streams.adapters.venues.binance.background import BackgroundVenue, fake_exchange_for
 from streams.adapters.venues.binance.client_ids import client_order_id
 from streams.config import BinanceConfig, Settings
+from streams.decisions import load_run_folder
 from streams.demo import SAMPLE_DATA, DemoPlan, run_demo
 from streams.ids import order_id
+from streams.run_diff import diff_runs
+from streams.vocabulary import DecisionKind
+from tests.integration.test_topology import runner_run
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -30,11 +37,15 @@ WINDOW = TimeWindow(parse_time_bound("2025-05-21T00:00"), parse_time_bound("2025
 
 
 def test_the_topology_trades_on_the_testnet_venue(kafka_bootstrap: str, tmp_path: Path) -> None:
+    common: dict[str, Any] = {
+        "kafka_bootstrap": kafka_bootstrap,
+        "partitions": 2,
+        "supervisor": {"gate": "confidence", "min_confidence": 0.5},
+        "runs_dir": tmp_path,
+    }
+    paper = Settings(**common)
     settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        partitions=2,
-        supervisor={"gate": "confidence", "min_confidence": 0.5},
-        runs_dir=tmp_path,
+        **common,
         mode="testnet",
         binance_api_key=SecretStr(KEY),
         binance_api_secret=SecretStr(SECRET),
@@ -100,3 +111,17 @@ def test_the_topology_trades_on_the_testnet_venue(kafka_bootstrap: str, tmp_path
         if path.exists():
             text = path.read_text(errors="replace")
             assert KEY not in text and SECRET not in text, name
+
+    # Paper and testnet decide the same; they part where the venues' matching does.
+    runner_run(paper, WINDOW, tmp_path / "paper")
+    on_paper, on_testnet = load_run_folder(tmp_path / "paper"), load_run_folder(tmp_path / "run")
+    diff = diff_runs("paper", on_paper.rows, "testnet", on_testnet.rows)
+    first = diff.first
+    assert first is not None and first.kind is DecisionKind.FILL, first
+    by_kind = {c.kind: c for c in diff.kinds}
+    for kind in (DecisionKind.SIGNAL, DecisionKind.VETO):
+        assert by_kind[kind].same == by_kind[kind].a == by_kind[kind].b > 0, kind
+    # every decision is taken on both venues, on the same side; its size may follow the fills
+    sizes = [d for d in diff.divergences if d.kind is DecisionKind.SIZE]
+    assert all(d.status == "changed" for d in sizes)
+    assert all(c.name != "side" for d in sizes for c in d.changes)
