@@ -454,6 +454,7 @@ class VenueEventReceived(AvroRecord):
     avg_price: float = 0.0
     commission: float = 0.0
     commission_asset: str = ""
+    commission_usdt: float | None = None
     maker: bool = False
     trade_id: int = 0
     reduce_only: bool = False

@@ -15,6 +15,7 @@ import gzip
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from pydantic import SecretStr
 
 from streams.adapters.venues.binance.client_ids import client_order_id
 from streams.adapters.venues.binance.errors import VenueConfigError
-from streams.adapters.venues.binance.fake_exchange import FakeExchange, serve
+from streams.adapters.venues.binance.fake_exchange import MAKER_FEE, TAKER_FEE, FakeExchange, serve
 from streams.adapters.venues.binance.gateway import BinanceGateway
 from streams.adapters.venues.binance.session import VenueSession
 from streams.adapters.venues.binance.venue import BinanceVenue, VenueRules
@@ -83,10 +84,10 @@ def config(rest: str, ws: str, **kw) -> BinanceConfig:
 
 @pytest.fixture
 async def rig(request) -> AsyncIterator[Rig]:
-    fake = FakeExchange(KEY, SECRET)
-    for s in ("BTCUSDT", "ETHUSDT"):
-        fake.load_klines(s, klines(s))
     opts = getattr(request, "param", {})
+    fake = FakeExchange(KEY, SECRET, fee_asset=opts.get("fee_asset", "USDT"))
+    for s in ("BTCUSDT", "ETHUSDT", "BNBUSDT"):
+        fake.load_klines(s, klines(s))
     async with serve(fake) as (rest, ws):
         cfg = config(rest, ws, **opts.get("cfg", {}))
         venue = BinanceVenue(VenueRules(unknown_position=cfg.unknown_position))
@@ -264,6 +265,32 @@ async def test_a_dropped_user_stream_reconnects_and_misses_no_fill(rig: Rig) -> 
     assert ours == pytest.approx(0.02)  # every exit fill, the missed ones replayed from userTrades
     trade = closed(rig.session)[0]
     assert trade.fees == pytest.approx(sum(float(t["commission"]) for t in rig.fake.trades))
+
+
+@pytest.mark.parametrize("rig", [{"fee_asset": "BNB"}], indirect=True)
+async def test_fees_charged_in_bnb_are_booked_in_usdt(rig: Rig) -> None:
+    """With Binance's BNB fee discount the exchange charges BNB; the gateway converts it at the
+    BNBUSDT price it reads, on the stream and on the trades replay of a dropped stream."""
+    p = plan(rig.fake, "BTCUSDT", Side.LONG, 20, "BTCUSDT:1747785600000:bnb")
+    await rig.session.submit(OrderIntent(p, rig.fake.now_ms))
+    await rig.settle(lambda: any(isinstance(e, Fill) for e in rig.session.published))
+    connects = rig.session.connects
+    await rig.fake.drop_user_streams()
+    await rig.fake.advance(30)
+    await rig.settle(lambda: rig.session.connects > connects)
+    await rig.run_until(lambda: bool(closed(rig.session)))
+    trades = rig.fake.trades
+    assert trades and {t["commissionAsset"] for t in trades} == {"BNB"}
+    assert rig.fake.fee_asset_spent == sum(Decimal(t["commission"]) for t in trades)
+    # what the fees were worth in USDT: 90 % of the USDT fee (BNB moves little in a few bars)
+    worth = sum(
+        float(t["price"]) * float(t["qty"]) * float(MAKER_FEE if t["maker"] else TAKER_FEE) * 0.9
+        for t in trades
+    )
+    assert closed(rig.session)[0].fees == pytest.approx(worth, rel=0.01)
+    for f in fills(rig.session):  # USDT-sized (maker or taker), not BNB-sized (~1/650 of it)
+        assert f.fee == pytest.approx(f.price * f.quantity * 0.0003 * 0.9, rel=0.4)
+    assert [r for r in rig.fake.requests if r[1] == "/fapi/v2/ticker/price"]
 
 
 async def test_an_expired_listen_key_is_recreated(rig: Rig) -> None:

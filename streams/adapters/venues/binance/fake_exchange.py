@@ -47,6 +47,12 @@ from aiohttp import WSMsgType, web
 _PARAMS: web.RequestKey[dict[str, str]] = web.RequestKey("params", dict)
 TAKER_FEE = Decimal("0.0004")
 MAKER_FEE = Decimal("0.0002")
+BNB_FEE_DISCOUNT = Decimal("0.9")
+#: Endpoints that need no key (market data).
+_PUBLIC = frozenset(
+    ("/fapi/v1/time", "/fapi/v1/ping", "/fapi/v1/exchangeInfo", "/fapi/v1/ticker/price",
+     "/fapi/v2/ticker/price")
+)  # fmt: skip
 _CONDITIONAL = {"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"}
 
 #: Filters of the symbols the fake lists (Binance USD-M values as of 2025).
@@ -129,6 +135,10 @@ class FakeExchange:
     api_key: str
     api_secret: str
     balance: Decimal = Decimal(10_000)
+    #: The asset fees are charged in: "USDT", or "BNB" as with Binance's BNB fee discount (10 %
+    #: off, converted at the BNBUSDT price, taken from a BNB wallet of its own).
+    fee_asset: str = "USDT"
+    fee_asset_spent: Decimal = Decimal(0)
     algo_child_same_client_id: bool = False  # the triggered order's ``c``: caid or a new id
     orders: dict[int, _Order] = field(default_factory=dict)
     algos: dict[int, _Algo] = field(default_factory=dict)
@@ -273,7 +283,14 @@ class FakeExchange:
         signed = qty if o.side == "BUY" else -qty
         realized = self._apply(pos, signed, price)
         fee = (price * qty * (MAKER_FEE if maker else TAKER_FEE)).quantize(Decimal("0.00000001"))
-        self.balance += realized - fee
+        if self.fee_asset == "USDT":
+            self.balance += realized - fee
+        else:
+            fee = (fee * BNB_FEE_DISCOUNT / self.price(f"{self.fee_asset}USDT")).quantize(
+                Decimal("0.00000001")
+            )
+            self.fee_asset_spent += fee
+            self.balance += realized
         o.filled += qty
         o.cum_quote += price * qty
         o.status = "FILLED" if o.filled >= o.qty else "PARTIALLY_FILLED"
@@ -289,7 +306,7 @@ class FakeExchange:
             "realizedPnl": str(realized),
             "quoteQty": str(price * qty),
             "commission": str(fee),
-            "commissionAsset": "USDT",
+            "commissionAsset": self.fee_asset,
             "time": self.now_ms,
             "positionSide": "BOTH",
             "buyer": o.side == "BUY",
@@ -370,7 +387,7 @@ class FakeExchange:
             "l": trade["qty"] if trade else "0",
             "z": str(o.filled),
             "L": trade["price"] if trade else "0",
-            "N": "USDT",
+            "N": trade["commissionAsset"] if trade else "USDT",
             "n": trade["commission"] if trade else "0",
             "T": self.now_ms,
             "t": trade["id"] if trade else 0,
@@ -463,6 +480,8 @@ class FakeExchange:
         r.add_get("/fapi/v1/time", self._time)
         r.add_get("/fapi/v1/ping", self._ping)
         r.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
+        r.add_get("/fapi/v1/ticker/price", self._ticker_price)
+        r.add_get("/fapi/v2/ticker/price", self._ticker_price)
         r.add_get("/fapi/v3/balance", self._balance)
         r.add_post("/fapi/v1/marginType", self._margin_type)
         r.add_post("/fapi/v1/leverage", self._leverage)
@@ -534,7 +553,7 @@ class FakeExchange:
             raw = f"{raw}&{body}" if raw else body
         pairs = parse_qsl(raw, keep_blank_values=True)
         params = dict(pairs)
-        if request.path in ("/fapi/v1/time", "/fapi/v1/ping", "/fapi/v1/exchangeInfo"):
+        if request.path in _PUBLIC:
             return params
         if request.headers.get("X-MBX-APIKEY") != self.api_key:
             raise BinanceError(401, -2015, "Invalid API-key, IP, or permissions for action.")
@@ -650,6 +669,10 @@ class FakeExchange:
                 "symbols": symbols,
             }
         )
+
+    async def _ticker_price(self, request: web.Request) -> web.Response:
+        symbol = request[_PARAMS].get("symbol", "")
+        return self._ok({"symbol": symbol, "price": str(self.price(symbol)), "time": self.now_ms})
 
     async def _balance(self, request: web.Request) -> web.Response:
         b = str(self.balance)

@@ -33,7 +33,8 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import aiohttp
 import websockets
@@ -57,6 +58,7 @@ from streams.adapters.venues.binance.filters import (
 )
 from streams.adapters.venues.binance.limiter import Caps, RateLimiter, retry_after_s
 from streams.adapters.venues.binance.messages import (
+    QUOTE_ASSET,
     TRADE_REPLAY,
     AlgoUpdate,
     CancelOrder,
@@ -84,9 +86,12 @@ _FATAL_HINT = {
     -1022: "the signature does not verify: QT_BINANCE_API_SECRET does not belong to the key",
 }
 
+_Event = TypeVar("_Event", bound=ExchangeEvent)
 OnEvents = Callable[[list[ExchangeEvent]], Awaitable[None]]
 #: Binance's page size cap for ``userTrades``; a full page is continued by the next replay.
 _TRADES_PAGE = 1000
+#: How long a fee asset's USDT price is reused (one request per asset a minute at most).
+_FEE_PRICE_TTL_S = 60.0
 
 
 class UserStreamSilent(ConnectionError):
@@ -111,6 +116,7 @@ class BinanceGateway:
         self.cfg = cfg
         self._key, self._secret = api_key, api_secret
         self._sleep = sleep
+        self._clock = clock
         self.limiter = RateLimiter(
             Caps(cfg.max_orders_10s, cfg.max_orders_1m, cfg.max_weight_1m), clock
         )
@@ -126,6 +132,7 @@ class BinanceGateway:
         self._heard: dict[str, set[int]] = {}  # symbol -> trade ids the stream delivered
         self._unheard: dict[str, set[int]] = {}  # replayed at the last round, not heard
         self._inbox: asyncio.Queue[str | BaseException | None] | None = None
+        self._fee_prices: dict[str, tuple[float, float]] = {}  # asset -> (read at, USDT price)
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -484,7 +491,44 @@ class BinanceGateway:
                     realized_pnl=float(r.get("realizedPnl", 0) or 0),
                 )
             )
-        return out
+        return [await self._fee_in_usdt(t) for t in out]
+
+    async def _fee_in_usdt(self, ev: _Event) -> _Event:
+        """A trade charged in another asset (BNB, with Binance's BNB fee discount) with its
+        commission converted at that asset's USDT price now; any other event as it is."""
+        if (
+            not isinstance(ev, OrderUpdate)
+            or not ev.commission
+            or ev.commission_asset in ("", QUOTE_ASSET)
+            or ev.commission_usdt is not None
+        ):
+            return ev
+        price = await self._usdt_price(ev.commission_asset)
+        return ev if price is None else replace(ev, commission_usdt=ev.commission * price)
+
+    async def _usdt_price(self, asset: str) -> float | None:
+        """``asset``'s USDT price (the ``<asset>USDT`` perpetual's last price), reused for
+        ``_FEE_PRICE_TTL_S``; None when there is none (the fee then counts 0, with a warning)."""
+        assert self.client is not None
+        now = self._clock()
+        cached = self._fee_prices.get(asset)
+        if cached is not None and now - cached[0] < _FEE_PRICE_TTL_S:
+            return cached[1]
+        symbol = f"{asset}{QUOTE_ASSET}"
+        try:
+            res = await self._call(
+                "ticker/price", 1, False, self.client.futures_symbol_ticker, symbol=symbol
+            )
+            price = float(res["price"])
+        except (BinanceAPIException, *_TRANSPORT_ERRORS, KeyError, TypeError, ValueError) as e:
+            fallback = "the last price read is used" if cached else "it counts 0 USDT"
+            log.warning(
+                "venue: no USDT price for a commission in %s (%s: %s); %s",
+                asset, type(e).__name__, e, fallback,
+            )  # fmt: skip
+            return cached[1] if cached is not None else None
+        self._fee_prices[asset] = (now, price)
+        return price
 
     async def missed_trades(self, symbol: str, connected: bool = False) -> list[OrderUpdate]:
         """The trades on ``symbol`` the stream may have missed: all since the newest one the
@@ -579,7 +623,7 @@ class BinanceGateway:
                     if msg.get("e") == "listenKeyExpired":
                         log.info("venue: listenKey expired; recreating it")
                         return
-                    events = parse_user_event(msg)
+                    events = [await self._fee_in_usdt(ev) for ev in parse_user_event(msg)]
                     self._note_heard(events)
                     if events:
                         await on_events(events)

@@ -78,6 +78,8 @@ Command = PlaceOrder | CancelOrder
 
 #: The status of a trade from ``userTrades`` (the replay of what a stream missed): unknown.
 TRADE_REPLAY = "TRADE_REPLAY"
+#: The accounts' margin and quote asset: fees in any other asset are converted to it.
+QUOTE_ASSET = "USDT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +101,19 @@ class OrderUpdate(_Plain):
     avg_price: float = 0.0
     commission: float = 0.0
     commission_asset: str = ""
+    commission_usdt: float | None = None  # converted by the gateway (another asset than USDT)
     maker: bool = False
     trade_id: int = 0
     reduce_only: bool = False
     realized_pnl: float = 0.0
+
+    @property
+    def fee_usdt(self) -> float:
+        """The trade's commission in USDT: as charged, or as the gateway converted it (a fee in
+        an asset it found no USDT price for counts 0; the gateway warned about it)."""
+        if self.commission_asset in ("", QUOTE_ASSET):
+            return self.commission
+        return self.commission_usdt or 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -342,7 +342,7 @@ class BinanceVenue:
         leg.filled += ev.last_qty
         oid = order_id(plan.decision_id, leg.name)
         n = pos.seq[oid] = pos.seq.get(oid, 0) + 1
-        pos.fees += ev.commission
+        pos.fees += ev.fee_usdt
         liquidity = "maker" if ev.maker else "taker"
         out.append(
             Fill(
@@ -353,7 +353,7 @@ class BinanceVenue:
                 ev.side,
                 ev.last_price,
                 ev.last_qty,
-                ev.commission,
+                ev.fee_usdt,
                 liquidity,
                 ev.time_ms,
             )
