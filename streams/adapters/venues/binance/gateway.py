@@ -499,7 +499,7 @@ class BinanceGateway:
         if (
             not isinstance(ev, OrderUpdate)
             or not ev.commission
-            or ev.commission_asset in ("", QUOTE_ASSET)
+            or ev.charged_in_usdt
             or ev.commission_usdt is not None
         ):
             return ev

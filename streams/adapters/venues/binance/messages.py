@@ -108,12 +108,15 @@ class OrderUpdate(_Plain):
     realized_pnl: float = 0.0
 
     @property
+    def charged_in_usdt(self) -> bool:
+        """The commission is a USDT amount as the exchange sent it (no conversion needed)."""
+        return self.commission_asset in ("", QUOTE_ASSET)
+
+    @property
     def fee_usdt(self) -> float:
         """The trade's commission in USDT: as charged, or as the gateway converted it (a fee in
         an asset it found no USDT price for counts 0; the gateway warned about it)."""
-        if self.commission_asset in ("", QUOTE_ASSET):
-            return self.commission
-        return self.commission_usdt or 0.0
+        return self.commission if self.charged_in_usdt else self.commission_usdt or 0.0
 
 
 @dataclass(frozen=True, slots=True)
