@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 
@@ -291,6 +292,31 @@ async def test_fees_charged_in_bnb_are_booked_in_usdt(rig: Rig) -> None:
     for f in fills(rig.session):  # USDT-sized (maker or taker), not BNB-sized (~1/650 of it)
         assert f.fee == pytest.approx(f.price * f.quantity * 0.0003 * 0.9, rel=0.4)
     assert [r for r in rig.fake.requests if r[1] == "/fapi/v2/ticker/price"]
+
+
+@pytest.mark.parametrize("rig", [{"fee_asset": "BNB"}], indirect=True)
+async def test_a_fee_asset_without_a_price_counts_zero_and_the_stream_goes_on(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    asked: list[object] = []
+
+    async def unreachable(**params: object) -> None:
+        asked.append(params)
+        raise aiohttp.ClientConnectionError("ticker unreachable")
+
+    client = rig.session.gateway.client
+    assert client is not None
+    client.futures_symbol_ticker = unreachable  # type: ignore[method-assign]
+    p = plan(rig.fake, "BTCUSDT", Side.LONG, 20, "BTCUSDT:1747785600000:noprice")
+    await rig.session.submit(OrderIntent(p, rig.fake.now_ms))
+    # the entry's trade waits for the read's retries (about 6 s); later ones do not ask again
+    await rig.settle(lambda: any(isinstance(e, Fill) for e in rig.session.published), 30)
+    await rig.run_until(lambda: bool(closed(rig.session)))
+    trade = closed(rig.session)[0]
+    assert trade.quantity == pytest.approx(0.02) and trade.fees == 0.0
+    assert "no USDT price for a commission in BNB" in caplog.text
+    assert len(rig.fake.trades) > 1  # and one failed read (with its retries) served them all
+    assert len(asked) == rig.cfg.max_retries + 1
 
 
 async def test_an_expired_listen_key_is_recreated(rig: Rig) -> None:

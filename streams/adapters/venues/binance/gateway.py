@@ -132,7 +132,8 @@ class BinanceGateway:
         self._heard: dict[str, set[int]] = {}  # symbol -> trade ids the stream delivered
         self._unheard: dict[str, set[int]] = {}  # replayed at the last round, not heard
         self._inbox: asyncio.Queue[str | BaseException | None] | None = None
-        self._fee_prices: dict[str, tuple[float, float]] = {}  # asset -> (read at, USDT price)
+        #: asset -> (read at, USDT price; None: the read failed and nothing was read before)
+        self._fee_prices: dict[str, tuple[float, float | None]] = {}
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -508,7 +509,8 @@ class BinanceGateway:
 
     async def _usdt_price(self, asset: str) -> float | None:
         """``asset``'s USDT price (the ``<asset>USDT`` perpetual's last price), reused for
-        ``_FEE_PRICE_TTL_S``; None when there is none (the fee then counts 0, with a warning)."""
+        ``_FEE_PRICE_TTL_S``, a failed read too; None when there is none (the fee then counts 0,
+        with a warning)."""
         assert self.client is not None
         now = self._clock()
         cached = self._fee_prices.get(asset)
@@ -520,13 +522,27 @@ class BinanceGateway:
                 "ticker/price", 1, False, self.client.futures_symbol_ticker, symbol=symbol
             )
             price = float(res["price"])
-        except (BinanceAPIException, *_TRANSPORT_ERRORS, KeyError, TypeError, ValueError) as e:
-            fallback = "the last price read is used" if cached else "it counts 0 USDT"
+        except VenueBanned:
+            raise  # a ban stops every request, this one too
+        except (
+            VenueError,
+            BinanceAPIException,
+            *_TRANSPORT_ERRORS,
+            KeyError,
+            TypeError,
+            ValueError,
+        ) as e:
+            # still rate-limited, refused, unreachable or malformed: never worth ending the stream
+            last = cached[1] if cached is not None else None
+            fallback = "it counts 0 USDT" if last is None else "the last price read is used"
             log.warning(
-                "venue: no USDT price for a commission in %s (%s: %s); %s",
-                asset, type(e).__name__, e, fallback,
+                "venue: no USDT price for a commission in %s (%s: %s); %s for %g s",
+                asset, type(e).__name__, e, fallback, _FEE_PRICE_TTL_S,
             )  # fmt: skip
-            return cached[1] if cached is not None else None
+            # not asked again before the TTL: the retries of a failing read must not hold up
+            # every trade the stream delivers
+            self._fee_prices[asset] = (now, last)
+            return last
         self._fee_prices[asset] = (now, price)
         return price
 
