@@ -2,7 +2,8 @@
 
 ``python -m tests.benchmarks latency [--realtime-min M] [--x10-min M] [--x60-min M]`` replays
 many symbols of the development data (``../shared/data/binance/spot_1m``, 29 spot symbols at
-once by default) through one worker of the whole topology (``streams.app``) on a loopback Apache
+once by default) through one worker of the whole topology (``streams.app``; ``--workers N``
+splits its partitions over N) on a loopback Apache
 Kafka (``QT_KAFKA_BOOTSTRAP``, else the development broker on 127.0.0.1:19092, else started with
 ``infra/kafka/kafka.sh`` and stopped afterwards: ``bench_topology.kafka_broker``).
 The demo's settings (50% confidence gate, so decisions and orders happen; 5-minute feedback lag).
@@ -363,24 +364,28 @@ def measure(
     segments: Sequence[Segment],
     work_dir: Path,
     catch_up_s: float,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """One worker, one replay through every segment; the raw observations as figures."""
+    """``workers`` workers, one replay through every segment; the raw observations as figures."""
     from streams.adapters.market_files import TimeWindow, open_data_set
     from streams.adapters.replay.files import kafka_tick_sink
     from streams.app import ensure_topics
     from streams.kafka_io import ProducerOptions
     from streams.observability.tracing import read_spans
     from streams.topics import Topic, topic_name
-    from streams.workers import running_worker, worker_env
+    from streams.workers import input_partitions, running_fleet, worker_env
     from tests.benchmarks.bench_topology import cpu_seconds, wait_until_ready
 
     prefix = f"bench-lat-{uuid.uuid4().hex[:8]}."
     partitions = settings.partitions
     run_settings = settings.model_copy(update={"topic_prefix": prefix})
     ensure_topics(broker.bootstrap, run_settings, keep_forever=True)
-    trace_path = work_dir / "traces.jsonl"
-    env = worker_env(settings, broker.bootstrap, prefix, False, trace_path)
-    log_path = work_dir / "worker.log"
+    trace_paths: list[Path] = []
+
+    def env() -> dict[str, str]:  # each worker its own web port and trace file
+        trace_paths.append(work_dir / f"traces-{len(trace_paths) + 1}.jsonl")
+        return worker_env(settings, broker.bootstrap, prefix, False, trace_paths[-1])
+
     window = TimeWindow(segments[0].start_ms, segments[-1].end_ms)
     _, items = open_data_set(data, symbols, window)
     sink = kafka_tick_sink(
@@ -390,7 +395,10 @@ def measure(
     monitor = Monitor(broker.bootstrap, prefix, partitions)
     notes: list[str] = []
     loads: dict[str, list[float]] = {}
-    with running_worker(env, log_path) as proc:
+    with running_fleet(env, work_dir, workers) as fleet:
+        if workers > 1:  # they split the partitions before any input arrives
+            fleet.wait_until_assigned(input_partitions(prefix, partitions), 120.0)
+        proc, log_path = fleet.watches[0].worker, fleet.log_path
         probe = (
             topic_name(Topic.MARKET_TICKS, prefix),
             topic_name(Topic.MARKET_FEATURES, prefix),
@@ -400,8 +408,7 @@ def measure(
         monitor.start()
 
         def check() -> None:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {proc.returncode}; log {log_path}")
+            fleet.check()
 
         def on_segment(new: Segment, old: Segment | None) -> None:
             if old is not None:
@@ -422,7 +429,8 @@ def measure(
             loads.setdefault(new.name, []).append(os.getloadavg()[0])
             print(f"latency bench: segment {new.name} (speed {new.speed})", flush=True)
 
-        cpu0 = cpu_seconds(proc.pid)
+        pids = [w.worker.pid for w in fleet.watches]
+        cpu0 = [cpu_seconds(pid) for pid in pids]
         walls = replay(sink, items, segments, on_segment)
         loads.setdefault(segments[-1].name, []).append(os.getloadavg()[0])
         sink.end_stream()
@@ -430,13 +438,19 @@ def measure(
         drained = wait_until(lambda: monitor.low("orders.intents") >= 2**62, 300.0, check)
         if not drained:
             notes.append("orders.intents did not reach the end of stream within 300 s")
-        worker_cpu = None if cpu0 is None else (cpu_seconds(proc.pid) or cpu0) - cpu0
+        cpu1 = [cpu_seconds(pid) for pid in pids]
+        worker_cpu = (
+            None if None in cpu0 or None in cpu1
+            else sum(b - a for a, b in zip(cpu0, cpu1, strict=True))  # type: ignore[operator]
+        )  # fmt: skip
         monitor.stop()
     if monitor.error:
         notes.append(f"consumer error: {monitor.error}")
-    spans = list(read_spans(trace_path)) if trace_path.exists() else []
+    spans = [s for path in trace_paths if path.exists() for s in read_spans(path)]
     out = figures(sink.sent_ns, monitor.seen, segments, partitions, walls, loads, notes, spans)
-    return out | {"ready_s": ready_s, "worker_cpu_s": worker_cpu, "prefix": prefix}
+    return out | {
+        "ready_s": ready_s, "worker_cpu_s": worker_cpu, "prefix": prefix, "workers": workers
+    }  # fmt: skip
 
 
 def figures(
@@ -530,6 +544,10 @@ def goals(res: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- report
 
 
+def _workers(n: int) -> str:
+    return "one worker" if n == 1 else f"{n} workers"
+
+
 def _ms(v: Any) -> str:
     return "n/a" if v is None else f"{v:,.1f}"
 
@@ -541,7 +559,8 @@ def markdown(res: Mapping[str, Any]) -> str:
         "",
         f"{res['symbols']} symbols of `{res['data']}` at once, from {res['start']}; "
         f"{res['partitions']} partitions, confidence gate {res['min_confidence']:.0%}, "
-        f"feedback lag {res['feedback_lag_ms'] / 60000:.0f} min, one worker on "
+        f"feedback lag {res['feedback_lag_ms'] / 60000:.0f} min, "
+        f"{_workers(res.get('workers', 1))} on "
         f"{res['broker']}; warm-up {res['warmup_min']} event minutes unpaced. "
         f"{res['machine']['cpus']} CPUs shared with other work (1-minute load per segment below). "
         "Latency = wall clock at which the benchmark's consumer received the downstream record "
@@ -610,8 +629,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError("no Kafka: set QT_KAFKA_BOOTSTRAP or install Java")
         print(f"latency bench: kafka at {broker.bootstrap}, {len(symbols)} symbols", flush=True)
         measured = measure(
-            broker, settings, args.data, symbols, segments, Path(tmp), args.catch_up_s
-        )
+            broker, settings, args.data, symbols, segments, Path(tmp), args.catch_up_s,
+            args.workers,
+        )  # fmt: skip
         bootstrap = broker.bootstrap
     res: dict[str, Any] = {
         "suite": "latency",
@@ -659,9 +679,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--x60-min", type=float, default=2.0, help="wall minutes at 60x")
     parser.add_argument("--catch-up-s", type=float, default=240.0, help="wait after the warm-up")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="Faust workers of the topology (they split the "
+        "partitions; at most --partitions)",
+    )  # fmt: skip
     parser.add_argument("--min-confidence", type=float, default=0.5, help="the demo's gate")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if not 1 <= args.workers <= args.partitions:
+        parser.error(f"--workers must be 1 to --partitions ({args.partitions}), not {args.workers}")
     try:
         res = bench(args)
     except RuntimeError as exc:

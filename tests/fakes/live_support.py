@@ -49,7 +49,8 @@ class MemorySink:
 
     ticks: list[TickReceived] = field(default_factory=list)
     dead: list[DeadLettered] = field(default_factory=list)
-    idle_marks: list[int] = field(default_factory=list)
+    #: (event time, ticks sent before it) of every announcement that moved event time on
+    announced: list[tuple[int, int]] = field(default_factory=list)
     ended: bool = False
 
     def send_tick(self, tick: TickReceived) -> None:
@@ -58,9 +59,15 @@ class MemorySink:
     def send_dead_letter(self, record: DeadLettered) -> None:
         self.dead.append(record)
 
-    def advance_idle(self, watermark: int) -> bool:
-        self.idle_marks.append(watermark)
-        return True
+    def announce(self, event_time_ms: int) -> None:
+        if not self.announced or event_time_ms > self.announced[-1][0]:
+            self.announced.append((event_time_ms, len(self.ticks)))
+
+    def check_announcements(self) -> None:
+        """Every announcement was true: no tick before it followed, every tick before was older."""
+        times = [t.event_time_ms for t in self.ticks]
+        for at, sent in self.announced:
+            assert all(t < at for t in times[:sent]) and all(t >= at for t in times[sent:])
 
     def end_stream(self) -> None:
         self.ended = True

@@ -50,6 +50,10 @@ async def test_disconnects_stall_duplicates_reorder_and_gaps_leave_no_gap_and_no
         )
         assert tick.source == f"binance-ws:{tick.symbol.lower()}@kline_1m"
     assert sink.ended
+    sink.check_announcements()
+    # The streamed minutes (40 to 110) are announced as they complete, not a bar later; a
+    # backfill after a disconnect releases its minutes at once, with one announcement.
+    assert len(sink.announced) >= 50
     # every fault fired, and was seen for what it was
     assert not (faults.drop_before | faults.abort_before | faults.stall_before | faults.swap)
     assert not faults.duplicate and not faults.garbage_before
@@ -98,6 +102,11 @@ async def test_pings_are_answered_so_a_quiet_healthy_connection_stays_up() -> No
     finally:
         await server.stop()
     assert len(sink.ticks) == 30
+    # Each minute is announced complete right after its kline, before the next one arrives:
+    # the merges downstream need not wait a bar for the next minute's klines to decide.
+    sink.check_announcements()
+    after_each = {(t.event_time_ms + MINUTE, i + 1) for i, t in enumerate(sink.ticks)}
+    assert after_each <= set(sink.announced)
     assert summary.reconnects == 0 and summary.connections[0].sessions == 1
 
 

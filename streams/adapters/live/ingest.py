@@ -56,7 +56,7 @@ DEAD_LETTER_STAGE = "live"
 
 
 class LiveSink(Protocol):
-    """Where the ingest sends: ticks (with their watermarks), dead letters, idle watermarks."""
+    """Where the ingest sends: ticks (with their watermarks), dead letters, announcements."""
 
     def send_tick(self, tick: TickReceived) -> None:
         """Produce one tick (a watermark first when event time moved on)."""
@@ -67,8 +67,8 @@ class LiveSink(Protocol):
     def send_universe(self, record: UniverseChanged) -> None:
         """Produce one universe change (``universe.events``)."""
 
-    def advance_idle(self, watermark: int) -> bool:
-        """Event time passed ``watermark`` with no tick: tell every partition."""
+    def announce(self, event_time_ms: int) -> None:
+        """Tell every partition that nothing before ``event_time_ms`` follows."""
 
     def end_stream(self) -> None:
         """The final watermark (a bounded run)."""
@@ -274,10 +274,12 @@ class LiveIngest:
         released = self.sequencer.release(self._refresh_at)
         for kline in released:
             self._send(kline)
-        if not released:
-            frontier = self.sequencer.frontier(self._refresh_at)
-            if frontier is not None:
-                self.sink.advance_idle(frontier)
+        # Say at once that every kline before the frontier is out: otherwise the merges
+        # downstream learn a minute is complete only from the next minute's klines, and every
+        # live decision waits one bar (docs/performance.md, latency). Quiet minutes too.
+        frontier = self.sequencer.frontier(self._refresh_at)
+        if frontier is not None:
+            self.sink.announce(frontier)
         if self._stopping:
             return
         for request in self.sequencer.gaps():

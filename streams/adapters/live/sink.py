@@ -1,5 +1,5 @@
-"""The live ingest's Kafka sink: the file replay's sink, plus live dead letters, idle marks and
-the universe's changes.
+"""The live ingest's Kafka sink: the file replay's sink, plus live dead letters and the
+universe's changes.
 
 Subclassing :class:`~streams.adapters.replay.files.KafkaTickSink` keeps one producer path for
 ticks and their watermarks, so a live tick is produced exactly like a replayed one.
@@ -36,10 +36,6 @@ class KafkaLiveSink(KafkaTickSink):
             timestamp=record.event_time_ms, on_delivery=self.tracker,
         )  # fmt: skip
         self.tracker.raise_if_failed()
-
-    def advance_idle(self, watermark: int) -> bool:
-        """Event time passed ``watermark`` without a tick: see WatermarkWriter.advance_idle."""
-        return self.watermarks.advance_idle(watermark)
 
 
 def kafka_live_sink(

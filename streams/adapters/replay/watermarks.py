@@ -66,19 +66,6 @@ class WatermarkWriter:
                 timestamp=timestamp, on_delivery=self.tracker,
             )  # fmt: skip
 
-    def advance_idle(self, watermark: int) -> bool:
-        """A live feed's quiet minute: event time passed ``watermark`` with no tick at all.
-
-        Sends ``watermark`` to every partition when it is more than one watermark step past
-        the last one (within one step, the next tick's own watermark says the same, exactly
-        as in a file replay). Returns whether it sent.
-        """
-        if watermark < self._watermark + 2 * WATERMARK_EVERY_MS or watermark == END_OF_STREAM:
-            return False
-        self.send(watermark)
-        self._quiet = set(range(self.partitions))
-        return True
-
     def announce(self, event_time_ms: int) -> None:
         """Every partition: no tick before ``event_time_ms`` follows (the next tick's time).
 
