@@ -175,7 +175,6 @@ TOPICS: tuple[TopicSpec, ...] = (
         "symbol",
         _SINGLE,
         "live universe joins and leaves with the rule's verdict",
-        journaled=False,
         reported=False,
         outside="live ingest",
     ),

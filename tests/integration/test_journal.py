@@ -220,7 +220,7 @@ def test_migrations_create_the_declared_tables_once(conn: Any, schema: str) -> N
     rows = conn.execute(
         f"SELECT version, variant FROM {schema}.schema_migrations ORDER BY version"
     ).fetchall()
-    assert rows == [(1, ""), (2, variant)]
+    assert rows == [(1, ""), (2, variant), (3, "")]
     for spec in TABLES.values():  # the code's column order and keys are the database's
         cols = conn.execute(
             "SELECT column_name FROM information_schema.columns "
@@ -381,3 +381,49 @@ def test_transient_failures_and_a_killed_connection_are_retried(
     counts = table_counts(conn, schema)
     for report_key, table in COUNTED_TABLES.items():
         assert counts[table] == run.report["counts"][report_key], table
+
+
+# ------------------------------------------------------------------- the live universe
+
+
+def test_the_live_universe_changes_are_journaled_once(
+    kafka_bootstrap: str, unique_prefix: str, conn: Any, dsn: str, schema: str
+) -> None:
+    """``universe.events``, written by the live ingest's own sink, becomes ``universe_changes``."""
+    from streams.adapters.live.sink import kafka_live_sink
+    from streams.contracts.records import UniverseChanged
+    from streams.vocabulary import UniverseChangeKind, UniverseVerdict
+
+    t0, t1 = 1_747_785_600_000, 1_747_789_200_000
+    joined = UniverseChanged(
+        event_id=f"universe:{t0}:SOLUSDT", symbol="SOLUSDT", event_time_ms=t0,
+        change=UniverseChangeKind.JOINED, verdict=UniverseVerdict.SELECTED, rank=3,
+        quote_volume=1.5e9, range_ratio=0.061, listed_days=1_200.5, universe_size=5,
+        server_time_ms=t0 + 17, reason="SELECTED: rank 3 of 5",
+    )  # fmt: skip
+    left = UniverseChanged(
+        event_id=f"universe:{t1}:SOLUSDT", symbol="SOLUSDT", event_time_ms=t1,
+        change=UniverseChangeKind.LEFT, verdict=None, universe_size=5, server_time_ms=t1,
+        reason="no longer listed",
+    )  # fmt: skip
+    sink = kafka_live_sink(kafka_bootstrap, unique_prefix, partitions=2)
+    for record in (joined, left, joined):  # a restarted ingest may write a change again
+        sink.send_universe(record)
+    sink.flush()
+    run = Run(unique_prefix, Path("."), {})
+    stats = journal(kafka_bootstrap, run, dsn, schema)
+    again = journal(kafka_bootstrap, run, dsn, schema, group=f"{schema}-again")
+    rows = conn.execute(
+        f"SELECT event_id, symbol, event_time_ms, change, verdict, rank, quote_volume, "
+        f"range_ratio, listed_days, universe_size, server_time_ms, reason, "
+        f"extract(epoch FROM event_time) * 1000 FROM {schema}.universe_changes "
+        "ORDER BY event_time_ms"
+    ).fetchall()
+    assert rows == [
+        (joined.event_id, "SOLUSDT", t0, "JOINED", "SELECTED", 3, 1.5e9, 0.061, 1_200.5, 5,
+         t0 + 17, "SELECTED: rank 3 of 5", t0),
+        (left.event_id, "SOLUSDT", t1, "LEFT", None, None, 0.0, 0.0, None, 5, t1,
+         "no longer listed", t1),
+    ]  # fmt: skip
+    assert stats.records == 3 and stats.inserted["universe_changes"] == 2
+    assert again.records == 3 and again.inserted["universe_changes"] == 0  # first write wins

@@ -33,6 +33,7 @@ from streams.contracts.records import (
     TickKind,
     TickReceived,
     TradeClosed,
+    UniverseChanged,
 )
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -94,6 +95,9 @@ TABLES: Final[Mapping[str, TableSpec]] = {
               f"event_id model version {_TIME} kind detail symbol metric_name metric"),
         _spec("control_commands", "command_id event_time",
               f"command_id command {_TIME} issued_at_ms issued_by reason symbol args"),
+        _spec("universe_changes", "event_id event_time",
+              f"event_id symbol {_TIME} change verdict rank quote_volume range_ratio "
+              "listed_days universe_size server_time_ms reason"),
         _spec("dead_letters", "dead_letter_id",
               "dead_letter_id reason error_type stage detail raw symbol event_time_ms "
               "source_topic source_partition source_offset source_file source_line raw_key"),
@@ -284,6 +288,17 @@ def command_rows(c: ControlCommand) -> list[Row]:
     ]  # fmt: skip
 
 
+def universe_rows(u: UniverseChanged) -> list[Row]:
+    """``universe.events`` -> ``universe_changes``."""
+    return [
+        _row("universe_changes", event_id=u.event_id, symbol=u.symbol, **_timed(u.event_time_ms),
+             change=str(u.change), verdict=None if u.verdict is None else str(u.verdict),
+             rank=u.rank, quote_volume=u.quote_volume, range_ratio=u.range_ratio,
+             listed_days=u.listed_days, universe_size=u.universe_size,
+             server_time_ms=u.server_time_ms, reason=u.reason)
+    ]  # fmt: skip
+
+
 def dead_letter_rows(d: DeadLettered) -> list[Row]:
     """``deadletter`` -> ``dead_letters`` (raw bytes kept)."""
     return [
@@ -307,6 +322,7 @@ _ROW_BUILDERS: Final[Mapping[type[AvroRecord], Callable[[Any], list[Row]]]] = {
     RewardComputed: reward_rows,
     ModelEventRecorded: model_event_rows,
     ControlCommand: command_rows,
+    UniverseChanged: universe_rows,
     DeadLettered: dead_letter_rows,
 }
 
