@@ -354,13 +354,16 @@ def consumer_highwaters(app: faust.App) -> dict[TP, int | None]:
 
 def watch_gateway(health: HealthRegistry, settings: Settings, stages: Sequence[StageSpec]) -> None:
     """On testnet, a worker running a reader of ``venue.events`` is not ready while the gateway
-    is silent (paper: no gateway, nothing watched)."""
+    is silent (paper: no gateway, nothing watched): the partitions the gateway's per-symbol
+    snapshots go to count from the worker's start, also before their first record."""
     if settings.mode == "testnet" and any(Topic.VENUE_EVENTS in s.input_topics for s in stages):
+        partitions = partitions_of(Topic.VENUE_EVENTS, settings.partitions)
         health.watch_feed(
             topic_name(Topic.VENUE_EVENTS, settings.topic_prefix),
             "gateway",
             settings.binance.gateway_silent_after_s,
             "QT_BINANCE__GATEWAY_SILENT_AFTER_S",
+            expected={kafka_io.partition_for(s, partitions) for s in settings.symbols},
         )
 
 

@@ -95,7 +95,9 @@ class FeedHealth:
     setting: str  # the setting of ``max_age_s``, for the reason
     since_s: float  # when watching began: no record yet counts from here
     last_record_s: float | None = None
-    held: bool = False  # this worker holds a partition of it that was ever written
+    #: partitions the writer must write (those its symbols map to), written yet or not
+    expected: frozenset[int] = frozenset()
+    held: bool = False  # this worker holds a partition of it that is expected or was written
 
     def age_s(self, now_s: float) -> float:
         """Seconds since its last record (since watching began, before the first)."""
@@ -104,8 +106,9 @@ class FeedHealth:
     def stale_reason(self, now_s: float) -> str | None:
         """Why the feed counts as silent, ``None`` while fresh or not held here.
 
-        Only partitions ever written count: a partition no symbol maps to never gets a
-        record, and a worker holding only such partitions waits for nothing.
+        Only partitions expected or ever written count: a partition no symbol maps to never
+        gets a record, and a worker holding only such partitions waits for nothing; one a
+        symbol maps to counts from the start, so a writer that never wrote is caught too.
         """
         age = self.age_s(now_s)
         if not self.held or age <= self.max_age_s:
@@ -171,10 +174,20 @@ class HealthRegistry:
         self.stages[stage] = StageHealth(stage, frozenset(inputs))
         self.sink.stage_stalled(stage, False)
 
-    def watch_feed(self, topic: str, writer: str, max_age_s: float, setting: str) -> None:
+    def watch_feed(
+        self,
+        topic: str,
+        writer: str,
+        max_age_s: float,
+        setting: str,
+        expected: Iterable[int] = (),
+    ) -> None:
         """Not ready when no record of ``topic`` (broker-side) was processed for ``max_age_s``
-        while this worker holds a written partition of it."""
-        self.feeds[topic] = FeedHealth(topic, writer, max_age_s, setting, self.clock())
+        while this worker holds a partition of it that is ``expected`` (the writer must write
+        it) or was ever written."""
+        self.feeds[topic] = FeedHealth(
+            topic, writer, max_age_s, setting, self.clock(), expected=frozenset(expected)
+        )
 
     def expect_models(self) -> None:
         """This worker scores models: not ready until :meth:`models_loaded`."""
@@ -222,7 +235,9 @@ class HealthRegistry:
         self.assignment = sorted(f"{t}/{p}" for t, p in highwaters)
         self._forget_unassigned(set(highwaters))
         for feed in self.feeds.values():
-            feed.held = any(t == feed.topic and high for (t, _), high in highwaters.items())
+            feed.held = any(
+                t == feed.topic and (high or p in feed.expected) for (t, p), high in highwaters.items()
+            )
         for s in self.stages.values():
             s.pending = pending_records(s, highwaters)
             if s.pending == 0:

@@ -420,6 +420,26 @@ def test_a_silent_gateway_makes_the_worker_not_ready_with_the_reason() -> None:
     assert health.readiness().ok
 
 
+def test_a_gateway_that_never_wrote_is_caught_on_the_partitions_its_symbols_map_to() -> None:
+    clock = _Clock()
+    health = HealthRegistry(5.0, clock=clock, sink=Metrics())
+    health.register("execution", ["p.venue.events"])
+    setting = "QT_BINANCE__GATEWAY_SILENT_AFTER_S"
+    health.watch_feed("p.venue.events", "gateway", 60.0, setting, expected={0})
+    expected, unused = ("p.venue.events", 0), ("p.venue.events", 1)
+    health.refresh({expected: 0, unused: 0})  # a fresh deployment: nothing written yet
+    clock.now += 59.0
+    assert health.readiness().ok
+    clock.now += 2.0
+    verdict = health.readiness()
+    assert verdict.reasons == (
+        f"gateway silent: no p.venue.events record for 61 s (more than {setting}=60)",
+    )
+    # A worker holding only a partition no symbol maps to waits for nothing.
+    health.refresh({unused: 0})
+    assert health.readiness().ok
+
+
 def test_a_worker_without_a_watched_feed_ignores_venue_events_age() -> None:
     clock = _Clock()  # paper: nothing watched
     health = HealthRegistry(5.0, clock=clock, sink=Metrics())
@@ -432,7 +452,8 @@ def test_a_worker_without_a_watched_feed_ignores_venue_events_age() -> None:
 def test_only_a_testnet_worker_with_the_execution_stage_watches_the_gateway() -> None:
     from streams.app import watch_gateway
     from streams.config import Settings
-    from streams.topology import STAGES, stage_spec
+    from streams.kafka_io import partition_for
+    from streams.topology import STAGES, partitions_of, stage_spec
 
     def watched(mode: str, stages: list[str]) -> list[str]:
         health = HealthRegistry(5.0, clock=_Clock(), sink=Metrics())
@@ -440,10 +461,13 @@ def test_only_a_testnet_worker_with_the_execution_stage_watches_the_gateway() ->
         binance = {"gateway_silent_after_s": 42}
         settings = Settings(mode=mode, topic_prefix="t.", binance=binance, **keys)
         watch_gateway(health, settings, [stage_spec(n) for n in stages])
-        return [f"{t} {f.max_age_s:g}" for t, f in health.feeds.items()]
+        return [f"{t} {f.max_age_s:g} {sorted(f.expected)}" for t, f in health.feeds.items()]
 
     everything = [s.name for s in STAGES]
-    assert watched("testnet", everything) == ["t.venue.events 42"]
+    symbols = Settings().symbols
+    partitions = partitions_of(Topic.VENUE_EVENTS, Settings().partitions)
+    expected = sorted({partition_for(s, partitions) for s in symbols})
+    assert watched("testnet", everything) == [f"t.venue.events 42 {expected}"]
     assert watched("testnet", ["features", "risk"]) == []
     assert watched("paper", everything) == []
 
