@@ -236,7 +236,8 @@ class HealthRegistry:
         self._forget_unassigned(set(highwaters))
         for feed in self.feeds.values():
             feed.held = any(
-                t == feed.topic and (high or p in feed.expected) for (t, p), high in highwaters.items()
+                t == feed.topic and (high or p in feed.expected)
+                for (t, p), high in highwaters.items()
             )
         for s in self.stages.values():
             s.pending = pending_records(s, highwaters)
