@@ -418,6 +418,7 @@ def build_app(
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         stream_wait_empty=False,
+        producer_linger=settings.producer_linger_ms / 1000.0,
     )
     from streams.agents.registry import model_versions, stage_builders
 

@@ -432,6 +432,13 @@ class Settings(BaseSettings):
         "(less often when a flush is slow: streams/app.py FLUSH_COST_FACTOR); "
         "inputs are committed only once their effects are stored (docs/determinism.md)",
     )
+    producer_linger_ms: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="how long a worker's producer waits to fill a batch before sending: every "
+        "hop of the topology pays it (docs/performance.md measures 0 against a few ms)",
+    )
     web_host: str = Field(
         "127.0.0.1", description="worker web server bind address; 0.0.0.0 in containers"
     )

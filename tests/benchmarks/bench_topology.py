@@ -295,6 +295,7 @@ def one_hop(broker: Broker, partitions: int, work_dir: Path) -> dict[str, Any]:
     from streams.adapters.replay.files import replay_files
     from streams.kafka_io import ProducerOptions, ensure_topics
     from streams.topics import Topic, topic_name
+    from streams.config import get_settings
     from tests.benchmarks.apps.passthrough import OUTPUT_TOPIC
 
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
@@ -305,7 +306,9 @@ def one_hop(broker: Broker, partitions: int, work_dir: Path) -> dict[str, Any]:
         replication_factor=1, exact_partitions=False,
     )  # fmt: skip
     log_path = work_dir / f"hop-{broker.kind}.log"
-    env = _worker_env(broker, prefix, partitions, {})
+    # The ceiling's producer lingers as the topology's does (QT_PRODUCER_LINGER_MS).
+    linger = {"QT_PRODUCER_LINGER_MS": str(get_settings().producer_linger_ms)}
+    env = _worker_env(broker, prefix, partitions, linger)
     spawned = time.perf_counter()
     with start_worker(env, log_path, ("tests.benchmarks.apps.passthrough",)) as proc:
         ready_s = wait_until_ready(broker.bootstrap, (source, sink, partitions), proc, log_path)
@@ -721,6 +724,7 @@ def bench(
         "partitions": settings.partitions,
         "min_confidence": settings.supervisor.min_confidence,
         "feedback_lag_ms": settings.feedback_lag_ms,
+        "producer_linger_ms": settings.producer_linger_ms,
         "brokers": {},
         "skipped": {},
     }

@@ -11,7 +11,8 @@ order survives and the end-of-stream watermark the replay sends last on each par
 the last record out of it (that is how the benchmark knows the hop has drained).
 
 Run as a worker: ``python -m tests.benchmarks.apps.passthrough`` with ``QT_KAFKA_BOOTSTRAP``,
-``QT_KAFKA_EMBEDDED``, ``QT_TOPIC_PREFIX``, ``QT_PARTITIONS`` and ``QT_WEB_PORT`` set.
+``QT_KAFKA_EMBEDDED``, ``QT_TOPIC_PREFIX``, ``QT_PARTITIONS`` and ``QT_WEB_PORT`` set
+(``QT_PRODUCER_LINGER_MS`` as the topology's workers read it, default 0).
 """
 
 from __future__ import annotations
@@ -45,7 +46,13 @@ def _headers_of(message: Any) -> list[tuple[str, bytes]]:
 
 
 def build_passthrough_app(
-    bootstrap: str, prefix: str, *, embedded: bool, partitions: int, web_port: int
+    bootstrap: str,
+    prefix: str,
+    *,
+    embedded: bool,
+    partitions: int,
+    web_port: int,
+    linger_ms: int = 0,
 ) -> faust.App:
     """The app on ``bootstrap``: ``<prefix>market.ticks`` -> ``<prefix>`` + :data:`OUTPUT_TOPIC`."""
     app = faust.App(
@@ -53,6 +60,7 @@ def build_passthrough_app(
         **cast(dict[str, Any], faust_app_settings(bootstrap, embedded=embedded)),
         web_port=web_port,
         web_host="127.0.0.1",
+        producer_linger=linger_ms / 1000.0,
         topic_partitions=partitions,
         stream_wait_empty=False,
     )
@@ -93,6 +101,7 @@ def main() -> None:
         embedded=os.environ.get("QT_KAFKA_EMBEDDED", "false").lower() == "true",
         partitions=int(os.environ.get("QT_PARTITIONS", "4")),
         web_port=int(os.environ.get("QT_WEB_PORT", "6066")),
+        linger_ms=int(os.environ.get("QT_PRODUCER_LINGER_MS", "0")),
     )
     faust.Worker(
         app, loglevel=os.environ.get("QTBENCH_LOGLEVEL", "warning")
