@@ -293,9 +293,9 @@ def _worker_env(
 def one_hop(broker: Broker, partitions: int, work_dir: Path) -> dict[str, Any]:
     """The pass-through ceiling on ``broker`` (see the module doc)."""
     from streams.adapters.replay.files import replay_files
+    from streams.config import get_settings
     from streams.kafka_io import ProducerOptions, ensure_topics
     from streams.topics import Topic, topic_name
-    from streams.config import get_settings
     from tests.benchmarks.apps.passthrough import OUTPUT_TOPIC
 
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
