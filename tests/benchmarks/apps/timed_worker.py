@@ -1,8 +1,9 @@
 """The topology worker (:func:`streams.app.run_worker`) with per-stage handling times recorded.
 
-A stand-in until the worker exports ``qt_stage_latency_seconds`` itself: before the app is
-built it wraps :func:`streams.app.dispatch` (decode + stage logic of one ``take_events``
-batch) and :meth:`streams.app.Sender.send_all` (handing the batch's output to the producer)
+Before the app is built it wraps the ``dispatch`` that
+:meth:`streams.agents.durable.StageRuntime.handle` calls (decode + stage logic of one stage
+instance's share of a ``take_events`` batch) and :meth:`streams.app.Sender.send_all` (handing
+that output to the producer)
 with ``perf_counter_ns``, and counts input watermarks and output items. Nothing in the
 topology changes; the wrappers add two clock reads per batch. At exit the worker writes, to
 ``QTBENCH_STATS``, per stage and per batch: events, watermarks in, dispatch ns, send ns and
@@ -26,11 +27,12 @@ Batches = dict[str, list[list[int]]]
 
 def install(stats_path: Path) -> Batches:
     """Wrap the worker's dispatch and send; write what they saw to ``stats_path`` at exit."""
+    import streams.agents.durable as durable_module
     import streams.app as app_module
     from streams.ordering import WATERMARK_HEADER
 
     batches: Batches = defaultdict(list)
-    original_dispatch: Callable[..., int] = app_module.dispatch
+    original_dispatch: Callable[..., int] = durable_module.dispatch
     original_send = app_module.Sender.send_all
     clock = time.perf_counter_ns
 
@@ -42,14 +44,15 @@ def install(stats_path: Path) -> Batches:
         batches[handler.name].append([len(events), marks, elapsed, 0, len(out.items)])
         return dead
 
-    async def timed_send(self: Any, out: Any) -> None:
+    async def timed_send(self: Any, out: Any) -> Any:
         t0 = clock()
-        await original_send(self, out)
+        deliveries = await original_send(self, out)
         stage = batches.get(out.stage)
         if stage:  # the batch dispatch just recorded (one agent per stage: no interleaving)
             stage[-1][3] = clock() - t0
+        return deliveries
 
-    app_module.dispatch = timed_dispatch
+    durable_module.dispatch = timed_dispatch  # type: ignore[assignment]
     app_module.Sender.send_all = timed_send  # type: ignore[method-assign]
 
     def dump() -> None:
