@@ -19,14 +19,19 @@ def create_topics(
     config: dict[str, str] | None = None,
     timeout_s: float = 30.0,
 ) -> None:
-    """Create ``names`` (existing ones are left alone) and wait until metadata lists them."""
+    """Create ``names`` (existing ones are left alone) and wait until metadata lists them.
+
+    Time retention is off unless ``config`` sets it: test records carry old event times, which
+    a broker's time retention deletes at its next check, in the middle of a test.
+    """
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
     wanted = list(names)
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(
-        [NewTopic(n, partitions, replication, config=config or {}) for n in wanted],
+        [NewTopic(n, partitions, replication, config={"retention.ms": "-1", **(config or {})})
+         for n in wanted],
         request_timeout=timeout_s,
     )
     for name, future in futures.items():

@@ -90,9 +90,12 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 # Tests start and stop consumer groups constantly; don't wait 3 s before each first rebalance.
 group.initial.rebalance.delay.ms=0
-# Small segments and short retention: this broker holds test and development data only.
+# Small segments; retention by size, never by time: the records carry their event time (2021-2026
+# market data), which time retention measures against the wall clock and would delete at the next
+# check, so a test's or a replay's freshly written records vanished under it.
 log.segment.bytes=16777216
-log.retention.hours=24
+log.retention.ms=-1
+log.retention.bytes=1073741824
 log.retention.check.interval.ms=60000
 num.network.threads=2
 num.io.threads=4

@@ -5,9 +5,10 @@ data, ONNX models) are journaled into a fresh database schema per test. Faults a
 inside the database (a trigger that raises, or that kills the sink's own connection), so the
 sink meets them exactly where a real failure would hit it: in the middle of its transaction.
 
-The development Kafka keeps 24 h of data by record timestamp, and replayed records carry their
-2025 event times: the test gives its run topics unlimited retention right after they are
-created, so they are still there when the journal reads them (and deletes them at the end).
+A broker with time retention (the project's development Kafka has none) would delete replayed
+records, which carry their 2025 event times, at its next check: the test gives its run topics
+unlimited retention right after they are created, so they are still there when the journal
+reads them (and deletes them at the end).
 """
 
 from __future__ import annotations
