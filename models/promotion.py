@@ -179,13 +179,42 @@ def decision_events(decision: PromotionDecision, event_time_ms: int) -> list[Mod
     return events
 
 
-def append_events(registry: Path, events: list[ModelEventRecorded]) -> Path:
-    """Append the events to ``<registry>/events.jsonl`` (the registry's own history)."""
+def read_events(registry: Path) -> list[ModelEventRecorded]:
+    """The registry's history, ``<registry>/events.jsonl``, oldest first."""
     path = registry / EVENTS_FILE
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [ModelEventRecorded.from_avro(json.loads(line)) for line in lines if line.strip()]
+
+
+def append_events(registry: Path, events: list[ModelEventRecorded]) -> Path:
+    """Append the events to ``<registry>/events.jsonl`` (the registry's own history); an event
+    whose id is there already (written before a crash, then made again) is not added twice."""
+    path = registry / EVENTS_FILE
+    known = {e.event_id for e in read_events(registry)}
     with path.open("a", encoding="utf-8") as fh:
         for e in events:
-            fh.write(json.dumps(e.to_avro(), sort_keys=True) + "\n")
+            if e.event_id not in known:
+                known.add(e.event_id)
+                fh.write(json.dumps(e.to_avro(), sort_keys=True) + "\n")
     return path
+
+
+def recorded_decision(registry: Path, candidate: Mapping[str, str], event_time_ms: int
+                      ) -> list[ModelEventRecorded]:  # fmt: skip
+    """The gate's records for ``candidate`` at ``event_time_ms`` already in the registry's
+    history (a trainer that crashed after deciding, before publishing): empty if none."""
+    ids = {
+        f"{m}:{v}:{k.value}:{event_time_ms}"
+        for m, v in candidate.items()
+        for k in (
+            ModelEventKind.SHADOW_SCORED,
+            ModelEventKind.PROMOTED,
+            ModelEventKind.PROMOTION_REFUSED,
+        )
+    }
+    return [e for e in read_events(registry) if e.event_id in ids]
 
 
 def shadow_compare(
@@ -197,8 +226,9 @@ def shadow_compare(
     bias_limit: float,
     cache_dir: Path,
     log: Any = print,
-) -> tuple[PromotionDecision, int]:
-    """Score both sets on the candidate's held-back block; the decision and its event time.
+) -> tuple[PromotionDecision, int, EdgeGate]:
+    """Score both sets on the candidate's held-back block; the decision, its event time and the
+    candidate's gate table.
 
     The candidate's gate is built here from its folds (``models/edge.py``); the champion's is
     the one in its manifests (none: the champion stands aside everywhere).
@@ -242,7 +272,7 @@ def shadow_compare(
         shadow_score(champion, champ_act, champ_pnl, blocks, rule),
         cand_pnl, champ_pnl, blocks, rule, bias_limit,
     )  # fmt: skip
-    return decision, int(shadow.time_ms.max()) + 60_000
+    return decision, int(shadow.time_ms.max()) + 60_000, cand_gate
 
 
 def gate_and_promote(
@@ -258,23 +288,39 @@ def gate_and_promote(
 
     ``event_time_ms`` is the decision records' event time (and so when workers swap); default
     the end of the shadow rows. The caller publishes the records to ``models.events``.
+
+    A promoted set's members get the gate table it was measured with (the edge gate trades on
+    it from the swap on), written before the records and the index, so a crash at any point
+    leaves either no decision or one whose tables are in place; :func:`apply_recorded`
+    finishes what a crash interrupted.
     """
-    from models.registry import RegistryError, promote, read_index
+    from models.edge import attach_gate
+    from models.registry import RegistryError, read_index
 
     champion = read_index(registry)
     if not champion:
         raise RegistryError(f"nothing is promoted in {registry}: no champion to shadow-score")
-    decision, at = shadow_compare(
+    decision, at, gate = shadow_compare(
         registry, candidate, champion, settings.ensemble_weights, settings.promotion,
         settings.supervisor.bias_threshold, cache_dir, log,
     )  # fmt: skip
     events = decision_events(decision, at if event_time_ms is None else event_time_ms)
-    append_events(registry, events)
     if decision.promote:
-        for model, version in sorted(candidate.items()):
-            if champion.get(model) != version:
-                promote(registry, model, version)
+        attach_gate(registry, gate)
+    append_events(registry, events)
+    apply_recorded(registry, events)
     return decision, events
+
+
+def apply_recorded(registry: Path, events: list[ModelEventRecorded]) -> None:
+    """Make the index name every version a ``PROMOTED`` record of ``events`` promotes
+    (a no-op for versions it names already)."""
+    from models.registry import promote, read_index
+
+    index = read_index(registry)
+    for e in events:
+        if e.kind == ModelEventKind.PROMOTED and index.get(e.model) != e.version:
+            promote(registry, e.model, e.version)
 
 
 def _score_rows(registry: Path, versions: Mapping[str, str], oof_rows: Any, scorer: Any

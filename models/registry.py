@@ -229,6 +229,17 @@ def next_version(registry: Path) -> str:
     return f"v{max(numbers, default=0) + 1}"
 
 
+def versions_trained_for(registry: Path, cause: str) -> dict[str, str]:
+    """Model -> version registered by the training run of ``cause`` (its manifest's
+    ``data_source.trained_for``); the newest such version where a model has several."""
+    found: dict[str, str] = {}
+    for model in list_models(registry):
+        for version in list_versions(registry, model):  # natural order: the newest wins
+            if read_manifest(registry, model, version).data_source.get("trained_for") == cause:
+                found[model] = version
+    return found
+
+
 def verify(registry: Path, model: str, version: str) -> RegisteredModel:
     """Load a manifest and check the ONNX file's sha256; :class:`ArtifactIntegrityError` if off."""
     manifest = read_manifest(registry, model, version)

@@ -84,6 +84,9 @@ class TrainPlan:
     label: dict[str, Any] = field(default_factory=dict)  # LabelSpec overrides
     config_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per model spec (``"xgboost"``, ``"nhits@large"``): config fields to replace."""
+    trained_for: str | None = None
+    """The cause of this run (the trainer's trigger id), kept in each manifest's
+    ``data_source``: a trainer restarted after a crash finds what it had registered for it."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,17 @@ class ModelOutcome:
     walk_forward: dict[str, Any]
     holdout: dict[str, Any]
     parity: dict[str, Any]
+
+
+def outcome_from_manifest(registry: Path, model: str, version: str) -> ModelOutcome:
+    """A registered version's outcome, read back from its manifest (what :func:`train_model`
+    returned when it registered it)."""
+    from models.registry import read_manifest, version_dir
+
+    manifest = read_manifest(registry, model, version)
+    return ModelOutcome(model, version, version_dir(registry, model, version),
+                        manifest.metrics.get("walk_forward", {}), manifest.metrics["holdout"],
+                        manifest.parity)  # fmt: skip
 
 
 def fit_stride(config: Any, plan: TrainPlan) -> int:
@@ -248,6 +262,7 @@ def run_context(dataset: Any, plan: TrainPlan) -> dict[str, Any]:
             "holdout_fraction": plan.holdout_fraction,
             "n_folds": plan.n_folds,
             "purge_gap_bars": dataset.label_spec.horizon_bars,
+            **({"trained_for": plan.trained_for} if plan.trained_for else {}),
         },
         "notes": [
             "held-back block = last holdout_fraction of the training period, after a purge gap "

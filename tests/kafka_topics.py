@@ -30,8 +30,10 @@ def create_topics(
     wanted = list(names)
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(
-        [NewTopic(n, partitions, replication, config={"retention.ms": "-1", **(config or {})})
-         for n in wanted],
+        [
+            NewTopic(n, partitions, replication, config={"retention.ms": "-1", **(config or {})})
+            for n in wanted
+        ],
         request_timeout=timeout_s,
     )
     for name, future in futures.items():

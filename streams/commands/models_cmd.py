@@ -208,7 +208,7 @@ def shadow(
             return
         settings = get_settings()
         champion = read_index(reg)
-        decision, at = shadow_compare(
+        decision, at, _gate = shadow_compare(
             reg, {**champion, **swapped}, champion, settings.ensemble_weights,
             settings.promotion, settings.supervisor.bias_threshold, Path("runs/edge"),
             _console().print,

@@ -4,9 +4,10 @@ Not a Faust stage: a retrain takes minutes and must not hold up any partition of
 so it runs in its own process, reading the topics like any other consumer (no group
 membership: every partition is assigned from the beginning, nothing is committed).
 
-1. ``models.events`` is read to its end first: the ``RETRAINED`` records name the triggers
-   already trained (before a restart), and each ``DRIFT_DETECTED`` is a drift trigger
-   (:mod:`.triggers`).
+1. ``models.events`` is read to its end first: the ``RETRAINED`` records and the gate's
+   decisions on them name the triggers already done (before a restart; one trained but not
+   yet decided is finished, see :func:`.retrain.retrain`), and each ``DRIFT_DETECTED`` is a
+   drift trigger (:mod:`.triggers`).
 2. Then both topics are read together: each tick goes into the kline buffer and moves the
    event-time clock (which fires the schedule), each new model event may trigger.
 3. Whenever every partition has been read to its end (the backlog is done), the newest ready
@@ -42,16 +43,18 @@ from streams.trainer.triggers import (
     Trigger,
     TriggerState,
     choose,
-    handled_trigger,
     on_clock,
     on_model_event,
+    retrained_trigger,
 )
+from streams.vocabulary import ModelEventKind
 
 if TYPE_CHECKING:
     from streams.config import Settings
 
 POLL_S = 1.0
 HOUR_MS = 3_600_000
+GATE_DECISIONS = frozenset({ModelEventKind.PROMOTED, ModelEventKind.PROMOTION_REFUSED})
 
 
 class TrainerError(RuntimeError):
@@ -67,6 +70,11 @@ class TrainerState:
     buffer: KlineBuffer = field(default_factory=KlineBuffer)
     pending: set[Trigger] = field(default_factory=set)
     handled: set[str] = field(default_factory=set)
+    """Triggers done: the gate decided on their candidates (or, in this run, they failed)."""
+    retrained: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(model, version) of each ``RETRAINED`` record read -> its trigger id."""
+    seen: set[str] = field(default_factory=set)
+    """Ids of the ``models.events`` records read (not published again after a restart)."""
     keep_ms: int = 0
     """Lookback plus warm-up of a retrain: how far before a trigger the buffer keeps bars."""
     ticks: int = 0
@@ -74,10 +82,15 @@ class TrainerState:
     reported_ms: int | None = None
 
     def on_event(self, event: ModelEventRecorded, cooldown_ms: int) -> list[Trigger]:
-        """A ``models.events`` record: a trained trigger, or a new drift trigger."""
-        done = handled_trigger(event)
-        if done is not None:
-            self.handled.add(done)
+        """A ``models.events`` record: a retrain's candidate or its gate decision, or a new
+        drift trigger. A trigger counts as done only once the gate decided on a candidate of
+        it: a trainer that crashed between training and deciding finishes it after a restart."""
+        self.seen.add(event.event_id)
+        trained = retrained_trigger(event)
+        if trained is not None:
+            self.retrained[(event.model, event.version)] = trained
+        elif event.kind in GATE_DECISIONS and (event.model, event.version) in self.retrained:
+            self.handled.add(self.retrained[(event.model, event.version)])
         self.triggers, fired = on_model_event(self.triggers, event, cooldown_ms)
         self.pending.update(fired)
         return fired
@@ -273,7 +286,14 @@ class Trainer:
         state.handled.add(trigger.trigger_id)  # a failed retrain is not retried in a loop
         try:
             data = training_data(trigger, self.plan, state.buffer, self.files)
-            outcome = retrain(trigger, data, self.plan, self.settings, self._publish, self.log)
+            outcome = retrain(
+                trigger,
+                data,
+                self.plan,
+                self.settings,
+                lambda events: self._publish(events, state.seen),
+                self.log,
+            )
         except RETRAIN_ERRORS as exc:
             if once:
                 raise
@@ -282,7 +302,12 @@ class Trainer:
         self.outcomes.append(outcome)
         return outcome
 
-    def _publish(self, events: list[ModelEventRecorded]) -> None:
+    def _publish(self, events: list[ModelEventRecorded], seen: set[str]) -> None:
+        """Produce the records not read on ``models.events`` already (a resumed retrain makes
+        its earlier records again)."""
+        events = [e for e in events if e.event_id not in seen]
+        if not events:
+            return
         if self.publish is not None:
             self.publish(events)
             return

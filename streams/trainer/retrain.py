@@ -111,7 +111,8 @@ class RetrainOutcome:
 
     trigger: Trigger
     candidates: dict[str, str]
-    decision: PromotionDecision
+    decision: PromotionDecision | None
+    """None when the decision was recorded by a run that crashed before publishing it."""
     events: list[ModelEventRecorded]
     """``RETRAINED`` then the gate's records, in the order they were written."""
 
@@ -157,30 +158,66 @@ def retrain(
     log: Callable[[str], None] = print,
 ) -> RetrainOutcome:
     """Train, register the candidates, record them, gate them (module doc); records published
-    as they are made, so the candidates are on the topic even if the gate fails."""
-    from models.dataset import ms_to_iso
-    from models.promotion import append_events, gate_and_promote
-    from models.registry import next_version
-    from models.train import TrainPlan, run
+    as they are made, so the candidates are on the topic even if the gate fails.
 
-    start, end = recent_window(trigger.at_ms, plan.lookback_days, 0)
-    train_plan = TrainPlan(
-        data_dir=data_dir, registry=plan.registry, version=next_version(plan.registry),
-        models=plan.models, start=ms_to_iso(start), end=ms_to_iso(end), seed=plan.seed,
-        n_folds=plan.folds, promote=False,
-    )  # fmt: skip
-    log(f"retrain {trigger.trigger_id}: {', '.join(plan.models)} as {train_plan.version} on "
-        f"{data_dir} [{train_plan.start}, {train_plan.end})")  # fmt: skip
-    outcomes = run(train_plan, log=log)
+    Each step finds what an earlier, crashed run of the same trigger left: candidates it
+    registered (their manifests name the trigger) are not trained again, and a gate decision it
+    recorded is published and applied instead of being made again.
+    """
+    from models.promotion import append_events, apply_recorded, gate_and_promote, recorded_decision
+
+    outcomes = _train_candidates(trigger, data_dir, plan, log)
     retrained = [retrained_event(o, trigger) for o in outcomes]
     append_events(plan.registry, retrained)
     publish(retrained)
     candidates = _candidates(outcomes)
-    decision, decided = gate_and_promote(
-        plan.registry, candidates, settings, plan.work_dir / "edge", trigger.at_ms, log
-    )
+    decided = recorded_decision(plan.registry, candidates, trigger.at_ms)
+    decision: PromotionDecision | None = None
+    if decided:
+        log(f"{trigger.trigger_id}: the gate's decision was recorded before a restart; "
+            "publishing it")  # fmt: skip
+        apply_recorded(plan.registry, decided)
+    else:
+        decision, decided = gate_and_promote(
+            plan.registry, candidates, settings, plan.work_dir / "edge", trigger.at_ms, log
+        )
     publish(decided)
     return RetrainOutcome(trigger, candidates, decision, [*retrained, *decided])
+
+
+def _train_candidates(trigger: Trigger, data_dir: Path, plan: RetrainPlan,
+                      log: Callable[[str], None]) -> list[ModelOutcome]:  # fmt: skip
+    """The trigger's candidates: those registered for it before a crash, read back, and the
+    others trained now under the same version."""
+    from models.catalog import VARIANT_SEPARATOR
+    from models.dataset import ms_to_iso
+    from models.registry import next_version, versions_trained_for
+    from models.train import TrainPlan, outcome_from_manifest, run
+
+    found = versions_trained_for(plan.registry, trigger.trigger_id)
+    version = max(found.values(), key=_version_number) if found else next_version(plan.registry)
+    done = {m: v for m, v in found.items() if v == version}
+    missing = tuple(m for m in plan.models if m.replace(VARIANT_SEPARATOR, "-") not in done)
+    outcomes = [outcome_from_manifest(plan.registry, m, v) for m, v in sorted(done.items())]
+    if done:
+        log(f"retrain {trigger.trigger_id}: {', '.join(sorted(done))} {version} registered "
+            "before a restart")  # fmt: skip
+    if not missing:
+        return outcomes
+    start, end = recent_window(trigger.at_ms, plan.lookback_days, 0)
+    train_plan = TrainPlan(
+        data_dir=data_dir, registry=plan.registry, version=version, models=missing,
+        start=ms_to_iso(start), end=ms_to_iso(end), seed=plan.seed, n_folds=plan.folds,
+        promote=False, trained_for=trigger.trigger_id,
+    )  # fmt: skip
+    log(f"retrain {trigger.trigger_id}: {', '.join(missing)} as {version} on {data_dir} "
+        f"[{train_plan.start}, {train_plan.end})")  # fmt: skip
+    return [*outcomes, *run(train_plan, log=log)]
+
+
+def _version_number(version: str) -> int:
+    """``v12`` -> 12 (a version of another form sorts first)."""
+    return int(version[1:]) if version[1:].isdigit() else -1
 
 
 def _candidates(outcomes: Iterable[ModelOutcome]) -> dict[str, str]:
@@ -190,13 +227,19 @@ def _candidates(outcomes: Iterable[ModelOutcome]) -> dict[str, str]:
 
 def describe_outcome(outcome: RetrainOutcome) -> list[tuple[str, str]]:
     """Rows of the trainer's summary table."""
-    d = outcome.decision
-    return [
+    rows = [
         ("trigger", f"{outcome.trigger.trigger_id} ({outcome.trigger.detail})"),
         ("candidates", ", ".join(f"{m}@{v}" for m, v in sorted(outcome.candidates.items()))),
-        ("verdict", "PROMOTED" if d.promote else "PROMOTION_REFUSED: " + "; ".join(d.reasons)),
-        ("candidate", d.candidate.describe()),
-        ("champion", d.champion.describe()),
-        ("candidate - champion", f"CI [{d.diff_lower:+.5%}, {d.diff_upper:+.5%}]"),
-        ("records", f"{len(outcome.events)} on models.events"),
     ]
+    d = outcome.decision
+    if d is None:
+        kinds = sorted({e.kind.value for e in outcome.events if e.kind != ModelEventKind.RETRAINED})
+        rows.append(("verdict", f"{', '.join(kinds)} (recorded before a restart)"))
+    else:
+        rows += [
+            ("verdict", "PROMOTED" if d.promote else "PROMOTION_REFUSED: " + "; ".join(d.reasons)),
+            ("candidate", d.candidate.describe()),
+            ("champion", d.champion.describe()),
+            ("candidate - champion", f"CI [{d.diff_lower:+.5%}, {d.diff_upper:+.5%}]"),
+        ]
+    return [*rows, ("records", f"{len(outcome.events)} on models.events")]

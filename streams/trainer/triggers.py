@@ -13,7 +13,8 @@
 A trigger is *ready* once the ticks before its time have all been read (its ``at_ms`` is at or
 below the clock); the retrain trains on the ticks before ``at_ms``. Its id (``drift-<ms>``,
 ``schedule-<ms>``) is derived from its cause and ends the ``RETRAINED`` records' ids, so a
-restarted trainer that reads them back trains neither that trigger nor an older one again.
+restarted trainer that reads them back, with the gate's decision on them, trains neither that
+trigger nor an older one again.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def on_model_event(state: TriggerState, event: ModelEventRecorded, cooldown_ms: 
     return replace(state, last_drift_ms=t), [trigger]
 
 
-def handled_trigger(event: ModelEventRecorded) -> str | None:
+def retrained_trigger(event: ModelEventRecorded) -> str | None:
     """The trigger id a ``RETRAINED`` record names (None for any other record)."""
     if event.kind != ModelEventKind.RETRAINED or RETRAINED_MARK not in event.event_id:
         return None
@@ -104,9 +105,9 @@ class Choice:
 def choose(pending: Iterable[Trigger], clock_ms: int, handled: Iterable[str]) -> Choice:
     """The newest ready trigger not covered yet; older ready ones are superseded by it.
 
-    A trigger is covered when it, or a trigger at the same or a later time, was trained (its
-    ``RETRAINED`` records were read): a restarted trainer neither retrains it nor the ones that
-    retrain superseded.
+    A trigger is covered when it, or a trigger at the same or a later time, is ``handled`` (its
+    ``RETRAINED`` records and the gate's decision on them were read): a restarted trainer
+    neither retrains it nor the ones that retrain superseded.
     """
     done = set(handled)
     done_ms = max((at for at in map(_at_of, done) if at is not None), default=None)

@@ -170,3 +170,84 @@ def test_a_trainer_on_a_prefix_without_model_events_retrains_at_the_day_its_tick
     assert [r.event_id for r in records] == [e.event_id for e in outcome.events]
     assert records[0].event_id == f"xgboost:v3:RETRAINED:schedule-{midnight}"
     assert records[-1].kind in (ModelEventKind.PROMOTED, ModelEventKind.PROMOTION_REFUSED)
+
+
+class Killed(Exception):
+    """A trainer process dying at this point (raised through ``Trainer.run``)."""
+
+
+def test_a_trainer_killed_mid_retrain_finishes_that_retrain_without_a_second_version(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """Killed after registering its candidate (before any record reached the topic), then
+    again after the gate decided (before the decision reached the topic): each restart
+    finishes the same retrain. One version is trained, never an orphan ``v4``; every record is
+    on ``models.events`` and in the registry's history exactly once."""
+    from streams.adapters.replay.files import replay_files
+    from streams.config import Settings
+    from streams.trainer.loop import Trainer
+    from streams.trainer.retrain import RetrainPlan
+
+    registry = registry_copy(tmp_path / "registry")
+    window = TimeWindow(parse_time_bound("2025-05-12T00:00"), parse_time_bound("2025-05-13T18:00"))
+    trigger = f"schedule-{parse_time_bound('2025-05-13T00:00')}"
+    replay_files(
+        FUTURES, bootstrap=kafka_bootstrap, prefix=unique_prefix, symbols=("SOLUSDT",),
+        window=window, options=ProducerOptions(kafka_bootstrap), partitions=2,
+        show_progress=False,
+    )  # fmt: skip
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=unique_prefix)
+    plan = RetrainPlan(registry, tmp_path / "trainer", ("xgboost",), lookback_days=1.0, folds=2,
+                       seed=7)  # fmt: skip
+    logs: list[str] = []
+
+    def dies_at_publish(n: int):  # type: ignore[no-untyped-def]
+        """Publishes for real until the ``n``-th call, which kills the trainer instead."""
+        calls = []
+
+        def publish(events: list[ModelEventRecorded]) -> None:
+            calls.append(events)
+            if len(calls) == n:
+                raise Killed(f"killed before publishing {[e.kind.value for e in events]}")
+            publish_model_events(kafka_bootstrap, unique_prefix, events)
+
+        return publish
+
+    def trainer(publish):  # type: ignore[no-untyped-def]
+        return Trainer(kafka_bootstrap, unique_prefix, settings, plan, log=logs.append,
+                       publish=publish)  # fmt: skip
+
+    def on_topic() -> list[ModelEventRecorded]:
+        codec = topic_codec(Topic.MODELS_EVENTS)
+        topic = topic_name(Topic.MODELS_EVENTS, unique_prefix)
+        return [codec.decode_record(m.value()) for m in topic_messages(kafka_bootstrap, topic, 1)]
+
+    with pytest.raises(Killed):  # registered v3 and wrote RETRAINED to the registry's history
+        trainer(dies_at_publish(1)).run(once=True)
+    assert (registry / "xgboost" / "v3").is_dir() and on_topic() == []
+    with pytest.raises(Killed):  # published RETRAINED, decided, died before publishing that
+        trainer(dies_at_publish(2)).run(once=True)
+    assert f"retrain {trigger}: xgboost v3 registered before a restart" in logs
+    assert [r.event_id for r in on_topic()] == [f"xgboost:v3:RETRAINED:{trigger}"]
+    logs.clear()
+    [outcome] = trainer(None).run(once=True)
+
+    assert outcome.trigger.trigger_id == trigger and outcome.candidates == {"xgboost": "v3"}
+    assert f"{trigger}: the gate's decision was recorded before a restart; publishing it" in logs
+    assert not (registry / "xgboost" / "v4").exists()
+    records = on_topic()
+    at = parse_time_bound("2025-05-13T00:00")
+    assert [r.event_id for r in records][:2] == [
+        f"xgboost:v3:RETRAINED:{trigger}",
+        f"xgboost:v3:SHADOW_SCORED:{at}",
+    ]
+    assert len(records) == 3 and records[2].kind in (
+        ModelEventKind.PROMOTED, ModelEventKind.PROMOTION_REFUSED
+    )  # fmt: skip
+    history = [
+        json.loads(line)["event_id"]
+        for line in (registry / "events.jsonl").read_text().splitlines()
+    ]
+    assert history == [r.event_id for r in records]
+    manifest = json.loads((registry / "xgboost" / "v3" / "manifest.json").read_text())
+    assert manifest["data_source"]["trained_for"] == trigger

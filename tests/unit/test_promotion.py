@@ -64,3 +64,87 @@ def test_a_set_acts_only_where_its_gate_bucket_is_tradeable() -> None:
                          np.zeros(4))  # fmt: skip
     assert acts.tolist() == [BUY, HOLD, HOLD, HOLD]
     assert gated_actions(None, np.array([BUY]), np.array([0.9]), np.zeros(1)).tolist() == [HOLD]
+
+
+def _passing_gate_and_promote(registry, monkeypatch, at: int = 5_000):  # type: ignore[no-untyped-def]
+    """``gate_and_promote`` on a registry copy whose shadow comparison is replaced by a passing
+    decision for ``xgboost v1`` with the champion's gate table re-measured for that set: what
+    is tested is what the promotion writes, and in which order."""
+    import dataclasses
+
+    import models.promotion as promotion
+    from models.registry import gate_tables, read_index
+    from streams.config import Settings
+
+    champion = read_index(registry)
+    candidate = {**champion, "xgboost": "v1"}
+    table = gate_tables(registry, champion)["xgboost"]
+    assert table is not None
+    gate = dataclasses.replace(EdgeGate.from_dict(table), members=candidate)
+    acted = BALANCED != HOLD
+    pnl = _pnl(0.002, acted, 1)
+    champ = _pnl(-0.001, np.ones(N, dtype=bool), 2)
+    decision = decide(shadow_score(candidate, BALANCED, pnl, BLOCKS, RULE),
+                      shadow_score(champion, np.full(N, BUY), champ, BLOCKS, RULE),
+                      pnl, champ, BLOCKS, RULE, bias_limit=0.7)  # fmt: skip
+    assert decision.promote
+    monkeypatch.setattr(promotion, "shadow_compare", lambda *a, **k: (decision, at, gate))
+    return promotion.gate_and_promote(registry, candidate, Settings(), registry / "cache", at,
+                                      log=lambda _: None), candidate, gate  # fmt: skip
+
+
+def test_a_promoted_set_carries_the_gate_table_it_was_measured_with(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Under the edge gate a swapped-in set without its own table stands aside: promotion
+    writes the candidate's table into every member's manifest, so the served set trades."""
+    from models.promotion import read_events
+    from models.registry import gate_tables, read_index, read_manifest
+    from streams.config import Settings
+    from streams.stages.edge import gate_from_manifests
+    from tests.shared_data import registry_copy
+
+    registry = registry_copy(tmp_path / "registry")
+    (_decision, events), candidate, gate = _passing_gate_and_promote(registry, monkeypatch)
+    assert read_index(registry) == candidate
+    for model, version in candidate.items():
+        assert EdgeGate.from_dict(read_manifest(registry, model, version).edge_gate) == gate
+    served, problem = gate_from_manifests(gate_tables(registry, candidate), candidate,
+                                          Settings().ensemble_weights)  # fmt: skip
+    assert served == gate and problem == ""
+    assert [e.event_id for e in read_events(registry)] == [e.event_id for e in events]
+    assert [e.kind for e in events] == [ModelEventKind.SHADOW_SCORED, ModelEventKind.PROMOTED]
+
+
+def test_a_decision_recorded_before_a_crash_is_found_applied_and_never_written_twice(
+    tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Crash after the decision reached the registry's history, before the index named the
+    candidate: the restarted trainer finds the decision, applies it, and the history keeps one
+    line per record however often it is appended."""
+    import models.registry
+    from models.promotion import append_events, apply_recorded, read_events, recorded_decision
+    from models.registry import read_index
+    from tests.shared_data import registry_copy
+
+    registry = registry_copy(tmp_path / "registry")
+    champion = read_index(registry)
+
+    def crash(*_a: object) -> None:
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(models.registry, "promote", crash)
+    try:
+        _passing_gate_and_promote(registry, monkeypatch, at=7_000)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the simulated crash did not happen")
+    monkeypatch.undo()
+    assert read_index(registry) == champion  # the index was not reached
+    candidate = {**champion, "xgboost": "v1"}
+    found = recorded_decision(registry, candidate, 7_000)
+    assert [e.kind for e in found] == [ModelEventKind.SHADOW_SCORED, ModelEventKind.PROMOTED]
+    assert recorded_decision(registry, candidate, 7_001) == []
+    apply_recorded(registry, found)
+    assert read_index(registry) == candidate
+    append_events(registry, found)
+    assert [e.event_id for e in read_events(registry)] == [e.event_id for e in found]

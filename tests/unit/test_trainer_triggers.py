@@ -15,10 +15,10 @@ from streams.trainer.triggers import (
     Trigger,
     TriggerState,
     choose,
-    handled_trigger,
     on_clock,
     on_model_event,
     recent_window,
+    retrained_trigger,
 )
 from streams.vocabulary import ModelEventKind, TickKind
 
@@ -90,8 +90,33 @@ def test_retrained_records_name_the_trigger_they_trained():
         event_id=f"xgboost:v3:RETRAINED:drift-{T0}", model="xgboost", version="v3",
         event_time_ms=T0, kind=ModelEventKind.RETRAINED, detail="",
     )  # fmt: skip
-    assert handled_trigger(retrained) == f"drift-{T0}"
-    assert handled_trigger(event(ModelEventKind.DRIFT_DETECTED, T0)) is None
+    assert retrained_trigger(retrained) == f"drift-{T0}"
+    assert retrained_trigger(event(ModelEventKind.DRIFT_DETECTED, T0)) is None
+
+
+def test_a_trigger_is_done_only_once_the_gate_decided_on_its_candidate():
+    """A trainer that crashed between its RETRAINED record and the gate's decision left the
+    trigger half done: after a restart it is still to do (and then finished, not retrained)."""
+    state = TrainerState(TickClock(1))
+    trigger = f"schedule-{T0}"
+
+    def record(model: str, version: str, kind: ModelEventKind, suffix: str) -> None:
+        state.on_event(ModelEventRecorded(
+            event_id=f"{model}:{version}:{kind.value}:{suffix}", model=model, version=version,
+            event_time_ms=T0, kind=kind, detail="",
+        ), cooldown_ms=0)  # fmt: skip
+
+    record("xgboost", "v3", ModelEventKind.RETRAINED, trigger)
+    record("xgboost", "v3", ModelEventKind.SHADOW_SCORED, str(T0))
+    assert state.handled == set()
+    assert choose({Trigger("schedule", T0)}, T0, state.handled).train == Trigger("schedule", T0)
+    # a decision about a version no retrain of this trainer made names no trigger
+    record("lightgbm", "v9", ModelEventKind.PROMOTED, str(T0))
+    assert state.handled == set()
+    record("xgboost", "v3", ModelEventKind.PROMOTION_REFUSED, str(T0))
+    assert state.handled == {trigger}
+    assert choose({Trigger("schedule", T0)}, T0, state.handled).train is None
+    assert len(state.seen) == 4
 
 
 def test_choose_trains_the_newest_ready_trigger_skips_trained_ones_and_waits_for_ticks():
