@@ -62,6 +62,11 @@ class RiskLimits(_Frozen):
     defensive_in_high_volatility: bool = Field(
         False, description="a decision in the HIGH_VOLATILITY regime is sized DEFENSIVE"
     )
+    defensive_on_drift: bool = Field(
+        True,
+        description="a decision whose ensemble instance measures SIGNIFICANT drift from the "
+        "models' training reference is sized DEFENSIVE",
+    )
 
     @model_validator(mode="after")
     def _defensive_before_halt(self) -> RiskLimits:

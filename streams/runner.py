@@ -57,6 +57,7 @@ from streams.stages import (
     SupervisorStage,
     partition_for,
 )
+from streams.stages.drift import DriftWatch, drift_monitor
 from streams.stages.features import bar_closed
 from streams.stages.hotswap import Loader
 from streams.stages.supervisor import SupervisorState
@@ -124,6 +125,10 @@ class Pipeline:
         self.sink = TapStages(settings, extra, sink).send if extra else sink
         self.features = FeaturesStage()
         self.ensemble = EnsembleStage.from_settings(settings, scorer, swap_loader(settings))
+        #: Drift per ensemble instance (partition), as the topology measures it: each signal
+        #: carries its instance's level, which the policy layer reads.
+        self.drift: dict[int, DriftWatch] = {}
+        self._monitor_for = drift_monitor(settings)
         self.swap(model_events)
         self.supervisor = SupervisorStage.from_settings(settings, scorer.names, scorer.versions)
         self.strategy = StrategyStage.from_settings(settings)
@@ -159,6 +164,14 @@ class Pipeline:
         if self._timed and n:
             per = (time.perf_counter_ns() - started) // n
             self.stats.latency_ns[stage].extend([per] * n)
+
+    def _watched(self, row: FeaturesComputed, signal: SignalScored) -> SignalScored:
+        """The signal stamped with its ensemble instance's drift level."""
+        p = partition_for(row.symbol, self.cfg.partitions)
+        watch = self.drift.get(p)
+        if watch is None:
+            watch = self.drift[p] = DriftWatch(self._monitor_for)
+        return watch.observe(row, signal)[0]
 
     def _strategy_state(self, symbol: str) -> StrategyState:
         st = self.strategy_states.get(symbol)
@@ -199,7 +212,8 @@ class Pipeline:
         per_minute = [self._features(ticks) for _t, ticks in minutes]
         rows = [row for minute_rows in per_minute for row in minute_rows]
         started = time.perf_counter_ns()
-        signals = iter(self.ensemble.on_features(rows))
+        scored = self.ensemble.on_features(rows)
+        signals = iter([self._watched(r, s) for r, s in zip(rows, scored, strict=True)])
         self._time("ensemble", started, len(rows))
         return [(r, [next(signals) for _ in r]) for r in per_minute]
 

@@ -165,8 +165,17 @@ class ModelEventKind(StrEnum):
     OTHER = "OTHER"
 
 
+class ModelDrift(StrEnum):
+    """Drift level of an ensemble instance's window against the models' training reference
+    (``streams/stages/drift.py``): the model health the policy layer reads."""
+
+    STABLE = "STABLE"
+    MODERATE = "MODERATE"
+    SIGNIFICANT = "SIGNIFICANT"
+
+
 class TradingMode(StrEnum):
-    """What the risk stage's policy layer lets the portfolio do (not on a contract yet)."""
+    """What the risk stage's policy layer lets the portfolio do; an approval says which."""
 
     NORMAL = "NORMAL"
     DEFENSIVE = "DEFENSIVE"  # new entries at a smaller size

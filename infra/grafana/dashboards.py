@@ -156,7 +156,7 @@ def dashboard(uid: str, title: str, panels: list[Panel], variables: list[Json]) 
 
 
 def trading_panels() -> list[Panel]:
-    """PnL, equity, drawdown, positions, kill switch, orders and closed trades."""
+    """PnL, equity, drawdown, positions, kill switch, trading mode, orders and closed trades."""
     return [
         Panel(
             "Equity",
@@ -196,6 +196,21 @@ def trading_panels() -> list[Panel]:
             width=6,
             height=5,
             thresholds=((1.0, "red"),),
+        ),
+        Panel(
+            "Trading mode",
+            "timeseries",
+            (
+                Query(
+                    "sum by (mode) (qt_trading_mode and on (instance) "
+                    'topk(1, qt_stage_last_event_timestamp_seconds{stage="risk"}))',
+                    "{{mode}}",
+                ),
+            ),
+            "The policy layer's mode of the latest decision (1 = in that mode): NORMAL, "
+            "DEFENSIVE (drawdown from the peak, drift, regime: smaller entries), HALT.",
+            width=24,
+            height=5,
         ),
         Panel(
             "Equity and realized PnL",

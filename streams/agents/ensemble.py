@@ -20,12 +20,11 @@ from opentelemetry.context import Context
 from streams.agents.base import Emitter, SourcePosition
 from streams.agents.dead_letters import released_dead_letter, send_dead_letter
 from streams.agents.merging import ForwardedWatermarks
-from streams.config import Settings
 from streams.contracts.records import Action, FeaturesComputed, ModelEventRecorded, SignalScored
 from streams.observability import tracing
 from streams.observability.metrics import metrics
 from streams.stages import EnsembleStage, Scorer
-from streams.stages.drift import DriftMonitor, drift_event
+from streams.stages.drift import DriftMonitor, DriftWatch, drift_monitor
 from streams.stages.hotswap import Loader, pending_to_state
 from streams.topics import Topic
 from streams.topology import BuildContext, stage_spec
@@ -74,9 +73,7 @@ class EnsembleHandler:
         self.stage = stage
         self.pending: list[Pending] = []
         self.progress = ForwardedWatermarks()
-        self._monitor_for = monitor
-        self.drift = monitor(stage.versions) if monitor else None
-        self._drift_versions = dict(stage.versions)
+        self.drift = DriftWatch(monitor) if monitor else None
 
     def on_record(self, topic: str, partition: int, source: str, record: Any, out: Emitter) -> None:
         """Buffer the row (with its trace parent and position) until the end of the batch; a
@@ -113,19 +110,12 @@ class EnsembleHandler:
         self.progress.emit(out, Topic.SIGNALS_ENSEMBLE, self.name)
 
     def _send_events(self, out: Emitter) -> None:
-        """The stage's swap events to ``models.events``; a new model set gets a new monitor."""
+        """The stage's swap events to ``models.events``."""
         events, self.stage.events = self.stage.events, []
         for event in events:  # every instance answers the same swap: each names itself
             self._send_event(replace(event, event_id=f"{event.event_id}:{out.instance}",
                                      detail=f"ensemble instance {out.instance}: {event.detail}"),
                              out)  # fmt: skip
-        self._renew_monitor()
-
-    def _renew_monitor(self) -> None:
-        """A new model set is measured against its own reference, from an empty window."""
-        if self._monitor_for and self.stage.versions != self._drift_versions:
-            self.drift = self._monitor_for(self.stage.versions)
-            self._drift_versions = dict(self.stage.versions)
 
     def _send_event(self, event: ModelEventRecorded, out: Emitter) -> None:
         mark = len(out.items)
@@ -134,19 +124,19 @@ class EnsembleHandler:
         out.seal(mark)
         log.info("%s %s %s: %s", event.kind.value, event.model, event.version, event.detail)
 
-    def _observe(self, row: FeaturesComputed, signal: SignalScored, out: Emitter) -> None:
-        """Count the row in the drift window; a reading that changes the level is an event."""
+    def _observe(self, row: FeaturesComputed, signal: SignalScored, out: Emitter
+                 ) -> tuple[SignalScored, ModelEventRecorded | None]:  # fmt: skip
+        """Count the row in the drift window: the signal stamped with its level, and the event
+        of a reading that changed the level."""
         if self.drift is None:
-            return
-        reading = self.drift.observe(row, signal)
+            return signal, None
+        signal, reading, kind = self.drift.observe(row, signal)
         if reading is None:
-            return
+            return signal, None
         metrics().model_drift(out.instance, reading.level, reading.psi)
-        kind = self.drift.crossing(reading)
-        if kind is not None:
-            event = drift_event(reading, kind, self.stage.versions, out.instance,
-                                self.drift.cfg.worst)  # fmt: skip
-            self._send_event(event, out)
+        if kind is None:
+            return signal, None
+        return signal, self.drift.event(reading, kind, out.instance)
 
     def to_state(self) -> dict[str, Any]:
         """Progress forwarded, served versions and pending swaps, the drift window (rows are
@@ -170,9 +160,8 @@ class EnsembleHandler:
         for event in self.stage.events:  # already announced before the restart, or a failure
             log.warning("restoring ensemble state: %s", event.detail)
         self.stage.events = []
-        self._renew_monitor()
-        if data.get("drift") and self.drift is not None:
-            self.drift.load_state(data["drift"])
+        if self.drift is not None:
+            self.drift.load_state(data.get("drift"), self.stage.versions)
 
     def _score_each(self, batch: list[Pending], out: Emitter) -> None:
         for item in batch:
@@ -189,7 +178,10 @@ class EnsembleHandler:
         self, batch: list[Pending], signals: list[SignalScored], started: int, out: Emitter
     ) -> None:
         traced = tracing.enabled()
-        for (partition, row, parent, position), signal in zip(batch, signals, strict=True):
+        for (partition, row, parent, position), scored in zip(batch, signals, strict=True):
+            signal, drift = self._observe(row, scored, out)
+            if drift is not None:
+                self._send_event(drift, out)
             attrs = vote_attributes(signal, len(batch)) if traced else None
             mark = len(out.items)
             try:
@@ -208,7 +200,6 @@ class EnsembleHandler:
                 continue
             metrics().signal(signal.symbol, signal.action.value)
             self.progress.sent(partition, signal.event_time_ms)
-            self._observe(row, signal, out)
 
     def _dead(
         self,
@@ -221,22 +212,6 @@ class EnsembleHandler:
         at = position or SourcePosition(Topic.MARKET_FEATURES.value, partition, -1)
         letter = released_dead_letter(self.name, Topic.MARKET_FEATURES.value, at, row, exc)
         send_dead_letter(out, letter, exc)
-
-
-def drift_monitor(settings: Settings) -> Callable[[Mapping[str, str]], DriftMonitor]:
-    """A monitor for a model set, its reference read from the set's manifests."""
-    from models.registry import read_manifest
-    from streams.stages.drift import reference_of
-
-    def make(versions: Mapping[str, str]) -> DriftMonitor:
-        refs = {m: read_manifest(settings.registry_dir, m, v).drift_reference
-                for m, v in versions.items()}  # fmt: skip
-        ref, problem = reference_of(refs, versions, settings.ensemble_weights)
-        if ref is None:
-            log.warning("drift is not measured for %s: %s", dict(versions), problem)
-        return DriftMonitor(ref, settings.drift, problem)
-
-    return make
 
 
 def shared_loader(context: BuildContext) -> Loader:

@@ -54,6 +54,9 @@ def verdict_attributes(verdict: OrderApproved | OrderRejected) -> dict[str, Any]
             "qt.approved_margin_usd": verdict.approved_margin_usd,
             "qt.equity_usd": verdict.equity_usd,
             "qt.open_positions": verdict.open_positions,
+            "qt.risk.mode": verdict.trading_mode.value,
+            "qt.risk.mode_reasons": list(verdict.mode_reasons),
+            "qt.model_drift": verdict.decision.model_drift.value,
         }
     return {
         "qt.risk.verdict": "rejected",
@@ -145,6 +148,7 @@ class RiskHandler(MergeHandler):
         elif isinstance(record, DecisionSized):
             verdict = self.stage.on_decision(state, record)
             tracing.annotate(verdict_attributes(verdict))
+            metrics().trading_mode(self.stage.last_mode.value)
             if isinstance(verdict, OrderRejected):
                 metrics().risk_rejection(verdict.rule.value)
             if isinstance(verdict, OrderApproved):

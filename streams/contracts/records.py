@@ -24,6 +24,7 @@ from streams.vocabulary import (
     Learner,
     LegKind,
     Liquidity,
+    ModelDrift,
     ModelEventKind,
     OrderSide,
     PositionEvent,
@@ -31,6 +32,7 @@ from streams.vocabulary import (
     RiskRule,
     Side,
     TickKind,
+    TradingMode,
     UniverseChangeKind,
     UniverseVerdict,
     VenueCommandKind,
@@ -153,6 +155,7 @@ class SignalScored(AvroRecord):
     close: float
     atr_pct: float
     volatility: float
+    model_drift: ModelDrift = ModelDrift.STABLE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,6 +190,7 @@ class DecisionSized(AvroRecord):
     risk_fraction: float
     margin_usd: float
     model_versions: Mapping[str, str]
+    model_drift: ModelDrift = ModelDrift.STABLE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -202,6 +206,8 @@ class OrderApproved(AvroRecord):
     max_leverage: float
     equity_usd: float
     open_positions: int
+    trading_mode: TradingMode = TradingMode.NORMAL
+    mode_reasons: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.stages.ensemble import Scorer
+from streams.vocabulary import TradingMode
 
 #: Exposition content type for the ``/metrics`` view.
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -90,6 +91,10 @@ AGREED: tuple[MetricSpec, ...] = (
     MetricSpec("qt_drawdown_ratio", "gauge", (), "loss from the equity peak, fraction of it"),
     MetricSpec("qt_realized_pnl_usd", "gauge", (), "equity minus starting equity"),
     MetricSpec("qt_kill_switch", "gauge", (), "1 = new entries halted"),
+    MetricSpec(
+        "qt_trading_mode", "gauge", ("mode",),
+        "1 for the policy layer's mode of the latest decision (NORMAL, DEFENSIVE, HALT), 0 else",
+    ),
     MetricSpec("qt_model_info", "gauge", ("model", "version"), "model versions in use (=1)"),
     MetricSpec(
         "qt_model_drift_psi", "gauge", ("model", "feature"),
@@ -242,6 +247,11 @@ class Metrics:
         self._c["qt_drawdown_ratio"].set(drawdown)
         self._c["qt_realized_pnl_usd"].set(equity_usd - self.starting_equity_usd)
         self._c["qt_kill_switch"].set(1 if halted else 0)
+
+    def trading_mode(self, mode: str) -> None:
+        """The policy layer's mode of the latest decision the risk stage weighed."""
+        for m in TradingMode:
+            self._c["qt_trading_mode"].labels(m.value).set(1 if m.value == mode else 0)
 
     def model_info(self, versions: Mapping[str, str]) -> None:
         """The model versions this worker scores with."""

@@ -18,21 +18,27 @@ measured with are the loaded ones. A set without any reference is not measured, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import logging
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from models.drift import bin_index, ks, level, psi
-from streams.config import DriftConfig
+from models.drift import ks, level, psi
+from streams.config import DriftConfig, Settings
 from streams.contracts.records import FeaturesComputed, ModelEventRecorded, SignalScored
-from streams.vocabulary import CLASSES, ModelEventKind
+from streams.vocabulary import CLASSES, ModelDrift, ModelEventKind
+
+log = logging.getLogger(__name__)
 
 ENSEMBLE = "ensemble"
 FEATURES = "features"
 PREDICTED = "predicted_class"
 LEVELS = ("stable", "moderate", "significant")
+#: The contract's name of each level (``SignalScored.model_drift``).
+DRIFT_LEVELS = (ModelDrift.STABLE, ModelDrift.MODERATE, ModelDrift.SIGNIFICANT)
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,8 @@ class DriftMonitor:
         self.first: int | None = None  # start of the first: a window is measured once full
         self.level = 0
         self.last: DriftReading | None = None
+        #: ``bisect_right`` on lists: the bins ``bin_index`` gives, without numpy's per-call cost
+        self._edges = [e.tolist() for e in ref.edges] if ref is not None else []
 
     def observe(self, features: FeaturesComputed, signal: SignalScored) -> DriftReading | None:
         """Count one scored row; the reading of the window before it when it opens a slot."""
@@ -186,8 +194,8 @@ class DriftMonitor:
     def _count(self, slot: _Slot, features: FeaturesComputed, signal: SignalScored) -> None:
         assert self.ref is not None
         slot.n += 1
-        for i, edges in enumerate(self.ref.edges):
-            slot.features[i][int(bin_index(features.values[i], edges))] += 1
+        for i, edges in enumerate(self._edges):
+            slot.features[i][bisect_right(edges, features.values[i])] += 1
         for v in signal.votes:
             if v.model in slot.classes:
                 slot.classes[v.model][CLASSES.index(v.action)] += 1
@@ -231,6 +239,81 @@ class DriftMonitor:
         self.first = data.get("first", self.current)
         self.level = int(data["level"])
         self.slots = {int(k): _Slot.from_state(v) for k, v in data["slots"].items()}
+
+
+def drift_monitor(settings: Settings) -> Callable[[Mapping[str, str]], DriftMonitor]:
+    """A monitor for a model set, its reference read from the set's manifests (a set the
+    registry does not hold, or without references, is not measured, and the log says why)."""
+    from models.registry import RegistryError, read_manifest
+
+    def make(versions: Mapping[str, str]) -> DriftMonitor:
+        try:
+            refs = {m: read_manifest(settings.registry_dir, m, v).drift_reference
+                    for m, v in versions.items()}  # fmt: skip
+        except RegistryError as exc:
+            ref, problem = None, str(exc)
+        else:
+            ref, problem = reference_of(refs, versions, settings.ensemble_weights)
+        if ref is None:
+            log.warning("drift is not measured for %s: %s", dict(versions), problem)
+        return DriftMonitor(ref, settings.drift, problem)
+
+    return make
+
+
+def voted_versions(signal: SignalScored) -> dict[str, str]:
+    """The model versions that scored ``signal``."""
+    return {v.model: v.version for v in signal.votes}
+
+
+class DriftWatch:
+    """One ensemble instance's drift, every row stamped with the level it is scored in.
+
+    A row's level is the monitor's once the row is counted: a level changes only when a row
+    opens a slot, measured from the slots before it, so it depends neither on the order of the
+    rows within a slot nor on how they were batched, and the in-process runner and each
+    topology instance (one per partition) give every row the same level. The versions that
+    scored the row (its votes) pick the reference; another set starts its own monitor, from
+    an empty window.
+    """
+
+    def __init__(self, monitor_for: Callable[[Mapping[str, str]], DriftMonitor]) -> None:
+        self._monitor_for = monitor_for
+        self.versions: dict[str, str] | None = None
+        self.monitor: DriftMonitor | None = None
+
+    def watch(self, versions: Mapping[str, str]) -> DriftMonitor:
+        """The monitor of ``versions`` (a new one when the set changed)."""
+        if self.monitor is None or dict(versions) != self.versions:
+            self.monitor = self._monitor_for(versions)
+            self.versions = dict(versions)
+        return self.monitor
+
+    def observe(self, features: FeaturesComputed, signal: SignalScored
+                ) -> tuple[SignalScored, DriftReading | None, ModelEventKind | None]:  # fmt: skip
+        """Count the row: the signal with its level, the reading it caused and the crossing."""
+        monitor = self.watch(voted_versions(signal))
+        reading = monitor.observe(features, signal)
+        kind = None if reading is None else monitor.crossing(reading)
+        level = DRIFT_LEVELS[monitor.level]
+        return (signal if signal.model_drift is level else replace(signal, model_drift=level),
+                reading, kind)  # fmt: skip
+
+    def event(self, reading: DriftReading, kind: ModelEventKind, instance: int
+              ) -> ModelEventRecorded:  # fmt: skip
+        """The ``models.events`` record of a crossing :meth:`observe` reported."""
+        assert self.monitor is not None and self.versions is not None
+        return drift_event(reading, kind, self.versions, instance, self.monitor.cfg.worst)
+
+    def to_state(self) -> dict[str, Any] | None:
+        """The monitor's window and level (None before the first row)."""
+        return None if self.monitor is None else self.monitor.to_state()
+
+    def load_state(self, data: Mapping[str, Any] | None, versions: Mapping[str, str]) -> None:
+        """Inverse of :meth:`to_state`: the window of ``versions``, the set served when the
+        state was written."""
+        if data:
+            self.watch(versions).load_state(data)
 
 
 def drift_event(

@@ -31,9 +31,11 @@ value and the limit):
 
 The policy layer (:func:`trading_mode`) sets the mode of each decision from the portfolio and
 the decision: HALT (operator halt, or the breaker latched: the rules above refuse), DEFENSIVE
-(drawdown from the peak >= ``defensive_drawdown``, or, with ``defensive_in_high_volatility``,
-a decision in the HIGH_VOLATILITY regime: the margin is scaled by ``defensive_size``), NORMAL
-otherwise; every mode comes with its reasons.
+(drawdown from the peak >= ``defensive_drawdown``; with ``defensive_in_high_volatility``, a
+decision in the HIGH_VOLATILITY regime; with ``defensive_on_drift``, the default, a decision
+whose ensemble instance measures SIGNIFICANT drift, ``DecisionSized.model_drift``: the margin
+is scaled by ``defensive_size``), NORMAL otherwise. Every mode comes with its reasons, and an
+approval carries both (``trading_mode``, ``mode_reasons``).
 
 The confidence gate is the supervisor's (``QT_SUPERVISOR__MIN_CONFIDENCE``, one home): a
 decision carries its signal's confidence, which the supervisor already held to that minimum.
@@ -82,7 +84,7 @@ from streams.stages.portfolio import (
     trip_breaker,
 )
 from streams.stages.sizing import margin_for
-from streams.vocabulary import Regime, TradingMode
+from streams.vocabulary import ModelDrift, Regime, TradingMode
 
 _EPS = 1e-12  # float slack so "exactly at the limit" compares as at the limit
 
@@ -207,6 +209,8 @@ def trading_mode(
         reasons.append(f"drawdown {dd:.2%} from peak >= {lim.defensive_drawdown:.0%}")
     if lim.defensive_in_high_volatility and d.regime is Regime.HIGH_VOLATILITY:
         reasons.append("HIGH_VOLATILITY regime")
+    if lim.defensive_on_drift and d.model_drift is ModelDrift.SIGNIFICANT:
+        reasons.append("SIGNIFICANT model drift from the training reference")
     return (TradingMode.DEFENSIVE, tuple(reasons)) if reasons else (TradingMode.NORMAL, ())
 
 
@@ -382,6 +386,9 @@ class RiskStage:
     def __init__(self, limits: RiskLimits, corr: CorrelationConfig | None = None) -> None:
         self.limits = limits
         self.corr = corr or CorrelationConfig()
+        #: The mode of the latest decision weighed (for the metric; no state: each decision
+        #: computes its own).
+        self.last_mode = TradingMode.NORMAL
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RiskStage:
@@ -409,7 +416,8 @@ class RiskStage:
         p = state.portfolio
         roll_periods(p, d.event_time_ms)
         margin = margin_for(p.equity, d.risk_fraction, self.limits.max_margin_per_position_usd)
-        mode, _reasons = trading_mode(p, d, self.limits)
+        mode, reasons = trading_mode(p, d, self.limits)
+        self.last_mode = mode
         margin = mode_margin(margin, mode, self.limits)
         # The exit planner picks a leverage <= this cap.
         proposal = Proposal(d, margin, self.limits.max_leverage)
@@ -429,6 +437,8 @@ class RiskStage:
             max_leverage=self.limits.max_leverage,
             equity_usd=p.equity,
             open_positions=len(p.positions),
+            trading_mode=mode,
+            mode_reasons=reasons,
         )
 
     def on_trade_closed(self, state: RiskState, t: TradeClosed) -> bool:

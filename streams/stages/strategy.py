@@ -230,6 +230,7 @@ class StrategyStage:
             risk_fraction=self.limits.base_risk_fraction * choice.multiplier,
             margin_usd=choice.margin,
             model_versions=model_versions(s),
+            model_drift=s.signal.model_drift,
         )
 
     def on_reward(self, state: StrategyState, r: RewardComputed) -> bool:

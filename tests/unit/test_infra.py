@@ -58,6 +58,7 @@ AGREED: dict[str, frozenset[str]] = {
     "qt_drawdown_ratio": frozenset(),
     "qt_realized_pnl_usd": frozenset(),
     "qt_kill_switch": frozenset(),
+    "qt_trading_mode": frozenset({"mode"}),
     "qt_model_info": frozenset({"model", "version"}),
     "qt_model_scoring_seconds": frozenset({"model"}),
     "qt_orders_total": frozenset({"side"}),

@@ -24,7 +24,7 @@ from streams.stages.drift import DriftMonitor
 from streams.stages.features import NAMES_HASH
 from streams.topics import Topic
 from streams.topology import BuildContext
-from streams.vocabulary import ModelEventKind
+from streams.vocabulary import ModelDrift, ModelEventKind
 from tests.shared_data import BINANCE
 
 
@@ -109,13 +109,14 @@ def _drive(handler: EnsembleHandler, rows: list[FeaturesComputed], batch: int = 
 
 
 def _drift_levels(handler: EnsembleHandler, rows: list[FeaturesComputed]) -> list[int]:
-    assert handler.drift is not None and handler.drift.ref is not None
+    assert handler.drift is not None
     levels = []
     for f in rows:  # the monitor alone, on the signals the real ensemble gives
         signal = handler.stage.on_features([f])[0]
-        reading = handler.drift.observe(f, signal)
+        _signal, reading, _kind = handler.drift.observe(f, signal)
         if reading is not None:
             levels.append(reading.level)
+    assert handler.drift.monitor is not None and handler.drift.monitor.ref is not None
     return levels
 
 
@@ -141,7 +142,24 @@ def test_the_2021_spot_market_raises_drift_once_per_crossing() -> None:
     events = [r for r in sent if isinstance(r, ModelEventRecorded)]
     kinds = [e.kind for e in events]
     assert ModelEventKind.DRIFT_DETECTED in kinds
-    assert handler.drift is not None and handler.drift.level == 2
+    assert handler.drift is not None and handler.drift.monitor is not None
+    assert handler.drift.monitor.level == 2
+    # every signal carries the level its instance had measured when it was scored: the level
+    # the last event before it announced (a crossing goes out ahead of the row that made it)
+    level, stamped = ModelDrift.STABLE, []
+    for record in sent:
+        if isinstance(record, ModelEventRecorded):
+            recovered = record.kind is ModelEventKind.DRIFT_RECOVERED
+            level = ModelDrift.STABLE if recovered else (
+                ModelDrift.SIGNIFICANT if "significant drift" in record.detail
+                else ModelDrift.MODERATE)  # fmt: skip
+        else:
+            assert record.model_drift is level, record.signal_id
+            stamped.append(level)
+    assert ModelDrift.SIGNIFICANT in stamped and stamped[0] is ModelDrift.STABLE
+    # ... whatever the batches: the level is measured from the slots before the row's own
+    rebatched = _drive(_handler(settings), rows, batch=37)
+    assert rebatched == sent
     # one record per level change, not one per reading
     assert len(events) <= len(rows) // 60
     worst = next(e for e in events if e.kind is ModelEventKind.DRIFT_DETECTED)

@@ -59,6 +59,7 @@ AGREED_IN_THE_ISSUE = (
     "qt_drawdown_ratio",
     "qt_realized_pnl_usd",
     "qt_kill_switch",
+    "qt_trading_mode",  # issue 12: the policy layer's mode
     "qt_model_info",
     "qt_model_scoring_seconds",
     "qt_model_drift_psi",  # issue 12: drift against the training reference

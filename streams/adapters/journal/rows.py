@@ -63,15 +63,15 @@ TABLES: Final[Mapping[str, TableSpec]] = {
               f"symbol trade_id {_TIME} price qty is_buyer_maker source"),
         _spec("signals", "signal_id event_time",
               f"signal_id symbol {_TIME} feature_version action confidence probabilities close "
-              "atr_pct volatility vetoed final_action votes bias"),
+              "atr_pct volatility vetoed final_action votes bias model_drift"),
         _spec("vetoes", "signal_id ordinal event_time",
               f"signal_id ordinal symbol {_TIME} rule detail observed threshold"),
         _spec("decisions", "decision_id event_time",
               f"decision_id signal_id symbol {_TIME} side confidence price atr_pct regime "
-              "strategy size_multiplier risk_fraction margin_usd model_versions"),
+              "strategy size_multiplier risk_fraction margin_usd model_versions model_drift"),
         _spec("approvals", "order_id event_time",
               f"order_id decision_id symbol {_TIME} approved_margin_usd max_leverage equity_usd "
-              "open_positions"),
+              "open_positions trading_mode mode_reasons"),
         _spec("rejections", "decision_id event_time",
               f"decision_id symbol {_TIME} side margin_usd confidence rule detail observed "
               "limit_value"),
@@ -171,7 +171,7 @@ def signal_rows(s: SignalSupervised) -> list[Row]:
              confidence=sig.confidence, probabilities=list(sig.probabilities), close=sig.close,
              atr_pct=sig.atr_pct, volatility=sig.volatility, vetoed=s.vetoed,
              final_action=str(s.final_action), votes=_jsonb([v.to_avro() for v in sig.votes]),
-             bias=_jsonb(s.bias.to_avro()))
+             bias=_jsonb(s.bias.to_avro()), model_drift=str(sig.model_drift))
     ]  # fmt: skip
     rows.extend(
         _row("vetoes", signal_id=s.signal_id, ordinal=i, symbol=s.symbol,
@@ -189,7 +189,8 @@ def decision_rows(d: DecisionSized) -> list[Row]:
              **_timed(d.event_time_ms), side=str(d.side), confidence=d.confidence, price=d.price,
              atr_pct=d.atr_pct, regime=str(d.regime), strategy=d.strategy,
              size_multiplier=d.size_multiplier, risk_fraction=d.risk_fraction,
-             margin_usd=d.margin_usd, model_versions=_jsonb(dict(d.model_versions)))
+             margin_usd=d.margin_usd, model_versions=_jsonb(dict(d.model_versions)),
+             model_drift=str(d.model_drift))
     ]  # fmt: skip
 
 
@@ -199,7 +200,8 @@ def approval_rows(a: OrderApproved) -> list[Row]:
         _row("approvals", order_id=a.order_id, decision_id=a.decision_id, symbol=a.symbol,
              **_timed(a.event_time_ms), approved_margin_usd=a.approved_margin_usd,
              max_leverage=a.max_leverage, equity_usd=a.equity_usd,
-             open_positions=a.open_positions)
+             open_positions=a.open_positions, trading_mode=str(a.trading_mode),
+             mode_reasons=_jsonb(list(a.mode_reasons)))
     ]  # fmt: skip
 
 

@@ -8,7 +8,7 @@ from streams.config import RiskLimits
 from streams.contracts.records import OrderApproved, OrderRejected
 from streams.stages.portfolio import PortfolioState, total_drawdown
 from streams.stages.risk import RiskStage, trading_mode
-from streams.vocabulary import CommandKind, Regime, RiskRule, TradingMode
+from streams.vocabulary import CommandKind, ModelDrift, Regime, RiskRule, TradingMode
 from tests.unit.stages.factories import decision, trade_closed
 
 MON = 1_747_612_800_000  # 2025-05-19 00:00 UTC
@@ -89,6 +89,28 @@ def test_high_volatility_is_defensive_only_when_configured_and_says_why() -> Non
     assert trading_mode(s, wild, cautious) == (TradingMode.DEFENSIVE, ("HIGH_VOLATILITY regime",))
     s.halted, s.halt_reason = True, "maintenance"
     assert trading_mode(s, wild, cautious) == (TradingMode.HALT, ("operator halt: maintenance",))
+
+
+def test_significant_model_drift_sizes_defensive_and_the_approval_says_so() -> None:
+    """Model health feeds the policy layer: the decision carries its ensemble instance's drift
+    level; SIGNIFICANT halves the margin (by default), and the approval names mode and reason."""
+    stage = RiskStage(LIMITS)
+    state = stage.new_state(MON)
+    calm = stage.on_decision(state, decision("BTCUSDT", MON + 60_000))
+    assert isinstance(calm, OrderApproved)
+    assert (calm.trading_mode, calm.mode_reasons) == (TradingMode.NORMAL, ())
+    moderate = dataclasses.replace(decision("ETHUSDT", MON + 120_000),
+                                   model_drift=ModelDrift.MODERATE)  # fmt: skip
+    assert trading_mode(state.portfolio, moderate, LIMITS)[0] is TradingMode.NORMAL
+    drifted = dataclasses.replace(decision("SOLUSDT", MON + 180_000),
+                                  model_drift=ModelDrift.SIGNIFICANT)  # fmt: skip
+    out = stage.on_decision(state, drifted)
+    assert isinstance(out, OrderApproved) and out.trading_mode is TradingMode.DEFENSIVE
+    assert out.mode_reasons == ("SIGNIFICANT model drift from the training reference",)
+    assert out.approved_margin_usd == calm.approved_margin_usd * LIMITS.defensive_size
+    assert stage.last_mode is TradingMode.DEFENSIVE
+    ignoring = LIMITS.model_copy(update={"defensive_on_drift": False})
+    assert trading_mode(state.portfolio, drifted, ignoring) == (TradingMode.NORMAL, ())
 
 
 def test_the_breaker_state_round_trips_through_the_table_form() -> None:
