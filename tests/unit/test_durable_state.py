@@ -127,6 +127,38 @@ def test_a_rollback_scheduled_ahead_swaps_every_partition_at_its_event_time_thro
     assert sorted((e.event_id[-2:], e.event_time_ms) for e in loaded) == [(":0", at), (":1", at)]
 
 
+def test_drift_sizes_the_same_decisions_defensive_as_the_runner_through_crashes(
+    runner_trades: str,
+) -> None:
+    """Model health in the policy layer is data: each partition's ensemble instance stamps its
+    signals with the drift level it measured (kept in its state across crashes), and the risk
+    stage sizes those decisions DEFENSIVE exactly where the runner's per-partition monitors do.
+    Short windows and low thresholds make one symbol per partition drift within the day."""
+    from models.scorer import EnsembleScorer
+    from streams.runner import run
+    from streams.vocabulary import ModelDrift, TradingMode
+
+    from streams.config import DriftConfig
+
+    touchy = settings().model_copy(update={"drift": DriftConfig(
+        window_ms=2 * 3_600_000, slot_ms=900_000, min_samples=60, moderate_psi=0.02,
+        significant_psi=0.05,
+    )})  # fmt: skip
+    builder = ReportBuilder(touchy.risk.starting_equity_usd)
+    run(SAMPLE_DATA, EnsembleScorer.from_registry(touchy.registry_dir), builder, touchy,
+        symbols=SYMBOLS, window=WINDOW)  # fmt: skip
+    expected = trades_sha256(builder.trades)
+    assert expected != runner_trades, "drift must change the trades for this test to bite"
+    log, crashes = run_topology(touchy, SAMPLE_DATA, WINDOW, symbols=SYMBOLS,
+                                crash_chance=1 / 8)  # fmt: skip
+    assert crashes > 0
+    assert trades_sha256(list(log.records(Topic.TRADES_CLOSED))) == expected
+    levels = {s.model_drift for s in log.records(Topic.SIGNALS_ENSEMBLE)}
+    assert ModelDrift.SIGNIFICANT in levels and ModelDrift.STABLE in levels
+    modes = [a.trading_mode for a in log.records(Topic.ORDERS_APPROVED)]
+    assert TradingMode.DEFENSIVE in modes
+
+
 def ids(log, topic: Topic, field: str) -> list[str]:  # type: ignore[no-untyped-def]
     return [getattr(r, field) for r in log.records(topic)]
 
