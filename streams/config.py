@@ -63,9 +63,10 @@ class RiskLimits(_Frozen):
         False, description="a decision in the HIGH_VOLATILITY regime is sized DEFENSIVE"
     )
     defensive_on_drift: bool = Field(
-        True,
+        False,
         description="a decision whose ensemble instance measures SIGNIFICANT drift from the "
-        "models' training reference is sized DEFENSIVE",
+        "models' training reference is sized DEFENSIVE (off by default: a partition of a few "
+        "symbols reads SIGNIFICANT against the 16-symbol training population, docs/edge.md)",
     )
 
     @model_validator(mode="after")

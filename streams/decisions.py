@@ -22,6 +22,7 @@ import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Final
@@ -39,7 +40,7 @@ from streams.contracts.records import (
 )
 from streams.ids import decision_id as decision_id_of
 from streams.topics import Topic
-from streams.vocabulary import DecisionKind
+from streams.vocabulary import DecisionKind, ModelDrift, TradingMode
 
 DECISIONS_FILE: Final = "decisions.jsonl.gz"
 #: First line of the file: what it is and its layout version.
@@ -121,7 +122,13 @@ def _signal(r: SignalScored) -> dict[str, Any]:
         base = f"votes.{vote.model}"
         values |= {f"{base}.version": vote.version, f"{base}.action": vote.action.value,
                    f"{base}.confidence": vote.confidence}  # fmt: skip
-    return values
+    return values | _unless_default("model_drift", r.model_drift, ModelDrift.STABLE)
+
+
+def _unless_default(key: str, value: StrEnum, default: StrEnum) -> dict[str, Any]:
+    """``{key: value}`` only when it is not the contract's default: a run where nothing
+    drifted or turned defensive keeps the rows (and the hash) it had before these fields."""
+    return {} if value is default else {key: value.value}
 
 
 def _veto(r: SignalSupervised) -> dict[str, Any]:
@@ -141,6 +148,7 @@ def _size(r: DecisionSized) -> dict[str, Any]:
         "atr_pct": r.atr_pct, "regime": r.regime.value, "strategy": r.strategy,
         "size_multiplier": r.size_multiplier, "risk_fraction": r.risk_fraction,
         "margin_usd": r.margin_usd, **_versions("model_versions", r.model_versions),
+        **_unless_default("model_drift", r.model_drift, ModelDrift.STABLE),
     }  # fmt: skip
 
 
@@ -149,6 +157,8 @@ def _approved(r: OrderApproved) -> dict[str, Any]:
         "verdict": "APPROVED", "order_id": r.order_id,
         "approved_margin_usd": r.approved_margin_usd, "max_leverage": r.max_leverage,
         "equity_usd": r.equity_usd, "open_positions": r.open_positions,
+        **_unless_default("trading_mode", r.trading_mode, TradingMode.NORMAL),
+        **({"mode_reasons": list(r.mode_reasons)} if r.mode_reasons else {}),
     }  # fmt: skip
 
 

@@ -140,10 +140,12 @@ def test_drift_sizes_the_same_decisions_defensive_as_the_runner_through_crashes(
 
     from streams.config import DriftConfig
 
-    touchy = settings().model_copy(update={"drift": DriftConfig(
-        window_ms=2 * 3_600_000, slot_ms=900_000, min_samples=60, moderate_psi=0.02,
-        significant_psi=0.05,
-    )})  # fmt: skip
+    base = settings()
+    touchy = base.model_copy(update={
+        "drift": DriftConfig(window_ms=2 * 3_600_000, slot_ms=900_000, min_samples=60,
+                             moderate_psi=0.02, significant_psi=0.05),
+        "risk": base.risk.model_copy(update={"defensive_on_drift": True}),
+    })  # fmt: skip
     builder = ReportBuilder(touchy.risk.starting_equity_usd)
     run(SAMPLE_DATA, EnsembleScorer.from_registry(touchy.registry_dir), builder, touchy,
         symbols=SYMBOLS, window=WINDOW)  # fmt: skip

@@ -93,15 +93,18 @@ def test_high_volatility_is_defensive_only_when_configured_and_says_why() -> Non
 
 def test_significant_model_drift_sizes_defensive_and_the_approval_says_so() -> None:
     """Model health feeds the policy layer: the decision carries its ensemble instance's drift
-    level; SIGNIFICANT halves the margin (by default), and the approval names mode and reason."""
-    stage = RiskStage(LIMITS)
+    level; with the rule on, SIGNIFICANT halves the margin and the approval names mode and
+    reason."""
+    assert RiskLimits().defensive_on_drift is False  # off by default (docs/edge.md says why)
+    watchful = LIMITS.model_copy(update={"defensive_on_drift": True})
+    stage = RiskStage(watchful)
     state = stage.new_state(MON)
     calm = stage.on_decision(state, decision("BTCUSDT", MON + 60_000))
     assert isinstance(calm, OrderApproved)
     assert (calm.trading_mode, calm.mode_reasons) == (TradingMode.NORMAL, ())
     moderate = dataclasses.replace(decision("ETHUSDT", MON + 120_000),
                                    model_drift=ModelDrift.MODERATE)  # fmt: skip
-    assert trading_mode(state.portfolio, moderate, LIMITS)[0] is TradingMode.NORMAL
+    assert trading_mode(state.portfolio, moderate, watchful)[0] is TradingMode.NORMAL
     drifted = dataclasses.replace(decision("SOLUSDT", MON + 180_000),
                                   model_drift=ModelDrift.SIGNIFICANT)  # fmt: skip
     out = stage.on_decision(state, drifted)
@@ -109,8 +112,7 @@ def test_significant_model_drift_sizes_defensive_and_the_approval_says_so() -> N
     assert out.mode_reasons == ("SIGNIFICANT model drift from the training reference",)
     assert out.approved_margin_usd == calm.approved_margin_usd * LIMITS.defensive_size
     assert stage.last_mode is TradingMode.DEFENSIVE
-    ignoring = LIMITS.model_copy(update={"defensive_on_drift": False})
-    assert trading_mode(state.portfolio, drifted, ignoring) == (TradingMode.NORMAL, ())
+    assert trading_mode(state.portfolio, drifted, LIMITS) == (TradingMode.NORMAL, ())
 
 
 def test_the_breaker_state_round_trips_through_the_table_form() -> None:
