@@ -201,7 +201,8 @@ class DriftMonitor:
     def _count(self, slot: _Slot, features: FeaturesComputed, signal: SignalScored) -> None:
         assert self.ref is not None
         slot.n += 1
-        for counts, edges, value in zip(slot.features, self._edges, features.values):
+        # the reference's features are the row's first ones (a row may hold more)
+        for counts, edges, value in zip(slot.features, self._edges, features.values, strict=False):
             counts[bisect_right(edges, value)] += 1
         for v in signal.votes:
             if v.model in slot.classes:

@@ -135,10 +135,9 @@ def test_drift_sizes_the_same_decisions_defensive_as_the_runner_through_crashes(
     stage sizes those decisions DEFENSIVE exactly where the runner's per-partition monitors do.
     Short windows and low thresholds make one symbol per partition drift within the day."""
     from models.scorer import EnsembleScorer
+    from streams.config import DriftConfig
     from streams.runner import run
     from streams.vocabulary import ModelDrift, TradingMode
-
-    from streams.config import DriftConfig
 
     base = settings()
     touchy = base.model_copy(update={
