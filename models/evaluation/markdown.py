@@ -6,6 +6,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from models.dataset import CLASSES
+from models.evaluation.system import system_markdown
 
 
 def _f(x: Any, digits: int = 3) -> str:
@@ -133,6 +134,14 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "## Warnings",
         "",
         *([f"- {w}" for w in report["warnings"]] or ["- none"]),
+        "",
+        "## The system on the evaluation window",
+        "",
+        "The whole topology in-process (`streams.runner`) with these models and the configured "
+        "gate, vetoes, strategy, sizing, risk and the paper venue's costs: what a deployment "
+        "would have done, beside the rules below, which trade every signal.",
+        "",
+        *(system_markdown(report["system"]) if report.get("system") else ["- not run"]),
         "",
         "## Predictors on the evaluation window",
         "",

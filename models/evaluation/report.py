@@ -20,6 +20,7 @@ from models.evaluation.markdown import render_markdown
 from models.evaluation.plots import plot_calibration, plot_confusions, plot_equity
 from models.evaluation.predictors import Signals, collect_signals
 from models.evaluation.scoring import score_registered, tick_latency_us
+from models.evaluation.system import system_backtest
 from models.evaluation.trading import (
     HORIZON_RULE,
     TRADING_RULE,
@@ -78,6 +79,18 @@ def warnings_for(predictors: Mapping[str, Any], missing: Sequence[str]) -> list[
     return out
 
 
+def _system(registry: Path, data_dir: Path, start: TimeLike, end: TimeLike,
+            symbols: Sequence[str], versions: Mapping[str, str], weights: Mapping[str, float],
+            settings: Any) -> dict[str, Any]:  # fmt: skip
+    """The system backtest with the report's model set and weights."""
+    from streams.config import Settings
+
+    base = settings or Settings()
+    served = {m: v for m, v in versions.items() if m in weights}  # variants are never served
+    configured = base.model_copy(update={"ensemble_weights": dict(weights)})
+    return system_backtest(registry, data_dir, start, end, symbols, served, configured)
+
+
 def write_report(
     registry_dir: Path | str,
     data_dir: Path | str,
@@ -89,9 +102,12 @@ def write_report(
     ensemble_weights: Mapping[str, float],
     versions: Mapping[str, str] | None = None,
     measure_latency: bool = True,
+    system_settings: Any = None,
 ) -> dict[str, Any]:
     """Score the registered models on the window and write report.json/report.md/plots.
 
+    ``system_settings`` (default: the defaults) configure the system backtest beside the rules
+    (:mod:`~models.evaluation.system`); its ensemble weights are the report's.
     Returns the report dict (what ``report.json`` holds). See the module doc for definitions.
     """
     registry, out = Path(registry_dir), Path(out_dir)
@@ -129,6 +145,16 @@ def write_report(
             list(training), report_models, latency
         ),
         "tick_latency_us_p50": latency,
+        "system": _system(
+            registry,
+            Path(data_dir),
+            eval_start,
+            eval_end,
+            symbols,
+            scored.versions,
+            weights,
+            system_settings,
+        ),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (out / "report.md").write_text(render_markdown(report), encoding="utf-8")

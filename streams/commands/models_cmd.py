@@ -249,7 +249,9 @@ def evaluate(
     ] = None,
     registry: RegistryOpt = None,
 ) -> None:
-    """Score the promoted models on the held-out window and write the report (JSON, md, PNG)."""
+    """Score the promoted models on the held-out window and write the report (JSON, md, PNG),
+    with the system's own backtest of them (the configured gate, risk and costs) beside the
+    per-model rules and the baselines."""
     from models.evaluation.report import write_report
     from models.registry import read_index
     from streams.config import get_settings
@@ -268,6 +270,7 @@ def evaluate(
             end,
             list(_csv(symbols)),
             ensemble_weights=get_settings().ensemble_weights,
+            system_settings=get_settings(),
         )
     _console().print(f"report written to {out_dir}")
 

@@ -188,6 +188,16 @@ def test_report_on_the_held_out_window(registry: Path, tmp_path: Path) -> None:
     assert any("patchtst" in w for w in report["warnings"])
     assert report["tick_latency_us_p50"]["xgboost"] > 0
 
+    # The system beside the rules: these models carry no gate table, so under the default
+    # edge gate the whole topology stands aside, every BUY/SELL vetoed NO_EDGE, and says so.
+    system = report["system"]
+    assert system["gate"] == "edge" and system["stood_aside"] and system["closed_trades"] == 0
+    assert system["bars"] == 2 * (4 * 1440 + 720)
+    directional = sum(1 for a in mix.argmax(1) if a != HOLD)
+    assert system["vetoes_by_reason"]["NO_EDGE"] > 0 and system["passed_signals"] == 0
+    assert directional > 0  # the raw vote would have traded
+    assert "**stood aside**: no trade on 12,960 bars" in md
+
     # Baselines: momentum from the raw closes; buy-and-hold equity from the raw closes.
     kl = load_klines(FUT, SYMBOLS)
     sign = {}
