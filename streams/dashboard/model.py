@@ -52,6 +52,7 @@ from streams.contracts.records import (
     SignalSupervised,
     TickReceived,
     TradeClosed,
+    UniverseChanged,
 )
 from streams.stages.portfolio import DAY_MS, day_index, drawdown, iso_week_index
 from streams.stages.sizing import bucket
@@ -63,6 +64,7 @@ from streams.vocabulary import (
     LegKind,
     PositionEvent,
     SignalOutcome,
+    UniverseChangeKind,
 )
 
 #: Newest signals kept whatever their outcome, and newest signals that reached a decision
@@ -76,6 +78,7 @@ PENDING_LIMIT = 5000
 RECENT_TRADES = 200
 RECENT_COMMANDS = 50
 RECENT_MODEL_EVENTS = 200
+RECENT_UNIVERSE_CHANGES = 200
 SNAPSHOT_VERSION = 1
 #: Stages whose stored documents the pages read; of the others only sizes and flush times.
 DOCUMENT_STAGES = frozenset({"strategy", "risk"})
@@ -213,6 +216,10 @@ class ReadModel:
         self.commands: deque[ControlCommand] = deque(maxlen=RECENT_COMMANDS)
         self.kill_switch: ControlCommand | None = None
         self.model_events: deque[ModelEventRecorded] = deque(maxlen=RECENT_MODEL_EVENTS)
+        #: The live universe (``universe.events``): recent changes, the latest per symbol.
+        self.universe_changes: deque[UniverseChanged] = deque(maxlen=RECENT_UNIVERSE_CHANGES)
+        self.universe_latest: dict[str, UniverseChanged] = {}
+        self._universe_ids: set[str] = set()
         self.votes: dict[str, Counter[str]] = {}
         self.balance: dict[str, Counter[str]] = {}
         self.bias: dict[str, dict[str, Any]] = {}
@@ -382,6 +389,16 @@ class ReadModel:
 
     def _on_model_event(self, e: ModelEventRecorded) -> None:
         self.model_events.append(e)
+
+    def _on_universe(self, u: UniverseChanged) -> None:
+        if u.event_id in self._universe_ids:
+            return  # a restarted ingest may write a change again: one row each
+        self._universe_ids.add(u.event_id)
+        self.universe_changes.append(u)
+        latest = self.universe_latest.get(u.symbol)
+        if latest is None or (u.event_time_ms, u.event_id) >= (latest.event_time_ms,
+                                                                latest.event_id):  # fmt: skip
+            self.universe_latest[u.symbol] = u
 
     def _on_dead_letter(self, d: DeadLettered) -> None:
         self.counts[f"dead:{d.reason}"] += 1
@@ -553,7 +570,20 @@ class ReadModel:
                 "rejections": self.rejections_by_rule.get("KILL_SWITCH", 0),
             },
             "commands": [_command_json(c) for c in reversed(self.commands)],
+            "universe": self.universe(),
             "counts": self.record_counts(),
+        }
+
+    def universe(self) -> dict[str, Any]:
+        """The live universe: its members, the symbols winding down, the changes newest first
+        (empty for a file replay, which has no universe events)."""
+        latest = self.universe_latest.values()
+        changes = sorted(self.universe_changes, key=lambda u: (u.event_time_ms, u.event_id),
+                         reverse=True)  # fmt: skip
+        return {
+            "members": sorted(u.symbol for u in latest if u.change is UniverseChangeKind.JOINED),
+            "winding_down": sorted(u.symbol for u in latest if u.change is UniverseChangeKind.LEFT),
+            "changes": [_universe_json(u) for u in changes],
         }
 
     def record_counts(self) -> dict[str, Any]:
@@ -726,6 +756,22 @@ def _command_json(c: ControlCommand) -> dict[str, Any]:
     }
 
 
+def _universe_json(u: UniverseChanged) -> dict[str, Any]:
+    return {
+        "event_id": u.event_id,
+        "symbol": u.symbol,
+        "event_time_ms": u.event_time_ms,
+        "change": u.change.value,
+        "verdict": None if u.verdict is None else u.verdict.value,
+        "rank": u.rank,
+        "quote_volume": u.quote_volume,
+        "range_ratio": u.range_ratio,
+        "listed_days": u.listed_days,
+        "universe_size": u.universe_size,
+        "reason": u.reason,
+    }
+
+
 _HANDLERS: Mapping[type, Any] = {
     TickReceived: ReadModel._on_tick,
     SignalScored: ReadModel._on_signal,
@@ -741,6 +787,7 @@ _HANDLERS: Mapping[type, Any] = {
     ControlCommand: ReadModel._on_command,
     ModelEventRecorded: ReadModel._on_model_event,
     DeadLettered: ReadModel._on_dead_letter,
+    UniverseChanged: ReadModel._on_universe,
 }
 
 

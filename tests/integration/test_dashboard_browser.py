@@ -313,6 +313,24 @@ def test_a_replay_in_progress_updates_in_place_and_halts(
         )
         shoot(page, "live-overview")
         assert page.inner_text("#ov-trading") == "NORMAL"
+        assert "no universe events" in page.inner_text("#ov-universe")
+        # a live ingest's universe refresh, on the run's universe.events: the overview lists it
+        from streams.adapters.live.sink import kafka_live_sink
+        from streams.contracts.records import UniverseChanged
+        from streams.vocabulary import UniverseChangeKind, UniverseVerdict
+
+        at = parse_time_bound("2025-05-21T01:00")
+        sink = kafka_live_sink(kafka_bootstrap, prefix, partitions=2)
+        sink.send_universe(UniverseChanged(
+            event_id=f"universe:{at}:SOLUSDT", symbol="SOLUSDT", event_time_ms=at,
+            change=UniverseChangeKind.JOINED, verdict=UniverseVerdict.SELECTED, rank=4,
+            quote_volume=2.5e9, range_ratio=0.071, listed_days=1_500.0, universe_size=4,
+            server_time_ms=at, reason="top 4 by 24h quote volume",
+        ))  # fmt: skip
+        sink.flush()
+        page.wait_for_selector("#universe tbody tr[data-symbol=SOLUSDT][data-change=JOINED]",
+                               timeout=60_000)  # fmt: skip
+        assert "(1 members" in page.inner_text("#ov-universe")
 
         page.click("#btn-halt")
         assert "Send HALT to control.commands" in page.inner_text("#confirm-text")

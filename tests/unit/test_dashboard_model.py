@@ -188,6 +188,40 @@ def test_the_kill_switch_is_the_latest_command_by_event_time() -> None:
     assert [c["command"] for c in model.overview()["commands"]] == ["RESUME", "RESUME", "HALT"]
 
 
+def test_the_live_universe_is_the_latest_change_per_symbol_once_each() -> None:
+    from streams.contracts.records import UniverseChanged
+    from streams.vocabulary import UniverseChangeKind, UniverseVerdict
+
+    def change(symbol: str, t: int, kind: UniverseChangeKind) -> UniverseChanged:
+        joined = kind is UniverseChangeKind.JOINED
+        return UniverseChanged(
+            event_id=f"universe:{t}:{symbol}", symbol=symbol, event_time_ms=t, change=kind,
+            verdict=UniverseVerdict.SELECTED if joined else None, rank=1 if joined else None,
+            universe_size=2, server_time_ms=t, reason="test",
+        )  # fmt: skip
+
+    model = ReadModel(10_000.0)
+    assert model.overview()["universe"] == {"members": [], "winding_down": [], "changes": []}
+    for u in (
+        change("BTCUSDT", 1_000, UniverseChangeKind.JOINED),
+        change("SOLUSDT", 1_000, UniverseChangeKind.JOINED),
+        change("SOLUSDT", 5_000, UniverseChangeKind.LEFT),
+        change("SOLUSDT", 1_000, UniverseChangeKind.JOINED),  # written again after a restart
+        change("ETHUSDT", 9_000, UniverseChangeKind.JOINED),
+    ):
+        model.apply(u)
+    universe = model.overview()["universe"]
+    assert universe["members"] == ["BTCUSDT", "ETHUSDT"]
+    assert universe["winding_down"] == ["SOLUSDT"]
+    assert [(c["symbol"], c["event_time_ms"], c["change"]) for c in universe["changes"]] == [
+        ("ETHUSDT", 9_000, "JOINED"), ("SOLUSDT", 5_000, "LEFT"),
+        ("SOLUSDT", 1_000, "JOINED"), ("BTCUSDT", 1_000, "JOINED"),
+    ]  # fmt: skip
+    assert (
+        universe["changes"][0]["verdict"] == "SELECTED" and universe["changes"][1]["rank"] is None
+    )
+
+
 def test_the_snapshot_is_json() -> None:
     import json
 

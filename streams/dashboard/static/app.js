@@ -167,6 +167,14 @@ function renderOverview() {
     el("td", {}, time(t.event_time_ms)), el("td", {}, t.symbol), el("td", {}, t.side),
     el("td", {}, num(t.entry_price, 6)), el("td", {}, num(t.exit_price, 6)), el("td", {}, signed(t.net_pnl)),
     el("td", {}, t.exit_reason), el("td", {}, t.strategy), el("td", {}, traceLink(t.decision_id)))));
+  const u = o.universe || { members: [], winding_down: [], changes: [] };
+  $("ov-universe").textContent = u.changes.length
+    ? `(${u.members.length} members${u.winding_down.length ? `; winding down: ${u.winding_down.join(", ")}` : ""})`
+    : "(no universe events: a file replay, or a live run on fixed symbols)";
+  fillBody($("universe"), u.changes.slice(0, 50).map((c) => el("tr", { "data-symbol": c.symbol, "data-change": c.change },
+    el("td", {}, time(c.event_time_ms)), el("td", {}, c.symbol), el("td", { class: c.change === "JOINED" ? "pos" : "neg" }, c.change),
+    el("td", {}, c.verdict || "-"), el("td", {}, c.rank ?? "-"), el("td", {}, money(c.quote_volume)),
+    el("td", {}, pct(c.range_ratio)), el("td", {}, c.listed_days === null ? "-" : num(c.listed_days, 4)), el("td", {}, c.reason))));
   fillBody($("commands"), (o.commands || []).map((c) => el("tr", {},
     el("td", {}, c.command), el("td", {}, time(c.event_time_ms)), el("td", {}, time(c.issued_at_ms)),
     el("td", {}, c.issued_by), el("td", {}, c.reason))));
