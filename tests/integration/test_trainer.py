@@ -251,3 +251,56 @@ def test_a_trainer_killed_mid_retrain_finishes_that_retrain_without_a_second_ver
     assert history == [r.event_id for r in records]
     manifest = json.loads((registry / "xgboost" / "v3" / "manifest.json").read_text())
     assert manifest["data_source"]["trained_for"] == trigger
+
+
+def test_drift_the_topology_raises_on_the_2021_spot_market_retrains_a_candidate(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """The whole chain on real Kafka, nothing put on the topic by hand: the topology's ensemble
+    measures 12 hours of the 2021 spot market (another year and market than the training's
+    futures) against the models' training reference and raises ``DRIFT_DETECTED`` on
+    ``models.events``; the trainer reads it as a drift trigger and retrains on the kline files
+    of the two days before it (``--data``); the gate's decision follows on the topic."""
+    import io
+
+    from rich.console import Console
+
+    from streams.config import DriftConfig, Settings
+    from streams.demo import DemoPlan, run_demo
+    from streams.trainer.loop import Trainer
+    from streams.trainer.retrain import RetrainPlan
+
+    spot = BINANCE / "spot_1m"
+    registry = registry_copy(tmp_path / "registry")
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap, runs_dir=tmp_path / "runs", partitions=1,
+        registry_dir=registry,
+        drift=DriftConfig(window_ms=4 * 3_600_000, slot_ms=3_600_000, min_samples=300),
+    )  # fmt: skip
+    window = TimeWindow(parse_time_bound("2021-04-12T00:00"), parse_time_bound("2021-04-12T12:00"))
+    run_demo(settings, DemoPlan(data=spot, symbols=SYMBOLS, window=window, prefix=unique_prefix,
+                                run_dir=tmp_path / "run", timeout_s=900),
+             Console(file=io.StringIO()))  # fmt: skip
+
+    codec = topic_codec(Topic.MODELS_EVENTS)
+    topic = topic_name(Topic.MODELS_EVENTS, unique_prefix)
+    raised = [codec.decode_record(m.value()) for m in topic_messages(kafka_bootstrap, topic, 1)]
+    drifts = [e for e in raised if e.kind is ModelEventKind.DRIFT_DETECTED]
+    assert drifts, f"the topology raised no drift: {[e.event_id for e in raised]}"
+    first = drifts[0]
+    assert first.model == "ensemble" and "significant drift" in first.detail
+    assert window.start_ms + 4 * 3_600_000 <= first.event_time_ms < window.end_ms
+
+    plan = RetrainPlan(registry, tmp_path / "trainer", ("xgboost",), lookback_days=2.0, folds=2,
+                       seed=7)  # fmt: skip
+    logs: list[str] = []
+    [outcome] = Trainer(kafka_bootstrap, unique_prefix, settings, plan, files=spot,
+                        log=logs.append).run(once=True)  # fmt: skip
+    assert outcome.trigger.cause == "drift" and outcome.trigger.at_ms == first.event_time_ms
+    manifest = json.loads((registry / "xgboost" / "v3" / "manifest.json").read_text())
+    assert manifest["data_source"]["trained_for"] == outcome.trigger.trigger_id
+    assert manifest["validation_range"]["last_ms"] < first.event_time_ms
+    after = [codec.decode_record(m.value()) for m in topic_messages(kafka_bootstrap, topic, 1)]
+    ours = [e for e in after if e.event_id.startswith("xgboost:v3:")]
+    assert [e.kind for e in ours][:2] == [ModelEventKind.RETRAINED, ModelEventKind.SHADOW_SCORED]
+    assert ours[-1].kind in (ModelEventKind.PROMOTED, ModelEventKind.PROMOTION_REFUSED)
