@@ -133,28 +133,35 @@ def test_drift_retrains_a_candidate_on_the_recorded_ticks_and_records_the_gate_d
     assert not [r for r in later if r.event_id.endswith(trigger)]
 
 
+def _open_day_of_sol(bootstrap: str, prefix: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """SOLUSDT 2025-05-12 00:00 .. 05-13 18:00 replayed into ``prefix`` without an end of stream
+    (the ticks crossed midnight); a registry copy, the settings and an xgboost retrain plan."""
+    from streams.adapters.replay.files import replay_files
+    from streams.config import Settings
+    from streams.trainer.retrain import RetrainPlan
+
+    registry = registry_copy(tmp_path / "registry")
+    window = TimeWindow(parse_time_bound("2025-05-12T00:00"), parse_time_bound("2025-05-13T18:00"))
+    replay_files(
+        FUTURES, bootstrap=bootstrap, prefix=prefix, symbols=("SOLUSDT",), window=window,
+        options=ProducerOptions(bootstrap), partitions=2, show_progress=False,
+    )  # fmt: skip
+    settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix)
+    plan = RetrainPlan(registry, tmp_path / "trainer", ("xgboost",), lookback_days=1.0, folds=2,
+                       seed=7)  # fmt: skip
+    return registry, settings, plan
+
+
 def test_a_trainer_on_a_prefix_without_model_events_retrains_at_the_day_its_ticks_crossed(
     kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:
     """No ``models.events`` yet (nothing drifted): the trainer creates it; the ticks' event time
     crossed midnight, so ``once`` trains that schedule trigger, on the ticks before it only (the
     replay is still open: no end of stream)."""
-    from streams.adapters.replay.files import replay_files
-    from streams.config import Settings
     from streams.trainer.loop import Trainer
-    from streams.trainer.retrain import RetrainPlan
 
-    registry = registry_copy(tmp_path / "registry")
-    window = TimeWindow(parse_time_bound("2025-05-12T00:00"), parse_time_bound("2025-05-13T18:00"))
+    registry, settings, plan = _open_day_of_sol(kafka_bootstrap, unique_prefix, tmp_path)
     midnight = parse_time_bound("2025-05-13T00:00")
-    replay_files(
-        FUTURES, bootstrap=kafka_bootstrap, prefix=unique_prefix, symbols=("SOLUSDT",),
-        window=window, options=ProducerOptions(kafka_bootstrap), partitions=2,
-        show_progress=False,
-    )  # fmt: skip
-    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=unique_prefix)
-    plan = RetrainPlan(registry, tmp_path / "trainer", ("xgboost",), lookback_days=1.0, folds=2,
-                       seed=7)  # fmt: skip
     [outcome] = Trainer(kafka_bootstrap, unique_prefix, settings, plan, log=lambda _: None).run(
         once=True
     )
@@ -183,22 +190,10 @@ def test_a_trainer_killed_mid_retrain_finishes_that_retrain_without_a_second_ver
     again after the gate decided (before the decision reached the topic): each restart
     finishes the same retrain. One version is trained, never an orphan ``v4``; every record is
     on ``models.events`` and in the registry's history exactly once."""
-    from streams.adapters.replay.files import replay_files
-    from streams.config import Settings
     from streams.trainer.loop import Trainer
-    from streams.trainer.retrain import RetrainPlan
 
-    registry = registry_copy(tmp_path / "registry")
-    window = TimeWindow(parse_time_bound("2025-05-12T00:00"), parse_time_bound("2025-05-13T18:00"))
+    registry, settings, plan = _open_day_of_sol(kafka_bootstrap, unique_prefix, tmp_path)
     trigger = f"schedule-{parse_time_bound('2025-05-13T00:00')}"
-    replay_files(
-        FUTURES, bootstrap=kafka_bootstrap, prefix=unique_prefix, symbols=("SOLUSDT",),
-        window=window, options=ProducerOptions(kafka_bootstrap), partitions=2,
-        show_progress=False,
-    )  # fmt: skip
-    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=unique_prefix)
-    plan = RetrainPlan(registry, tmp_path / "trainer", ("xgboost",), lookback_days=1.0, folds=2,
-                       seed=7)  # fmt: skip
     logs: list[str] = []
 
     def dies_at_publish(n: int):  # type: ignore[no-untyped-def]
