@@ -216,6 +216,8 @@ class ReadModel:
         self.commands: deque[ControlCommand] = deque(maxlen=RECENT_COMMANDS)
         self.kill_switch: ControlCommand | None = None
         self.model_events: deque[ModelEventRecorded] = deque(maxlen=RECENT_MODEL_EVENTS)
+        #: The newest approval by event time: the policy layer's mode it was sized in.
+        self.last_approval: OrderApproved | None = None
         #: The live universe (``universe.events``): recent changes, the latest per symbol.
         self.universe_changes: deque[UniverseChanged] = deque(maxlen=RECENT_UNIVERSE_CHANGES)
         self.universe_latest: dict[str, UniverseChanged] = {}
@@ -324,6 +326,11 @@ class ReadModel:
     def _on_verdict(self, v: OrderApproved | OrderRejected) -> None:
         if isinstance(v, OrderRejected):
             self.rejections_by_rule[v.rule.value] += 1
+        else:
+            last = self.last_approval
+            if last is None or (v.event_time_ms, v.order_id) >= (last.event_time_ms,
+                                                                  last.order_id):  # fmt: skip
+                self.last_approval = v
         signal_id = self._signal_of_decision.get(v.decision_id)
         row = None if signal_id is None else self.decided.get(signal_id)
         if row is None:  # the decision is not read yet (another topic): park the verdict
@@ -562,6 +569,7 @@ class ReadModel:
             "recent_trades": list(self.trades)[::-1],
             "last_event_ms": self.last_event_ms,
             "trading_mode": mode,
+            "policy_mode": self.policy_mode(),
             "risk": risk,
             "kill_switch": {
                 "halted": mode["mode"] == "HALTED",
@@ -573,6 +581,15 @@ class ReadModel:
             "universe": self.universe(),
             "counts": self.record_counts(),
         }
+
+    def policy_mode(self) -> dict[str, Any] | None:
+        """The policy layer's mode of the newest approval (NORMAL, or DEFENSIVE: sized down)
+        with its reasons; None before any approval."""
+        a = self.last_approval
+        if a is None:
+            return None
+        return {"mode": a.trading_mode.value, "reasons": list(a.mode_reasons),
+                "event_time_ms": a.event_time_ms, "symbol": a.symbol}  # fmt: skip
 
     def universe(self) -> dict[str, Any]:
         """The live universe: its members, the symbols winding down, the changes newest first

@@ -222,6 +222,27 @@ def test_the_live_universe_is_the_latest_change_per_symbol_once_each() -> None:
     )
 
 
+def test_the_policy_mode_is_the_newest_approvals(records: list[AvroRecord]) -> None:
+    import dataclasses
+
+    from streams.contracts.records import OrderApproved
+    from streams.vocabulary import TradingMode
+
+    approvals = [r for r in records if isinstance(r, OrderApproved)]
+    assert len(approvals) >= 2
+    model = ReadModel(10_000.0)
+    assert model.overview()["policy_mode"] is None
+    newest = max(approvals, key=lambda a: (a.event_time_ms, a.order_id))
+    defensive = dataclasses.replace(newest, trading_mode=TradingMode.DEFENSIVE,
+                                    mode_reasons=("drawdown 21.00% from peak >= 20%",))  # fmt: skip
+    model.apply(defensive)
+    model.apply_all(a for a in approvals if a is not newest)  # older ones arrive later
+    assert model.overview()["policy_mode"] == {
+        "mode": "DEFENSIVE", "reasons": ["drawdown 21.00% from peak >= 20%"],
+        "event_time_ms": newest.event_time_ms, "symbol": newest.symbol,
+    }  # fmt: skip
+
+
 def test_the_snapshot_is_json() -> None:
     import json
 

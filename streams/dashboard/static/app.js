@@ -133,6 +133,11 @@ function renderOverview() {
   let title = tm.detail || "";
   if (ks.command) title += ` · last command: ${ks.command.command} from ${time(ks.command.event_time_ms)} by ${ks.command.issued_by}: ${ks.command.reason}`;
   trading.title = title;
+  const pm = o.policy_mode;
+  const policy = $("ov-policy");
+  policy.textContent = pm ? pm.mode : "-";
+  policy.className = !pm || pm.mode === "NORMAL" ? "pos" : "neg";
+  policy.title = pm ? `${pm.symbol} at ${time(pm.event_time_ms)}` + (pm.reasons.length ? `: ${pm.reasons.join("; ")}` : "") : "no approval yet";
   const risk = o.risk && o.risk.portfolio ? o.risk : null;
   $("ov-day").textContent = risk ? `${money(risk.day_start_equity_usd)} (${pct(risk.daily_drawdown)} of ${pct(risk.max_daily_drawdown)})` : "-";
   $("ov-day").title = risk ? `day ${time(risk.day).slice(0, 10)} start equity; drawdown since then, and the limit` : "";
