@@ -70,7 +70,7 @@ def test_a_changed_schema_lists_every_change_with_the_verdict_and_users(schemas:
     result = cli("--schemas-dir", str(schemas))
     assert result.exit_code == 1, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "signals.ensemble-value (since v2; BACKWARD: INCOMPATIBLE)"
+    assert lines[0] == "signals.ensemble-value (since v3; BACKWARD: INCOMPATIBLE)"
     assert lines[1:10] == [
         "  SignalScored.symbol: type string -> int",
         "  SignalScored.confidence: doc 'Ensemble probability of action, in [0, 1].' -> "
@@ -80,9 +80,9 @@ def test_a_changed_schema_lists_every_change_with_the_verdict_and_users(schemas:
         "  ModelVote.calibrated: added boolean (no default)",
         "  ModelVote.latency_us: removed long",
         "  Action: symbols added CLOSE",
-        "  incompatible: new schema cannot read v2 data: type_mismatch at /fields/1/type: "
+        "  incompatible: new schema cannot read v3 data: type_mismatch at /fields/1/type: "
         "reader type: int not compatible with writer type: string",
-        "  incompatible: new schema cannot read v2 data: reader_field_missing_default_value at "
+        "  incompatible: new schema cannot read v3 data: reader_field_missing_default_value at "
         "/fields/4/type/items/fields/7: calibrated",
     ]
     assert "  producers: stage ensemble" in lines
@@ -103,7 +103,7 @@ def test_a_compatible_change_passes_and_markdown_is_a_pr_comment(
     text = out.read_text()
     assert text == result.output
     assert text.startswith("## Schema changes: 1 topic(s), all compatible\n")
-    assert "### ✅ `signals.ensemble-value` (since v2; BACKWARD: compatible)" in text
+    assert "### ✅ `signals.ensemble-value` (since v3; BACKWARD: compatible)" in text
     assert "| `SignalScored.note` | added |  | null \\| string | default null |" in text
     assert "Producers: stage ensemble. Consumers: stage supervisor" in text
 
