@@ -24,8 +24,9 @@ when a broker is configured).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ from streams.config import PromotionRule, Settings
 from streams.contracts.records import ModelEventRecorded
 from streams.stages.edge import EdgeGate, lookup
 from streams.vocabulary import CLASSES, Action, ModelEventKind
+
+log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -151,6 +154,11 @@ def decide(
     return PromotionDecision(not reasons, tuple(reasons), candidate, champion, lo, hi)
 
 
+def decision_event_id(model: str, version: str, kind: ModelEventKind, event_time_ms: int) -> str:
+    """``<model>:<version>:<kind>:<event time>``: a decision record's id, from its cause."""
+    return f"{model}:{version}:{kind.value}:{event_time_ms}"
+
+
 def decision_events(decision: PromotionDecision, event_time_ms: int) -> list[ModelEventRecorded]:
     """``SHADOW_SCORED``, then ``PROMOTED``/``PROMOTION_REFUSED``, for each model the candidate
     swaps in (the members it shares with the champion are not candidates)."""
@@ -166,7 +174,7 @@ def decision_events(decision: PromotionDecision, event_time_ms: int) -> list[Mod
         ):  # fmt: skip
             events.append(
                 ModelEventRecorded(
-                    event_id=f"{model}:{version}:{k.value}:{event_time_ms}",
+                    event_id=decision_event_id(model, version, k, event_time_ms),
                     model=model,
                     version=version,
                     event_time_ms=event_time_ms,
@@ -180,12 +188,25 @@ def decision_events(decision: PromotionDecision, event_time_ms: int) -> list[Mod
 
 
 def read_events(registry: Path) -> list[ModelEventRecorded]:
-    """The registry's history, ``<registry>/events.jsonl``, oldest first."""
+    """The registry's history, ``<registry>/events.jsonl``, oldest first.
+
+    A line written before a field existed gets the field's default; a line that does not parse
+    (torn by a crash in the middle of its write) is skipped with a warning: its record is made
+    again by whatever made it.
+    """
     path = registry / EVENTS_FILE
     if not path.is_file():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [ModelEventRecorded.from_avro(json.loads(line)) for line in lines if line.strip()]
+    defaults = {f.name: f.default for f in fields(ModelEventRecorded) if f.default is not MISSING}
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(ModelEventRecorded.from_avro({**defaults, **json.loads(line)}))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("%s line %d is not a model event, skipped: %s", path, number, exc)
+    return out
 
 
 def append_events(registry: Path, events: list[ModelEventRecorded]) -> Path:
@@ -193,7 +214,10 @@ def append_events(registry: Path, events: list[ModelEventRecorded]) -> Path:
     whose id is there already (written before a crash, then made again) is not added twice."""
     path = registry / EVENTS_FILE
     known = {e.event_id for e in read_events(registry)}
+    torn = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
     with path.open("a", encoding="utf-8") as fh:
+        if torn:  # a crash cut the last line: the next record starts a line of its own
+            fh.write("\n")
         for e in events:
             if e.event_id not in known:
                 known.add(e.event_id)
@@ -206,7 +230,7 @@ def recorded_decision(registry: Path, candidate: Mapping[str, str], event_time_m
     """The gate's records for ``candidate`` at ``event_time_ms`` already in the registry's
     history (a trainer that crashed after deciding, before publishing): empty if none."""
     ids = {
-        f"{m}:{v}:{k.value}:{event_time_ms}"
+        decision_event_id(m, v, k, event_time_ms)
         for m, v in candidate.items()
         for k in (
             ModelEventKind.SHADOW_SCORED,
@@ -345,16 +369,8 @@ def _score_rows(registry: Path, versions: Mapping[str, str], oof_rows: Any, scor
 def served_history(registry: Path, model: str) -> list[str]:
     """The versions of ``model`` that PROMOTED / ROLLED_BACK records in the registry's history
     made current, oldest first."""
-    path = registry / EVENTS_FILE
-    if not path.is_file():
-        return []
-    kinds = {ModelEventKind.PROMOTED.value, ModelEventKind.ROLLED_BACK.value}
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        raw = json.loads(line)
-        if raw.get("model") == model and raw.get("kind") in kinds:
-            out.append(str(raw["version"]))
-    return out
+    kinds = {ModelEventKind.PROMOTED, ModelEventKind.ROLLED_BACK}
+    return [e.version for e in read_events(registry) if e.model == model and e.kind in kinds]
 
 
 def rollback_target(current: str, history: list[str], registered: list[str]) -> str | None:

@@ -148,3 +148,27 @@ def test_a_decision_recorded_before_a_crash_is_found_applied_and_never_written_t
     assert read_index(registry) == candidate
     append_events(registry, found)
     assert [e.event_id for e in read_events(registry)] == [e.event_id for e in found]
+
+
+def test_the_history_reads_old_lines_skips_a_torn_one_and_appends_after_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A line from before ``metric_name``/``metric`` existed reads with their defaults; a last
+    line a crash cut short is skipped, and the next record starts a line of its own."""
+    import json
+
+    from models.promotion import EVENTS_FILE, append_events, read_events, served_history
+    from streams.contracts.records import ModelEventRecorded
+
+    old = {"event_id": "xgboost:v2:PROMOTED:1", "model": "xgboost", "version": "v2",
+           "event_time_ms": 1, "kind": "PROMOTED", "detail": "by hand"}  # fmt: skip
+    path = tmp_path / EVENTS_FILE
+    path.write_text(json.dumps(old) + "\n" + '{"event_id": "xgboost:v3:PROM', encoding="utf-8")
+    [first] = read_events(tmp_path)
+    assert first.version == "v2" and first.metric_name is None and first.metric is None
+    later = ModelEventRecorded(
+        event_id="xgboost:v3:PROMOTED:2", model="xgboost", version="v3", event_time_ms=2,
+        kind=ModelEventKind.PROMOTED, detail="gate",
+    )  # fmt: skip
+    append_events(tmp_path, [later, first])  # first is there already: not written twice
+    assert [e.event_id for e in read_events(tmp_path)] == [first.event_id, later.event_id]
+    assert served_history(tmp_path, "xgboost") == ["v2", "v3"]
+    assert len(path.read_text(encoding="utf-8").splitlines()) == 3  # old, torn, new
