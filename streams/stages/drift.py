@@ -253,10 +253,15 @@ class DriftMonitor:
 
 def drift_monitor(settings: Settings) -> Callable[[Mapping[str, str]], DriftMonitor]:
     """A monitor for a model set, its reference read from the set's manifests (a set the
-    registry does not hold, or without references, is not measured, and the log says why)."""
+    registry does not hold, or without references, is not measured, and the log says why).
+
+    Each set's reference is read once: every partition's instance measures against it.
+    """
     from models.registry import RegistryError, read_manifest
 
-    def make(versions: Mapping[str, str]) -> DriftMonitor:
+    references: dict[tuple[tuple[str, str], ...], tuple[DriftReference | None, str]] = {}
+
+    def reference(versions: Mapping[str, str]) -> tuple[DriftReference | None, str]:
         try:
             refs = {m: read_manifest(settings.registry_dir, m, v).drift_reference
                     for m, v in versions.items()}  # fmt: skip
@@ -266,6 +271,13 @@ def drift_monitor(settings: Settings) -> Callable[[Mapping[str, str]], DriftMoni
             ref, problem = reference_of(refs, versions, settings.ensemble_weights)
         if ref is None:
             log.warning("drift is not measured for %s: %s", dict(versions), problem)
+        return ref, problem
+
+    def make(versions: Mapping[str, str]) -> DriftMonitor:
+        key = tuple(sorted(versions.items()))
+        if key not in references:
+            references[key] = reference(versions)
+        ref, problem = references[key]
         return DriftMonitor(ref, settings.drift, problem)
 
     return make

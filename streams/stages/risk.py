@@ -32,10 +32,10 @@ value and the limit):
 The policy layer (:func:`trading_mode`) sets the mode of each decision from the portfolio and
 the decision: HALT (operator halt, or the breaker latched: the rules above refuse), DEFENSIVE
 (drawdown from the peak >= ``defensive_drawdown``; with ``defensive_in_high_volatility``, a
-decision in the HIGH_VOLATILITY regime; with ``defensive_on_drift``, the default, a decision
-whose ensemble instance measures SIGNIFICANT drift, ``DecisionSized.model_drift``: the margin
-is scaled by ``defensive_size``), NORMAL otherwise. Every mode comes with its reasons, and an
-approval carries both (``trading_mode``, ``mode_reasons``).
+decision in the HIGH_VOLATILITY regime; with ``defensive_on_drift`` (off by default), a
+decision whose ensemble instance measures SIGNIFICANT drift, ``DecisionSized.model_drift``:
+the margin is scaled by ``defensive_size``), NORMAL otherwise. Every mode comes with its
+reasons, and an approval carries both (``trading_mode``, ``mode_reasons``).
 
 The confidence gate is the supervisor's (``QT_SUPERVISOR__MIN_CONFIDENCE``, one home): a
 decision carries its signal's confidence, which the supervisor already held to that minimum.
