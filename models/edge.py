@@ -94,10 +94,20 @@ def block_bootstrap_ci(
 ) -> tuple[float, float]:
     """Interval of the mean of ``values`` from resampling whole blocks with replacement."""
     ids, dense = np.unique(blocks, return_inverse=True)
-    sums = np.bincount(dense, weights=values, minlength=len(ids))
+    sums = np.bincount(dense, weights=values, minlength=len(ids)).astype(np.float64, copy=False)
     counts = np.bincount(dense, minlength=len(ids)).astype(np.float64)
+    return block_sums_ci(sums, counts, n_boot, ci, seed)
+
+
+def block_sums_ci(
+    sums: FloatArray, counts: FloatArray, n_boot: int, ci: float, seed: int
+) -> tuple[float, float]:
+    """:func:`block_bootstrap_ci` from each block's sum and row count (blocks in time order):
+    what a stream that keeps only per-block totals can bootstrap."""
+    if len(sums) == 0:
+        return 0.0, 0.0
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(ids), size=(n_boot, len(ids)))
+    draws = rng.integers(0, len(sums), size=(n_boot, len(sums)))
     means = sums[draws].sum(axis=1) / np.maximum(counts[draws].sum(axis=1), 1.0)
     tail = (1.0 - ci) / 2.0
     lo, hi = np.quantile(means, [tail, 1.0 - tail])

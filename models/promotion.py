@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +141,15 @@ def decide(
 ) -> PromotionDecision:  # fmt: skip
     """The promotion rule (module doc) on per-row PnL aligned on the same shadow rows."""
     lo, hi = block_bootstrap_ci(cand_pnl - champ_pnl, blocks, rule.n_boot, rule.ci, rule.seed)
+    return verdict(candidate, champion, lo, hi, rule, bias_limit)
+
+
+def verdict(
+    candidate: ShadowScore, champion: ShadowScore, diff_lower: float, diff_upper: float,
+    rule: PromotionRule, bias_limit: float,
+) -> PromotionDecision:  # fmt: skip
+    """Every condition of the rule on both sets' scores and their paired difference's interval."""
+    lo, hi = diff_lower, diff_upper
     reasons = []
     if candidate.decisions < rule.min_decisions:
         reasons.append(f"{candidate.decisions} shadow decisions < {rule.min_decisions}")
@@ -152,6 +161,77 @@ def decide(
     if candidate.decisions and side_share > bias_limit:
         reasons.append(f"one-sided: {side_share:.0%} of decisions on one side > {bias_limit:.0%}")
     return PromotionDecision(not reasons, tuple(reasons), candidate, champion, lo, hi)
+
+
+@dataclass
+class ShadowTally:
+    """A stream shadow's running totals (``streams/stages/shadow.py``): per event-time block
+    its rows and both sets' PnL sums, and each set's decisions. The block bootstrap needs no
+    more (:func:`models.edge.block_sums_ci`), so the tally stays small however long it runs."""
+
+    candidate: dict[str, str]
+    champion: dict[str, str]
+    started_ms: int
+    blocks: dict[int, list[float]] = field(default_factory=dict)
+    """Block (decision time // block length) -> [rows, candidate PnL sum, champion PnL sum]."""
+    decisions: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    """Candidate decisions, candidate BUYs, champion decisions, champion BUYs."""
+
+    def add(self, block: int, cand: Action, cand_pnl: float, champ: Action, champ_pnl: float
+            ) -> None:  # fmt: skip
+        """One settled row."""
+        totals = self.blocks.setdefault(block, [0.0, 0.0, 0.0])
+        totals[0] += 1.0
+        totals[1] += cand_pnl
+        totals[2] += champ_pnl
+        for i, action in ((0, cand), (2, champ)):
+            if action is not Action.HOLD:
+                self.decisions[i] += 1
+                self.decisions[i + 1] += action is Action.BUY
+
+    @property
+    def candidate_decisions(self) -> int:
+        """How many rows the candidate would have traded."""
+        return self.decisions[0]
+
+    def decide(self, rule: PromotionRule, bias_limit: float) -> PromotionDecision:
+        """The rule (:func:`verdict`) on the totals so far."""
+        from models.edge import block_sums_ci
+
+        keys = sorted(self.blocks)
+        table = np.array([self.blocks[k] for k in keys], dtype=np.float64).reshape(-1, 3)
+        counts, cand, champ = table[:, 0], table[:, 1], table[:, 2]
+        rows = int(counts.sum())
+
+        def score(versions: Mapping[str, str], sums: FloatArray, n: int, buys: int
+                  ) -> ShadowScore:  # fmt: skip
+            lower, upper = block_sums_ci(sums, counts, rule.n_boot, rule.ci, rule.seed)
+            return ShadowScore(
+                versions=dict(versions), rows=rows, decisions=n,
+                buy_share=buys / n if n else 0.5,
+                mean_pnl=float(sums.sum() / rows) if rows else 0.0, lower=lower, upper=upper,
+            )  # fmt: skip
+
+        c_n, c_buys, h_n, h_buys = self.decisions
+        lo, hi = block_sums_ci(cand - champ, counts, rule.n_boot, rule.ci, rule.seed)
+        candidate = score(self.candidate, cand, c_n, c_buys)
+        champion = score(self.champion, champ, h_n, h_buys)
+        return verdict(candidate, champion, lo, hi, rule, bias_limit)
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON form (stage state)."""
+        return {"candidate": self.candidate, "champion": self.champion,
+                "started_ms": self.started_ms, "decisions": self.decisions,
+                "blocks": [[k, *v] for k, v in sorted(self.blocks.items())]}  # fmt: skip
+
+    @classmethod
+    def from_state(cls, data: Mapping[str, Any]) -> ShadowTally:
+        """Inverse of :meth:`to_state`."""
+        return cls(
+            candidate=dict(data["candidate"]), champion=dict(data["champion"]),
+            started_ms=int(data["started_ms"]), decisions=[int(x) for x in data["decisions"]],
+            blocks={int(b[0]): [float(x) for x in b[1:]] for b in data["blocks"]},
+        )  # fmt: skip
 
 
 def decision_event_id(model: str, version: str, kind: ModelEventKind, event_time_ms: int) -> str:
@@ -227,12 +307,14 @@ def append_events(registry: Path, events: list[ModelEventRecorded]) -> Path:
 
 def recorded_decision(registry: Path, candidate: Mapping[str, str], event_time_ms: int
                       ) -> list[ModelEventRecorded]:  # fmt: skip
-    """The gate's records for ``candidate`` at ``event_time_ms`` already in the registry's
-    history (a trainer that crashed after deciding, before publishing): empty if none."""
+    """The gate's records (or a stream shadow's start) for ``candidate`` at ``event_time_ms``
+    already in the registry's history (a trainer that crashed after deciding, before
+    publishing): empty if none."""
     ids = {
         decision_event_id(m, v, k, event_time_ms)
         for m, v in candidate.items()
         for k in (
+            ModelEventKind.SHADOW_STARTED,
             ModelEventKind.SHADOW_SCORED,
             ModelEventKind.PROMOTED,
             ModelEventKind.PROMOTION_REFUSED,
@@ -334,6 +416,49 @@ def gate_and_promote(
     append_events(registry, events)
     apply_recorded(registry, events)
     return decision, events
+
+
+def start_shadow(
+    registry: Path,
+    candidate: Mapping[str, str],
+    settings: Settings,
+    cache_dir: Path,
+    event_time_ms: int,
+    log: Any = print,
+) -> list[ModelEventRecorded]:
+    """Hand ``candidate`` to the stream's shadow stage (``QT_PROMOTION__SHADOW=stream``): its gate
+    table, measured on its folds, goes into its members' manifests (the shadow stage trades it
+    by that table), then one ``SHADOW_STARTED`` record per member at ``event_time_ms``, recorded
+    in the registry's history. The promotion stage decides later, on the settled rows."""
+    from models.dataset import ms_to_iso
+    from models.edge import GateEvidence, attach_gate, measure_gate
+    from streams.config import PaperConfig
+
+    gate, _ = measure_gate(registry, candidate, settings.ensemble_weights, PaperConfig(),
+                           GateEvidence(seed=settings.promotion.seed), cache_dir, log)  # fmt: skip
+    attach_gate(registry, gate)
+    pairs = ", ".join(f"{m}@{v}" for m, v in sorted(candidate.items()))
+    tradeable = len(gate.tradeable())
+    events = [
+        ModelEventRecorded(
+            event_id=decision_event_id(m, v, ModelEventKind.SHADOW_STARTED, event_time_ms),
+            model=m,
+            version=v,
+            event_time_ms=event_time_ms,
+            kind=ModelEventKind.SHADOW_STARTED,
+            detail=(
+                f"shadow-scored on the stream beside the champion from "
+                f"{ms_to_iso(event_time_ms)}: candidate {pairs}; its gate table has "
+                f"{tradeable} tradeable buckets; decided after "
+                f"{settings.promotion.min_decisions} would-be decisions"
+            ),
+            metric_name="gate_tradeable_buckets",
+            metric=float(tradeable),
+        )
+        for m, v in sorted(candidate.items())
+    ]
+    append_events(registry, events)
+    return events
 
 
 def apply_recorded(registry: Path, events: list[ModelEventRecorded]) -> None:

@@ -95,6 +95,9 @@ _TRADE, _REWARD = 0, 1
 #: The declared stages this runner calls directly, in the order of the semantics above.
 BUILT_IN = ("features", "ensemble", "supervisor", "strategy", "risk", "exits", "execution",
             "learning")  # fmt: skip
+#: Stages a backtest does not run: shadow scoring needs a candidate the trainer announces on
+#: the stream, and its records never reach an order, so a run's trades are the same without.
+STREAM_ONLY = ("shadow", "promotion")
 
 
 class Pipeline:
@@ -121,7 +124,7 @@ class Pipeline:
         if missing:
             raise RunError(f"the topology declares no stage {', '.join(missing)}")
         self.cfg = settings
-        extra = [s for s in stages if s.name not in BUILT_IN]
+        extra = [s for s in stages if s.name not in BUILT_IN + STREAM_ONLY]
         self.sink = TapStages(settings, extra, sink).send if extra else sink
         self.features = FeaturesStage()
         self.ensemble = EnsembleStage.from_settings(settings, scorer, swap_loader(settings))

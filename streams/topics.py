@@ -17,6 +17,7 @@ class Topic(StrEnum):
     MARKET_FEATURES = "market.features"
     SIGNALS_ENSEMBLE = "signals.ensemble"
     SIGNALS_SUPERVISED = "signals.supervised"
+    SIGNALS_SHADOW = "signals.shadow"
     DECISIONS_SIZED = "decisions.sized"
     ORDERS_APPROVED = "orders.approved"
     RISK_REJECTIONS = "risk.rejections"

@@ -25,7 +25,7 @@ from streams.observability import tracing
 from streams.observability.metrics import metrics
 from streams.stages import EnsembleStage, Scorer
 from streams.stages.drift import DriftMonitor, DriftWatch, drift_monitor
-from streams.stages.hotswap import Loader, pending_to_state
+from streams.stages.hotswap import Loader, pending_to_state, restore_served
 from streams.topics import Topic
 from streams.topology import BuildContext, stage_spec
 
@@ -151,12 +151,7 @@ class EnsembleHandler:
     def load_state(self, data: Mapping[str, Any]) -> None:
         """Inverse of :meth:`to_state` (a state from before swaps and drift has neither)."""
         self.progress.load_state(data["progress"])
-        models = data.get("models")
-        if models and models["versions"] != self.stage.versions:
-            self.stage.request(-(2**62), models["versions"], "restored state")
-        for p in (models or {}).get("pending", []):
-            self.stage.request(p["at"], p["versions"], p["cause"])
-        self.stage.swap_due(-(2**62))
+        restore_served(self.stage, data.get("models"))
         for event in self.stage.events:  # already announced before the restart, or a failure
             log.warning("restoring ensemble state: %s", event.detail)
         self.stage.events = []

@@ -8,8 +8,10 @@ partition ``p`` reaches ensemble instance ``p`` on whichever worker owns it, aft
 too; each instance's offsets of it are in its stored state like those of its feature rows.
 
 The copy is the record itself (same ``event_id`` and ``event_time_ms``): every instance swaps
-at that event time (``streams/stages/hotswap.py``). Other kinds (the ensemble's own ``LOADED``,
-drift readings, the promotion gate's verdicts) are not copied. Stateless.
+at that event time (``streams/stages/hotswap.py``). ``SHADOW_STARTED`` and the promotion gate's
+verdicts are copied too: they start and end a shadow in every shadow instance
+(``streams/stages/shadow.py``); the ensemble ignores them. Other kinds (the ensemble's own
+``LOADED``, drift readings) are not copied. Stateless.
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ from typing import Any
 from streams.agents.base import Emitter
 from streams.contracts.records import ModelEventRecorded
 from streams.stages.hotswap import SWAP_KINDS
+from streams.stages.shadow import DECISIONS
 from streams.topics import Topic
 from streams.topology import BuildContext, partitions_of, stage_spec
+from streams.vocabulary import ModelEventKind
 
 log = logging.getLogger(__name__)
+#: What every partition's ensemble and shadow instances read.
+RELAYED = frozenset((*SWAP_KINDS, ModelEventKind.SHADOW_STARTED, *DECISIONS))
 
 
 class SwapRelayHandler:
@@ -38,7 +44,7 @@ class SwapRelayHandler:
     def on_record(self, topic: str, partition: int, source: str, record: Any, out: Emitter) -> None:
         """A swap record -> one copy per partition; anything else is left alone."""
         event: ModelEventRecorded = record
-        if event.kind not in SWAP_KINDS:
+        if event.kind not in RELAYED:
             return
         for p in range(self.partitions):
             out.record_to(Topic.MODELS_SWAPS, p, event.model, event, event.event_time_ms,

@@ -159,6 +159,29 @@ class SignalScored(AvroRecord):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ShadowScored(AvroRecord):
+    """A candidate model set's would-be decision on a feature row beside the champion's, settled
+    at the label horizon with both decisions' net-of-cost return (never an order)."""
+
+    shadow_id: str
+    symbol: str
+    event_time_ms: int
+    decided_ms: int
+    candidate: Mapping[str, str]
+    champion: Mapping[str, str]
+    votes: tuple[ModelVote, ...]
+    candidate_action: Action
+    candidate_confidence: float
+    champion_action: Action
+    champion_confidence: float
+    volatility: float
+    forward_return: float
+    round_trip_cost: float
+    candidate_pnl: float
+    champion_pnl: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SignalSupervised(AvroRecord):
     """The supervisor reviewed an ensemble signal; a veto is data, visible downstream."""
 
@@ -485,6 +508,7 @@ RECORD_TYPES: Mapping[Topic, type[AvroRecord]] = {
     Topic.MARKET_FEATURES: FeaturesComputed,
     Topic.SIGNALS_ENSEMBLE: SignalScored,
     Topic.SIGNALS_SUPERVISED: SignalSupervised,
+    Topic.SIGNALS_SHADOW: ShadowScored,
     Topic.DECISIONS_SIZED: DecisionSized,
     Topic.ORDERS_APPROVED: OrderApproved,
     Topic.RISK_REJECTIONS: OrderRejected,

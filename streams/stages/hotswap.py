@@ -25,7 +25,7 @@ from streams.contracts.records import ModelEventRecorded
 from streams.vocabulary import ModelEventKind
 
 if TYPE_CHECKING:
-    from streams.stages.ensemble import Scorer
+    from streams.stages.ensemble import EnsembleStage, Scorer
 
 #: The records that change which version is served.
 SWAP_KINDS = (ModelEventKind.PROMOTED, ModelEventKind.ROLLED_BACK)
@@ -95,3 +95,14 @@ def swap_event(
 def pending_to_state(pending: list[PendingSwap]) -> list[dict[str, Any]]:
     """Pending swaps without their sessions (they are reloaded from the registry)."""
     return [{"at": p.effective_ms, "versions": dict(p.versions), "cause": p.cause} for p in pending]
+
+
+def restore_served(stage: EnsembleStage, models: Mapping[str, Any] | None) -> None:
+    """Serve again what a stored state served, with its pending swaps (``models``: the
+    ``{"versions", "pending"}`` a handler stored; None from a state before swaps). A set that
+    no longer loads leaves a ``LOAD_FAILED`` in ``stage.events``."""
+    if models and models["versions"] != stage.versions:
+        stage.request(-(2**62), models["versions"], "restored state")
+    for p in (models or {}).get("pending", []):
+        stage.request(p["at"], p["versions"], p["cause"])
+    stage.swap_due(-(2**62))

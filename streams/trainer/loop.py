@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 POLL_S = 1.0
 HOUR_MS = 3_600_000
 GATE_DECISIONS = frozenset({ModelEventKind.PROMOTED, ModelEventKind.PROMOTION_REFUSED})
+#: A trigger is done once one of these is on a candidate of it (a stream shadow decides later).
+TRIGGER_DONE = GATE_DECISIONS | {ModelEventKind.SHADOW_STARTED}
 
 
 class TrainerError(RuntimeError):
@@ -89,7 +91,7 @@ class TrainerState:
         trained = retrained_trigger(event)
         if trained is not None:
             self.retrained[(event.model, event.version)] = trained
-        elif event.kind in GATE_DECISIONS and (event.model, event.version) in self.retrained:
+        elif event.kind in TRIGGER_DONE and (event.model, event.version) in self.retrained:
             self.handled.add(self.retrained[(event.model, event.version)])
         self.triggers, fired = on_model_event(self.triggers, event, cooldown_ms)
         self.pending.update(fired)
@@ -249,6 +251,8 @@ class Trainer:
                 state.undecodable += 1
                 return
             assert isinstance(event, ModelEventRecorded)  # the topic's contract
+            if event.kind in GATE_DECISIONS | {ModelEventKind.SHADOW_SCORED}:
+                self._keep_decision(event)
             for t in state.on_event(event, cfg.drift_cooldown_ms):
                 self.log(f"[bold]trigger[/] {t.trigger_id}: {t.detail}")
             return
@@ -265,6 +269,20 @@ class Trainer:
             fired = state.on_tick(partition, tick, cfg.schedule_ms)
         for t in fired:
             self.log(f"[bold]trigger[/] {t.trigger_id}: {t.detail}")
+
+    def _keep_decision(self, event: ModelEventRecorded) -> None:
+        """A gate record read on the topic (the topology's promotion stage decides a stream
+        shadow) into the registry's history; a ``PROMOTED`` also into its index, so a worker
+        started later serves the promoted set. A no-op for the trainer's own records."""
+        from models.promotion import append_events, apply_recorded, read_events
+
+        registry = self.plan.registry
+        if any(e.event_id == event.event_id for e in read_events(registry)):
+            return
+        append_events(registry, [event])
+        apply_recorded(registry, [event])
+        if event.kind is not ModelEventKind.SHADOW_SCORED:
+            self.log(f"[bold]{event.kind.value}[/] {event.model} {event.version}: {event.detail}")
 
     def _retrain_due(self, state: TrainerState, once: bool) -> RetrainOutcome | None:
         """Caught up: retrain the newest ready trigger (``once``: or an operator trigger)."""

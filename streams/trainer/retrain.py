@@ -12,7 +12,11 @@
    on the candidates' held-back block (the most recent ticks they were not fitted on) and
    records ``SHADOW_SCORED`` and ``PROMOTED`` (the gate passed: the index names the candidate
    and the topology hot-swaps at the trigger's event time) or ``PROMOTION_REFUSED`` with its
-   numbers. Each decision record's id ends with the trigger's event time.
+   numbers. Each decision record's id ends with the trigger's event time. With
+   ``QT_PROMOTION__SHADOW=stream`` it is :func:`models.promotion.start_shadow` instead: the
+   candidates' gate table goes into their manifests and ``SHADOW_STARTED`` records hand them to
+   the topology, whose shadow stage scores them beside the champion on the stream and whose
+   promotion stage records the decision (``streams/stages/shadow.py``).
 
 The candidate set is the models this retrain trained (all four by default): the gate compares
 models trained on the same rows, which the out-of-fold evidence needs.
@@ -164,7 +168,13 @@ def retrain(
     registered (their manifests name the trigger) are not trained again, and a gate decision it
     recorded is published and applied instead of being made again.
     """
-    from models.promotion import append_events, apply_recorded, gate_and_promote, recorded_decision
+    from models.promotion import (
+        append_events,
+        apply_recorded,
+        gate_and_promote,
+        recorded_decision,
+        start_shadow,
+    )
 
     outcomes = _train_candidates(trigger, data_dir, plan, log)
     retrained = [retrained_event(o, trigger) for o in outcomes]
@@ -177,6 +187,10 @@ def retrain(
         log(f"{trigger.trigger_id}: the gate's decision was recorded before a restart; "
             "publishing it")  # fmt: skip
         apply_recorded(plan.registry, decided)
+    elif settings.promotion.shadow == "stream":  # the topology's promotion stage decides
+        decided = start_shadow(
+            plan.registry, candidates, settings, plan.work_dir / "edge", trigger.at_ms, log
+        )
     else:
         decision, decided = gate_and_promote(
             plan.registry, candidates, settings, plan.work_dir / "edge", trigger.at_ms, log
@@ -232,9 +246,11 @@ def describe_outcome(outcome: RetrainOutcome) -> list[tuple[str, str]]:
         ("candidates", ", ".join(f"{m}@{v}" for m, v in sorted(outcome.candidates.items()))),
     ]
     d = outcome.decision
-    if d is None:
-        kinds = sorted({e.kind.value for e in outcome.events if e.kind != ModelEventKind.RETRAINED})
-        rows.append(("verdict", f"{', '.join(kinds)} (recorded before a restart)"))
+    kinds = {e.kind for e in outcome.events if e.kind != ModelEventKind.RETRAINED}
+    if kinds == {ModelEventKind.SHADOW_STARTED}:
+        rows.append(("verdict", "shadow-scored on the stream (the promotion stage decides)"))
+    elif d is None:
+        rows.append(("verdict", f"{', '.join(sorted(kinds))} (recorded before a restart)"))
     else:
         rows += [
             ("verdict", "PROMOTED" if d.promote else "PROMOTION_REFUSED: " + "; ".join(d.reasons)),

@@ -21,11 +21,10 @@ from streams.agents.ensemble import EnsembleHandler, build
 from streams.config import DriftConfig, Settings
 from streams.contracts.records import FeaturesComputed, ModelEventRecorded
 from streams.stages.drift import DriftMonitor
-from streams.stages.features import NAMES_HASH
 from streams.topics import Topic
 from streams.topology import BuildContext
 from streams.vocabulary import ModelDrift, ModelEventKind
-from tests.shared_data import BINANCE
+from tests.shared_data import feature_rows
 
 
 def _phi(x: float) -> float:
@@ -68,28 +67,6 @@ def test_rollback_goes_to_the_version_served_before() -> None:
 # ---------------------------------------------------------------------------- real data
 
 
-def _rows(folder: str, symbols: list[str], start: str, end: str) -> list[FeaturesComputed]:
-    from models.dataset import build_dataset
-    from models.features import FEATURE_VERSION
-
-    ds = build_dataset(BINANCE / folder, symbols, start, end)
-    return [
-        FeaturesComputed(
-            symbol=str(ds.symbol[i]),
-            event_time_ms=int(ds.time_ms[i]),
-            feature_version=FEATURE_VERSION,
-            names_hash=NAMES_HASH,
-            values=tuple(float(v) for v in ds.tabular[i]),
-            window=tuple(float(v) for v in ds.window[i].ravel()),
-            window_rows=int(ds.window.shape[1]),
-            close=float(ds.close[i]),
-            atr_pct=float(ds.tabular[i][12]),
-            volatility=float(ds.tabular[i][5]),
-        )
-        for i in range(len(ds))
-    ]
-
-
 def _handler(settings: Settings) -> EnsembleHandler:
     from streams.agents.registry import load_scorer
 
@@ -127,7 +104,7 @@ def test_training_period_data_does_not_drift() -> None:
     settings = Settings(drift=SMALL)
     # the reference's population: the 16 training symbols (majors alone are calmer than it)
     symbols = read_manifest(settings.registry_dir, "xgboost", "v2").data_source["symbols"]
-    rows = _rows("um_futures_1m_2025", symbols, "2025-05-10", "2025-05-12T12:00Z")
+    rows = feature_rows("um_futures_1m_2025", symbols, "2025-05-10", "2025-05-12T12:00Z")
     levels = _drift_levels(_handler(settings), rows)
     assert len(levels) >= 30
     assert max(levels) < 2
@@ -135,7 +112,7 @@ def test_training_period_data_does_not_drift() -> None:
 
 def test_the_2021_spot_market_raises_drift_once_per_crossing() -> None:
     settings = Settings(drift=SMALL)
-    rows = _rows("spot_1m", ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"],
+    rows = feature_rows("spot_1m", ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"],
                  "2021-04-10", "2021-04-12T12:00Z")  # fmt: skip
     handler = _handler(settings)
     sent = _drive(handler, rows)
@@ -169,7 +146,7 @@ def test_the_2021_spot_market_raises_drift_once_per_crossing() -> None:
 
 def test_a_promoted_record_swaps_the_models_at_its_event_time() -> None:
     settings = Settings()
-    rows = _rows("um_futures_1m_2025", ["BTCUSDT"], "2025-05-21", "2025-05-21T03:00Z")
+    rows = feature_rows("um_futures_1m_2025", ["BTCUSDT"], "2025-05-21", "2025-05-21T03:00Z")
     handler = _handler(settings)
     assert handler.stage.versions["xgboost"] == "v2"
     at = rows[len(rows) // 2].event_time_ms
@@ -214,5 +191,5 @@ def test_a_swap_that_cannot_load_keeps_the_old_sessions() -> None:
 
 def test_a_set_without_reference_is_not_measured() -> None:
     monitor = DriftMonitor(None, DriftConfig(), "no reference: none")
-    rows = _rows("um_futures_1m_2025", ["BTCUSDT"], "2025-05-21", "2025-05-21T00:30Z")
+    rows = feature_rows("um_futures_1m_2025", ["BTCUSDT"], "2025-05-21", "2025-05-21T00:30Z")
     assert all(monitor.observe(f, None) is None for f in rows)  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""The swaps relay: a swap record on ``models.events`` reaches every partition of ``models.swaps``.
+"""The swaps relay: a swap or shadow record on ``models.events`` reaches every partition of
+``models.swaps``.
 
 The relay runs through its real :class:`~streams.agents.durable.StageRuntime`, as in a worker;
 the whole path (relay, ensemble instances on both partitions, crashes) is checked against the
@@ -23,13 +24,14 @@ def _event(kind: ModelEventKind, t: int = 1_747_846_800_000) -> ModelEventRecord
                               version="v1", event_time_ms=t, kind=kind, detail="test")  # fmt: skip
 
 
-def test_swap_records_are_copied_once_per_partition_and_other_kinds_are_not() -> None:
+def test_swaps_and_shadow_records_are_copied_once_per_partition_and_other_kinds_are_not() -> None:
     spec = stage_spec("swaps")
     runtime = StageRuntime(spec, lambda: build(BuildContext(Settings(partitions=3))), DictStore(),
                            Decoder(""))  # fmt: skip
     codec = topic_codec(Topic.MODELS_EVENTS)
     kinds = [ModelEventKind.ROLLED_BACK, ModelEventKind.LOADED, ModelEventKind.DRIFT_DETECTED,
-             ModelEventKind.PROMOTED]  # fmt: skip
+             ModelEventKind.PROMOTED, ModelEventKind.RETRAINED, ModelEventKind.SHADOW_STARTED,
+             ModelEventKind.SHADOW_SCORED, ModelEventKind.PROMOTION_REFUSED]  # fmt: skip
     raw = [RawEvent(Topic.MODELS_EVENTS.value, 0, i, b"xgboost", codec.encode(_event(k)), {})
            for i, k in enumerate(kinds)]  # fmt: skip
     [out] = runtime.handle(raw)
@@ -39,6 +41,9 @@ def test_swap_records_are_copied_once_per_partition_and_other_kinds_are_not() ->
         (0, ModelEventKind.ROLLED_BACK, 1), (1, ModelEventKind.ROLLED_BACK, 2),
         (2, ModelEventKind.ROLLED_BACK, 3), (0, ModelEventKind.PROMOTED, 4),
         (1, ModelEventKind.PROMOTED, 5), (2, ModelEventKind.PROMOTED, 6),
+        (0, ModelEventKind.SHADOW_STARTED, 7), (1, ModelEventKind.SHADOW_STARTED, 8),
+        (2, ModelEventKind.SHADOW_STARTED, 9), (0, ModelEventKind.PROMOTION_REFUSED, 10),
+        (1, ModelEventKind.PROMOTION_REFUSED, 11), (2, ModelEventKind.PROMOTION_REFUSED, 12),
     ]  # fmt: skip
     assert all(i.value == _event(i.value.kind) for i in out.items)  # the record itself
     # a redelivered record (offset already applied) is not copied again
