@@ -116,11 +116,11 @@ class PromotionRule(_Frozen):
     n_boot: int = Field(2000, ge=100, description="bootstrap resamples")
     ci: float = Field(0.90, gt=0, lt=1, description="two-sided interval; its lower bound decides")
     seed: int = 7
-    shadow: Literal["held_back", "stream"] = Field(
-        "held_back",
-        description="where a retrain's candidates are shadow-scored: on their held-back block "
-        "(the trainer decides at once) or on the stream beside the champion (signals.shadow; "
-        "the promotion stage decides)",
+    shadow: Literal["stream", "held_back"] = Field(
+        "stream",
+        description="where the trainer's candidates are shadow-scored: on the stream beside "
+        "the champion (signals.shadow; the topology's promotion stage decides) or on their "
+        "held-back block (the trainer decides at once, as `models train --promote` does)",
     )
     max_shadow_ms: int = Field(
         7 * 86_400_000, gt=0, description="event time a stream shadow runs before it is decided"

@@ -48,11 +48,14 @@ def command(
     time crosses a multiple of QT_TRAINER__SCHEDULE_MS (daily by default; never the wall clock)
     and (b) on a DRIFT_DETECTED record, at most once per QT_TRAINER__DRIFT_COOLDOWN_MS of drift.
     A retrain trains the models walk-forward on the last QT_TRAINER__LOOKBACK_DAYS of ticks,
-    exports and parity-checks them and registers them as candidates (never served), then
-    shadow-scores them against the promoted champion on their held-back block: PROMOTED on
-    models.events only when the promotion gate passes (the topology then hot-swaps), else
-    PROMOTION_REFUSED with the numbers. RETRAINED / SHADOW_SCORED records carry the figures;
-    every id derives from the trigger, so a restarted trainer does not retrain the same one.
+    exports and parity-checks them and registers them as candidates (never served), writes
+    their gate table (measured on their folds) into their manifests and records SHADOW_STARTED:
+    the topology's shadow stage then scores them beside the promoted champion on the stream
+    (signals.shadow) and its promotion stage records PROMOTED (every worker hot-swaps) or
+    PROMOTION_REFUSED with the numbers after QT_PROMOTION__MIN_DECISIONS would-be decisions
+    (or QT_PROMOTION__MAX_SHADOW_MS of event time). With QT_PROMOTION__SHADOW=held_back the
+    trainer decides at once instead, on the candidates' held-back block. Every id derives from
+    the trigger, so a restarted trainer does not retrain the same one.
 
     Examples:
 

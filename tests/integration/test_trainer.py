@@ -1,5 +1,7 @@
 """The retraining worker on real Kafka: drift on ``models.events`` -> a candidate trained on the
 recorded ``market.ticks`` -> the shadow gate's decision with its numbers on ``models.events``.
+These tests run the trainer's held-back gate (``QT_PROMOTION__SHADOW=held_back``: it decides at
+once); the stream shadow, the default, is tested in ``test_shadow_stream.py``.
 
 2.5 days of two real futures symbols are replayed into a prefix's ``market.ticks`` (the file
 replay, watermarks and end of stream included); a ``DRIFT_DETECTED`` record at 06:00 of the
@@ -61,7 +63,7 @@ def test_drift_retrains_a_candidate_on_the_recorded_ticks_and_records_the_gate_d
     env = {
         "QT_KAFKA_BOOTSTRAP": kafka_bootstrap, "QT_TOPIC_PREFIX": unique_prefix,
         "QT_PARTITIONS": "2", "QT_RUNS_DIR": str(tmp_path / "runs"),
-        "QT_TRAINER__LOOKBACK_DAYS": "2",
+        "QT_TRAINER__LOOKBACK_DAYS": "2", "QT_PROMOTION__SHADOW": "held_back",
     }  # fmt: skip
     args = ["trainer", "--once", "--models", "xgboost", "--registry", str(registry)]
     get_settings.cache_clear()
@@ -137,7 +139,7 @@ def _open_day_of_sol(bootstrap: str, prefix: str, tmp_path: Path):  # type: igno
     """SOLUSDT 2025-05-12 00:00 .. 05-13 18:00 replayed into ``prefix`` without an end of stream
     (the ticks crossed midnight); a registry copy, the settings and an xgboost retrain plan."""
     from streams.adapters.replay.files import replay_files
-    from streams.config import Settings
+    from streams.config import PromotionRule, Settings
     from streams.trainer.retrain import RetrainPlan
 
     registry = registry_copy(tmp_path / "registry")
@@ -146,7 +148,8 @@ def _open_day_of_sol(bootstrap: str, prefix: str, tmp_path: Path):  # type: igno
         FUTURES, bootstrap=bootstrap, prefix=prefix, symbols=("SOLUSDT",), window=window,
         options=ProducerOptions(bootstrap), partitions=2, show_progress=False,
     )  # fmt: skip
-    settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix)
+    settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix,
+                        promotion=PromotionRule(shadow="held_back"))  # fmt: skip
     plan = RetrainPlan(registry, tmp_path / "trainer", ("xgboost",), lookback_days=1.0, folds=2,
                        seed=7)  # fmt: skip
     return registry, settings, plan
@@ -260,7 +263,7 @@ def test_drift_the_topology_raises_on_the_2021_spot_market_retrains_a_candidate(
 
     from rich.console import Console
 
-    from streams.config import DriftConfig, Settings
+    from streams.config import DriftConfig, PromotionRule, Settings
     from streams.demo import DemoPlan, run_demo
     from streams.trainer.loop import Trainer
     from streams.trainer.retrain import RetrainPlan
@@ -269,7 +272,7 @@ def test_drift_the_topology_raises_on_the_2021_spot_market_retrains_a_candidate(
     registry = registry_copy(tmp_path / "registry")
     settings = Settings(
         kafka_bootstrap=kafka_bootstrap, runs_dir=tmp_path / "runs", partitions=1,
-        registry_dir=registry,
+        registry_dir=registry, promotion=PromotionRule(shadow="held_back"),
         drift=DriftConfig(window_ms=4 * 3_600_000, slot_ms=3_600_000, min_samples=300),
     )  # fmt: skip
     window = TimeWindow(parse_time_bound("2021-04-12T00:00"), parse_time_bound("2021-04-12T12:00"))

@@ -172,3 +172,41 @@ def test_the_history_reads_old_lines_skips_a_torn_one_and_appends_after_it(tmp_p
     assert [e.event_id for e in read_events(tmp_path)] == [first.event_id, later.event_id]
     assert served_history(tmp_path, "xgboost") == ["v2", "v3"]
     assert len(path.read_text(encoding="utf-8").splitlines()) == 3  # old, torn, new
+
+
+def test_a_decision_the_topology_made_on_a_stream_shadow_reaches_the_registry_once(
+    tmp_path,
+) -> None:  # type: ignore[no-untyped-def]
+    """The promotion stage decides a stream shadow on ``models.events``; the trainer reading it
+    keeps it in the registry's history and, for ``PROMOTED``, in the index (a worker started
+    later serves the promoted set). Read twice, nothing is added twice."""
+    from models.promotion import decision_event_id, read_events
+    from models.registry import read_index
+    from streams.config import Settings
+    from streams.contracts.records import ModelEventRecorded
+    from streams.trainer.loop import Trainer
+    from streams.trainer.retrain import RetrainPlan
+    from tests.shared_data import registry_copy
+
+    registry = registry_copy(tmp_path / "registry")
+    champion = read_index(registry)
+    plan = RetrainPlan(registry, tmp_path / "work", ("xgboost",), 2.0, 2, 7)
+    logs: list[str] = []
+    trainer = Trainer("unused:9092", "p.", Settings(), plan, log=logs.append)
+    events = [
+        ModelEventRecorded(
+            event_id=decision_event_id("xgboost", "v1", kind, 9_000),
+            model="xgboost",
+            version="v1",
+            event_time_ms=9_000,
+            kind=kind,
+            detail="promote | ...",
+        )
+        for kind in (ModelEventKind.SHADOW_SCORED, ModelEventKind.PROMOTED)
+    ]
+    for _ in range(2):
+        for event in events:
+            trainer._keep_decision(event)
+    assert [e.event_id for e in read_events(registry)] == [e.event_id for e in events]
+    assert read_index(registry) == {**champion, "xgboost": "v1"}
+    assert len([line for line in logs if "PROMOTED" in line]) == 1
