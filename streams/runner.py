@@ -255,14 +255,23 @@ class Pipeline:
             if isinstance(record, TradeClosed):
                 if risk is not None:
                     self.risk.on_trade_closed(risk, record)
+                    self._mode_change(risk, record.event_time_ms, record.trade_id)
             elif isinstance(record, RewardComputed):
                 self.strategy.on_reward(self._strategy_state(record.symbol), record)
+
+    def _mode_change(self, risk: RiskState, t: int, cause: str) -> None:
+        """Sink the portfolio mode's change ``cause`` made (as the risk handler sends it)."""
+        change = self.risk.mode_change(risk, t, cause)
+        if change is not None:
+            self.sink(change)
 
     def apply_commands(self, risk: RiskState, until_ms: int) -> None:
         """Apply the operator commands stamped ``<= until_ms`` (halt, resume)."""
         while self.commands and self.commands[0].event_time_ms <= until_ms:
             # Not sunk: control.commands is no reported topic (the demo's report has none).
-            self.risk.on_command(risk, self.commands.pop(0))
+            command = self.commands.pop(0)
+            self.risk.on_command(risk, command)
+            self._mode_change(risk, command.event_time_ms, command.command_id)
 
     def apply_universe(self, risk: RiskState, until_ms: int) -> None:
         """Apply the universe changes stamped ``<= until_ms`` (wind-down of leavers)."""
@@ -320,6 +329,7 @@ class Pipeline:
             verdict = self.risk.on_decision(risk, d)
             self._time("risk", started)
             self.sink(verdict)
+            self._mode_change(risk, d.event_time_ms, d.decision_id)
             if not isinstance(verdict, OrderApproved):
                 continue
             started = time.perf_counter_ns()

@@ -21,6 +21,7 @@ class Topic(StrEnum):
     DECISIONS_SIZED = "decisions.sized"
     ORDERS_APPROVED = "orders.approved"
     RISK_REJECTIONS = "risk.rejections"
+    POLICY_MODES = "policy.modes"
     ORDERS_INTENTS = "orders.intents"
     EXECUTION_FILLS = "execution.fills"
     POSITIONS_EVENTS = "positions.events"

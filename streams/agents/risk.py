@@ -13,6 +13,7 @@ in-process runner applies them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,6 +43,8 @@ _RANK = {
     Topic.MARKET_BARS.value: 2,
     Topic.DECISIONS_SIZED.value: 3,
 }
+
+log = logging.getLogger(__name__)
 
 
 def verdict_attributes(verdict: OrderApproved | OrderRejected) -> dict[str, Any]:
@@ -136,16 +139,20 @@ class RiskHandler(MergeHandler):
     def process(self, merge: int, topic: str, partition: int, record: Any, out: Emitter) -> None:
         """Apply feedback, a command, a universe change or a bar; approve or reject a decision."""
         state = self._state(record.event_time_ms)
+        cause = ""
         if isinstance(record, TradeClosed):
             self.stage.on_trade_closed(state, record)
+            cause = record.trade_id
         elif isinstance(record, ControlCommand):
             self.stage.on_command(state, record)
+            cause = record.command_id
         elif isinstance(record, UniverseChanged):
             self.stage.on_universe(state, record)
         elif isinstance(record, BarClosed):
             self.stage.on_bar(state, record)
             return
         elif isinstance(record, DecisionSized):
+            cause = record.decision_id
             verdict = self.stage.on_decision(state, record)
             tracing.annotate(verdict_attributes(verdict))
             metrics().trading_mode(self.stage.last_mode.value)
@@ -158,6 +165,14 @@ class RiskHandler(MergeHandler):
                     Topic.RISK_REJECTIONS, 0, verdict.symbol, verdict,
                     verdict.event_time_ms, f"{self.name}/0",
                 )  # fmt: skip
+        change = self.stage.mode_change(state, record.event_time_ms, cause) if cause else None
+        if change is not None:
+            tracing.annotate({"qt.risk.mode_change": f"{change.previous.value} -> "
+                              f"{change.mode.value}: {'; '.join(change.reasons)}"})  # fmt: skip
+            out.record_to(Topic.POLICY_MODES, 0, change.mode.value, change,
+                          change.event_time_ms, f"{self.name}/0")  # fmt: skip
+            log.warning("trading mode %s -> %s at %d: %s", change.previous.value, change.mode.value,
+                        change.event_time_ms, "; ".join(change.reasons))  # fmt: skip
         p = state.portfolio
         metrics().portfolio(equity_usd=p.equity, open_positions=len(p.positions), halted=p.halted)
 

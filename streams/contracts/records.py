@@ -217,6 +217,22 @@ class DecisionSized(AvroRecord):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TradingModeChanged(AvroRecord):
+    """The portfolio's trading mode changed (drawdown, circuit breaker, operator halt or resume),
+    with every reason for the new mode and the record that caused the change."""
+
+    event_id: str
+    event_time_ms: int
+    mode: TradingMode
+    previous: TradingMode
+    reasons: tuple[str, ...] = ()
+    cause: str
+    equity_usd: float
+    peak_equity_usd: float
+    drawdown: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OrderApproved(AvroRecord):
     """The portfolio risk stage approved a sized decision."""
 
@@ -512,6 +528,7 @@ RECORD_TYPES: Mapping[Topic, type[AvroRecord]] = {
     Topic.DECISIONS_SIZED: DecisionSized,
     Topic.ORDERS_APPROVED: OrderApproved,
     Topic.RISK_REJECTIONS: OrderRejected,
+    Topic.POLICY_MODES: TradingModeChanged,
     Topic.ORDERS_INTENTS: OrderPlanned,
     Topic.EXECUTION_FILLS: FillExecuted,
     Topic.POSITIONS_EVENTS: PositionChanged,

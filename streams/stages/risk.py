@@ -66,6 +66,7 @@ from streams.contracts.records import (
     OrderRejected,
     RiskRule,
     TradeClosed,
+    TradingModeChanged,
     UniverseChanged,
 )
 from streams.ids import DEDUPE_WINDOW_MS, SeenIds
@@ -194,19 +195,30 @@ def check_total_drawdown(
     return _reject(p, RiskRule.MAX_TOTAL_DRAWDOWN, detail, dd, lim.max_total_drawdown)
 
 
-def trading_mode(
-    s: PortfolioState, d: DecisionSized, lim: RiskLimits
-) -> tuple[TradingMode, tuple[str, ...]]:
-    """The policy layer: the mode a decision is weighed in, with every reason for it."""
+def portfolio_mode(s: PortfolioState, lim: RiskLimits) -> tuple[TradingMode, tuple[str, ...]]:
+    """The portfolio's own mode, with its reasons: HALT (operator, circuit breaker), DEFENSIVE
+    (drawdown from the peak) or NORMAL. A change of it is an event (``policy.modes``)."""
     halts = [f"operator halt: {s.halt_reason}"] if s.halted else []
     if s.breaker_tripped:
         halts.append(f"circuit breaker: {s.breaker_reason}")
     if halts:
         return TradingMode.HALT, tuple(halts)
-    reasons = []
     dd = total_drawdown(s)
     if dd >= lim.defensive_drawdown - _EPS:
-        reasons.append(f"drawdown {dd:.2%} from peak >= {lim.defensive_drawdown:.0%}")
+        reason = f"drawdown {dd:.2%} from peak >= {lim.defensive_drawdown:.0%}"
+        return TradingMode.DEFENSIVE, (reason,)
+    return TradingMode.NORMAL, ()
+
+
+def trading_mode(
+    s: PortfolioState, d: DecisionSized, lim: RiskLimits
+) -> tuple[TradingMode, tuple[str, ...]]:
+    """The policy layer: the mode a decision is weighed in, with every reason for it (the
+    portfolio's mode, made DEFENSIVE by the decision's regime or model drift as configured)."""
+    mode, own = portfolio_mode(s, lim)
+    if mode is TradingMode.HALT:
+        return mode, own
+    reasons = list(own)
     if lim.defensive_in_high_volatility and d.regime is Regime.HIGH_VOLATILITY:
         reasons.append("HIGH_VOLATILITY regime")
     if lim.defensive_on_drift and d.model_drift is ModelDrift.SIGNIFICANT:
@@ -357,6 +369,7 @@ class RiskState:
     last_close: dict[str, float] = field(default_factory=dict)
     decided: SeenIds = field(default_factory=SeenIds)  # decision ids already evaluated
     closed: SeenIds = field(default_factory=SeenIds)  # trade ids already booked
+    mode: TradingMode = TradingMode.NORMAL  # the portfolio's mode its last change announced
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for a Faust table."""
@@ -365,6 +378,7 @@ class RiskState:
             "last_close": dict(self.last_close),
             "decided": self.decided.to_dict(),
             "closed": self.closed.to_dict(),
+            "mode": self.mode.value,
         }
 
     @classmethod
@@ -375,6 +389,8 @@ class RiskState:
             last_close={k: float(v) for k, v in data["last_close"].items()},
             decided=SeenIds.from_dict(data["decided"], window_ms),
             closed=SeenIds.from_dict(data["closed"], window_ms),
+            # a state stored before mode changes were events: what its portfolio is in now
+            mode=TradingMode(data.get("mode", TradingMode.NORMAL.value)),
         )
 
 
@@ -440,6 +456,22 @@ class RiskStage:
             trading_mode=mode,
             mode_reasons=reasons,
         )
+
+    def mode_change(self, state: RiskState, t: int, cause: str) -> TradingModeChanged | None:
+        """The portfolio mode's change the record ``cause`` (at ``t``) made, if it made one.
+
+        Called after every decision, closed trade and command: the only records that move
+        equity, the breaker or the kill switch."""
+        p = state.portfolio
+        mode, reasons = portfolio_mode(p, self.limits)
+        if mode is state.mode:
+            return None
+        previous, state.mode = state.mode, mode
+        return TradingModeChanged(
+            event_id=f"mode:{cause}", event_time_ms=t, mode=mode, previous=previous,
+            reasons=reasons, cause=cause, equity_usd=p.equity, peak_equity_usd=p.peak(),
+            drawdown=total_drawdown(p),
+        )  # fmt: skip
 
     def on_trade_closed(self, state: RiskState, t: TradeClosed) -> bool:
         """Release the position and book its net PnL once; False for a repeated trade."""

@@ -25,10 +25,12 @@ from streams.agents.durable import (
 from streams.agents.features import FeaturesHandler
 from streams.config import Settings
 from streams.contracts.codec import topic_codec
+from streams.contracts.records import TradeClosed, TradingModeChanged
 from streams.demo import SAMPLE_DATA
 from streams.ordering import SOURCE_HEADER, WATERMARK_HEADER, Redeliveries
 from streams.report import ReportBuilder, trades_sha256
 from streams.topics import Topic
+from streams.vocabulary import TradingMode
 from tests.unit.memory_log import run_topology
 
 #: The golden test's day for two symbols (2,880 bars, 14 trades in the runner).
@@ -59,16 +61,22 @@ def halt_window() -> list:  # type: ignore[type-arg]
     ]
 
 
-def runner_hash(commands: list, model_events: list | None = None) -> str:  # type: ignore[type-arg]
+def runner_records(commands: list, model_events: list | None = None) -> list:  # type: ignore[type-arg]
+    """Every record the in-process runner sends for the window."""
     from models.scorer import EnsembleScorer
     from streams.runner import run
 
     s = settings()
-    builder = ReportBuilder(s.risk.starting_equity_usd)
-    run(SAMPLE_DATA, EnsembleScorer.from_registry(s.registry_dir), builder, s,
+    records: list = []  # type: ignore[type-arg]
+    run(SAMPLE_DATA, EnsembleScorer.from_registry(s.registry_dir), records.append, s,
         symbols=SYMBOLS, window=WINDOW, commands=commands,
         model_events=model_events or ())  # fmt: skip
-    return trades_sha256(builder.trades)
+    return records
+
+
+def runner_hash(commands: list, model_events: list | None = None) -> str:  # type: ignore[type-arg]
+    return trades_sha256([r for r in runner_records(commands, model_events)
+                          if isinstance(r, TradeClosed)])  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +98,19 @@ def test_a_halt_scheduled_ahead_holds_through_crashes_and_changes_trades_as_the_
     runner_trades: str,
 ) -> None:
     commands = halt_window()
-    expected = runner_hash(commands)
+    records = runner_records(commands)
+    expected = trades_sha256([r for r in records if isinstance(r, TradeClosed)])
     assert expected != runner_trades, "the HALT must change the trades for this test to bite"
     log, crashes = run_topology(settings(), SAMPLE_DATA, WINDOW, symbols=SYMBOLS,
                                 crash_chance=1 / 8, commands=commands)  # fmt: skip
     assert crashes > 0
     assert trades_sha256(list(log.records(Topic.TRADES_CLOSED))) == expected
+    # the mode changes are events, the same in both: HALT at the command, NORMAL at the RESUME
+    modes = [r for r in records if isinstance(r, TradingModeChanged)]
+    assert [(m.mode, m.cause) for m in modes] == [
+        (TradingMode.HALT, commands[0].command_id), (TradingMode.NORMAL, commands[1].command_id)
+    ]  # fmt: skip
+    assert list(log.records(Topic.POLICY_MODES)) == modes
 
 
 def test_a_rollback_scheduled_ahead_swaps_every_partition_at_its_event_time_through_crashes(

@@ -33,6 +33,7 @@ from streams.contracts.records import (
     TickKind,
     TickReceived,
     TradeClosed,
+    TradingModeChanged,
     UniverseChanged,
 )
 
@@ -98,6 +99,9 @@ TABLES: Final[Mapping[str, TableSpec]] = {
         _spec("universe_changes", "event_id event_time",
               f"event_id symbol {_TIME} change verdict rank quote_volume range_ratio "
               "listed_days universe_size server_time_ms reason"),
+        _spec("mode_changes", "event_id event_time",
+              f"event_id {_TIME} mode previous reasons cause equity_usd peak_equity_usd "
+              "drawdown"),
         _spec("dead_letters", "dead_letter_id",
               "dead_letter_id reason error_type stage detail raw symbol event_time_ms "
               "source_topic source_partition source_offset source_file source_line raw_key"),
@@ -301,6 +305,15 @@ def universe_rows(u: UniverseChanged) -> list[Row]:
     ]  # fmt: skip
 
 
+def mode_change_rows(m: TradingModeChanged) -> list[Row]:
+    """``policy.modes`` -> ``mode_changes``."""
+    return [
+        _row("mode_changes", event_id=m.event_id, **_timed(m.event_time_ms), mode=str(m.mode),
+             previous=str(m.previous), reasons=_jsonb(list(m.reasons)), cause=m.cause,
+             equity_usd=m.equity_usd, peak_equity_usd=m.peak_equity_usd, drawdown=m.drawdown)
+    ]  # fmt: skip
+
+
 def dead_letter_rows(d: DeadLettered) -> list[Row]:
     """``deadletter`` -> ``dead_letters`` (raw bytes kept)."""
     return [
@@ -325,6 +338,7 @@ _ROW_BUILDERS: Final[Mapping[type[AvroRecord], Callable[[Any], list[Row]]]] = {
     ModelEventRecorded: model_event_rows,
     ControlCommand: command_rows,
     UniverseChanged: universe_rows,
+    TradingModeChanged: mode_change_rows,
     DeadLettered: dead_letter_rows,
 }
 

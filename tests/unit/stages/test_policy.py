@@ -123,3 +123,44 @@ def test_the_breaker_state_round_trips_through_the_table_form() -> None:
     for key in ("peak_equity", "breaker_tripped", "breaker_reason"):
         del old[key]  # a state written before the policy layer
     assert PortfolioState.from_dict(old).peak() == 6_000.0
+
+
+def test_each_mode_change_is_an_event_with_its_reasons_and_its_cause() -> None:
+    """Losses every three days: NORMAL -> DEFENSIVE (drawdown) -> HALT (the breaker), then the
+    operator's RESUME -> NORMAL; one event per change, none while the mode holds, each naming
+    the record that changed it. The mode survives the state's table form."""
+    from streams.stages.risk import RiskState
+
+    stage = RiskStage(LIMITS)
+    state = stage.new_state(MON)
+    changes, trades = [], set()
+    for k in range(12):
+        t = MON + 3 * k * DAY + k * 60_000
+        d = dataclasses.replace(decision("BTCUSDT", t), decision_id=f"BTCUSDT:{t}:decision")
+        out = stage.on_decision(state, d)
+        changes.append(stage.mode_change(state, t, d.decision_id))
+        if isinstance(out, OrderApproved):
+            trade = trade_closed(d.decision_id, -0.05 * state.portfolio.equity, t + 60_000)
+            stage.on_trade_closed(state, trade)
+            trades.add(trade.trade_id)
+            changes.append(stage.mode_change(state, t + 60_000, trade.trade_id))
+        state = RiskState.from_dict(state.to_dict())  # the mode is part of the stored state
+    resume = _command(CommandKind.RESUME, MON + 40 * DAY)
+    stage.on_command(state, resume)
+    changes.append(stage.mode_change(state, resume.event_time_ms, resume.command_id))
+    events = [c for c in changes if c is not None]
+    assert [(e.previous, e.mode) for e in events] == [
+        (TradingMode.NORMAL, TradingMode.DEFENSIVE),
+        (TradingMode.DEFENSIVE, TradingMode.HALT),
+        (TradingMode.HALT, TradingMode.NORMAL),
+    ]
+    defensive, halt, normal = events
+    assert defensive.reasons[0].startswith("drawdown ") and defensive.drawdown >= 0.1
+    assert halt.reasons[0].startswith("circuit breaker: ") and halt.drawdown >= 0.3
+    assert defensive.cause in trades and halt.cause in trades  # losses move the mode
+    assert halt.event_id == f"mode:{halt.cause}" and halt.peak_equity_usd == 10_000.0
+    assert normal.cause == resume.command_id and normal.reasons == ()
+    assert normal.peak_equity_usd == normal.equity_usd  # RESUME restarts the peak
+    old = state.to_dict()
+    del old["mode"]  # a state stored before mode changes were events
+    assert RiskState.from_dict(old).mode is TradingMode.NORMAL
