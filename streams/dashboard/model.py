@@ -52,6 +52,7 @@ from streams.contracts.records import (
     SignalSupervised,
     TickReceived,
     TradeClosed,
+    TradingModeChanged,
     UniverseChanged,
 )
 from streams.stages.portfolio import DAY_MS, day_index, drawdown, iso_week_index
@@ -79,6 +80,7 @@ RECENT_TRADES = 200
 RECENT_COMMANDS = 50
 RECENT_MODEL_EVENTS = 200
 RECENT_UNIVERSE_CHANGES = 200
+RECENT_MODE_CHANGES = 100
 SNAPSHOT_VERSION = 1
 #: Stages whose stored documents the pages read; of the others only sizes and flush times.
 DOCUMENT_STAGES = frozenset({"strategy", "risk"})
@@ -222,6 +224,8 @@ class ReadModel:
         self.universe_changes: deque[UniverseChanged] = deque(maxlen=RECENT_UNIVERSE_CHANGES)
         self.universe_latest: dict[str, UniverseChanged] = {}
         self._universe_ids: set[str] = set()
+        #: The portfolio's trading mode changes (``policy.modes``), one each.
+        self.mode_changes: dict[str, TradingModeChanged] = {}
         self.votes: dict[str, Counter[str]] = {}
         self.balance: dict[str, Counter[str]] = {}
         self.bias: dict[str, dict[str, Any]] = {}
@@ -407,6 +411,12 @@ class ReadModel:
                                                                 latest.event_id):  # fmt: skip
             self.universe_latest[u.symbol] = u
 
+    def _on_mode_change(self, m: TradingModeChanged) -> None:
+        self.mode_changes[m.event_id] = m  # a restarted worker's copy replaces, never adds
+        if len(self.mode_changes) > RECENT_MODE_CHANGES:
+            oldest = min(self.mode_changes.values(), key=lambda c: (c.event_time_ms, c.event_id))
+            del self.mode_changes[oldest.event_id]
+
     def _on_dead_letter(self, d: DeadLettered) -> None:
         self.counts[f"dead:{d.reason}"] += 1
 
@@ -579,6 +589,7 @@ class ReadModel:
             },
             "commands": [_command_json(c) for c in reversed(self.commands)],
             "universe": self.universe(),
+            "mode_changes": self.mode_change_rows(),
             "counts": self.record_counts(),
         }
 
@@ -590,6 +601,17 @@ class ReadModel:
             return None
         return {"mode": a.trading_mode.value, "reasons": list(a.mode_reasons),
                 "event_time_ms": a.event_time_ms, "symbol": a.symbol}  # fmt: skip
+
+    def mode_change_rows(self) -> list[dict[str, Any]]:
+        """The portfolio's trading mode changes, newest first."""
+        changes = sorted(self.mode_changes.values(), key=lambda c: (c.event_time_ms, c.event_id),
+                         reverse=True)  # fmt: skip
+        return [
+            {"event_time_ms": c.event_time_ms, "mode": c.mode.value, "previous": c.previous.value,
+             "reasons": list(c.reasons), "cause": c.cause, "equity_usd": c.equity_usd,
+             "drawdown": c.drawdown}
+            for c in changes
+        ]  # fmt: skip
 
     def universe(self) -> dict[str, Any]:
         """The live universe: its members, the symbols winding down, the changes newest first
@@ -805,6 +827,7 @@ _HANDLERS: Mapping[type, Any] = {
     ModelEventRecorded: ReadModel._on_model_event,
     DeadLettered: ReadModel._on_dead_letter,
     UniverseChanged: ReadModel._on_universe,
+    TradingModeChanged: ReadModel._on_mode_change,
 }
 
 

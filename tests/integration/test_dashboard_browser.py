@@ -382,6 +382,13 @@ def test_a_replay_in_progress_updates_in_place_and_halts(
         thread.join(900)
         assert "result" in outcome, f"the demo failed: {outcome.get('error')}"
         assert (tmp_path / "live" / "dashboard.json").is_file()
+        # The commands carry the operator's wall-clock time, after every 2025 tick: the risk
+        # stage applied them at the end of stream, each a mode change on policy.modes.
+        page.click("nav a[data-view=overview]")
+        page.wait_for_selector("#mode-changes tbody tr[data-mode=NORMAL]", timeout=60_000)
+        halted = page.inner_text("#mode-changes tbody tr[data-mode=HALT]")
+        assert "operator halt: browser test halt" in halted
+        assert rows(page, "mode-changes") == 2
     finally:
         checked.set()
         thread.join(900)

@@ -248,3 +248,26 @@ def test_the_snapshot_is_json() -> None:
 
     snapshot = ReadModel(10_000.0).snapshot()
     assert json.loads(json.dumps(snapshot))["overview"]["equity_usd"] == 10_000.0
+
+
+def test_mode_changes_are_listed_newest_first_once_each() -> None:
+    from streams.contracts.records import TradingModeChanged
+    from streams.vocabulary import TradingMode
+
+    def change(t: int, mode: TradingMode, previous: TradingMode) -> TradingModeChanged:
+        return TradingModeChanged(
+            event_id=f"mode:c{t}", event_time_ms=t, mode=mode, previous=previous,
+            reasons=() if mode is TradingMode.NORMAL else (f"{mode.value} test",), cause=f"c{t}",
+            equity_usd=9_000.0, peak_equity_usd=10_000.0, drawdown=0.1,
+        )  # fmt: skip
+
+    model = ReadModel(10_000.0)
+    assert model.overview()["mode_changes"] == []
+    halt = change(2_000, TradingMode.HALT, TradingMode.NORMAL)
+    for m in (halt, change(5_000, TradingMode.NORMAL, TradingMode.HALT), halt):  # halt twice
+        model.apply(m)
+    rows = model.overview()["mode_changes"]
+    assert [(r["event_time_ms"], r["previous"], r["mode"]) for r in rows] == [
+        (5_000, "HALT", "NORMAL"), (2_000, "NORMAL", "HALT")
+    ]  # fmt: skip
+    assert rows[1]["reasons"] == ["HALT test"] and rows[1]["cause"] == "c2000"

@@ -172,6 +172,12 @@ function renderOverview() {
     el("td", {}, time(t.event_time_ms)), el("td", {}, t.symbol), el("td", {}, t.side),
     el("td", {}, num(t.entry_price, 6)), el("td", {}, num(t.exit_price, 6)), el("td", {}, signed(t.net_pnl)),
     el("td", {}, t.exit_reason), el("td", {}, t.strategy), el("td", {}, traceLink(t.decision_id)))));
+  const mc = o.mode_changes || [];
+  $("ov-mode-changes").textContent = mc.length ? "" : "(none: the portfolio stayed NORMAL)";
+  fillBody($("mode-changes"), mc.slice(0, 50).map((c) => el("tr", { "data-mode": c.mode },
+    el("td", {}, time(c.event_time_ms)), el("td", {}, c.previous),
+    el("td", { class: c.mode === "NORMAL" ? "pos" : "neg" }, c.mode), el("td", {}, c.reasons.join("; ") || "-"),
+    el("td", {}, money(c.equity_usd)), el("td", {}, pct(c.drawdown)), el("td", {}, c.cause))));
   const u = o.universe || { members: [], winding_down: [], changes: [] };
   $("ov-universe").textContent = u.changes.length
     ? `(${u.members.length} members${u.winding_down.length ? `; winding down: ${u.winding_down.join(", ")}` : ""})`
