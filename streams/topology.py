@@ -271,7 +271,7 @@ STAGES: tuple[StageSpec, ...] = (
         ),
         outputs=(Topic.ORDERS_APPROVED, Topic.RISK_REJECTIONS, Topic.POLICY_MODES),
         partitioning=_SINGLE,
-        state="equity, day/week marks, positions, kill switch, symbols winding down",
+        state="equity, day/week marks, positions, kill switch, symbols winding down, the mode",
         doc="portfolio-wide rules on one consistent view",
         handler="streams.agents.risk:build",
     ),
