@@ -60,6 +60,7 @@ from streams.stages import (
 from streams.stages.drift import DriftWatch, drift_monitor
 from streams.stages.features import bar_closed
 from streams.stages.hotswap import Loader
+from streams.stages.risk import command_order
 from streams.stages.supervisor import SupervisorState
 from streams.topics import Topic
 from streams.topology import STAGES, BuildContext, StageSpec, partitions_of
@@ -145,8 +146,8 @@ class Pipeline:
         self.execution_states: dict[str, ExecutionState] = {}
         self.risk_state: RiskState | None = None
         self.feedback: list[tuple[int, int, str, str, AvroRecord]] = []
-        #: Operator commands in the risk merge's order: event time, then id.
-        self.commands = sorted(commands, key=lambda c: (c.event_time_ms, c.command_id))
+        #: Operator commands in the risk merge's order: event time, then as issued.
+        self.commands = sorted(commands, key=lambda c: (c.event_time_ms, command_order(c)))
         #: Live universe changes in the risk merge's order (file replays have none).
         self.universe = sorted(universe, key=lambda u: (u.event_time_ms, u.event_id))
         self.stats = RunStats(model_versions=dict(scorer.versions))

@@ -32,7 +32,7 @@ from streams.observability import tracing
 from streams.observability.metrics import metrics
 from streams.ordering import SortKey
 from streams.stages import RiskStage, RiskState
-from streams.stages.risk import rules_passed
+from streams.stages.risk import command_order, rules_passed
 from streams.topics import Topic
 from streams.topology import BuildContext, Shift, stage_spec
 
@@ -107,7 +107,7 @@ class RiskHandler(MergeHandler):
                 record.event_time_ms + self.lag, 0, f"{record.symbol}\x00{record.trade_id}"
             )
         if isinstance(record, ControlCommand):
-            return SortKey(record.event_time_ms, 1, record.command_id)
+            return SortKey(record.event_time_ms, 1, command_order(record))
         if isinstance(record, UniverseChanged):
             return SortKey(record.event_time_ms, 1, record.event_id)
         if isinstance(record, BarClosed):

@@ -195,6 +195,13 @@ def check_total_drawdown(
     return _reject(p, RiskRule.MAX_TOTAL_DRAWDOWN, detail, dd, lim.max_total_drawdown)
 
 
+def command_order(c: ControlCommand) -> str:
+    """The tie-break of commands at one event time: the order the operator issued them (a HALT
+    and a RESUME sent within one bar, both stamped at the stream's progress, apply in that
+    order), then the id (commands issued in the same millisecond)."""
+    return f"{max(c.issued_at_ms, 0):016d}:{c.command_id}"
+
+
 def portfolio_mode(s: PortfolioState, lim: RiskLimits) -> tuple[TradingMode, tuple[str, ...]]:
     """The portfolio's own mode, with its reasons: HALT (operator, circuit breaker), DEFENSIVE
     (drawdown from the peak) or NORMAL. A change of it is an event (``policy.modes``)."""

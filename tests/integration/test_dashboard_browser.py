@@ -382,8 +382,11 @@ def test_a_replay_in_progress_updates_in_place_and_halts(
         thread.join(900)
         assert "result" in outcome, f"the demo failed: {outcome.get('error')}"
         assert (tmp_path / "live" / "dashboard.json").is_file()
-        # The commands carry the operator's wall-clock time, after every 2025 tick: the risk
-        # stage applied them at the end of stream, each a mode change on policy.modes.
+        # The page stamps both commands at the stream's progress (the last tick, as the demo
+        # holds its end of stream): the risk stage applied them there, in the order they were
+        # issued, each a mode change on policy.modes. Shown from the run folder afterwards,
+        # as `demo --dashboard` does.
+        board.show_run(outcome["result"].run_dir)
         page.click("nav a[data-view=overview]")
         page.wait_for_selector("#mode-changes tbody tr[data-mode=NORMAL]", timeout=60_000)
         halted = page.inner_text("#mode-changes tbody tr[data-mode=HALT]")
