@@ -149,7 +149,6 @@ TOPICS: tuple[TopicSpec, ...] = (
         "symbol",
         _SINGLE,
         "a candidate's would-be decisions beside the champion's, settled",
-        journaled=False,
         reported=False,
     ),
     TopicSpec(Topic.DECISIONS_SIZED, "symbol", _SINGLE, "strategy and size (risk's inbox)"),

@@ -221,7 +221,7 @@ def test_migrations_create_the_declared_tables_once(conn: Any, schema: str) -> N
     rows = conn.execute(
         f"SELECT version, variant FROM {schema}.schema_migrations ORDER BY version"
     ).fetchall()
-    assert rows == [(1, ""), (2, variant), (3, ""), (4, ""), (5, "")]
+    assert rows == [(1, ""), (2, variant), (3, ""), (4, ""), (5, ""), (6, "")]
     for spec in TABLES.values():  # the code's column order and keys are the database's
         cols = conn.execute(
             "SELECT column_name FROM information_schema.columns "
@@ -428,3 +428,51 @@ def test_the_live_universe_changes_are_journaled_once(
     ]  # fmt: skip
     assert stats.records == 3 and stats.inserted["universe_changes"] == 2
     assert again.records == 3 and again.inserted["universe_changes"] == 0  # first write wins
+
+
+# ------------------------------------------------------------------- the promotion gate
+
+
+def test_a_shadows_settled_rows_are_journaled_once(
+    kafka_bootstrap: str, unique_prefix: str, conn: Any, dsn: str, schema: str
+) -> None:
+    """``signals.shadow`` (the promotion gate's evidence) becomes ``shadow_scores``: one row per
+    (shadow, symbol, row time), however often a restarted shadow stage sent it."""
+    import dataclasses
+
+    from confluent_kafka import Producer
+
+    from streams.contracts.codec import topic_codec
+    from streams.contracts.examples import load_example
+    from streams.topics import Topic, topic_name
+    from tests.kafka_topics import create_topics
+
+    codec = topic_codec(Topic.SIGNALS_SHADOW)
+    first = codec.decode_record(codec.encode(load_example(Topic.SIGNALS_SHADOW)))
+    other = dataclasses.replace(first, symbol="ETHUSDT", candidate_pnl=-0.002)
+    later = dataclasses.replace(first, event_time_ms=first.event_time_ms + 60_000)
+    name = topic_name(Topic.SIGNALS_SHADOW, unique_prefix)
+    create_topics(kafka_bootstrap, [name])
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for record in (first, other, later, first):  # the last: a restarted stage's copy
+        producer.produce(name, key=record.symbol.encode(), value=codec.encode(record))
+    assert producer.flush(30) == 0
+    run = Run(unique_prefix, Path("."), {})
+    stats = journal(kafka_bootstrap, run, dsn, schema)
+    rows = conn.execute(
+        f"SELECT shadow_id, symbol, event_time_ms, candidate, champion, candidate_action, "
+        f"champion_action, candidate_pnl, champion_pnl, votes->0->>'model' "
+        f"FROM {schema}.shadow_scores ORDER BY event_time_ms, symbol"
+    ).fetchall()
+    t = first.event_time_ms
+    assert [(r[1], r[2], r[7]) for r in rows] == [
+        ("BTCUSDT", t, first.candidate_pnl), ("ETHUSDT", t, -0.002),
+        ("BTCUSDT", t + 60_000, first.candidate_pnl),
+    ]  # fmt: skip
+    shadow_id, _, _, candidate, champion, cand_action, champ_action, _, champ_pnl, model = rows[0]
+    assert shadow_id == first.shadow_id and candidate == dict(first.candidate)
+    assert champion == dict(first.champion) and model == first.votes[0].model
+    assert (cand_action, champ_action, champ_pnl) == (
+        str(first.candidate_action), str(first.champion_action), first.champion_pnl,
+    )  # fmt: skip
+    assert stats.records == 4 and stats.inserted["shadow_scores"] == 3

@@ -29,6 +29,7 @@ from streams.contracts.records import (
     OrderRejected,
     PositionChanged,
     RewardComputed,
+    ShadowScored,
     SignalSupervised,
     TickKind,
     TickReceived,
@@ -102,6 +103,10 @@ TABLES: Final[Mapping[str, TableSpec]] = {
         _spec("mode_changes", "event_id event_time",
               f"event_id {_TIME} mode previous reasons cause equity_usd peak_equity_usd "
               "drawdown"),
+        _spec("shadow_scores", "shadow_id symbol event_time",
+              f"shadow_id symbol {_TIME} decided_ms candidate champion votes candidate_action "
+              "candidate_confidence champion_action champion_confidence volatility "
+              "forward_return round_trip_cost candidate_pnl champion_pnl"),
         _spec("dead_letters", "dead_letter_id",
               "dead_letter_id reason error_type stage detail raw symbol event_time_ms "
               "source_topic source_partition source_offset source_file source_line raw_key"),
@@ -314,6 +319,20 @@ def mode_change_rows(m: TradingModeChanged) -> list[Row]:
     ]  # fmt: skip
 
 
+def shadow_rows(s: ShadowScored) -> list[Row]:
+    """``signals.shadow`` -> ``shadow_scores``."""
+    return [
+        _row("shadow_scores", shadow_id=s.shadow_id, symbol=s.symbol, **_timed(s.event_time_ms),
+             decided_ms=s.decided_ms, candidate=_jsonb(dict(s.candidate)),
+             champion=_jsonb(dict(s.champion)), votes=_jsonb([v.to_avro() for v in s.votes]),
+             candidate_action=str(s.candidate_action),
+             candidate_confidence=s.candidate_confidence, champion_action=str(s.champion_action),
+             champion_confidence=s.champion_confidence, volatility=s.volatility,
+             forward_return=s.forward_return, round_trip_cost=s.round_trip_cost,
+             candidate_pnl=s.candidate_pnl, champion_pnl=s.champion_pnl)
+    ]  # fmt: skip
+
+
 def dead_letter_rows(d: DeadLettered) -> list[Row]:
     """``deadletter`` -> ``dead_letters`` (raw bytes kept)."""
     return [
@@ -339,6 +358,7 @@ _ROW_BUILDERS: Final[Mapping[type[AvroRecord], Callable[[Any], list[Row]]]] = {
     ControlCommand: command_rows,
     UniverseChanged: universe_rows,
     TradingModeChanged: mode_change_rows,
+    ShadowScored: shadow_rows,
     DeadLettered: dead_letter_rows,
 }
 
