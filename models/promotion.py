@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from models.edge import block_bootstrap_ci, block_ids, net_returns
 from streams.config import PromotionRule, Settings
-from streams.contracts.records import ModelEventRecorded
+from streams.contracts.records import ModelEventRecorded, ShadowScored
 from streams.stages.edge import EdgeGate, lookup
 from streams.vocabulary import CLASSES, Action, ModelEventKind
 
@@ -188,6 +188,13 @@ class ShadowTally:
             if action is not Action.HOLD:
                 self.decisions[i] += 1
                 self.decisions[i + 1] += action is Action.BUY
+
+    def count(self, row: ShadowScored, block_ms: int) -> None:
+        """One settled row of ``signals.shadow`` in its ``block_ms`` block (the champion as the
+        row names it: a swap during the shadow changes it)."""
+        self.champion = dict(row.champion)
+        self.add(row.decided_ms // block_ms, row.candidate_action, row.candidate_pnl,
+                 row.champion_action, row.champion_pnl)  # fmt: skip
 
     @property
     def candidate_decisions(self) -> int:

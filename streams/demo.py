@@ -404,9 +404,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console | None = None)
             latency = scrape_stage_latency(watch.port)
         elapsed = time.perf_counter() - started
         builder = ReportBuilder(settings.risk.starting_equity_usd)
-        board = ReadModel(
-            settings.risk.starting_equity_usd, settings.sizing, settings.selector, settings.risk
-        )
+        board = ReadModel.from_settings(settings)
         try:  # the stages' last stored state, for the run folder's learning and overview views
             read_stored_states(board, broker.bootstrap, settings.app_id, prefix, "at the run's end")
         except (kafka_io.KafkaIOError, TimeoutError, RuntimeError) as exc:

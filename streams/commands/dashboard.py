@@ -57,9 +57,7 @@ def _topic_source(
         prefix = settings.topic_prefix
     if prefix is None:
         prefix = choose_prefix(prefixes_on(broker_topics(bootstrap)), None)
-    model = ReadModel(
-        settings.risk.starting_equity_usd, settings.sizing, settings.selector, settings.risk
-    )
+    model = ReadModel.from_settings(settings)
     feed = TopicFeed(model, bootstrap, prefix, settings.app_id).start()
     return Source(feed=feed, worker_url=worker_url, trace_file=trace)
 
@@ -155,7 +153,7 @@ class DemoDashboard:
         from streams.dashboard.sources import TopicFeed
 
         s = self.settings
-        model = ReadModel(s.risk.starting_equity_usd, s.sizing, s.selector, s.risk)
+        model = ReadModel.from_settings(s)
         feed = TopicFeed(model, live.bootstrap, live.prefix, s.app_id).start()
         worker_url = f"http://127.0.0.1:{live.worker_port}"
         source = Source(feed=feed, worker_url=worker_url, trace_file=live.trace_file)

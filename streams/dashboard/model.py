@@ -34,8 +34,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from models.promotion import PromotionDecision, ShadowTally
 from streams.agents.durable import StateChangelog, StateFormatError, StoredDocument, StoredHead
-from streams.config import RiskLimits, SelectorConfig, SizingConfig
+from streams.config import RiskLimits, SelectorConfig, Settings, SizingConfig
 from streams.contracts.base import AvroRecord
 from streams.contracts.records import (
     ControlCommand,
@@ -48,6 +49,7 @@ from streams.contracts.records import (
     OrderRejected,
     PositionChanged,
     RewardComputed,
+    ShadowScored,
     SignalScored,
     SignalSupervised,
     TickReceived,
@@ -56,6 +58,7 @@ from streams.contracts.records import (
     UniverseChanged,
 )
 from streams.stages.portfolio import DAY_MS, day_index, drawdown, iso_week_index
+from streams.stages.promotion import PromotionStage
 from streams.stages.sizing import bucket
 from streams.stages.strategies import STRATEGIES, MetaSelector
 from streams.vocabulary import (
@@ -63,6 +66,7 @@ from streams.vocabulary import (
     CommandKind,
     Learner,
     LegKind,
+    ModelEventKind,
     PositionEvent,
     SignalOutcome,
     UniverseChangeKind,
@@ -79,11 +83,43 @@ PENDING_LIMIT = 5000
 RECENT_TRADES = 200
 RECENT_COMMANDS = 50
 RECENT_MODEL_EVENTS = 200
+#: Shadows kept (the oldest by their newest row goes first).
+RECENT_SHADOWS = 20
+#: The gate's verdicts on a shadow (``models.events``).
+SHADOW_VERDICTS = frozenset({ModelEventKind.PROMOTED, ModelEventKind.PROMOTION_REFUSED})
 RECENT_UNIVERSE_CHANGES = 200
 RECENT_MODE_CHANGES = 100
 SNAPSHOT_VERSION = 1
 #: Stages whose stored documents the pages read; of the others only sizes and flush times.
 DOCUMENT_STAGES = frozenset({"strategy", "risk"})
+
+
+@dataclass(slots=True)
+class ShadowProgress:
+    """One shadow as the dashboard follows it: the promotion stage's kind of tally over the rows
+    read so far (each once: a restarted shadow stage re-sends some), and the rule's decision on
+    them, kept until another row comes (a bootstrap per page refresh would be wasted)."""
+
+    tally: ShadowTally
+    first_ms: int
+    last_ms: int = 0
+    seen: set[tuple[str, int]] = field(default_factory=set)
+    cached: tuple[int, PromotionDecision] | None = None
+
+    def count(self, s: ShadowScored, block_ms: int) -> bool:
+        """Add a settled row; False for one already counted."""
+        key = (s.symbol, s.event_time_ms)
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        self.tally.count(s, block_ms)
+        return True
+
+    def decision(self, gate: PromotionStage) -> PromotionDecision:
+        """The promotion rule on the rows so far."""
+        if self.cached is None or self.cached[0] != len(self.seen):
+            self.cached = (len(self.seen), self.tally.decide(gate.rule, gate.bias_limit))
+        return self.cached[1]
 
 
 @dataclass(slots=True)
@@ -188,8 +224,11 @@ class ReadModel:
         sizing: SizingConfig | None = None,
         selector: SelectorConfig | None = None,
         limits: RiskLimits | None = None,
+        gate: PromotionStage | None = None,
     ) -> None:
         self.starting_equity = starting_equity
+        #: The promotion rule, bias limit and block length the shadows are weighed with.
+        self.gate = gate or PromotionStage.from_settings(Settings())
         self.sizing = sizing or SizingConfig()
         self.selector = selector or SelectorConfig()
         self.limits = limits or RiskLimits(starting_equity_usd=starting_equity)
@@ -226,11 +265,21 @@ class ReadModel:
         self._universe_ids: set[str] = set()
         #: The portfolio's trading mode changes (``policy.modes``), one each.
         self.mode_changes: dict[str, TradingModeChanged] = {}
+        #: Shadows on ``signals.shadow``: their running tallies, and the gate's verdicts (on
+        #: ``models.events``) by candidate model and version.
+        self.shadows: dict[str, ShadowProgress] = {}
+        self.shadow_verdicts: dict[tuple[str, str], ModelEventRecorded] = {}
         self.votes: dict[str, Counter[str]] = {}
         self.balance: dict[str, Counter[str]] = {}
         self.bias: dict[str, dict[str, Any]] = {}
         self.qtables: dict[str, dict[str, dict[str, QCell]]] = {}
         self.bandits: dict[str, MetaSelector] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReadModel:
+        """The read model of a run with ``settings`` (its equity, learners, limits, gate)."""
+        return cls(settings.risk.starting_equity_usd, settings.sizing, settings.selector,
+                   settings.risk, PromotionStage.from_settings(settings))  # fmt: skip
 
     # ------------------------------------------------------------------------- feeding
 
@@ -400,6 +449,29 @@ class ReadModel:
 
     def _on_model_event(self, e: ModelEventRecorded) -> None:
         self.model_events.append(e)
+        if e.kind in SHADOW_VERDICTS:
+            self.shadow_verdicts[(e.model, e.version)] = e
+
+    def _on_shadow(self, s: ShadowScored) -> None:
+        if self._verdict_of(s.candidate, s.champion) is not None:
+            return  # decided: the promotion stage counts no row after its verdict's
+        shadow = self.shadows.get(s.shadow_id)
+        if shadow is None:
+            if len(self.shadows) >= RECENT_SHADOWS:
+                del self.shadows[min(self.shadows, key=lambda k: self.shadows[k].last_ms)]
+            tally = ShadowTally(dict(s.candidate), dict(s.champion), s.decided_ms)
+            shadow = self.shadows[s.shadow_id] = ShadowProgress(tally, s.event_time_ms)
+        if shadow.count(s, self.gate.block_ms):
+            shadow.last_ms = max(shadow.last_ms, s.event_time_ms)
+
+    def _verdict_of(
+        self, candidate: Mapping[str, str], champion: Mapping[str, str]
+    ) -> ModelEventRecorded | None:
+        """The gate's verdict on a candidate: on a model it swaps in (versions are never reused)."""
+        for model, version in sorted(candidate.items()):
+            if champion.get(model) != version and (model, version) in self.shadow_verdicts:
+                return self.shadow_verdicts[(model, version)]
+        return None
 
     def _on_universe(self, u: UniverseChanged) -> None:
         if u.event_id in self._universe_ids:
@@ -644,7 +716,28 @@ class ReadModel:
             "balance_overall": dict(overall),
             "bias": dict(sorted(self.bias.items())),
             "events": [asdict(e) | {"kind": e.kind.value} for e in reversed(self.model_events)],
+            "shadows": self.shadow_rows(),
         }
+
+    def shadow_rows(self) -> list[dict[str, Any]]:
+        """Each shadow, newest first: its rows, both sets' scores so far and where the gate
+        stands (the promotion rule on the rows read so far; once decided, the verdict)."""
+        out = []
+        for shadow_id, shadow in sorted(self.shadows.items(), key=lambda kv: -kv[1].last_ms):
+            verdict = self._verdict_of(shadow.tally.candidate, shadow.tally.champion)
+            now = shadow.decision(self.gate)
+            out.append({
+                "shadow_id": shadow_id, "candidate": shadow.tally.candidate,
+                "champion": shadow.tally.champion, "started_ms": shadow.tally.started_ms,
+                "first_ms": shadow.first_ms, "last_ms": shadow.last_ms,
+                "rows": now.candidate.rows, "min_decisions": self.gate.rule.min_decisions,
+                "scores": {side: asdict(score) for side, score in
+                           (("candidate", now.candidate), ("champion", now.champion))},
+                "diff_lower": now.diff_lower, "diff_upper": now.diff_upper,
+                "status": "open" if verdict is None else verdict.kind.value,
+                "reasons": list(now.reasons) if verdict is None else [verdict.detail],
+            })  # fmt: skip
+        return out
 
     def learning(self) -> dict[str, Any]:
         """Q-table cells per symbol (state x multiplier) and bandit arms per symbol, with the
@@ -828,6 +921,7 @@ _HANDLERS: Mapping[type, Any] = {
     DeadLettered: ReadModel._on_dead_letter,
     UniverseChanged: ReadModel._on_universe,
     TradingModeChanged: ReadModel._on_mode_change,
+    ShadowScored: ReadModel._on_shadow,
 }
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.edge import GateEvidence
-from models.promotion import ShadowTally, decision_events
+from models.promotion import PromotionDecision, ShadowTally, decision_events
 from streams.config import PromotionRule, Settings
 from streams.contracts.records import ModelEventRecorded, ShadowScored
 
@@ -41,22 +41,26 @@ class PromotionStage:
 
     def on_shadow(self, record: ShadowScored) -> list[ModelEventRecorded]:
         """Count one settled row; the gate's records when this row completes the shadow."""
+        decision = self.count(record)
+        return [] if decision is None else decision_events(decision, record.event_time_ms)
+
+    def count(self, record: ShadowScored) -> PromotionDecision | None:
+        """Count one settled row; the gate's decision when this row completes the shadow (the
+        dashboard tallies with this too, so it shows what the stage decides, where it does)."""
         if record.shadow_id in self.decided:
-            return []
+            return None
         tally = self.tallies.get(record.shadow_id)
         if tally is None:
             tally = self.tallies[record.shadow_id] = ShadowTally(
                 dict(record.candidate), dict(record.champion), record.decided_ms
             )
-        tally.champion = dict(record.champion)
-        tally.add(record.decided_ms // self.block_ms, record.candidate_action,
-                  record.candidate_pnl, record.champion_action, record.champion_pnl)  # fmt: skip
+        tally.count(record, self.block_ms)
         enough = tally.candidate_decisions >= self.rule.min_decisions
         if not enough and record.event_time_ms - tally.started_ms < self.rule.max_shadow_ms:
-            return []
+            return None
         del self.tallies[record.shadow_id]
         self.decided.add(record.shadow_id)
-        return decision_events(tally.decide(self.rule, self.bias_limit), record.event_time_ms)
+        return tally.decide(self.rule, self.bias_limit)
 
     def to_state(self) -> dict[str, Any]:
         """The open tallies and the decided shadows' ids."""

@@ -376,6 +376,31 @@ def test_a_replay_in_progress_updates_in_place_and_halts(
         page.wait_for_selector("#qtable td[data-n]", timeout=400_000)
         assert_heatmap_is_the_stored_state(page, kafka_bootstrap, settings.app_id, prefix)
         shoot(page, "live-learning")
+        # a candidate's settled rows on the run's signals.shadow: the models page weighs them
+        import dataclasses
+
+        from confluent_kafka import Producer
+
+        from streams.contracts.codec import topic_codec
+        from streams.contracts.examples import load_example
+        from streams.topics import Topic, topic_name
+
+        codec = topic_codec(Topic.SIGNALS_SHADOW)
+        row = codec.decode_record(codec.encode(load_example(Topic.SIGNALS_SHADOW)))
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        for i in range(3):
+            shadow_row = dataclasses.replace(row, event_time_ms=row.event_time_ms + i * 60_000)
+            producer.produce(topic_name(Topic.SIGNALS_SHADOW, prefix), key=b"BTCUSDT",
+                             value=codec.encode(shadow_row))  # fmt: skip
+        assert producer.flush(30) == 0
+        page.click("nav a[data-view=models]")
+        shadow = f"#shadows tbody tr[data-shadow='{row.shadow_id}'][data-status=open]"
+        page.wait_for_selector(shadow, timeout=60_000)
+        cells = page.locator(f"{shadow} td").all_inner_texts()
+        assert cells[1] == "xgboost=v3" and cells[2] == "3", cells
+        assert cells[3].startswith("3 of 200"), cells
+        assert "would refuse now: 3 shadow decisions" in cells[7], cells
+        shoot(page, "live-shadow")
         assert page.evaluate("window.__loadedOnce === true"), "the page reloaded"
 
         checked.set()

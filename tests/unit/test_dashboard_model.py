@@ -271,3 +271,60 @@ def test_mode_changes_are_listed_newest_first_once_each() -> None:
         (5_000, "HALT", "NORMAL"), (2_000, "NORMAL", "HALT")
     ]  # fmt: skip
     assert rows[1]["reasons"] == ["HALT test"] and rows[1]["cause"] == "c2000"
+
+
+def test_a_shadow_shows_the_gates_standing_then_its_verdict() -> None:
+    """signals.shadow rows (one re-sent, as a restarted shadow stage may): the page's tally is
+    the promotion stage's over the same rows, with the rule's reasons so far; once the verdict
+    is on models.events the shadow shows it, and later rows change nothing."""
+    import dataclasses
+
+    from streams.config import PromotionRule, Settings
+    from streams.contracts.codec import topic_codec
+    from streams.contracts.examples import load_example
+    from streams.contracts.records import ModelEventRecorded
+    from streams.stages.promotion import PromotionStage
+    from streams.topics import Topic
+    from streams.vocabulary import Action, ModelEventKind
+
+    codec = topic_codec(Topic.SIGNALS_SHADOW)
+    example = codec.decode_record(codec.encode(load_example(Topic.SIGNALS_SHADOW)))
+    rng = random.Random(7)
+    rows = [
+        dataclasses.replace(
+            example, symbol=symbol, event_time_ms=example.event_time_ms + i * 60_000,
+            decided_ms=example.decided_ms + i * 60_000,
+            candidate_action=rng.choice([Action.BUY, Action.SELL, Action.HOLD]),
+            candidate_pnl=rng.gauss(0.0, 0.002), champion_pnl=rng.gauss(0.0, 0.001),
+        )
+        for i in range(300) for symbol in ("BTCUSDT", "ETHUSDT")
+    ]  # fmt: skip
+    settings = Settings(promotion=PromotionRule(min_decisions=10_000))  # never decides here
+    model = ReadModel.from_settings(settings)
+    model.apply_all([*rows, rows[5]])
+    stage = PromotionStage.from_settings(settings)
+    for row in rows:
+        stage.on_shadow(row)
+    expected = stage.tallies[example.shadow_id].decide(stage.rule, stage.bias_limit)
+
+    (shown,) = model.models()["shadows"]
+    assert shown["rows"] == len(rows) == expected.candidate.rows
+    assert shown["scores"]["candidate"] == dataclasses.asdict(expected.candidate)
+    assert shown["scores"]["champion"] == dataclasses.asdict(expected.champion)
+    assert (shown["diff_lower"], shown["diff_upper"]) == (expected.diff_lower,
+                                                         expected.diff_upper)  # fmt: skip
+    assert shown["status"] == "open" and shown["reasons"] == list(expected.reasons)
+    assert shown["reasons"][0].endswith("shadow decisions < 10000")
+
+    (model_name, version), = [(m, v) for m, v in example.candidate.items()
+                              if example.champion.get(m) != v]  # fmt: skip
+    refused = ModelEventRecorded(
+        event_id="refused", model=model_name, version=version,
+        kind=ModelEventKind.PROMOTION_REFUSED, event_time_ms=rows[-1].event_time_ms,
+        detail="refused: too few decisions",
+    )  # fmt: skip
+    later = dataclasses.replace(rows[-1], event_time_ms=rows[-1].event_time_ms + 60_000)
+    model.apply_all([refused, later])
+    (shown,) = model.models()["shadows"]
+    assert shown["status"] == "PROMOTION_REFUSED" and shown["rows"] == len(rows)
+    assert shown["reasons"] == ["refused: too few decisions"]

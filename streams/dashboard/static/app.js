@@ -297,6 +297,19 @@ function renderModels() {
       el("td", {}, bias ? `${pct(bias.overall_buy_share)} / ${pct(bias.overall_sell_share)} of ${bias.overall_window}` : "-"));
   };
   fillBody($("balance"), [...Object.keys(bal).map((s) => row(s, bal[s], (m.bias || {})[s])), row("all", m.balance_overall || {}, null)]);
+  const shadows = m.shadows || [];
+  const p3 = (x) => (x === null || x === undefined ? "-" : (100 * x).toFixed(3) + "%");  // a row's mean is a few bp
+  const ci = (x, lo, hi) => `${p3(x)} [${p3(lo)}, ${p3(hi)}]`;
+  fillBody($("shadows"), shadows.length ? shadows.map((sh) => {
+    const c = sh.scores.candidate, h = sh.scores.champion;
+    const swapped = Object.entries(sh.candidate).filter(([n, v]) => sh.champion[n] !== v).map(([n, v]) => `${n}=${v}`).join(", ");
+    return el("tr", { "data-shadow": sh.shadow_id, "data-status": sh.status },
+      el("td", {}, `${time(sh.first_ms)} .. ${time(sh.last_ms)}`), el("td", {}, swapped || "-"),
+      el("td", {}, sh.rows), el("td", {}, `${c.decisions} of ${sh.min_decisions} (BUY ${pct(c.buy_share)})`),
+      el("td", {}, ci(c.mean_pnl, c.lower, c.upper)), el("td", {}, ci(h.mean_pnl, h.lower, h.upper)),
+      el("td", {}, `[${p3(sh.diff_lower)}, ${p3(sh.diff_upper)}]`),
+      el("td", {}, sh.status === "open" ? `open: ${sh.reasons.length ? "would refuse now: " + sh.reasons.join("; ") : "would promote now"}` : `${sh.status}: ${sh.reasons.join("; ")}`));
+  }) : [el("tr", {}, el("td", { colspan: 8 }, "no shadow on signals.shadow (the trainer starts one for each retrain's candidates)"))]);
   const events = m.events || [];
   fillBody($("model-events"), events.length ? events.map((e) => el("tr", {}, el("td", {}, time(e.event_time_ms)),
     el("td", {}, e.model), el("td", {}, e.version), el("td", {}, e.kind), el("td", {}, e.detail)))
