@@ -13,6 +13,7 @@ ticks, with its reason, and change no trade.
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -265,3 +266,36 @@ def test_a_topic_replay_of_recorded_ticks_drives_the_topology(
     assert_same_decisions(tmp_path / "runner", topics, "--bootstrap", kafka_bootstrap)
     assert replayed.report["trades_sha256"] == runner["trades_sha256"]
     assert replayed.report["source_topic"] == source.topic
+
+
+def test_a_clean_stop_stores_what_every_stage_handled_last(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A HALT stamped at the last tick (as the dashboard stamps one) is applied at the end of
+    stream, after which the demo stops its worker (SIGTERM) as soon as the topology drained.
+    With the timer's flushes an hour apart, only the stop can have stored that: the risk
+    stage's stored portfolio is halted and its stored progress is the end of stream (before, the
+    last second of every stage's state was lost at a clean stop, and handled again at the next
+    start)."""
+    from streams.commands.control import send_command
+    from streams.dashboard.model import ReadModel
+    from streams.dashboard.sources import read_stored_states
+    from streams.ordering import END_OF_STREAM
+
+    settings = settings_for(kafka_bootstrap, tmp_path).model_copy(
+        update={"state_flush_ms": 3_600_000}
+    )
+    short = TimeWindow(WINDOW.start_ms, parse_time_bound("2025-05-21T02:00"))
+    last_tick = short.end_ms - 60_000  # type: ignore[operator]
+    prefix = f"stop-flush-{uuid.uuid4().hex[:8]}."
+
+    def halt(bootstrap: str, run_prefix: str) -> None:
+        send_command("HALT", "stored at the stop", last_tick, None, bootstrap, run_prefix)
+
+    run_demo(settings, DemoPlan(window=short, timeout_s=600, prefix=prefix, before_end=halt))
+    model = ReadModel.from_settings(settings)
+    read_stored_states(model, kafka_bootstrap, settings.app_id, prefix, "after the stop")
+    risk = model.risk_state()
+    assert risk is not None and risk["halted"], risk
+    assert risk["halt_reason"] == "stored at the stop"
+    assert risk["progress_ms"] == END_OF_STREAM
