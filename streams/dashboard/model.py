@@ -103,22 +103,25 @@ class ShadowProgress:
     tally: ShadowTally
     first_ms: int
     last_ms: int = 0
+    rows: int = 0
+    #: (symbol, row time) of the rows counted, while the shadow is open (dropped at its verdict).
     seen: set[tuple[str, int]] = field(default_factory=set)
     cached: tuple[int, PromotionDecision] | None = None
 
-    def count(self, s: ShadowScored, block_ms: int) -> bool:
-        """Add a settled row; False for one already counted."""
+    def count(self, s: ShadowScored, block_ms: int) -> None:
+        """Add a settled row, unless it was counted already."""
         key = (s.symbol, s.event_time_ms)
         if key in self.seen:
-            return False
+            return
         self.seen.add(key)
         self.tally.count(s, block_ms)
-        return True
+        self.rows += 1
+        self.last_ms = max(self.last_ms, s.event_time_ms)
 
     def decision(self, gate: PromotionStage) -> PromotionDecision:
         """The promotion rule on the rows so far."""
-        if self.cached is None or self.cached[0] != len(self.seen):
-            self.cached = (len(self.seen), self.tally.decide(gate.rule, gate.bias_limit))
+        if self.cached is None or self.cached[0] != self.rows:
+            self.cached = (self.rows, self.tally.decide(gate.rule, gate.bias_limit))
         return self.cached[1]
 
 
@@ -451,6 +454,9 @@ class ReadModel:
         self.model_events.append(e)
         if e.kind in SHADOW_VERDICTS:
             self.shadow_verdicts[(e.model, e.version)] = e
+            for shadow in self.shadows.values():  # decided: no row counts any more
+                if self._verdict_of(shadow.tally.candidate, shadow.tally.champion) is not None:
+                    shadow.seen.clear()
 
     def _on_shadow(self, s: ShadowScored) -> None:
         if self._verdict_of(s.candidate, s.champion) is not None:
@@ -461,8 +467,7 @@ class ReadModel:
                 del self.shadows[min(self.shadows, key=lambda k: self.shadows[k].last_ms)]
             tally = ShadowTally(dict(s.candidate), dict(s.champion), s.decided_ms)
             shadow = self.shadows[s.shadow_id] = ShadowProgress(tally, s.event_time_ms)
-        if shadow.count(s, self.gate.block_ms):
-            shadow.last_ms = max(shadow.last_ms, s.event_time_ms)
+        shadow.count(s, self.gate.block_ms)
 
     def _verdict_of(
         self, candidate: Mapping[str, str], champion: Mapping[str, str]
