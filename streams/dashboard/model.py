@@ -57,6 +57,7 @@ from streams.contracts.records import (
     TradingModeChanged,
     UniverseChanged,
 )
+from streams.ordering import END_OF_STREAM
 from streams.stages.portfolio import DAY_MS, day_index, drawdown, iso_week_index
 from streams.stages.promotion import PromotionStage
 from streams.stages.sizing import bucket
@@ -860,9 +861,11 @@ class ReadModel:
 
 
 def time_text(ms: int) -> str:
-    """Epoch milliseconds as UTC ``YYYY-MM-DD HH:MM:SS``."""
+    """Epoch milliseconds as UTC ``YYYY-MM-DD HH:MM:SS`` ("end of stream" for the replay's end)."""
     import datetime as dt
 
+    if ms >= END_OF_STREAM:  # a finished replay's progress: no calendar time
+        return "end of stream"
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 

@@ -417,6 +417,8 @@ def test_a_replay_in_progress_updates_in_place_and_halts(
         halted = page.inner_text("#mode-changes tbody tr[data-mode=HALT]")
         assert "operator halt: browser test halt" in halted
         assert rows(page, "mode-changes") == 2
+        # the risk stage's state stored at the end: its progress is the end of the stream
+        assert "at event time end of stream" in page.inner_text("#ov-source")
     finally:
         checked.set()
         thread.join(900)

@@ -27,6 +27,7 @@ from streams.contracts.records import (
 )
 from streams.dashboard import model as board
 from streams.dashboard.model import ReadModel, select_rows
+from streams.ordering import END_OF_STREAM
 from streams.report import ReportBuilder
 from streams.vocabulary import CommandKind, Learner
 
@@ -186,6 +187,27 @@ def test_the_kill_switch_is_the_latest_command_by_event_time() -> None:
     ks = model.overview()["kill_switch"]
     assert not ks["halted"] and ks["command"]["event_time_ms"] == 3_000
     assert [c["command"] for c in model.overview()["commands"]] == ["RESUME", "RESUME", "HALT"]
+
+
+def test_a_finished_replays_progress_reads_end_of_stream() -> None:
+    # A finished replay's risk stage has sent END_OF_STREAM as its progress: no calendar time
+    # (the page threw "Invalid time value" on it, the API's text raised).
+    model = ReadModel(10_000.0)
+    model.apply(_command(CommandKind.HALT, 2_000, 10))
+    risk = {
+        "portfolio": True,
+        "halted": False,
+        "daily_drawdown": 0.0,
+        "weekly_drawdown": 0.0,
+        "max_daily_drawdown": 0.05,
+        "max_weekly_drawdown": 0.1,
+        "progress_ms": END_OF_STREAM,
+    }
+    mode = model.trading_mode(risk)
+    assert mode["pending"] and mode["mode"] == "HALTED"
+    sent = "HALT sent on control.commands for event time 1970-01-01 00:00:02"
+    assert mode["detail"].startswith(sent)
+    assert "it is at end of stream" in mode["detail"]
 
 
 def test_the_live_universe_is_the_latest_change_per_symbol_once_each() -> None:

@@ -27,7 +27,14 @@ const $ = (id) => document.getElementById(id);
 const money = (x) => (x === null || x === undefined ? "-" : Number(x).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 }));
 const pct = (x) => (x === null || x === undefined ? "-" : (100 * x).toFixed(2) + "%");
 const num = (x, d = 4) => (x === null || x === undefined ? "-" : Number(x).toPrecision(d));
-const time = (ms) => (ms === null || ms === undefined ? "-" : new Date(ms).toISOString().replace("T", " ").slice(0, 19));
+// streams.ordering.END_OF_STREAM: the progress of a finished replay, past any calendar time
+const END_OF_STREAM = 2 ** 62;
+const time = (ms) => {
+  if (ms === null || ms === undefined) return "-";
+  if (ms >= END_OF_STREAM) return "end of stream";
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? String(ms) : d.toISOString().replace("T", " ").slice(0, 19);
+};
 const signed = (x) => el("span", { class: x > 0 ? "pos" : x < 0 ? "neg" : "" }, money(x));
 function fillBody(table, rows) {
   const body = table.tBodies[0] || table.createTBody();
