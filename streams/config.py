@@ -367,8 +367,10 @@ class LiveConfig(_Frozen):
     warmup_minutes: int = Field(
         180,
         ge=0,
-        description="history fetched over REST for a symbol with nothing in "
-        "market.ticks (feature windows warm before it trades)",
+        le=1440,  # streams.contracts.ticks.MAX_HISTORY_BARS: what one tick may carry
+        description="history fetched over REST for a symbol with nothing in market.ticks, "
+        "or carried on the first kline of one that joins a running stream (feature windows "
+        "warm before it trades)",
     )
 
     universe: UniverseConfig = UniverseConfig()

@@ -549,12 +549,16 @@ def live_ingest_panels() -> list[Panel]:
             width=12,
         ),
         Panel(
-            "Live klines missing on the exchange, REST requests and rate limits",
+            "Live klines missing on the exchange, joiners' warm-up, REST requests and rate limits",
             "timeseries",
             (
                 Query(
                     f"sum by (symbol) (increase(qt_live_missing_klines_total[{RATE}]))",
                     "{{symbol}} missing",
+                ),
+                Query(
+                    f"sum by (symbol) (increase(qt_live_warmup_klines_total[{RATE}]))",
+                    "{{symbol}} warm-up history",
                 ),
                 Query(
                     f"sum by (market) (rate(qt_live_rest_requests_total[{RATE}]))",
@@ -565,7 +569,8 @@ def live_ingest_panels() -> list[Panel]:
                     "{{market}} 429/418",
                 ),
             ),
-            "Minutes REST confirmed absent (counted, never filled), REST load and rate limits.",
+            "Minutes REST confirmed absent (counted, never filled), history fetched for a "
+            "joiner's first kline (its warm-up), REST load and rate limits.",
             width=12,
         ),
         Panel(

@@ -89,6 +89,19 @@ class OrderLeg(AvroRecord):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryBar(AvroRecord):
+    """One closed 1-minute kline of a symbol's history, fetched over REST when it joins a
+    running stream (the warm-up a :class:`TickReceived` carries)."""
+
+    open_time_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TickReceived(AvroRecord):
     """A market tick arrived: one closed 1-minute kline or one trade.
 
@@ -107,6 +120,7 @@ class TickReceived(AvroRecord):
     source: str
     trade_id: int | None = None
     is_buyer_maker: bool | None = None
+    history: tuple[HistoryBar, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

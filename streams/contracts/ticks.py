@@ -43,6 +43,8 @@ MAX_EVENT_TIME_MS: Final = 4_102_444_800_000
 #: told from one by event time alone.
 DEFAULT_MAX_EVENT_SKEW_MS: Final = 7 * 24 * 3_600_000
 KLINE_INTERVAL_MS: Final = 60_000
+#: The most history bars one tick may carry (a day: ~70 KB of Avro; a warm-up needs 128).
+MAX_HISTORY_BARS: Final = 1_440
 #: Exchange symbols: upper-case letters and digits, ``_``/``-`` for delivery contracts.
 _SYMBOL: Final = re.compile(r"[A-Z0-9][A-Z0-9_-]{0,31}")
 
@@ -66,6 +68,7 @@ class TickReason(StrEnum):
     # Trades may share a millisecond; a repeated or decreasing trade id is the duplicate.
     DUPLICATE_TRADE_ID = "duplicate_trade_id"
     EVENT_TIME_SKEW = "event_time_skew"
+    BAD_HISTORY = "bad_history"  # a kline's warm-up history that is no run of closed klines
 
 
 Problem = tuple[TickReason, str]
@@ -136,7 +139,34 @@ def tick_problem(tick: TickReceived, key: bytes | None) -> Problem | None:
         or event_time_problem(tick.event_time_ms)
         or _kind_problem(tick)
         or bar_problem(tick.open, tick.high, tick.low, tick.close, tick.volume)
+        or history_problem(tick)
     )
+
+
+def history_problem(tick: TickReceived) -> Problem | None:
+    """Why a tick's ``history`` is not a warm-up: only a kline carries one, at most
+    :data:`MAX_HISTORY_BARS` bars, aligned, strictly increasing, all before the tick, each a
+    valid bar. One bad bar refuses the record: a producer that sent it is broken."""
+    bars = tick.history
+    if not bars:
+        return None
+    if tick.kind is not TickKind.KLINE_1M:
+        return TickReason.BAD_HISTORY, f"a {tick.kind} carries {len(bars)} history bars"
+    if len(bars) > MAX_HISTORY_BARS:
+        return TickReason.BAD_HISTORY, f"{len(bars)} history bars, more than {MAX_HISTORY_BARS}"
+    previous = None
+    for i, b in enumerate(bars):
+        t = b.open_time_ms
+        where = f"history bar {i} at {t}"
+        if t % KLINE_INTERVAL_MS or (previous is not None and t <= previous):
+            return TickReason.BAD_HISTORY, f"{where}: not aligned or not after the bar before"
+        if t >= tick.event_time_ms or event_time_problem(t) is not None:
+            return TickReason.BAD_HISTORY, f"{where}: not before the tick at {tick.event_time_ms}"
+        problem = bar_problem(b.open, b.high, b.low, b.close, b.volume)
+        if problem is not None:
+            return TickReason.BAD_HISTORY, f"{where}: {problem[0].value}: {problem[1]}"
+        previous = t
+    return None
 
 
 def _key_problem(symbol: str, key: bytes | None) -> Problem | None:

@@ -51,6 +51,8 @@ INGEST_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("qt_live_backfilled_total", "counter", ("market",),
                "klines that came over REST, not the stream"),
     MetricSpec("qt_live_duplicates_total", "counter", ("market",), "klines dropped as seen"),
+    MetricSpec("qt_live_warmup_klines_total", "counter", ("symbol",),
+               "history klines fetched for a joiner's warm-up (sent with its first kline)"),
     MetricSpec("qt_live_missing_klines_total", "counter", ("symbol",),
                "minutes the exchange has no kline for (counted, never invented)"),
     MetricSpec("qt_live_rest_requests_total", "counter", ("market",), "REST requests made"),
@@ -140,6 +142,8 @@ class IngestCollector:
             f[name].add_metric([market], value)
         for symbol, n in sorted(s.sequencer.missing.items()):
             f["qt_live_missing_klines_total"].add_metric([symbol], n)
+        for symbol, n in sorted(s.sequencer.history.items()):
+            f["qt_live_warmup_klines_total"].add_metric([symbol], n)
         tracker = ingest.universe
         if tracker is not None:
             f["qt_live_universe_refreshes_total"].add_metric([market], s.universe_refreshes)

@@ -10,7 +10,9 @@ matrices from a batch of records.
 
 Event time: a row carries its bar's *open* time; it depends on bars at or before it only. A bar
 at or before the symbol's last one is ignored (redelivery is idempotent), a gap longer than
-``max_gap_bars`` restarts the warm-up.
+``max_gap_bars`` restarts the warm-up. A kline's ``history`` (the live ingest's warm-up of a
+symbol that joins a running stream) is folded in before the kline itself: the window is warm
+when the symbol's first kline arrives, as if its history had been streamed.
 """
 
 from __future__ import annotations
@@ -100,6 +102,12 @@ class FeaturesStage:
         st = state if state is not None else self.new_state()
         bar = Bar(tick.event_time_ms, tick.open, tick.high, tick.low, tick.close, tick.volume)
         try:
+            # A joiner's warm-up: its history warms the window (bars it has are left out, a gap
+            # restarts it as any gap does), and only the tick's own bar can make a row.
+            last = st.last_time_ms if st.last_time_ms is not None else -1
+            for h in tick.history:
+                if h.open_time_ms > last:
+                    st.update(Bar(h.open_time_ms, h.open, h.high, h.low, h.close, h.volume))
             row = st.update(bar)
         except FeatureError as exc:
             raise StageError(self.stage, f"{tick.symbol}:{tick.event_time_ms}", str(exc)) from exc

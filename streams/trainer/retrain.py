@@ -37,6 +37,7 @@ from models.parity import ExportError, ParityError
 from models.registry import RegistryError
 from models.scorer import ScorerError
 from streams.contracts.records import ModelEventRecorded, TickReceived
+from streams.contracts.ticks import history_problem
 from streams.trainer.triggers import RETRAINED_MARK, Trigger, recent_window
 from streams.vocabulary import ModelEventKind, TickKind
 
@@ -61,10 +62,14 @@ class KlineBuffer:
     bars: dict[str, dict[int, Bar]] = field(default_factory=dict)
 
     def add(self, tick: TickReceived) -> None:
-        """Keep a kline (trade ticks are not training data)."""
+        """Keep a kline and the warm-up history it carries (trade ticks are not training data;
+        a history the tick rule refuses is left out, as the features stage refuses it)."""
         if tick.kind != TickKind.KLINE_1M:
             return
         by_time = self.bars.setdefault(tick.symbol, {})
+        if history_problem(tick) is None:
+            for h in tick.history:
+                by_time.setdefault(h.open_time_ms, (h.open, h.high, h.low, h.close, h.volume))
         by_time.setdefault(
             tick.event_time_ms, (tick.open, tick.high, tick.low, tick.close, tick.volume)
         )

@@ -119,17 +119,18 @@ def test_release_registers_new_version_with_fresh_id(tmp_schemas: Path) -> None:
     assert runner.invoke(app, ["check", "--schemas-dir", str(tmp_schemas)]).exit_code == 1
     before = json.loads(registry_bytes(tmp_schemas))
     fresh = before["next_id"]
+    version = len(before["subjects"]["market.ticks-value"]) + 1
     released = runner.invoke(app, ["release", "--schemas-dir", str(tmp_schemas)])
     assert released.exit_code == 0, released.output
-    assert f"released market.ticks-value v2 as schema id {fresh}" in released.output
+    assert f"released market.ticks-value v{version} as schema id {fresh}" in released.output
     assert runner.invoke(app, ["check", "--schemas-dir", str(tmp_schemas)]).exit_code == 0
     doc = json.loads(registry_bytes(tmp_schemas))
     ids = [e["id"] for entries in doc["subjects"].values() for e in entries]
     assert len(ids) == len(set(ids)) and fresh in ids and doc["next_id"] == fresh + 1
-    v1, v2 = doc["subjects"]["market.ticks-value"]
-    assert v1["canonical_fingerprint"] == v2["canonical_fingerprint"]  # same wire format
-    assert v1["fingerprint"] != v2["fingerprint"]
-    assert (tmp_schemas / v2["schema"]).exists()
+    old, new = doc["subjects"]["market.ticks-value"][-2:]
+    assert old["canonical_fingerprint"] == new["canonical_fingerprint"]  # same wire format
+    assert old["fingerprint"] != new["fingerprint"]
+    assert (tmp_schemas / new["schema"]).exists()
 
 
 def test_type_promotion_and_defaulted_field_are_compatible(tmp_schemas: Path) -> None:

@@ -23,6 +23,7 @@ from streams.adapters.live.run import rest_client, select_universe_now, universe
 from streams.adapters.live.sink import kafka_live_sink
 from streams.contracts.codec import topic_codec
 from streams.contracts.records import TickReceived, UniverseChanged
+from streams.stages import FeaturesStage
 from streams.topics import Topic
 from streams.vocabulary import UniverseChangeKind, UniverseVerdict
 from tests.fakes.binance import FakeBinance
@@ -83,7 +84,7 @@ def minutes_of(ticks: list[TickReceived], symbol: str) -> list[int]:
 async def test_symbols_join_and_leave_with_events_on_the_topic_and_no_stream_dropped(
     kafka_bootstrap: str, unique_prefix: str
 ) -> None:
-    data = recorded(SYMBOLS, T0, m(100))
+    data = recorded(SYMBOLS, m(-180), m(100))  # REST has 3 hours of history before T0
     sink = Ordered(kafka_live_sink(kafka_bootstrap, unique_prefix, partitions=PARTITIONS))
     server = FakeBinance(data, m(30), 600.0)  # 1 simulated minute per 100 ms
     await server.start()
@@ -174,8 +175,36 @@ async def test_symbols_join_and_leave_with_events_on_the_topic_and_no_stream_dro
     assert {m(n) for n in range(20, 54)} | {m(n) for n in range(60, 80)} <= set(out)
     assert not {m(n) for n in range(56, 59)} & set(out)  # unsubscribed after its wind-down
     came = minutes_of(ticks, joiner)
-    assert came == sorted(set(came)) and min(came) >= m(39)  # starts with the others: cold
+    assert came == sorted(set(came)) and min(came) >= m(39)  # starts with the others
     assert {m(n) for n in range(40, 74)} <= set(came) and max(came) < m(77)
+    # ... but warm: its first kline carries the recorded history before it (the warm-up's
+    # 180 minutes), and so does the leaver's return
+    warm = cfg.warmup_minutes * MINUTE
+    carried = [(t.symbol, t.event_time_ms, [h.open_time_ms for h in t.history])
+               for t in ticks if t.history]  # fmt: skip
+
+    def before(symbol: str, first: int) -> list[int]:
+        return [t for t in sorted(data[symbol]) if first - warm <= t < first]
+
+    back = min(t for t in out if t >= m(60))
+    assert carried == sorted(
+        [(joiner, min(came), before(joiner, min(came))), (leaver, back, before(leaver, back))],
+        key=lambda c: (c[1], c[0]),
+    )
+    assert [len(h) for _s, _t, h in carried] == [cfg.warmup_minutes] * 2  # none missing
+    assert summary.sequencer.history == {s: len(h) for s, _t, h in carried}
+    for t in ticks:  # the history is the recorded klines, value for value
+        for h in t.history:
+            assert [h.open, h.high, h.low, h.close, h.volume] == [
+                float(x) for x in data[t.symbol][h.open_time_ms][:5]
+            ]
+    # the features stage, on the topic as written: the joiner has a row from its first kline
+    # (more than the 128 bars of warm-up in its history), not two hours later
+    stage, state = FeaturesStage(), None
+    for t in ticks:
+        if t.symbol == joiner:
+            state, row = stage.on_tick(state, t)
+            assert row is not None, t.event_time_ms
     # no kline is invented: every tick is the recorded one
     for t in ticks:
         assert (t.open, t.close) == (float(data[t.symbol][t.event_time_ms][0]),

@@ -76,6 +76,7 @@ AGREED: dict[str, frozenset[str]] = {
     "qt_live_backfilled_total": frozenset({"market"}),
     "qt_live_duplicates_total": frozenset({"market"}),
     "qt_live_missing_klines_total": frozenset({"symbol"}),
+    "qt_live_warmup_klines_total": frozenset({"symbol"}),
     "qt_live_rest_requests_total": frozenset({"market"}),
     "qt_live_rest_rate_limited_total": frozenset({"market"}),
     "qt_live_dead_letters_total": frozenset({"market"}),

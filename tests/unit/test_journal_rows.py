@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from streams.adapters.journal import JournalSchemaError
 from streams.adapters.journal.rows import TABLES, event_time, rows_for, undecodable_row
 from streams.adapters.journal.rows import _row as row_of
-from streams.contracts.records import DeadLettered, TickKind, TickReceived
+from streams.contracts.records import DeadLettered, HistoryBar, TickKind, TickReceived
 
 DAY_START = 1746403200000  # 2025-05-05T00:00Z
 
@@ -29,6 +31,22 @@ def test_a_kline_is_one_ticks_row_in_column_order() -> None:
     assert (row["open"], row["high"], row["low"], row["close"], row["volume"]) == (
         2.0, 3.0, 1.0, 2.5, 7.0,
     )  # fmt: skip
+
+
+def test_a_joiners_kline_journals_its_warm_up_history_first() -> None:
+    history = tuple(
+        HistoryBar(open_time_ms=DAY_START - n * 60_000, open=2.0, high=3.0, low=1.0, close=2.0,
+                   volume=float(n))
+        for n in (2, 1)
+    )  # fmt: skip
+    rows = rows_for(dataclasses.replace(tick(TickKind.KLINE_1M), history=history))
+    got = [dict(zip(TABLES[t].columns, v, strict=True)) for t, v in rows]
+    assert [t for t, _ in rows] == ["ticks"] * 3
+    assert [(r["event_time_ms"], r["volume"], r["source"]) for r in got] == [
+        (DAY_START - 120_000, 2.0, "replay-file:x (history)"),
+        (DAY_START - 60_000, 1.0, "replay-file:x (history)"),
+        (DAY_START, 7.0, "replay-file:x"),
+    ]
 
 
 def test_trades_are_sampled_by_trade_id() -> None:

@@ -243,6 +243,64 @@ def test_a_symbol_joins_a_running_sequencer_at_the_next_minute_owed_and_can_leav
     assert seq.symbols == ["BBB"]
 
 
+def test_a_joiner_owes_its_warm_up_history_and_its_first_kline_carries_it() -> None:
+    seq = sequencer(warmup_ms=3 * M)
+    assert seq.history_requests() == []  # the start's symbols have their own history
+    for m in (0, 1):
+        seq.add(kline("AAA", m))
+        seq.add(kline("BBB", m))
+    assert len(seq.release()) == 4
+    seq.add_symbol("CCC")
+    owed = BackfillRequest("CCC", T0 - M, T0 + 2 * M)  # the 3 minutes before its first
+    assert seq.history_requests() == [owed]
+    for symbol in ("AAA", "BBB", "CCC"):
+        seq.add(kline(symbol, 2))
+    assert seq.release() == []  # nothing passes a kline that has not got its history yet
+    # REST answers: a minute the exchange has not (1) is left out, nothing else is invented;
+    # a kline outside the range or of another symbol is not history
+    answer = [kline("CCC", 0), kline("CCC", -1), kline("CCC", 2), kline("AAA", 0)]
+    assert seq.add_history(owed, answer) == 2
+    assert seq.history_requests() == [] and seq.counts.history == {"CCC": 2}
+    assert [k.symbol for k in seq.release()] == ["AAA", "BBB", "CCC"]
+    assert [k.open_time_ms for k in seq.take_history("CCC")] == [T0 - M, T0]
+    assert seq.take_history("CCC") == ()  # once: its later klines carry none
+
+
+def test_a_warm_up_answer_for_a_symbol_that_left_meanwhile_is_dropped() -> None:
+    seq = sequencer(warmup_ms=2 * M)
+    seq.add(kline("AAA", 0))
+    seq.add(kline("BBB", 0))
+    seq.release()
+    seq.add_symbol("CCC")
+    (first,) = seq.history_requests()
+    seq.remove_symbol("CCC")
+    assert seq.history_requests() == [] and seq.add_history(first, [kline("CCC", 0)]) == 0
+    seq.add(kline("AAA", 1))
+    seq.add(kline("BBB", 1))
+    assert len(seq.release()) == 2
+    seq.add_symbol("CCC")  # joins again, later: a new warm-up is owed
+    (again,) = seq.history_requests()
+    assert again == BackfillRequest("CCC", T0, T0 + 2 * M)
+    assert seq.add_history(first, [kline("CCC", 0)]) == 0  # the old answer is not this one
+    assert seq.history_requests() == [again]
+    seq.add_history(again, [kline("CCC", 0), kline("CCC", 1)])
+    for symbol in ("AAA", "BBB", "CCC"):
+        seq.add(kline(symbol, 2))
+    assert [k.symbol for k in seq.release()] == ["AAA", "BBB", "CCC"]
+    assert [k.open_time_ms for k in seq.take_history("CCC")] == [T0, T0 + M]
+
+
+def test_a_symbol_new_to_a_topic_with_ticks_owes_a_warm_up_a_cold_start_does_not() -> None:
+    seq = KlineSequencer(["AAA", "NEW"], starts={"AAA": T0 + 5 * M}, warmup_ms=4 * M)
+    assert seq.history_requests() == [BackfillRequest("NEW", T0 + M, T0 + 5 * M)]
+    cold = KlineSequencer(["AAA"], warmup_ms=4 * M)  # its warm-up is real ticks, from the clock
+    cold.observe_clock(T0 + 10 * M)
+    assert cold.history_requests() == [] and cold.settled_until("AAA") == T0 + 6 * M
+    cold.add_symbol("BBB")  # joins a sequencer that has started: owes one
+    assert cold.history_requests() == [BackfillRequest("BBB", T0 + 2 * M, T0 + 6 * M)]
+    assert KlineSequencer(["AAA", "NEW"], starts={"AAA": T0}).history_requests() == []  # off
+
+
 def test_release_is_held_before_a_universe_refresh_not_written_yet() -> None:
     seq = sequencer()
     for m in (0, 1, 2):

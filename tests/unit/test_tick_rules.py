@@ -13,9 +13,10 @@ from streams.adapters.market_rows import RowCursor as Cursor
 from streams.adapters.market_rows import validate_line
 from streams.contracts.codec import topic_codec
 from streams.contracts.deadletters import DETAIL_LIMIT, KEY_LIMIT, RAW_LIMIT, bounded_payload
-from streams.contracts.records import DeadLettered, TickKind, TickReceived
+from streams.contracts.records import DeadLettered, HistoryBar, TickKind, TickReceived
 from streams.contracts.ticks import (
     DEFAULT_MAX_EVENT_SKEW_MS,
+    MAX_HISTORY_BARS,
     TickHistory,
     TickReason,
     TickRejected,
@@ -71,6 +72,37 @@ def test_real_looking_ticks_pass() -> None:
     assert tick_problem(flat, b"NANOUSDT") is None
     delivery = kline("BTCUSD_250627", T0, 100.0, 101.0, 99.0, 100.5)
     assert tick_problem(delivery, b"BTCUSD_250627") is None
+
+
+def bar(minutes_before: int, **changes: float) -> HistoryBar:
+    fields = {"open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 3.0}
+    fields.update(changes)
+    return HistoryBar(open_time_ms=T0 - minutes_before * 60_000, **fields)
+
+
+def test_a_warm_up_history_passes_and_every_broken_one_says_why() -> None:
+    good = dataclasses.replace(GOOD, history=(bar(3), bar(2), bar(1)))
+    assert tick_problem(good, BTC) is None
+    assert tick_problem(dataclasses.replace(GOOD, history=(bar(9), bar(2))), BTC) is None  # gaps
+    broken = {
+        "trade": dataclasses.replace(trade("BTCUSDT", T0 + 17, 42), history=(bar(1),)),
+        "too long": dataclasses.replace(
+            GOOD, history=tuple(bar(n) for n in range(MAX_HISTORY_BARS + 1, 0, -1))
+        ),
+        "unordered": dataclasses.replace(GOOD, history=(bar(1), bar(2))),
+        "repeated": dataclasses.replace(GOOD, history=(bar(2), bar(2))),
+        "the tick itself": dataclasses.replace(GOOD, history=(bar(1), bar(0))),
+        "misaligned": dataclasses.replace(
+            GOOD, history=(dataclasses.replace(bar(1), open_time_ms=T0 - 59_999),)
+        ),
+        "bad bar": dataclasses.replace(GOOD, history=(bar(2), bar(1, low=102.0))),
+        "nan": dataclasses.replace(GOOD, history=(bar(1, close=float("nan")),)),
+    }
+    for name, tick in broken.items():
+        problem = tick_problem(tick, BTC)
+        assert problem is not None and problem[0] is TickReason.BAD_HISTORY, name
+    detail = tick_problem(broken["bad bar"], BTC)
+    assert detail is not None and "history bar 1" in detail[1] and "high_below_low" in detail[1]
 
 
 def test_file_rows_and_ticks_share_the_rule(tmp_path: Path) -> None:

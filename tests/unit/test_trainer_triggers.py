@@ -175,3 +175,20 @@ def test_the_buffer_writes_the_window_in_the_kline_format_the_datasets_read(tmp_
     assert k.close.tolist() == [2000.0 + i / 3 for i in range(2, 8)]  # the ticks' exact floats
     start, end = recent_window(T0 + DAY, 1.0, 60_000)
     assert (start, end) == (T0 - 60_000, T0 + DAY)
+
+
+def test_the_buffer_keeps_a_joiners_warm_up_history_unless_the_tick_rule_refuses_it() -> None:
+    import dataclasses
+
+    from streams.contracts.records import HistoryBar
+
+    def bar(minute: int, low: float = 1.0) -> HistoryBar:
+        return HistoryBar(open_time_ms=T0 + minute * 60_000, open=2.0, high=3.0, low=low,
+                          close=2.0, volume=1.0)  # fmt: skip
+
+    buffer = KlineBuffer()
+    buffer.add(dataclasses.replace(tick("ETHUSDT", T0 + 3 * 60_000), history=(bar(1), bar(2))))
+    assert sorted(buffer.bars["ETHUSDT"]) == [T0 + m * 60_000 for m in (1, 2, 3)]
+    broken = dataclasses.replace(tick("SOLUSDT", T0 + 3 * 60_000), history=(bar(2), bar(1)))
+    buffer.add(broken)  # out of order: no history, the kline itself kept
+    assert sorted(buffer.bars["SOLUSDT"]) == [T0 + 3 * 60_000]

@@ -23,6 +23,7 @@ from streams.contracts.records import (
     DeadLettered,
     DecisionSized,
     FillExecuted,
+    HistoryBar,
     ModelEventRecorded,
     OrderApproved,
     OrderPlanned,
@@ -155,12 +156,17 @@ def undecodable_row(
 
 
 def tick_rows(t: TickReceived, trade_sample_every: int) -> list[Row]:
-    """A kline as it is; a trade tick only if its id falls in the deterministic sample."""
+    """A kline as it is, after each bar of its warm-up history (a joiner's, source
+    ``<source> (history)``; a bar the journal has already is kept as it was); a trade tick
+    only if its id falls in the deterministic sample."""
     if t.kind == TickKind.KLINE_1M:
+        history = f"{t.source} (history)"
+        bars = [(h, history) for h in t.history] + [(t, t.source)]
         return [
-            _row("ticks", symbol=t.symbol, **_timed(t.event_time_ms), open=t.open, high=t.high,
-                 low=t.low, close=t.close, volume=t.volume, interval_ms=t.interval_ms,
-                 source=t.source)
+            _row("ticks", symbol=t.symbol, **_timed(_open_time(b)), open=b.open, high=b.high,
+                 low=b.low, close=b.close, volume=b.volume, interval_ms=t.interval_ms,
+                 source=source)
+            for b, source in bars
         ]  # fmt: skip
     keep = trade_sample_every > 0 and t.trade_id is not None
     if not keep or (t.trade_id or 0) % trade_sample_every != 0:
@@ -169,6 +175,10 @@ def tick_rows(t: TickReceived, trade_sample_every: int) -> list[Row]:
         _row("trade_ticks", symbol=t.symbol, trade_id=t.trade_id, **_timed(t.event_time_ms),
              price=t.close, qty=t.volume, is_buyer_maker=t.is_buyer_maker, source=t.source)
     ]  # fmt: skip
+
+
+def _open_time(bar: TickReceived | HistoryBar) -> int:
+    return bar.open_time_ms if isinstance(bar, HistoryBar) else bar.event_time_ms
 
 
 def signal_rows(s: SignalSupervised) -> list[Row]:

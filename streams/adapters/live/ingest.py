@@ -285,9 +285,14 @@ class LiveIngest:
         for request in self.sequencer.gaps():
             if request.symbol not in self._inflight:
                 self._inflight[request.symbol] = asyncio.create_task(self._backfill(request))
+        for request in self.sequencer.history_requests():
+            key = f"history:{request.symbol}"
+            if key not in self._inflight:
+                self._inflight[key] = asyncio.create_task(self._warm_up(request, key))
 
     def _send(self, kline: Kline) -> None:
-        self.sink.send_tick(to_tick(kline, self._stream_of[kline.symbol]))
+        history = self.sequencer.take_history(kline.symbol)
+        self.sink.send_tick(to_tick(kline, self._stream_of[kline.symbol], history))
         s = self.summary
         s.ticks += 1
         s.ticks_by_symbol[kline.symbol] = s.ticks_by_symbol.get(kline.symbol, 0) + 1
@@ -308,6 +313,22 @@ class LiveIngest:
             self._inflight.pop(request.symbol, None)
             if self._wake is not None:
                 self._wake.set()
+
+    async def _warm_up(self, request: BackfillRequest, key: str) -> None:
+        """A joiner's history, for its first kline to carry (``TickReceived.history``)."""
+        try:
+            klines = await self.rest.fetch(request)
+        except RestError as exc:  # no history is no reason to stop: the symbol warms up cold
+            log.warning("no warm-up history for %s (%s): its features warm up from its klines",
+                        request.symbol, exc)  # fmt: skip
+            klines = []
+        finally:
+            self._inflight.pop(key, None)
+            if self._wake is not None:
+                self._wake.set()
+        held = self.sequencer.add_history(request, klines)
+        log.info("warm-up of %s: %d klines of [%s, %s)", request.symbol, held, request.start_ms,
+                 request.end_ms)  # fmt: skip
 
     # -------------------------------------------------------------------------- universe
 

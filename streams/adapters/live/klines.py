@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from streams.contracts.records import TickKind, TickReceived
+from streams.contracts.records import HistoryBar, TickKind, TickReceived
 from streams.contracts.ticks import (
     KLINE_INTERVAL_MS,
     TickReason,
@@ -143,10 +144,13 @@ def parse_rest_row(symbol: str, row: Any) -> Kline:
     return checked_kline(kline)
 
 
-def to_tick(kline: Kline, stream: str) -> TickReceived:
-    """The contract tick of a closed kline (the same record the file replay makes of its row)."""
+def to_tick(kline: Kline, stream: str, history: Sequence[Kline] = ()) -> TickReceived:
+    """The contract tick of a closed kline (the same record the file replay makes of its row),
+    with the warm-up ``history`` of a symbol that joined a running stream."""
     return TickReceived(
         symbol=kline.symbol, event_time_ms=kline.open_time_ms, kind=TickKind.KLINE_1M,
         open=kline.open, high=kline.high, low=kline.low, close=kline.close, volume=kline.volume,
         interval_ms=KLINE_INTERVAL_MS, source=SOURCE_PREFIX + stream,
+        history=tuple(HistoryBar(open_time_ms=h.open_time_ms, open=h.open, high=h.high,
+                                 low=h.low, close=h.close, volume=h.volume) for h in history),
     )  # fmt: skip

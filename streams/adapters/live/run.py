@@ -236,6 +236,7 @@ def live_report(summary: LiveSummary) -> dict[str, Any]:
         "ticks": summary.ticks, "backfilled": summary.backfilled,
         "duplicates_dropped": summary.sequencer.duplicates,
         "missing_on_exchange": dict(summary.sequencer.missing),
+        "warm_up_klines": dict(summary.sequencer.history),
         "dead_letters": summary.dead_letters, "reconnects": summary.reconnects,
         "rest_requests": summary.rest.requests, "rest_rate_limited": summary.rest.rate_limited,
         "universe_refreshes": summary.universe_refreshes,

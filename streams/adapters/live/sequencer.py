@@ -20,6 +20,14 @@ A symbol without a start (nothing in ``market.ticks``, no ``since``) starts at t
 current minute minus ``warmup_ms`` once the first message shows the clock: the start is then
 backfilled like any gap. The universe can change while it runs (:meth:`add_symbol`,
 :meth:`remove_symbol`): a joining symbol starts with the others, at the next minute they owe.
+
+A symbol that joins a stream already under way (a universe joiner, or a symbol new to a topic
+that has ticks) cannot have ticks behind its partition's newest, so its ``warmup_ms`` of
+history is *owed* instead (:meth:`history_requests`): once REST answered (:meth:`add_history`)
+the history rides on the symbol's first released kline (:meth:`take_history`,
+``TickReceived.history``) and the features stage folds it in before that kline. Until then
+the frontier stays at the symbol's first minute: nothing is released past a kline that has not
+got its history yet.
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ class SequencerCounts:
     duplicates: int = 0
     released: int = 0
     missing: dict[str, int] = field(default_factory=dict)
+    #: history klines fetched for joiners' warm-ups, per symbol (summed over its joins)
+    history: dict[str, int] = field(default_factory=dict)
 
     @property
     def missing_total(self) -> int:
@@ -88,6 +98,12 @@ class KlineSequencer:
         self._next: dict[str, int | None] = {s: known.get(s, joined_at) for s in self.symbols}
         self._pending: dict[str, dict[int, Kline]] = {s: {} for s in self.symbols}
         self._missing: dict[str, set[int]] = {s: set() for s in self.symbols}
+        self._history_owed: dict[str, BackfillRequest] = {}
+        self._history: dict[str, tuple[Kline, ...]] = {}
+        if joined_at is not None:
+            for symbol in self.symbols:
+                if symbol not in known:
+                    self._owe_history(symbol, joined_at)
         self.counts = SequencerCounts()
 
     # ------------------------------------------------------------------------- universe
@@ -101,7 +117,9 @@ class KlineSequencer:
         self._next[symbol] = max(started) if started else None
         self._pending[symbol] = {}
         self._missing[symbol] = set()
-        if self._next[symbol] is None and self.clock_ms is not None:
+        if started:
+            self._owe_history(symbol, max(started))
+        elif self.clock_ms is not None:
             self.observe_clock(self.clock_ms)
 
     def remove_symbol(self, symbol: str) -> None:
@@ -110,6 +128,38 @@ class KlineSequencer:
             return  # the last symbol stays: an empty universe has no frontier
         self.symbols.remove(symbol)
         del self._next[symbol], self._pending[symbol], self._missing[symbol]
+        self._history_owed.pop(symbol, None)
+        self._history.pop(symbol, None)
+
+    # --------------------------------------------------------------------------- warm-up
+
+    def _owe_history(self, symbol: str, first_ms: int) -> None:
+        if self.warmup_ms > 0:
+            self._history_owed[symbol] = BackfillRequest(
+                symbol, first_ms - self.warmup_ms, first_ms
+            )
+
+    def history_requests(self) -> list[BackfillRequest]:
+        """The warm-up histories owed and not answered yet (one per joiner)."""
+        return list(self._history_owed.values())
+
+    def add_history(self, request: BackfillRequest, klines: Iterable[Kline]) -> int:
+        """REST answered a warm-up ``request``: its closed klines, oldest first, are the history
+        of the symbol's first released kline (a minute the exchange has not is left out).
+        Returns how many klines it holds (0 for a request no longer owed)."""
+        if self._history_owed.get(request.symbol) != request:
+            return 0  # the symbol left (and maybe joined again) while it was under way
+        del self._history_owed[request.symbol]
+        bars = {k.open_time_ms: k for k in klines if k.symbol == request.symbol and k.closed
+                and request.start_ms <= k.open_time_ms < request.end_ms}  # fmt: skip
+        self._history[request.symbol] = tuple(bars[t] for t in sorted(bars))
+        counts = self.counts.history
+        counts[request.symbol] = counts.get(request.symbol, 0) + len(bars)
+        return len(bars)
+
+    def take_history(self, symbol: str) -> tuple[Kline, ...]:
+        """The warm-up to send with ``symbol``'s kline being released (once; else empty)."""
+        return self._history.pop(symbol, ())
 
     # ----------------------------------------------------------------------------- input
 
@@ -168,7 +218,10 @@ class KlineSequencer:
     def frontier(self, before_ms: int | None = None) -> int | None:
         """Every symbol is complete below this open time (None until every symbol started),
         capped at ``before_ms`` (a universe refresh at that time has not been written yet)."""
-        settled = [self.settled_until(s) for s in self.symbols]
+        settled = [
+            self._next[s] if s in self._history_owed else self.settled_until(s)
+            for s in self.symbols
+        ]
         if any(t is None for t in settled):
             return None
         low = min(t for t in settled if t is not None)

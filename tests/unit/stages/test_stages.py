@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from streams.config import ExitPolicy, PaperConfig, RiskLimits, SupervisorPolicy
@@ -9,16 +11,19 @@ from streams.contracts.records import (
     Action,
     ExitReason,
     FillExecuted,
+    HistoryBar,
     LegKind,
     OrderApproved,
     OrderRejected,
     RiskRule,
+    TickReceived,
     TradeClosed,
     VetoRule,
 )
 from streams.stages import (
     ExecutionStage,
     ExitPlannerStage,
+    FeaturesStage,
     RiskStage,
     StrategyStage,
     SupervisorStage,
@@ -214,3 +219,57 @@ def test_testnet_execution_maps_the_exchanges_events_to_the_same_records() -> No
     assert state.orders == {} and state.open_positions() == 0
     restored = type(state).from_dict(state.to_dict(), ex.cfg, ex.rules)
     assert restored.to_dict() == state.to_dict()
+
+
+def _sample_klines(symbol: str, bars: int) -> list[TickReceived]:
+    import gzip
+
+    from tests.unit.stages.sample import SAMPLE
+
+    with gzip.open(SAMPLE / f"{symbol}.csv.gz", "rt") as fh:
+        next(fh)
+        rows = [line.strip().split(",") for _, line in zip(range(bars), fh, strict=False)]
+    return [kline(symbol, int(t), float(o), float(h), float(lo), float(c), float(v))
+            for t, o, h, lo, c, v in rows]  # fmt: skip
+
+
+def _history(ticks: list[TickReceived]) -> tuple[HistoryBar, ...]:
+    return tuple(HistoryBar(open_time_ms=t.event_time_ms, open=t.open, high=t.high, low=t.low,
+                            close=t.close, volume=t.volume) for t in ticks)  # fmt: skip
+
+
+def test_a_joiners_history_warms_its_window_as_if_it_had_been_streamed() -> None:
+    # Real klines: the first 200 streamed one by one, against the first 150 sent as the
+    # history of the 151st (a live universe joiner): the same rows from that kline on.
+    ticks = _sample_klines("ETHUSDT", 200)
+    stage = FeaturesStage()
+    streamed, state = [], None
+    for tick in ticks:
+        state, row = stage.on_tick(state, tick)
+        streamed.append(row)
+    joined = dataclasses.replace(ticks[150], history=_history(ticks[:150]))
+    state, first = stage.on_tick(None, joined)
+    assert first is not None and first == streamed[150]  # warm at once: no blind spot
+    rest = []
+    for tick in ticks[151:]:
+        state, row = stage.on_tick(state, tick)
+        rest.append(row)
+    assert rest == streamed[151:]
+    # without its history the joiner is cold for the warm-up's 128 bars
+    assert stage.on_tick(None, ticks[150])[1] is None
+
+
+def test_a_history_overlapping_the_window_adds_only_the_bars_it_lacks() -> None:
+    ticks = _sample_klines("BTCUSDT", 200)
+    stage = FeaturesStage()
+    state = None
+    for tick in ticks[:100]:
+        state, _ = stage.on_tick(state, tick)
+    # it left at bar 100 and joins again at 160: its history is bars 30..159
+    joined = dataclasses.replace(ticks[160], history=_history(ticks[30:160]))
+    state, row = stage.on_tick(state, joined)
+    assert state is not None and state.skipped == 0 and state.resets == 0
+    reference = None
+    for tick in ticks[:161]:
+        reference, expected = stage.on_tick(reference, tick)
+    assert row == expected
