@@ -8,7 +8,11 @@ window only*:
   bin (``edges`` has ``bins - 1`` inner edges; a value ``x`` falls in bin ``searchsorted(edges,
   x, side="right")``, so the outer bins are open-ended and every live value has a bin);
 - the model's predicted-class distribution (share of SELL / HOLD / BUY arg-max) on those rows,
-  and the ensemble's (its vote with the weights and member versions recorded beside it).
+  and the ensemble's (its vote with the weights and member versions recorded beside it);
+- the same shares per training symbol (``by_symbol``, on the population's bin edges): an
+  instance that sees a few symbols compares its window with the mix of those symbols' own
+  shares, since a partition of one or two majors is calmer than the whole population without
+  having drifted from how those majors looked in training.
 
 PSI = sum over bins of ``(q - p) * ln(q / p)``, ``p`` the reference share and ``q`` the observed
 share, both floored at :data:`EPS` so an empty bin gives a large but finite value. The usual
@@ -99,25 +103,63 @@ def drift_reference(
     ensemble: Mapping[str, Any],
     window: Mapping[str, Any],
     bins: int = REFERENCE_BINS,
+    symbols: npt.ArrayLike | None = None,
 ) -> dict[str, Any]:
     """A manifest's ``drift_reference`` from its training rows.
 
     ``predicted`` is the model's arg-max class index per scored row; ``ensemble`` holds the
-    ensemble's ``predicted_classes`` with the ``versions`` and ``weights`` that voted;
-    ``window`` says which rows (range, row counts, stride) the figures come from.
+    ensemble's ``predicted_classes`` with the ``versions`` and ``weights`` that voted (and its
+    ``by_symbol`` shares); ``window`` says which rows (range, row counts, stride) the figures
+    come from; ``symbols`` (each row's symbol) adds the per-symbol shares.
     """
     x = np.asarray(tabular, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != len(feature_names):
         raise ValueError(f"tabular rows of shape {x.shape} for {len(feature_names)} features")
-    return {
+    features = {n: feature_reference(x[:, i], bins) for i, n in enumerate(feature_names)}
+    reference = {
         "format": REFERENCE_FORMAT,
         "bins": bins,
         "window": dict(window),
         "feature_names": list(feature_names),  # the row order (the JSON sorts the dict's keys)
-        "features": {n: feature_reference(x[:, i], bins) for i, n in enumerate(feature_names)},
+        "features": features,
         "predicted_classes": class_shares(predicted),
         "ensemble": dict(ensemble),
     }
+    if symbols is not None:
+        reference["by_symbol"] = symbol_shares(x, feature_names, features, predicted, symbols)
+    return reference
+
+
+def symbol_shares(
+    x: FloatArray,
+    feature_names: Sequence[str],
+    features: Mapping[str, Mapping[str, Any]],
+    predicted: npt.ArrayLike,
+    symbols: npt.ArrayLike,
+) -> dict[str, dict[str, Any]]:
+    """Per symbol: its rows, its share per bin of each feature (the population's edges) and
+    its predicted-class shares."""
+    sym, actions = np.asarray(symbols), np.asarray(predicted)
+    out = {}
+    for s in sorted({str(v) for v in sym}):
+        mask = sym == s
+        rows = x[mask]
+        shares_of = {}
+        for i, n in enumerate(feature_names):
+            col = rows[:, i]
+            counts = bin_counts(col[np.isfinite(col)], features[n]["edges"])
+            shares_of[n] = [float(v) for v in shares(counts)]
+        out[s] = {"rows": int(mask.sum()), "features": shares_of,
+                  "predicted_classes": class_shares(actions[mask])}  # fmt: skip
+    return out
+
+
+def ensemble_symbol_classes(
+    actions: npt.ArrayLike, symbols: npt.ArrayLike
+) -> dict[str, list[float]]:
+    """The ensemble's predicted-class shares per symbol (``ensemble.by_symbol``)."""
+    sym, a = np.asarray(symbols), np.asarray(actions)
+    return {s: class_shares(a[sym == s]) for s in sorted({str(v) for v in sym})}
 
 
 def level(value: float, moderate: float, significant: float) -> int:

@@ -61,17 +61,20 @@ def build_references(
         CLASSES.index(vote({m: normalised(probs[m][i]) for m in voters}, voters).action)
         for i in range(len(rows))
     ]
-    from models.drift import class_shares
+    from models.drift import class_shares, ensemble_symbol_classes
 
     ensemble = {"versions": dict(sorted(versions.items())), "weights": voters,
-                "predicted_classes": class_shares(ens)}  # fmt: skip
+                "predicted_classes": class_shares(ens),
+                "by_symbol": ensemble_symbol_classes(ens, rows.symbol)}  # fmt: skip
     window = {"first_ms": int(rows.time_ms.min()), "last_ms": int(rows.time_ms.max()),
               "rows": len(rows), "stride": stride, "symbols": list(first.data_source["symbols"]),
               "data_dir": first.data_source["data_dir"]}  # fmt: skip
     out = {}
     for m, manifest in manifests.items():
         predicted = np.argmax(probs[m], axis=1)
-        out[m] = drift_reference(rows.tabular, manifest.feature_names, predicted, ensemble, window)
+        out[m] = drift_reference(
+            rows.tabular, manifest.feature_names, predicted, ensemble, window, symbols=rows.symbol
+        )
         log(f"{m} {manifest.version}: predicted S/H/B "
             + "/".join(f"{s:.3f}" for s in out[m]["predicted_classes"]))  # fmt: skip
     return out

@@ -65,8 +65,8 @@ class RiskLimits(_Frozen):
     defensive_on_drift: bool = Field(
         False,
         description="a decision whose ensemble instance measures SIGNIFICANT drift from the "
-        "models' training reference is sized DEFENSIVE (off by default: a partition of a few "
-        "symbols reads SIGNIFICANT against the 16-symbol training population, docs/edge.md)",
+        "models' training reference is sized DEFENSIVE (off by default: a partition of one or "
+        "two symbols reads its own volatility regime changing as drift, docs/edge.md)",
     )
 
     @model_validator(mode="after")

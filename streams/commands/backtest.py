@@ -64,6 +64,8 @@ def command(
         overrides["partitions"] = partitions
     if seed is not None:
         overrides["seed"] = seed
+    if registry is not None:  # the models' manifests too: drift reference, edge gate table
+        overrides["registry_dir"] = registry
     settings = settings.model_copy(update=overrides)
     run_dir = out or default_run_dir(settings.runs_dir, data, symbols, start, end, settings.seed)
     wanted = tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
@@ -71,7 +73,7 @@ def command(
         window = TimeWindow(
             parse_time_bound(start) if start else None, parse_time_bound(end) if end else None
         )
-        scorer = EnsembleScorer.from_registry(registry or settings.registry_dir)
+        scorer = EnsembleScorer.from_registry(settings.registry_dir)
         builder = ReportBuilder(settings.risk.starting_equity_usd)
         stats = run(data, scorer, builder, settings, wanted, window)
         report = builder.build(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,15 @@ DRIFT_LEVELS = (ModelDrift.STABLE, ModelDrift.MODERATE, ModelDrift.SIGNIFICANT)
 
 
 @dataclass(frozen=True)
+class SymbolShares:
+    """One training symbol's own shares: per feature bin (the population's edges), per model
+    predicted class (a model missing here takes the population's)."""
+
+    proportions: tuple[np.ndarray, ...]
+    classes: Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
 class DriftReference:
     """The bins and shares the window is compared with."""
 
@@ -50,11 +59,50 @@ class DriftReference:
     proportions: tuple[np.ndarray, ...]
     classes: Mapping[str, np.ndarray]
     """Predicted-class shares per model name, and ``ensemble`` when it applies."""
+    by_symbol: Mapping[str, SymbolShares] = field(default_factory=dict)
+    """Each training symbol's own shares (empty in a reference written before them)."""
 
     @property
     def bins(self) -> tuple[int, ...]:
         """Bin count per feature."""
         return tuple(len(e) + 1 for e in self.edges)
+
+    def expected(
+        self, rows: Mapping[str, int], samples: int
+    ) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+        """The shares a window of ``samples`` rows should show, ``rows`` of them per symbol:
+        the mix of those symbols' own shares, weighted by their rows; the population's for a
+        symbol the reference has not (or rows no symbol was counted for)."""
+        own = {s: n for s, n in sorted(rows.items()) if n > 0 and s in self.by_symbol}
+        if not own or samples <= 0:
+            return list(self.proportions), dict(self.classes)
+        rest = float(samples - sum(own.values()))
+        features = [p * rest for p in self.proportions]
+        classes = {m: p * rest for m, p in self.classes.items()}
+        for symbol, n in own.items():
+            ref = self.by_symbol[symbol]
+            features = [f + n * p for f, p in zip(features, ref.proportions, strict=True)]
+            classes = {m: c + n * ref.classes.get(m, self.classes[m]) for m, c in classes.items()}
+        return [f / samples for f in features], {m: c / samples for m, c in classes.items()}
+
+
+def _arrays(values: Any) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64)
+
+
+def _symbol_shares(
+    first: Mapping[str, Any], present: Mapping[str, Mapping[str, Any]],
+    ensemble: Mapping[str, Any] | None, names: Sequence[str],
+) -> dict[str, SymbolShares]:  # fmt: skip
+    """Each symbol's shares from the references' ``by_symbol`` (features from ``first``)."""
+    out = {}
+    for symbol, own in sorted((first.get("by_symbol") or {}).items()):
+        classes = {m: _arrays(r["by_symbol"][symbol]["predicted_classes"])
+                   for m, r in present.items() if symbol in (r.get("by_symbol") or {})}  # fmt: skip
+        if ensemble is not None and symbol in (ensemble.get("by_symbol") or {}):
+            classes[ENSEMBLE] = _arrays(ensemble["by_symbol"][symbol])
+        out[symbol] = SymbolShares(tuple(_arrays(own["features"][n]) for n in names), classes)
+    return out
 
 
 def reference_of(
@@ -68,18 +116,20 @@ def reference_of(
         return None, "no reference: no loaded manifest has a drift_reference"
     first = next(iter(present.values()))
     names = tuple(first["feature_names"])
-    classes = {m: np.asarray(r["predicted_classes"], dtype=np.float64) for m, r in present.items()}
+    classes = {m: _arrays(r["predicted_classes"]) for m, r in present.items()}
     ens = first.get("ensemble") or {}
     voters = {m: float(w) for m, w in weights.items() if m in versions and w > 0}
-    if ens.get("versions") == dict(sorted(versions.items())) and ens.get("weights") == voters:
-        classes[ENSEMBLE] = np.asarray(ens["predicted_classes"], dtype=np.float64)
+    applies = ens.get("versions") == dict(sorted(versions.items())) and ens.get("weights") == voters
+    if applies:
+        classes[ENSEMBLE] = _arrays(ens["predicted_classes"])
     feats = first["features"]
     return (
         DriftReference(
             names,
-            tuple(np.asarray(feats[n]["edges"], dtype=np.float64) for n in names),
-            tuple(np.asarray(feats[n]["proportions"], dtype=np.float64) for n in names),
+            tuple(_arrays(feats[n]["edges"]) for n in names),
+            tuple(_arrays(feats[n]["proportions"]) for n in names),
             classes,
+            _symbol_shares(first, present, ens if applies else None, names),
         ),
         "",
     )
@@ -118,14 +168,17 @@ def measure(
     samples: int,
     t: int,
     cfg: DriftConfig,
+    rows: Mapping[str, int] | None = None,
 ) -> DriftReading:
-    """PSI and KS of the window's ``counts`` (per feature) and ``classes`` against ``ref``."""
+    """PSI and KS of the window's ``counts`` (per feature) and ``classes`` against ``ref``:
+    against the mix of its symbols' own shares when ``rows`` says how many rows each had."""
+    proportions, expected = ref.expected(rows or {}, samples)
     values: dict[tuple[str, str], float] = {}
     ks_values: dict[str, float] = {}
-    for name, p, c in zip(ref.feature_names, ref.proportions, counts, strict=True):
+    for name, p, c in zip(ref.feature_names, proportions, counts, strict=True):
         values[(FEATURES, name)] = psi(p, c)
         ks_values[name] = ks(p, c)
-    for model, p in ref.classes.items():
+    for model, p in expected.items():
         if model in classes:
             values[(model, PREDICTED)] = psi(p, classes[model])
     worst = max(values.values(), default=float("nan"))
@@ -144,10 +197,12 @@ class _Slot:
         self.n = 0
         self.features = [[0] * b for b in bins]
         self.classes = {m: [0] * len(CLASSES) for m in models}
+        self.symbols: dict[str, int] = {}  # rows per symbol: which references to mix
 
     def to_state(self) -> dict[str, Any]:
         return {"n": self.n, "f": [list(c) for c in self.features],
-                "c": {m: list(c) for m, c in self.classes.items()}}  # fmt: skip
+                "c": {m: list(c) for m, c in self.classes.items()},
+                "s": dict(sorted(self.symbols.items()))}  # fmt: skip
 
     @classmethod
     def from_state(cls, data: Mapping[str, Any]) -> _Slot:
@@ -155,6 +210,7 @@ class _Slot:
         slot.n = int(data["n"])
         slot.features = [[int(v) for v in c] for c in data["f"]]
         slot.classes = {m: [int(v) for v in c] for m, c in data["c"].items()}
+        slot.symbols = {s: int(n) for s, n in data.get("s", {}).items()}  # older state: none
         return slot
 
 
@@ -201,6 +257,7 @@ class DriftMonitor:
     def _count(self, slot: _Slot, features: FeaturesComputed, signal: SignalScored) -> None:
         assert self.ref is not None
         slot.n += 1
+        slot.symbols[signal.symbol] = slot.symbols.get(signal.symbol, 0) + 1
         # the reference's features are the row's first ones (a row may hold more)
         for counts, edges, value in zip(slot.features, self._edges, features.values, strict=False):
             counts[bisect_right(edges, value)] += 1
@@ -227,7 +284,11 @@ class DriftMonitor:
         ]
         classes = {m: np.sum(np.asarray([s.classes[m] for s in window], dtype=np.int64), axis=0)
                    for m in self.ref.classes}  # fmt: skip
-        self.last = measure(self.ref, counts, classes, samples, end, self.cfg)
+        rows: dict[str, int] = {}
+        for s in window:
+            for symbol, n in s.symbols.items():
+                rows[symbol] = rows.get(symbol, 0) + n
+        self.last = measure(self.ref, counts, classes, samples, end, self.cfg, rows)
         return self.last
 
     def crossing(self, reading: DriftReading) -> ModelEventKind | None:

@@ -2,25 +2,27 @@
 
 PSI and KS are checked against the values the normal distribution gives for the same bins; the
 drift monitor runs on real Binance rows through the real ensemble handler: the training period
-of the promoted models must stay below "significant", the 2021 spot market must cross it.
+of the promoted models must stay below "significant" (its 16 symbols, and five majors alone,
+measured against their own training shares), the 2021 spot market must cross it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
-from models.drift import bin_counts, class_shares, ks, psi, quantile_edges
+from models.drift import bin_counts, class_shares, drift_reference, ks, psi, quantile_edges
 from models.promotion import rollback_target
 from models.registry import read_manifest
 from streams.agents.base import Emitter
 from streams.agents.ensemble import EnsembleHandler, build
 from streams.config import DriftConfig, Settings
 from streams.contracts.records import FeaturesComputed, ModelEventRecorded
-from streams.stages.drift import DriftMonitor
+from streams.stages.drift import DriftMonitor, DriftReference, SymbolShares
 from streams.topics import Topic
 from streams.topology import BuildContext
 from streams.vocabulary import ModelDrift, ModelEventKind
@@ -110,10 +112,79 @@ def test_training_period_data_does_not_drift() -> None:
     assert max(levels) < 2
 
 
+MAJORS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
+
+
+def test_a_window_of_a_few_symbols_is_compared_with_those_symbols_own_training_shares() -> None:
+    # Five majors of the training period: against the 16-symbol population they are calmer
+    # (significant), against the mix of their own training shares they are not.
+    settings = Settings(drift=SMALL)
+    rows = feature_rows("um_futures_1m_2025", MAJORS, "2025-05-10", "2025-05-12T12:00Z")
+    handler = _handler(settings)
+    levels = _drift_levels(handler, rows)
+    assert handler.drift is not None and handler.drift.monitor is not None
+    ref = handler.drift.monitor.ref
+    assert ref is not None and set(MAJORS) <= set(ref.by_symbol)
+    assert len(levels) >= 30 and max(levels) < 2
+    population_only = _handler(settings)
+    monitor = population_only.drift.watch(handler.drift.versions or {})  # type: ignore[union-attr]
+    monitor.ref = dataclasses.replace(ref, by_symbol={})
+    assert max(_drift_levels(population_only, rows)) == 2
+
+
+def test_the_per_symbol_shares_weighted_by_their_rows_are_the_populations() -> None:
+    rng = np.random.default_rng(7)
+    x = np.column_stack([rng.normal(size=900), rng.exponential(size=900)])
+    x[5, 1] = np.nan  # a row without a value counts in no bin of that feature
+    symbols = np.array(["A"] * 600 + ["B"] * 300)
+    x[600:] += 2.0  # B sits higher: its own shares differ from the population's
+    predicted = rng.integers(0, 3, size=900)
+    ref = drift_reference(x, ["f", "g"], predicted, {}, {}, symbols=symbols)
+    by = ref["by_symbol"]
+    assert [by[s]["rows"] for s in ("A", "B")] == [600, 300]
+    for name in ("f", "g"):
+        mixed = sum(by[s]["rows"] * np.asarray(by[s]["features"][name]) for s in by) / 900
+        assert mixed == pytest.approx(ref["features"][name]["proportions"], abs=2e-3)
+        assert by["A"]["features"][name] != pytest.approx(by["B"]["features"][name], abs=0.05)
+    classes = sum(by[s]["rows"] * np.asarray(by[s]["predicted_classes"]) for s in by) / 900
+    assert classes == pytest.approx(ref["predicted_classes"])
+
+
+def test_the_expected_shares_mix_each_symbols_own_by_its_rows() -> None:
+    pop = (np.array([0.5, 0.5]),)
+    ref = DriftReference(("f",), (np.array([0.0]),), pop, {"m": np.array([0.2, 0.6, 0.2])},
+                         {"A": SymbolShares((np.array([1.0, 0.0]),), {"m": np.array([1.0, 0, 0])}),
+                          "B": SymbolShares((np.array([0.0, 1.0]),), {})})  # fmt: skip
+    features, classes = ref.expected({"A": 3, "B": 1}, 4)
+    assert features[0].tolist() == [0.75, 0.25]
+    assert classes["m"].tolist() == pytest.approx([0.8, 0.15, 0.05])  # B takes the population's
+    # a symbol without its own shares, and rows counted for no symbol, take the population's
+    features, _ = ref.expected({"A": 1, "ZZZ": 1}, 4)
+    assert features[0].tolist() == [0.625, 0.375]
+    assert ref.expected({}, 4)[0][0] is pop[0]
+
+
+def test_a_slot_keeps_its_rows_per_symbol_across_a_restart() -> None:
+    settings = Settings(drift=SMALL)
+    rows = feature_rows("um_futures_1m_2025", MAJORS[:2], "2025-05-10", "2025-05-10T02:00Z")
+    handler = _handler(settings)
+    _drift_levels(handler, rows)
+    monitor = handler.drift.monitor  # type: ignore[union-attr]
+    assert monitor is not None
+    state = monitor.to_state()
+    restored = DriftMonitor(monitor.ref, monitor.cfg)
+    restored.load_state(state)
+    assert restored.to_state() == state
+    assert sum(sum(s["s"].values()) for s in state["slots"].values()) == len(rows)
+    older = {**state, "slots": {k: {m: v for m, v in s.items() if m != "s"}
+                                for k, s in state["slots"].items()}}  # fmt: skip
+    restored.load_state(older)  # a state written before the per-symbol counts: none
+    assert all(not s.symbols for s in restored.slots.values())
+
+
 def test_the_2021_spot_market_raises_drift_once_per_crossing() -> None:
     settings = Settings(drift=SMALL)
-    rows = feature_rows("spot_1m", ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"],
-                 "2021-04-10", "2021-04-12T12:00Z")  # fmt: skip
+    rows = feature_rows("spot_1m", MAJORS, "2021-04-10", "2021-04-12T12:00Z")
     handler = _handler(settings)
     sent = _drive(handler, rows)
     events = [r for r in sent if isinstance(r, ModelEventRecorded)]
