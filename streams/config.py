@@ -69,6 +69,15 @@ class RiskLimits(_Frozen):
         "two symbols reads its own volatility regime changing as drift, docs/edge.md)",
     )
 
+    defensive_veto_share: float = Field(
+        0.95,  # above the training period's highest share at a decision (0.92, docs/edge.md)
+        ge=0,
+        le=1,
+        description="a decision whose supervisor partition vetoed at least this share of its "
+        "last BUY/SELL signals for model health (one-sided, missing or stale model, "
+        "disagreement) is sized DEFENSIVE; 0 = off",
+    )
+
     @model_validator(mode="after")
     def _defensive_before_halt(self) -> RiskLimits:
         if self.defensive_drawdown >= self.max_total_drawdown:

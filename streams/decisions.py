@@ -139,7 +139,12 @@ def _veto(r: SignalSupervised) -> dict[str, Any]:
     for v in r.veto_reasons:
         values |= {f"veto.{v.rule.value}.observed": v.observed,
                    f"veto.{v.rule.value}.threshold": v.threshold}  # fmt: skip
-    return values
+    return values | _unless_zero("health_veto_share", r.health_veto_share)
+
+
+def _unless_zero(key: str, value: float) -> dict[str, Any]:
+    """``{key: value}`` only when it is not the contract's default 0 (as above)."""
+    return {key: value} if value else {}
 
 
 def _size(r: DecisionSized) -> dict[str, Any]:
@@ -149,6 +154,7 @@ def _size(r: DecisionSized) -> dict[str, Any]:
         "size_multiplier": r.size_multiplier, "risk_fraction": r.risk_fraction,
         "margin_usd": r.margin_usd, **_versions("model_versions", r.model_versions),
         **_unless_default("model_drift", r.model_drift, ModelDrift.STABLE),
+        **_unless_zero("health_veto_share", r.health_veto_share),
     }  # fmt: skip
 
 

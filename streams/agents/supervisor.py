@@ -24,6 +24,7 @@ def review_attributes(reviewed: SignalSupervised) -> dict[str, Any]:
         "qt.final_action": reviewed.final_action.value,
         "qt.bias.symbol_buy_share": reviewed.bias.symbol_buy_share,
         "qt.bias.overall_buy_share": reviewed.bias.overall_buy_share,
+        "qt.health_veto_share": reviewed.health_veto_share,
     }
 
 
@@ -39,10 +40,11 @@ class SupervisorHandler:
         self.progress = ForwardedWatermarks()
 
     def checkpoint(self, topic: str, partition: int, record: Any) -> Restore | None:
-        """The two windows a signal moves (its symbol's, the partition's overall), as they were.
+        """The windows a signal moves (its symbol's, the partition's overall and health flags),
+        as they were.
 
-        A HOLD changes nothing (the stage returns before the windows); otherwise copies of two
-        ring buffers (~2 µs), not the whole partition state, which holds every symbol's window.
+        A HOLD changes nothing (the stage returns before the windows); otherwise copies of three
+        ring buffers (~3 µs), not the whole partition state, which holds every symbol's window.
         """
         if record.action is Action.HOLD:
             return None
@@ -54,15 +56,19 @@ class SupervisorHandler:
 
             return forget
         symbol = record.symbol
-        mine, overall = state.per_symbol.get(symbol), state.overall
-        mine, overall = mine and mine.copy(), overall and overall.copy()
+        mine, overall, health = state.per_symbol.get(symbol), state.overall, state.health
+        mine, overall, health = (
+            mine and mine.copy(),
+            overall and overall.copy(),
+            health and health.copy(),
+        )
 
         def restore() -> None:
             if mine is None:
                 state.per_symbol.pop(symbol, None)
             else:
                 state.per_symbol[symbol] = mine
-            state.overall = overall
+            state.overall, state.health = overall, health
 
         return restore
 

@@ -207,6 +207,7 @@ class SignalSupervised(AvroRecord):
     veto_reasons: tuple[VetoReason, ...] = ()
     bias: BiasShares
     final_action: Action
+    health_veto_share: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -228,6 +229,7 @@ class DecisionSized(AvroRecord):
     margin_usd: float
     model_versions: Mapping[str, str]
     model_drift: ModelDrift = ModelDrift.STABLE
+    health_veto_share: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

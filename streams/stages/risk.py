@@ -33,8 +33,10 @@ The policy layer (:func:`trading_mode`) sets the mode of each decision from the 
 the decision: HALT (operator halt, or the breaker latched: the rules above refuse), DEFENSIVE
 (drawdown from the peak >= ``defensive_drawdown``; with ``defensive_in_high_volatility``, a
 decision in the HIGH_VOLATILITY regime; with ``defensive_on_drift`` (off by default), a
-decision whose ensemble instance measures SIGNIFICANT drift, ``DecisionSized.model_drift``:
-the margin is scaled by ``defensive_size``), NORMAL otherwise. Every mode comes with its
+decision whose ensemble instance measures SIGNIFICANT drift, ``DecisionSized.model_drift``;
+a decision whose supervisor partition vetoed at least ``defensive_veto_share`` of its recent
+BUY/SELL signals for model health, ``DecisionSized.health_veto_share``: the margin is scaled
+by ``defensive_size``), NORMAL otherwise. Every mode comes with its
 reasons, and an approval carries both (``trading_mode``, ``mode_reasons``).
 
 The confidence gate is the supervisor's (``QT_SUPERVISOR__MIN_CONFIDENCE``, one home): a
@@ -230,6 +232,10 @@ def trading_mode(
         reasons.append("HIGH_VOLATILITY regime")
     if lim.defensive_on_drift and d.model_drift is ModelDrift.SIGNIFICANT:
         reasons.append("SIGNIFICANT model drift from the training reference")
+    share = d.health_veto_share
+    if lim.defensive_veto_share > 0 and share >= lim.defensive_veto_share - _EPS:
+        reasons.append(f"{share:.0%} of recent signals vetoed for model health "
+                       f">= {lim.defensive_veto_share:.0%}")  # fmt: skip
     return (TradingMode.DEFENSIVE, tuple(reasons)) if reasons else (TradingMode.NORMAL, ())
 
 

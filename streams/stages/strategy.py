@@ -231,6 +231,7 @@ class StrategyStage:
             margin_usd=choice.margin,
             model_versions=model_versions(s),
             model_drift=s.signal.model_drift,
+            health_veto_share=s.health_veto_share,
         )
 
     def on_reward(self, state: StrategyState, r: RewardComputed) -> bool:

@@ -49,7 +49,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from streams.config import BiasConfig, Settings, SupervisorPolicy
 from streams.contracts.records import (
@@ -66,65 +66,93 @@ from streams.vocabulary import Action, Side, VetoRule, side_of
 # ----------------------------------------------------------------------------- state
 
 
-class BiasWindow:
-    """Ring buffer of the sides of the last ``capacity`` non-HOLD signals, with running counts.
+class BitWindow:
+    """Ring buffer of the last ``capacity`` flags, with a running count of the set ones.
 
-    ``push`` is O(1); the long count is kept incrementally so the share never needs a scan.
+    ``push`` is O(1); the count is kept incrementally so the share never needs a scan.
     """
 
-    __slots__ = ("_buf", "_capacity", "_longs", "_next", "_size")
+    __slots__ = ("_buf", "_capacity", "_next", "_ones", "_size")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
-            raise InvalidInputError("bias window capacity", capacity, ">= 1")
+            raise InvalidInputError("window capacity", capacity, ">= 1")
         self._capacity = capacity
-        self._buf: list[int] = [0] * capacity  # 1 = long, 0 = short
+        self._buf: list[int] = [0] * capacity
         self._next = 0
         self._size = 0
-        self._longs = 0
+        self._ones = 0
 
     @property
     def size(self) -> int:
-        """Signals currently in the window (<= capacity)."""
+        """Flags currently in the window (<= capacity)."""
         return self._size
+
+    def push_bit(self, bit: bool) -> None:
+        """Record one flag, evicting the oldest when full."""
+        if self._size == self._capacity:
+            self._ones -= self._buf[self._next]
+        else:
+            self._size += 1
+        self._buf[self._next] = int(bit)
+        self._ones += int(bit)
+        self._next = (self._next + 1) % self._capacity
+
+    def ones_share(self) -> float:
+        """Share of the window's flags that are set (0.0 for an empty window)."""
+        return self._ones / self._size if self._size else 0.0
+
+    def bits(self) -> list[int]:
+        """Window contents, oldest first."""
+        start = (self._next - self._size) % self._capacity
+        return [self._buf[(start + i) % self._capacity] for i in range(self._size)]
+
+    def copy(self) -> Self:
+        """An independent copy (~1 µs; a checkpoint to put back if a signal fails)."""
+        other = self.__class__.__new__(self.__class__)
+        other._capacity, other._buf, other._next = self._capacity, list(self._buf), self._next
+        other._size, other._ones = self._size, self._ones
+        return other
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (oldest first) for a Faust table."""
+        return {"capacity": self._capacity, "bits": self.bits()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Inverse of :meth:`to_dict`."""
+        window = cls(int(data["capacity"]))
+        for b in data["bits"]:
+            window.push_bit(bool(b))
+        return window
+
+
+class BiasWindow(BitWindow):
+    """The sides of the last ``capacity`` non-HOLD signals (a set flag is a long)."""
+
+    __slots__ = ()
 
     def push(self, side: Side) -> None:
         """Record one non-HOLD signal, evicting the oldest when full."""
-        bit = 1 if side is Side.LONG else 0
-        if self._size == self._capacity:
-            self._longs -= self._buf[self._next]
-        else:
-            self._size += 1
-        self._buf[self._next] = bit
-        self._longs += bit
-        self._next = (self._next + 1) % self._capacity
+        self.push_bit(side is Side.LONG)
 
     def share(self, side: Side) -> float:
         """Share of the window on ``side`` (0.0 for an empty window)."""
-        if self._size == 0:
+        if self.size == 0:
             return 0.0
-        longs = self._longs / self._size
+        longs = self.ones_share()
         return longs if side is Side.LONG else 1.0 - longs
 
     def sides(self) -> list[Side]:
         """Window contents, oldest first."""
-        start = (self._next - self._size) % self._capacity
-        bits = [self._buf[(start + i) % self._capacity] for i in range(self._size)]
-        return [Side.LONG if b else Side.SHORT for b in bits]
-
-    def copy(self) -> BiasWindow:
-        """An independent copy (~1 µs; a checkpoint to put back if a signal fails)."""
-        other = BiasWindow.__new__(BiasWindow)
-        other._capacity, other._buf, other._next = self._capacity, list(self._buf), self._next
-        other._size, other._longs = self._size, self._longs
-        return other
+        return [Side.LONG if b else Side.SHORT for b in self.bits()]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (oldest first) for a Faust table."""
         return {"capacity": self._capacity, "sides": [s.value for s in self.sides()]}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BiasWindow:
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Inverse of :meth:`to_dict`."""
         window = cls(int(data["capacity"]))
         for s in data["sides"]:
@@ -134,11 +162,13 @@ class BiasWindow:
 
 @dataclass(slots=True)
 class SupervisorState:
-    """Per-symbol and overall bias windows of one supervisor worker (one partition)."""
+    """Per-symbol and overall bias windows of one supervisor worker (one partition), and which
+    of its last BUY/SELL signals were vetoed for model health (:data:`HEALTH_RULES`)."""
 
     capacity: int
     per_symbol: dict[str, BiasWindow] = field(default_factory=dict)
     overall: BiasWindow | None = None
+    health: BitWindow | None = None
 
     def window(self, symbol: str) -> BiasWindow:
         """The symbol's window, created empty on first use."""
@@ -153,12 +183,19 @@ class SupervisorState:
             self.overall = BiasWindow(self.capacity)
         return self.overall
 
+    def health_window(self) -> BitWindow:
+        """The partition's health-veto flags, created empty on first use."""
+        if self.health is None:
+            self.health = BitWindow(self.capacity)
+        return self.health
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for a Faust table."""
         return {
             "capacity": self.capacity,
             "per_symbol": {s: w.to_dict() for s, w in self.per_symbol.items()},
             "overall": self.overall_window().to_dict(),
+            "health": self.health_window().to_dict(),
         }
 
     @classmethod
@@ -168,10 +205,20 @@ class SupervisorState:
             capacity=int(data["capacity"]),
             per_symbol={s: BiasWindow.from_dict(w) for s, w in data["per_symbol"].items()},
             overall=BiasWindow.from_dict(data["overall"]),
+            # a state written before the health flags starts them empty
+            health=BitWindow.from_dict(data["health"]) if "health" in data else None,
         )
 
 
 # ----------------------------------------------------------------------------- rules
+
+#: Vetoes that say the models are unwell (one-sided, a model missing or stale, the models
+#: split), unlike the gate's (no edge, low confidence), which judge one signal's worth. Their
+#: share of a partition's recent BUY/SELL signals is the policy layer's veto-rate health input.
+HEALTH_RULES: frozenset[VetoRule] = frozenset({
+    VetoRule.ONE_SIDED_SYMBOL, VetoRule.ONE_SIDED_OVERALL, VetoRule.MISSING_MODEL,
+    VetoRule.STALE_MODEL, VetoRule.MODEL_DISAGREEMENT,
+})  # fmt: skip
 
 
 def opposition(signal: SignalScored) -> float:
@@ -282,7 +329,17 @@ def supervise(
     vetoes.append(missing_model_veto(signal, expected_models))
     vetoes.append(stale_model_veto(signal, policy.max_model_staleness_ms))
     vetoes.append(disagreement_veto(signal, policy.max_disagreement))
-    return tuple(v for v in vetoes if v is not None)
+    reasons = tuple(v for v in vetoes if v is not None)
+    if side is not None:
+        state.health_window().push_bit(any(r.rule in HEALTH_RULES for r in reasons))
+    return reasons
+
+
+def health_veto_share(state: SupervisorState, min_samples: int) -> float:
+    """Share of the partition's last BUY/SELL signals (this one included) vetoed for model
+    health; 0.0 until the window holds ``min_samples`` of them, as the bias rule waits."""
+    window = state.health_window()
+    return window.ones_share() if window.size >= min_samples else 0.0
 
 
 def bias_shares(state: SupervisorState, symbol: str) -> BiasShares:
@@ -407,4 +464,5 @@ class SupervisorStage:
             veto_reasons=reasons,
             bias=bias_shares(state, s.symbol),
             final_action=Action.HOLD if reasons else s.action,
+            health_veto_share=health_veto_share(state, self.bias.min_samples),
         )

@@ -221,7 +221,8 @@ def test_migrations_create_the_declared_tables_once(conn: Any, schema: str) -> N
     rows = conn.execute(
         f"SELECT version, variant FROM {schema}.schema_migrations ORDER BY version"
     ).fetchall()
-    assert rows == [(1, ""), (2, variant), (3, ""), (4, ""), (5, ""), (6, "")]
+    assert versions == list(range(1, len(versions) + 1)) and len(versions) >= 7
+    assert rows == [(v, variant if v == 2 else "") for v in versions]
     for spec in TABLES.values():  # the code's column order and keys are the database's
         cols = conn.execute(
             "SELECT column_name FROM information_schema.columns "

@@ -66,12 +66,13 @@ TABLES: Final[Mapping[str, TableSpec]] = {
               f"symbol trade_id {_TIME} price qty is_buyer_maker source"),
         _spec("signals", "signal_id event_time",
               f"signal_id symbol {_TIME} feature_version action confidence probabilities close "
-              "atr_pct volatility vetoed final_action votes bias model_drift"),
+              "atr_pct volatility vetoed final_action votes bias model_drift health_veto_share"),
         _spec("vetoes", "signal_id ordinal event_time",
               f"signal_id ordinal symbol {_TIME} rule detail observed threshold"),
         _spec("decisions", "decision_id event_time",
               f"decision_id signal_id symbol {_TIME} side confidence price atr_pct regime "
-              "strategy size_multiplier risk_fraction margin_usd model_versions model_drift"),
+              "strategy size_multiplier risk_fraction margin_usd model_versions model_drift "
+              "health_veto_share"),
         _spec("approvals", "order_id event_time",
               f"order_id decision_id symbol {_TIME} approved_margin_usd max_leverage equity_usd "
               "open_positions trading_mode mode_reasons"),
@@ -190,7 +191,8 @@ def signal_rows(s: SignalSupervised) -> list[Row]:
              confidence=sig.confidence, probabilities=list(sig.probabilities), close=sig.close,
              atr_pct=sig.atr_pct, volatility=sig.volatility, vetoed=s.vetoed,
              final_action=str(s.final_action), votes=_jsonb([v.to_avro() for v in sig.votes]),
-             bias=_jsonb(s.bias.to_avro()), model_drift=str(sig.model_drift))
+             bias=_jsonb(s.bias.to_avro()), model_drift=str(sig.model_drift),
+             health_veto_share=s.health_veto_share)
     ]  # fmt: skip
     rows.extend(
         _row("vetoes", signal_id=s.signal_id, ordinal=i, symbol=s.symbol,
@@ -209,7 +211,7 @@ def decision_rows(d: DecisionSized) -> list[Row]:
              atr_pct=d.atr_pct, regime=str(d.regime), strategy=d.strategy,
              size_multiplier=d.size_multiplier, risk_fraction=d.risk_fraction,
              margin_usd=d.margin_usd, model_versions=_jsonb(dict(d.model_versions)),
-             model_drift=str(d.model_drift))
+             model_drift=str(d.model_drift), health_veto_share=d.health_veto_share)
     ]  # fmt: skip
 
 

@@ -115,6 +115,25 @@ def test_significant_model_drift_sizes_defensive_and_the_approval_says_so() -> N
     assert trading_mode(state.portfolio, drifted, LIMITS) == (TradingMode.NORMAL, ())
 
 
+def test_a_partition_vetoed_for_model_health_sizes_defensive_and_says_why() -> None:
+    """Veto rates feed the policy layer: a decision carries the share of its supervisor
+    partition's recent signals vetoed for model health; at or above the setting it is sized
+    DEFENSIVE (0 turns the rule off)."""
+    assert RiskLimits().defensive_veto_share == 0.95
+    stage = RiskStage(LIMITS)
+    state = stage.new_state(MON)
+    healthy = dataclasses.replace(decision("BTCUSDT", MON + 60_000), health_veto_share=0.92)
+    calm = stage.on_decision(state, healthy)
+    assert isinstance(calm, OrderApproved) and calm.trading_mode is TradingMode.NORMAL
+    unwell = dataclasses.replace(decision("ETHUSDT", MON + 120_000), health_veto_share=0.975)
+    out = stage.on_decision(state, unwell)
+    assert isinstance(out, OrderApproved) and out.trading_mode is TradingMode.DEFENSIVE
+    assert out.mode_reasons == ("98% of recent signals vetoed for model health >= 95%",)
+    assert out.approved_margin_usd == calm.approved_margin_usd * LIMITS.defensive_size
+    off = LIMITS.model_copy(update={"defensive_veto_share": 0.0})
+    assert trading_mode(state.portfolio, unwell, off) == (TradingMode.NORMAL, ())
+
+
 def test_the_breaker_state_round_trips_through_the_table_form() -> None:
     s = PortfolioState.start(10_000.0, MON)
     s.equity, s.breaker_tripped, s.breaker_reason = 6_000.0, True, "drawdown 40%"

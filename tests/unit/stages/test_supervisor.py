@@ -194,3 +194,37 @@ def test_stage_emits_the_vetoes_and_bias_shares_as_a_record_that_round_trips() -
     assert (out.bias.symbol_buy_share, out.bias.overall_window) == (1.0, 1)
     assert SignalSupervised.from_avro(out.to_avro()) == out
     assert out.signal.votes[0].version == "v1"
+
+
+HEALTH = SupervisorPolicy(gate="confidence", bias_window=40, bias_threshold=0.7)
+
+
+def test_a_one_sided_stream_leaves_the_signal_against_it_with_its_health_veto_share() -> None:
+    """The seed's 99 %-SELL model: the bias rule vetoes the SELLs, the BUY against the bias
+    passes, and carries the share of the partition's recent signals vetoed for model health
+    (the policy layer sizes it DEFENSIVE, tests/unit/stages/test_policy.py)."""
+    stage = SupervisorStage(HEALTH, MODELS, SMALL)
+    state = stage.new_state()
+    first = stage.on_signal(state, _signal("BTCUSDT", 0, SELL_STRONG))
+    assert first is not None and not first.vetoed and first.health_veto_share == 0.0
+    reviewed = [stage.on_signal(state, _signal("BTCUSDT", t, SELL_STRONG)) for t in range(1, 60)]
+    assert all(r is not None and r.vetoed for r in reviewed[-40:])
+    against = stage.on_signal(state, _signal("BTCUSDT", 60, BUY_STRONG))
+    assert against is not None and not against.vetoed
+    assert against.health_veto_share == 39 / 40  # the window: 39 vetoed SELLs and this BUY
+    restored = SupervisorState.from_dict(state.to_dict())
+    assert restored.to_dict() == state.to_dict()
+    older = {k: v for k, v in state.to_dict().items() if k != "health"}
+    assert SupervisorState.from_dict(older).health_window().size == 0  # written before it
+
+
+def test_gate_vetoes_are_not_model_health() -> None:
+    """Low confidence judges one signal's worth, not the models: it does not count."""
+    stage = SupervisorStage(HEALTH, MODELS, SMALL)
+    state = stage.new_state()
+    weak_buy, weak_sell = (0.3, 0.3, 0.4), (0.4, 0.3, 0.3)
+    out = [stage.on_signal(state, _signal("BTCUSDT", t, weak_buy if t % 2 else weak_sell))
+           for t in range(50)]  # fmt: skip
+    assert all(r is not None and _rules(r.veto_reasons) == ["LOW_CONFIDENCE"] for r in out)
+    assert all(r is not None and r.health_veto_share == 0.0 for r in out)
+    assert state.health_window().size == 40
