@@ -208,7 +208,8 @@ def trading_panels() -> list[Panel]:
                 ),
             ),
             "The policy layer's mode of the latest decision (1 = in that mode): NORMAL, "
-            "DEFENSIVE (drawdown from the peak, drift, regime: smaller entries), HALT.",
+            "DEFENSIVE (drawdown from the peak, drift, regime, model-health vetoes: smaller "
+            "entries), HALT.",
             width=24,
             height=5,
         ),
@@ -371,6 +372,15 @@ def ai_panels() -> list[Panel]:
             "PSI of the rolling event-time window against the manifests' training reference, per "
             "feature (model=features) and per predicted-class distribution (docs/drift.md); "
             "0.1 moderate, 0.25 significant.",
+            width=24,
+        ),
+        Panel(
+            "Signals vetoed for model health",
+            "timeseries",
+            (Query("max by (partition) (qt_model_health_veto_share)", "partition {{partition}}"),),
+            "Share of each supervisor partition's last BUY/SELL signals vetoed for model health "
+            "(one-sided, missing or stale model, disagreement); at QT_RISK__DEFENSIVE_VETO_SHARE "
+            "(0.95) the policy layer sizes that partition's decisions DEFENSIVE (docs/edge.md).",
             width=24,
         ),
     ]

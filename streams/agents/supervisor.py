@@ -83,6 +83,7 @@ class SupervisorHandler:
         if reviewed is not None:
             for reason in reviewed.veto_reasons:
                 metrics().veto(reason.rule.value)
+            metrics().health_veto_share(partition, reviewed.health_veto_share)
             tracing.annotate(review_attributes(reviewed))
             out.record(
                 Topic.SIGNALS_SUPERVISED,

@@ -106,6 +106,11 @@ AGREED: tuple[MetricSpec, ...] = (
         "0 stable, 1 moderate, 2 significant drift (worst PSI, per ensemble partition)",
     ),
     MetricSpec(
+        "qt_model_health_veto_share", "gauge", ("partition",),
+        "share of the partition's last BUY/SELL signals the supervisor vetoed for model health "
+        "(the policy layer's veto-rate input, docs/edge.md)",
+    ),
+    MetricSpec(
         "qt_model_scoring_seconds", "histogram", ("model",), "one model's scoring time per batch"
     ),
     MetricSpec("qt_orders_total", "counter", ("side",), "orders planned by side"),
@@ -233,6 +238,10 @@ class Metrics:
     def veto(self, rule: str) -> None:
         """One supervisor veto by ``rule`` (a signal with two reasons counts under both)."""
         self._c["qt_vetoes_total"].labels(rule).inc()
+
+    def health_veto_share(self, partition: int, share: float) -> None:
+        """The supervisor partition's health-veto share after its latest BUY/SELL signal."""
+        self._c["qt_model_health_veto_share"].labels(str(partition)).set(share)
 
     def risk_rejection(self, rule: str) -> None:
         """One decision rejected by the risk ``rule``."""

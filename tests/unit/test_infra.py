@@ -40,6 +40,7 @@ AGREED: dict[str, frozenset[str]] = {
     "qt_stage_records_total": frozenset({"stage", "topic"}),
     "qt_model_drift_psi": frozenset({"model", "feature"}),
     "qt_model_drift_level": frozenset({"partition"}),
+    "qt_model_health_veto_share": frozenset({"partition"}),
     "qt_stage_latency_seconds": frozenset({"stage"}),
     "qt_stage_last_event_timestamp_seconds": frozenset({"stage"}),
     "qt_stage_watermark_ms": frozenset({"stage"}),

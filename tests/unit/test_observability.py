@@ -64,6 +64,7 @@ AGREED_IN_THE_ISSUE = (
     "qt_model_scoring_seconds",
     "qt_model_drift_psi",  # issue 12: drift against the training reference
     "qt_model_drift_level",
+    "qt_model_health_veto_share",  # issue 12: the supervisor's veto rate as model health
     "qt_orders_total",
     "qt_trades_closed_total",
     "qt_venue_reconcile_findings_total",  # issue 11: the testnet venue's reconciliation

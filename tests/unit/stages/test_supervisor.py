@@ -228,3 +228,25 @@ def test_gate_vetoes_are_not_model_health() -> None:
     assert all(r is not None and _rules(r.veto_reasons) == ["LOW_CONFIDENCE"] for r in out)
     assert all(r is not None and r.health_veto_share == 0.0 for r in out)
     assert state.health_window().size == 40
+
+
+def test_the_handler_exports_each_partitions_health_veto_share() -> None:
+    from streams.agents.base import Emitter
+    from streams.agents.supervisor import SupervisorHandler
+    from streams.observability.metrics import Metrics, install_metrics
+
+    m = Metrics()
+    old = install_metrics(m)
+    try:
+        handler = SupervisorHandler(SupervisorStage(HEALTH, MODELS, SMALL))
+        out = Emitter("supervisor")
+        for t in range(60):
+            signal = _signal("BTCUSDT", t, SELL_STRONG)
+            handler.on_record("signals.ensemble", 3, "ensemble/3", signal, out)
+        handler.on_record(
+            "signals.ensemble", 3, "ensemble/3", _signal("BTCUSDT", 60, BUY_STRONG), out
+        )
+    finally:
+        install_metrics(old)
+    share = m.registry.get_sample_value("qt_model_health_veto_share", {"partition": "3"})
+    assert share == 39 / 40  # the last signal's: 39 vetoed SELLs and the BUY that passed
