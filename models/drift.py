@@ -86,8 +86,13 @@ def feature_reference(values: npt.ArrayLike, bins: int = REFERENCE_BINS) -> dict
     """One feature's reference: its quantile edges and the training rows' share per bin."""
     x = np.asarray(values, dtype=np.float64)
     edges = quantile_edges(x, bins)
-    counts = bin_counts(x[np.isfinite(x)], edges)
-    return {"edges": edges, "proportions": [float(s) for s in shares(counts)]}
+    return {"edges": edges, "proportions": bin_shares(x, edges)}
+
+
+def bin_shares(values: npt.ArrayLike, edges: npt.ArrayLike) -> list[float]:
+    """The share of the finite ``values`` in each bin of ``edges``."""
+    x = np.asarray(values, dtype=np.float64)
+    return [float(s) for s in shares(bin_counts(x[np.isfinite(x)], edges))]
 
 
 def class_shares(actions: npt.ArrayLike, n_classes: int = 3) -> list[float]:
@@ -139,25 +144,21 @@ def symbol_shares(
 ) -> dict[str, dict[str, Any]]:
     """Per symbol: its rows, its share per bin of each feature (the population's edges) and
     its predicted-class shares."""
-    sym, actions = np.asarray(symbols), np.asarray(predicted)
+    sym = np.asarray(symbols)
+    classes = class_shares_by_symbol(predicted, sym)
     out = {}
-    for s in sorted({str(v) for v in sym}):
-        mask = sym == s
-        rows = x[mask]
-        shares_of = {}
-        for i, n in enumerate(feature_names):
-            col = rows[:, i]
-            counts = bin_counts(col[np.isfinite(col)], features[n]["edges"])
-            shares_of[n] = [float(v) for v in shares(counts)]
-        out[s] = {"rows": int(mask.sum()), "features": shares_of,
-                  "predicted_classes": class_shares(actions[mask])}  # fmt: skip
+    for s, predicted_classes in classes.items():
+        rows = x[sym == s]
+        out[s] = {"rows": len(rows), "predicted_classes": predicted_classes,
+                  "features": {n: bin_shares(rows[:, i], features[n]["edges"])
+                               for i, n in enumerate(feature_names)}}  # fmt: skip
     return out
 
 
-def ensemble_symbol_classes(
+def class_shares_by_symbol(
     actions: npt.ArrayLike, symbols: npt.ArrayLike
 ) -> dict[str, list[float]]:
-    """The ensemble's predicted-class shares per symbol (``ensemble.by_symbol``)."""
+    """Each symbol's predicted-class shares (a model's, or the ensemble's ``by_symbol``)."""
     sym, a = np.asarray(symbols), np.asarray(actions)
     return {s: class_shares(a[sym == s]) for s in sorted({str(v) for v in sym})}
 

@@ -61,11 +61,11 @@ def build_references(
         CLASSES.index(vote({m: normalised(probs[m][i]) for m in voters}, voters).action)
         for i in range(len(rows))
     ]
-    from models.drift import class_shares, ensemble_symbol_classes
+    from models.drift import class_shares, class_shares_by_symbol
 
     ensemble = {"versions": dict(sorted(versions.items())), "weights": voters,
                 "predicted_classes": class_shares(ens),
-                "by_symbol": ensemble_symbol_classes(ens, rows.symbol)}  # fmt: skip
+                "by_symbol": class_shares_by_symbol(ens, rows.symbol)}  # fmt: skip
     window = {"first_ms": int(rows.time_ms.min()), "last_ms": int(rows.time_ms.max()),
               "rows": len(rows), "stride": stride, "symbols": list(first.data_source["symbols"]),
               "data_dir": first.data_source["data_dir"]}  # fmt: skip
