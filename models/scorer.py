@@ -25,6 +25,16 @@ from models.registry import RegisteredModel, read_index, resolve
 
 OUTPUT_NAME = "probabilities"
 INPUT_KINDS = ("tabular", "window")
+#: A replay must not depend on how Kafka happened to batch records, so a network's output for a
+#: row must not depend on the rows it was scored with. ONNX Runtime's MatMul kernels work on
+#: blocks of rows: a call of 1 to 3 rows, or of 4k+2 or 4k+3 rows, gives some rows different
+#: last bits (up to 2.4e-7) than a call of a whole multiple of 4 rows, while every multiple of
+#: 4 (4 to 400) gives the same bits for a row at any position with any neighbours (measured on
+#: real windows, docs/performance.md; tests/unit/test_scorer_batch_invariance.py checks it on
+#: the machine it runs on). So networks get whole multiples of 4 rows, padded with zeros.
+NETWORK_ROW_MULTIPLE = 4
+#: Rows per network call at most (bounds a call's memory; a multiple of the above).
+NETWORK_BATCH_ROWS = 256
 
 
 class ScorerError(RuntimeError):
@@ -140,18 +150,29 @@ class EnsembleScorer:
         out: dict[str, np.ndarray] = {}
         for m in self._members:
             x = _checked_input(m, feeds[m.kind])
-            if m.kind == "window" and len(x) > 1:
-                # Row by row: ONNX Runtime's MatMul kernels tile by batch size, so a network's
-                # output for a row differs in the last bit with the batch it arrived in (up to
-                # 1.2e-7, measured). Tree ensembles are exact at any batch size. A replay must not
-                # depend on how Kafka happened to batch records, so networks always see batch 1.
-                rows = [
-                    m.session.run([OUTPUT_NAME], {m.kind: x[i : i + 1]})[0] for i in range(len(x))
-                ]
-                out[m.name] = np.concatenate(rows)
-            else:
+            if m.kind == "window":
+                out[m.name] = _run_padded(m.session, m.kind, x)
+            else:  # tree ensembles are exact at any batch size
                 out[m.name] = m.session.run([OUTPUT_NAME], {m.kind: x})[0]
         return out
+
+
+def _run_padded(session: ort.InferenceSession, input_name: str, x: np.ndarray) -> np.ndarray:
+    """A network's outputs for ``x``, fed in chunks of :data:`NETWORK_BATCH_ROWS` rows.
+
+    The last chunk is padded with zero rows, so every call has a whole multiple of
+    :data:`NETWORK_ROW_MULTIPLE` rows and a row's bits do not depend on its batch.
+    """
+    if not len(x):
+        return session.run([OUTPUT_NAME], {input_name: x})[0]
+    outs = []
+    for start in range(0, len(x), NETWORK_BATCH_ROWS):
+        chunk = x[start : start + NETWORK_BATCH_ROWS]
+        short = -len(chunk) % NETWORK_ROW_MULTIPLE
+        if short:
+            chunk = np.concatenate([chunk, np.zeros((short, *x.shape[1:]), dtype=x.dtype)])
+        outs.append(session.run([OUTPUT_NAME], {input_name: chunk})[0][: len(chunk) - short])
+    return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
 
 def _checked_input(member: _Member, x: np.ndarray | None) -> np.ndarray:
