@@ -30,7 +30,7 @@ INPUT_KINDS = ("tabular", "window")
 #: blocks of rows: a call of 1 to 3 rows, or of 4k+2 or 4k+3 rows, gives some rows different
 #: last bits (up to 2.4e-7) than a call of a whole multiple of 4 rows, while every multiple of
 #: 4 (4 to 400) gives the same bits for a row at any position with any neighbours (measured on
-#: real windows, docs/performance.md; tests/unit/test_scorer_batch_invariance.py checks it on
+#: real windows, docs/performance.md; tests/unit/test_scorer.py checks it on
 #: the machine it runs on). So networks get whole multiples of 4 rows, padded with zeros.
 NETWORK_ROW_MULTIPLE = 4
 #: Rows per network call at most (bounds a call's memory; a multiple of the above).
